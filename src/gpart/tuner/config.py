@@ -52,7 +52,9 @@ class GPartConfig(PeftConfig):
     d: int | None = field(default=None, metadata={"help": "Length of theta (number of groups)."})
     target_modules: list[str] | str | None = field(
         default=None,
-        metadata={"help": "Module names, a regex, or 'all-linear'. Default: query/value projections."},
+        metadata={
+            "help": "Module names, a regex, or 'all-linear'. Default: query/value projections."
+        },
     )
     exclude_modules: list[str] | str | None = field(
         default=None, metadata={"help": "Module names or regex to exclude."}
@@ -85,7 +87,9 @@ class GPartConfig(PeftConfig):
         if isinstance(self.exclude_modules, (list, tuple, set)):
             self.exclude_modules = list(self.exclude_modules)
         if self.d is None:
-            raise ValueError("GPartConfig needs `d`, the length of theta: e.g. GPartConfig(d=16384).")
+            raise ValueError(
+                "GPartConfig needs `d`, the length of theta: e.g. GPartConfig(d=16384)."
+            )
         if isinstance(self.d, bool) or not isinstance(self.d, int) or self.d <= 0:
             raise ValueError(f"GPartConfig.d must be a positive integer, got {self.d!r}.")
         if not 0.0 <= self.gpart_dropout < 1.0:
@@ -96,7 +100,9 @@ class GPartConfig(PeftConfig):
         _check_choice("grouping", self.grouping, GROUPING_CHOICES)
         _check_choice("assignment", self.assignment, ASSIGNMENT_CHOICES)
         if isinstance(self.target_modules, str) and self.layers_to_transform is not None:
-            raise ValueError("layers_to_transform needs target_modules as a list, not a regex string.")
+            raise ValueError(
+                "layers_to_transform needs target_modules as a list, not a regex string."
+            )
         if self.layers_pattern and self.layers_to_transform is None:
             raise ValueError("layers_pattern is only used together with layers_to_transform.")
 

@@ -1,0 +1,293 @@
+"""GPart tuner layers: wrappers around nn.Linear, transformers' Conv1D, nn.Conv2d, nn.Embedding.
+
+A layer owns no trainable tensor: `theta` and the group scales live once on the
+`GPartModel` and every layer reads them through `self._gpart_shared` (deliberately not a
+registered submodule, so the state dict holds `theta` exactly once). Per adapter a layer
+keeps only integers (its offset in the global adapted space) and, in the `materialized`
+assignment, an int32 id cache that is never saved.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from peft.tuners._buffer_dict import BufferDict
+from peft.tuners.tuners_utils import BaseTunerLayer, check_adapters_to_merge
+from torch import nn
+
+from gpart.tuner.ops import AdapterTerm, gpart_generic, gpart_linear
+from gpart.tuner.partition import Partition
+
+
+@dataclass
+class LayerSlot:
+    """Where one adapter's entries of this layer sit in its global adapted space."""
+
+    offset: int
+    weight_numel: int
+    bias_numel: int
+
+    @property
+    def numel(self) -> int:
+        return self.weight_numel + self.bias_numel
+
+
+class GPartShared(nn.Module):
+    """Model-level state shared by all layers of all adapters: theta and scales per adapter."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.theta = nn.ParameterDict({})
+        self.scales = BufferDict({}, persistent=False)
+        self.partitions: dict[str, Partition] = {}
+
+
+class GPartLayer(BaseTunerLayer):
+    # `gpart_theta` is a property onto the shared ParameterDict: peft toggles requires_grad
+    # of the active adapter's theta through it, as for every other method.
+    adapter_layer_names = ("gpart_theta",)
+    other_param_names = ("gpart_slot", "gpart_dropout", "gpart_ids")
+
+    def __init__(self, base_layer: nn.Module, shared: GPartShared, **kwargs: Any) -> None:
+        self.base_layer = base_layer
+        self.__dict__["_gpart_shared"] = shared
+        self.gpart_slot: dict[str, LayerSlot] = {}
+        self.gpart_dropout: dict[str, float] = {}
+        self.gpart_adapt_bias: dict[str, bool] = {}
+        self.gpart_ids = BufferDict({}, persistent=False)
+        self._disable_adapters = False
+        self.merged_adapters: list[str] = []
+        self.kwargs = kwargs
+
+    @property
+    def gpart_theta(self) -> nn.ParameterDict:
+        return self._gpart_shared.theta
+
+    @property
+    def weight_in_storage(self) -> torch.Tensor:
+        return self.get_base_layer().weight
+
+    def update_layer(self, adapter_name: str, dropout: float, adapt_bias: bool) -> None:
+        base = self.get_base_layer()
+        has_bias = getattr(base, "bias", None) is not None
+        self.gpart_dropout[adapter_name] = float(dropout)
+        self.gpart_adapt_bias[adapter_name] = bool(adapt_bias and has_bias)
+        bias_numel = base.bias.numel() if self.gpart_adapt_bias[adapter_name] else 0
+        # The offset is assigned by GPartModel once all layers exist (model order).
+        self.gpart_slot[adapter_name] = LayerSlot(-1, base.weight.numel(), bias_numel)
+        self.set_adapter(self.active_adapters)
+
+    def set_offset(self, adapter_name: str, offset: int, materialize: bool) -> None:
+        self.gpart_slot[adapter_name].offset = offset
+        if adapter_name in self.gpart_ids:
+            del self.gpart_ids[adapter_name]
+        if materialize:
+            self.materialize_ids(adapter_name)
+
+    def materialize_ids(self, adapter_name: str) -> None:
+        slot = self.gpart_slot[adapter_name]
+        partition = self._gpart_shared.partitions[adapter_name]
+        device = self.weight_in_storage.device
+        if device.type == "meta":
+            device = torch.device("cpu")
+        ids = partition.group_ids(slot.offset, slot.numel, device=device)
+        self.gpart_ids[adapter_name] = ids.to(torch.int32)
+
+    def _move_adapter_to_device_of_base_layer(self, adapter_name: str, device=None) -> None:
+        # theta stays fp32 on the tuner; only the id cache follows the base layer's device.
+        target = device if device is not None else self.weight_in_storage.device
+        if adapter_name in self.gpart_ids and target.type != "meta":
+            self.gpart_ids[adapter_name] = self.gpart_ids[adapter_name].to(target)
+
+    def _term(self, adapter_name: str, training: bool) -> AdapterTerm:
+        shared = self._gpart_shared
+        slot = self.gpart_slot[adapter_name]
+        dropout = self.gpart_dropout[adapter_name] if training else 0.0
+        key = None
+        if dropout > 0.0:
+            # drawn from torch's global RNG, so torch.manual_seed reproduces the masks
+            key = int(torch.randint(0, 2**62, (1,)).item())
+        ids = self.gpart_ids[adapter_name] if adapter_name in self.gpart_ids else None
+        return AdapterTerm(
+            theta=shared.theta[adapter_name],
+            scales=shared.scales[adapter_name],
+            partition=shared.partitions[adapter_name],
+            offset=slot.offset,
+            weight_numel=slot.weight_numel,
+            bias_numel=slot.bias_numel,
+            ids=ids,
+            dropout=dropout,
+            dropout_key=key,
+        )
+
+    def _active_terms(self) -> list[AdapterTerm]:
+        return [
+            self._term(name, self.training)
+            for name in self.active_adapters
+            if name in self.gpart_slot and name in self._gpart_shared.theta
+        ]
+
+    # ----------------------------------------------------------------- peft vocabulary
+    def get_delta_weight(self, adapter_name: str) -> torch.Tensor:
+        """dW of this layer, in the weight's storage layout and dtype."""
+        weight = self.weight_in_storage
+        dw, _ = self._term(adapter_name, training=False).delta(weight.shape, weight.device)
+        return dw.to(weight.dtype)
+
+    def get_delta_bias(self, adapter_name: str) -> torch.Tensor | None:
+        weight = self.weight_in_storage
+        _, db = self._term(adapter_name, training=False).delta(weight.shape, weight.device)
+        return None if db is None else db.to(self.get_base_layer().bias.dtype)
+
+    def merge(self, safe_merge: bool = False, adapter_names: list[str] | None = None) -> None:
+        adapter_names = check_adapters_to_merge(self, adapter_names)
+        base = self.get_base_layer()
+        for name in adapter_names:
+            if name not in self.gpart_slot:
+                continue
+            dw = self.get_delta_weight(name)
+            db = self.get_delta_bias(name)
+            new_w = base.weight.data + dw
+            new_b = None if db is None else base.bias.data + db
+            if safe_merge and not (
+                torch.isfinite(new_w).all() and (new_b is None or torch.isfinite(new_b).all())
+            ):
+                raise ValueError(f"NaNs or infs in the merged weights of adapter {name!r}.")
+            base.weight.data = new_w
+            if new_b is not None:
+                base.bias.data = new_b
+            self.merged_adapters.append(name)
+
+    def unmerge(self) -> None:
+        if not self.merged:
+            warnings.warn("Already unmerged. Nothing to do.", stacklevel=2)
+            return
+        base = self.get_base_layer()
+        while self.merged_adapters:
+            name = self.merged_adapters.pop()
+            if name not in self.gpart_slot:
+                continue
+            base.weight.data -= self.get_delta_weight(name)
+            db = self.get_delta_bias(name)
+            if db is not None:
+                base.bias.data -= db
+
+    def _adapted_forward(self, x: torch.Tensor, terms: list[AdapterTerm]) -> torch.Tensor:
+        raise NotImplementedError  # each wrapper implements its op
+
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        if self.disable_adapters:
+            if self.merged:
+                self.unmerge()
+            return self.base_layer(x, *args, **kwargs)
+        if self.merged:
+            return self.base_layer(x, *args, **kwargs)
+        terms = self._active_terms()
+        if not terms:
+            return self.base_layer(x, *args, **kwargs)
+        return self._adapted_forward(x, terms, *args, **kwargs)
+
+    def __repr__(self) -> str:
+        return "gpart." + super().__repr__()
+
+
+class Linear(nn.Module, GPartLayer):
+    """nn.Linear, or transformers' Conv1D when `fan_in_fan_out` (weight stored [in, out])."""
+
+    def __init__(
+        self,
+        base_layer: nn.Module,
+        shared: GPartShared,
+        adapter_name: str,
+        dropout: float = 0.0,
+        adapt_bias: bool = False,
+        fan_in_fan_out: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__()
+        GPartLayer.__init__(self, base_layer, shared, **kwargs)
+        self.fan_in_fan_out = fan_in_fan_out
+        self._active_adapter = adapter_name
+        self.update_layer(adapter_name, dropout, adapt_bias)
+
+    forward = GPartLayer.forward  # nn.Module's placeholder forward comes first in the MRO
+
+    def _adapted_forward(self, x, terms, *args, **kwargs):
+        base = self.get_base_layer()
+        return gpart_linear(x, base.weight, base.bias, terms, transposed=self.fan_in_fan_out)
+
+
+class Conv2d(nn.Module, GPartLayer):
+    def __init__(
+        self,
+        base_layer: nn.Conv2d,
+        shared: GPartShared,
+        adapter_name: str,
+        dropout: float = 0.0,
+        adapt_bias: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__()
+        GPartLayer.__init__(self, base_layer, shared, **kwargs)
+        self._active_adapter = adapter_name
+        self.update_layer(adapter_name, dropout, adapt_bias)
+
+    forward = GPartLayer.forward  # nn.Module's placeholder forward comes first in the MRO
+
+    def _adapted_forward(self, x, terms, *args, **kwargs):
+        base = self.get_base_layer()
+        if base.padding_mode != "zeros":
+            raise ValueError("GPart Conv2d supports padding_mode='zeros' only.")
+        op = partial(
+            _conv2d,
+            stride=base.stride,
+            padding=base.padding,
+            dilation=base.dilation,
+            groups=base.groups,
+        )
+        return gpart_generic(x, base.weight, base.bias, terms, op)
+
+
+def _conv2d(x, w, b, *, stride, padding, dilation, groups):
+    return F.conv2d(x, w, b, stride, padding, dilation, groups)
+
+
+class Embedding(nn.Module, GPartLayer):
+    def __init__(
+        self,
+        base_layer: nn.Embedding,
+        shared: GPartShared,
+        adapter_name: str,
+        dropout: float = 0.0,
+        adapt_bias: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__()
+        GPartLayer.__init__(self, base_layer, shared, **kwargs)
+        self._active_adapter = adapter_name
+        self.update_layer(adapter_name, dropout, adapt_bias=False)
+
+    forward = GPartLayer.forward  # nn.Module's placeholder forward comes first in the MRO
+
+    def _adapted_forward(self, x, terms, *args, **kwargs):
+        base = self.get_base_layer()
+        op = partial(
+            _embedding,
+            padding_idx=base.padding_idx,
+            max_norm=base.max_norm,
+            norm_type=base.norm_type,
+            scale_grad_by_freq=base.scale_grad_by_freq,
+            sparse=base.sparse,
+        )
+        out = gpart_generic(x, base.weight, None, terms, op)
+        embed_scale = self._get_embed_scale()
+        return out * embed_scale.to(out.dtype) if embed_scale is not None else out
+
+
+def _embedding(x, w, b, **kwargs):
+    return F.embedding(x, w, **kwargs)

@@ -1,0 +1,217 @@
+"""`GPartModel`: the peft tuner that injects GPart layers and owns `theta`."""
+
+from __future__ import annotations
+
+import torch
+from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer
+from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING, ModulesToSaveWrapper
+from peft.utils.other import AuxiliaryTrainingWrapper
+from torch import nn
+from transformers.pytorch_utils import Conv1D
+
+from gpart.tuner.config import GPartConfig
+from gpart.tuner.layer import Conv2d, Embedding, GPartLayer, GPartShared, Linear
+from gpart.tuner.partition import Partition
+
+# GPart's default targets are the attention query/value projections, exactly LoRA's defaults.
+TARGET_MODULES_MAPPING = dict(TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING)
+SUPPORTED_TYPES = "nn.Linear, transformers Conv1D, nn.Conv2d, nn.Embedding"
+
+
+class GPartModel(BaseTuner):
+    """Creates a GPart adapter around a model (see `GPartConfig`).
+
+    Model-level state: `gpart_theta[adapter]` (the only trainable tensor of the method, fp32)
+    and the derived group scales. The global adapted space is laid out after injection by
+    walking the model's modules in order, so offsets, sizes and scales are recomputed
+    identically on reload.
+    """
+
+    prefix: str = "gpart_"
+    tuner_layer_cls = GPartLayer
+    target_module_mapping = TARGET_MODULES_MAPPING
+    uses_shared_state: bool = True
+
+    # ------------------------------------------------------------------ shared state
+    def _shared(self) -> GPartShared:
+        if "gpart_shared" not in self._modules:
+            self.gpart_shared = GPartShared()
+        return self.gpart_shared
+
+    @property
+    def gpart_theta(self) -> nn.ParameterDict:
+        return self._shared().theta
+
+    def _pre_injection_hook(self, model: nn.Module, config: GPartConfig, adapter_name: str) -> None:
+        self._shared()
+
+    def _prepare_adapter_config(self, peft_config: GPartConfig, model_config: dict) -> GPartConfig:
+        if peft_config.target_modules is None:
+            model_type = model_config.get("model_type")
+            if model_type not in self.target_module_mapping:
+                raise ValueError(
+                    f"GPart has no default target modules for model type {model_type!r}: pass "
+                    "target_modules, e.g. ['q_proj', 'v_proj'] or 'all-linear'."
+                )
+            peft_config.target_modules = set(self.target_module_mapping[model_type])
+        return peft_config
+
+    def _check_new_adapter_config(self, config: GPartConfig) -> None:
+        super()._check_new_adapter_config(config)
+        with_bias = [n for n, c in self.peft_config.items() if c.bias == "all"]
+        if len(with_bias) > 1:
+            raise ValueError("Only one GPart adapter of a model may use bias='all'.")
+
+    # ------------------------------------------------------------------ injection
+    def _create_and_replace(self, config, adapter_name, target, target_name, parent, current_key):
+        adapt_bias = config.bias in ("gpart_only", "all")
+        if isinstance(target, GPartLayer):
+            target.update_layer(adapter_name, config.gpart_dropout, adapt_bias)
+            return
+        new_module = self._create_new_module(config, adapter_name, target, current_key, adapt_bias)
+        if adapter_name not in self.active_adapters:
+            new_module.requires_grad_(False)
+        self._replace_module(parent, target_name, new_module, target)
+
+    def _create_new_module(self, config, adapter_name, target, key, adapt_bias):
+        base = target.get_base_layer() if isinstance(target, BaseTunerLayer) else target
+        kwargs = dict(
+            shared=self._shared(),
+            adapter_name=adapter_name,
+            dropout=config.gpart_dropout,
+            adapt_bias=adapt_bias,
+        )
+        if isinstance(base, nn.Linear):
+            return Linear(target, fan_in_fan_out=False, **kwargs)
+        if isinstance(base, Conv1D):
+            return Linear(target, fan_in_fan_out=True, **kwargs)
+        if isinstance(base, nn.Conv2d):
+            return Conv2d(target, **kwargs)
+        if isinstance(base, nn.Embedding):
+            return Embedding(target, **kwargs)
+        raise ValueError(
+            f"GPart cannot adapt module {key!r} of type {type(base).__name__}; supported types: "
+            f"{SUPPORTED_TYPES}. Remove it from target_modules (or add it to exclude_modules)."
+        )
+
+    def _replace_module(self, parent, child_name, new_module, child) -> None:
+        # peft 0.21.2's BaseTuner._replace_module assumes a LoRA-style child when unloading a
+        # ModulesToSaveWrapper (e.g. RobertaForSequenceClassification's classifier) and fails
+        # in merge_and_unload(); non-tuner replacements are a plain setattr.
+        if isinstance(child, ModulesToSaveWrapper) or not isinstance(new_module, GPartLayer):
+            setattr(parent, child_name, new_module)
+            return
+        super()._replace_module(parent, child_name, new_module, child)
+
+    def inject_adapter(
+        self,
+        model,
+        adapter_name,
+        autocast_adapter_dtype=True,
+        low_cpu_mem_usage=False,
+        state_dict=None,
+    ):
+        super().inject_adapter(
+            model,
+            adapter_name,
+            autocast_adapter_dtype=autocast_adapter_dtype,
+            low_cpu_mem_usage=low_cpu_mem_usage,
+            state_dict=None,  # GPart's checkpoint names no modules: targets come from the config
+        )
+        self._layout_adapter(model, adapter_name)
+
+    def _layout_adapter(self, model: nn.Module, adapter_name: str) -> None:
+        """Assign offsets in model order, check `d`, create theta and the group scales."""
+        config: GPartConfig = self.peft_config[adapter_name]
+        layers = [
+            m for m in model.modules() if isinstance(m, GPartLayer) and adapter_name in m.gpart_slot
+        ]
+        if not layers:
+            raise ValueError(
+                f"GPart target_modules={config.target_modules!r} matched no module of the model."
+            )
+        total = sum(layer.gpart_slot[adapter_name].numel for layer in layers)
+        if config.d > total:
+            raise ValueError(
+                f"GPartConfig.d={config.d} is larger than the {total} adapted entries of the target "
+                f"modules; choose d <= {total} or target more modules (e.g. target_modules='all-linear')."
+            )
+        shared = self._shared()
+        partition = Partition(
+            total=total, d=config.d, seed=config.proj_seed, grouping=config.grouping
+        )
+        shared.partitions[adapter_name] = partition
+        device = next(
+            (w.device for w in (m.weight_in_storage for m in layers) if w.device.type != "meta"),
+            torch.device("cpu"),
+        )
+        shared.scales[adapter_name] = partition.scales(config.isometric, device=device)
+        if adapter_name not in shared.theta:
+            theta = torch.zeros(config.d, dtype=torch.float32, device=device)
+            if config.init_bound > 0:
+                theta.uniform_(-config.init_bound, config.init_bound)
+            shared.theta[adapter_name] = nn.Parameter(
+                theta, requires_grad=adapter_name in self.active_adapters
+            )
+        offset = 0
+        materialize = config.assignment == "materialized"
+        for layer in layers:
+            layer.set_offset(adapter_name, offset, materialize)
+            offset += layer.gpart_slot[adapter_name].numel
+
+    def _cast_adapter_dtype(self, adapter_name: str, autocast_adapter_dtype: bool = True) -> None:
+        # theta is created fp32 and stays fp32 whatever the base model's dtype.
+        return
+
+    # ------------------------------------------------------------------ trainability
+    def _mark_only_adapters_as_trainable(self, model: nn.Module) -> None:
+        # Wrappers such as ModulesToSaveWrapper (the classifier head) manage their own flags.
+        aux = [n for n, m in model.named_modules() if isinstance(m, AuxiliaryTrainingWrapper)]
+        for name, param in model.named_parameters():
+            if "gpart_shared.theta." in name or any(name.startswith(a + ".") for a in aux):
+                continue
+            param.requires_grad = False
+        for active in self.active_adapters:
+            if self.peft_config[active].bias != "all":
+                continue
+            # bias='all': biases of adapted layers come from theta; every other bias trains directly.
+            adapted = {
+                id(m.get_base_layer().bias) for m in model.modules() if isinstance(m, GPartLayer)
+            }
+            for name, param in model.named_parameters():
+                if (name == "bias" or name.endswith(".bias")) and id(param) not in adapted:
+                    param.requires_grad = True
+
+    def delete_adapter(self, adapter_name: str) -> None:
+        super().delete_adapter(adapter_name)
+        shared = self._shared()
+        if adapter_name in shared.theta:
+            del shared.theta[adapter_name]
+        if adapter_name in shared.scales:
+            del shared.scales[adapter_name]
+        shared.partitions.pop(adapter_name, None)
+
+    # ------------------------------------------------------------------ state dict
+    @classmethod
+    def _get_adapter_state_dict(
+        cls, model, config, adapter_name, state_dict, unwanted_adapter_names
+    ):
+        key = next(
+            (k for k in state_dict if k.endswith(f"gpart_shared.theta.{adapter_name}")), None
+        )
+        if key is None:
+            raise KeyError(f"GPart adapter {adapter_name!r} has no theta in the model state dict.")
+        to_return = {key: state_dict[key]}
+        if getattr(config, "bias", "none") == "all":
+            adapted = set()
+            for name, module in model.named_modules():
+                if isinstance(module, GPartLayer):
+                    adapted.add(f"{name}.base_layer.bias")
+            to_return.update(
+                {
+                    k: v
+                    for k, v in state_dict.items()
+                    if (k == "bias" or k.endswith(".bias")) and k not in adapted
+                }
+            )
+        return to_return

@@ -1,0 +1,104 @@
+"""The partition is a pure, pinned function of (seed, position): never stored, never drifting."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from gpart.tuner.partition import Partition, hash_positions
+
+M64 = (1 << 64) - 1
+
+
+def _reference_hash(p: int, seed: int) -> int:
+    """splitmix64 finaliser in unsigned Python ints: what the int64 torch code must equal."""
+    x = (p + (seed + 1) * 0x9E3779B97F4A7C15) & M64
+    x ^= x >> 30
+    x = (x * 0xBF58476D1CE4E5B9) & M64
+    x ^= x >> 27
+    x = (x * 0x94D049BB133111EB) & M64
+    return x ^ (x >> 31)
+
+
+def test_torch_hash_equals_unsigned_reference_including_huge_positions():
+    positions = [0, 1, 2, 12345, 2**31 + 7, 2**40 + 3, 2**62 - 1]
+    got = hash_positions(torch.tensor(positions, dtype=torch.int64), seed=42)
+    for p, h in zip(positions, got.tolist(), strict=True):
+        assert h & M64 == _reference_hash(p, 42)
+
+
+GOLDEN_RANDOM = [188, 347, 196, 153, 937, 318, 948, 36, 233, 558, 222, 359]
+GOLDEN_BALANCED = [1, 1, 1, 4, 3, 6, 3, 1, 0, 5, 2, 5]
+
+
+def test_golden_group_ids_random():
+    part = Partition(total=10**6, d=1000, seed=42, grouping="random")
+    assert part.group_ids(0, 12).tolist() == GOLDEN_RANDOM
+    assert part.group_ids(987654, 5).tolist() == [781, 958, 418, 845, 719]
+    other_seed = Partition(total=10**6, d=1000, seed=7, grouping="random")
+    assert other_seed.group_ids(0, 8).tolist() == [785, 70, 960, 861, 343, 25, 333, 238]
+
+
+def test_golden_group_ids_balanced_and_far_positions():
+    part = Partition(total=1000, d=7, seed=42, grouping="balanced")
+    assert part.group_ids(0, 12).tolist() == GOLDEN_BALANCED
+    big = Partition(total=3 * 2**33, d=23040, seed=42, grouping="random")
+    assert big.group_ids(2**34 + 5, 4).tolist() == [9967, 10880, 10966, 1403]
+
+
+@pytest.mark.parametrize("grouping", ["random", "balanced"])
+def test_ids_do_not_depend_on_chunking(grouping):
+    part = Partition(total=5000, d=37, seed=3, grouping=grouping)
+    whole = part.group_ids(0, 5000)
+    pieces = torch.cat([part.group_ids(s, min(613, 5000 - s)) for s in range(0, 5000, 613)])
+    assert torch.equal(whole, pieces)
+    assert torch.equal(part.group_sizes(chunk_size=97), torch.bincount(whole, minlength=37))
+
+
+def test_ids_identical_in_a_fresh_process():
+    code = (
+        "from gpart.tuner.partition import Partition;"
+        "print(Partition(total=10**6, d=1000, seed=42, grouping='random').group_ids(500000, 6).tolist(),"
+        "Partition(total=5000, d=37, seed=3, grouping='balanced').group_ids(100, 6).tolist())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    here = (
+        Partition(total=10**6, d=1000, seed=42, grouping="random").group_ids(500000, 6).tolist(),
+        Partition(total=5000, d=37, seed=3, grouping="balanced").group_ids(100, 6).tolist(),
+    )
+    assert out.stdout.strip() == f"{here[0]} {here[1]}"
+
+
+@pytest.mark.parametrize("total,d", [(1000, 7), (4097, 64), (10, 10), (65537, 1000)])
+def test_balanced_is_a_bijection_with_sizes_differing_by_at_most_one(total, d):
+    part = Partition(total=total, d=d, seed=11, grouping="balanced")
+    perm = part.feistel.permute(torch.arange(total))
+    assert torch.equal(torch.sort(perm).values, torch.arange(total))
+    sizes = torch.bincount(part.group_ids(0, total), minlength=d)
+    assert int(sizes.max() - sizes.min()) <= 1
+    assert torch.equal(sizes, part.group_sizes())
+
+
+def test_random_grouping_is_roughly_uniform_and_seed_dependent():
+    a = Partition(total=200_000, d=100, seed=1, grouping="random").group_sizes()
+    b = Partition(total=200_000, d=100, seed=2, grouping="random").group_ids(0, 1000)
+    assert int(a.sum()) == 200_000
+    assert a.min() > 1700 and a.max() < 2300  # mean 2000, std ~44
+    assert not torch.equal(Partition(200_000, 100, 1, "random").group_ids(0, 1000), b)
+
+
+def test_scales():
+    part = Partition(total=1000, d=7, seed=0, grouping="balanced")
+    sizes = part.group_sizes().double()
+    assert torch.allclose(part.scales(True).double(), sizes.rsqrt())
+    assert torch.equal(part.scales(False), torch.ones(7))
+
+
+def test_bad_partition_arguments():
+    with pytest.raises(ValueError, match="positive"):
+        Partition(total=10, d=0, seed=0, grouping="random")
+    with pytest.raises(ValueError, match="grouping"):
+        Partition(total=10, d=2, seed=0, grouping="sorted")
