@@ -111,14 +111,34 @@ class GPartModel(BaseTuner):
         low_cpu_mem_usage=False,
         state_dict=None,
     ):
-        super().inject_adapter(
-            model,
-            adapter_name,
-            autocast_adapter_dtype=autocast_adapter_dtype,
-            low_cpu_mem_usage=low_cpu_mem_usage,
-            state_dict=None,  # GPart's checkpoint names no modules: targets come from the config
-        )
+        try:
+            super().inject_adapter(
+                model,
+                adapter_name,
+                autocast_adapter_dtype=autocast_adapter_dtype,
+                low_cpu_mem_usage=low_cpu_mem_usage,
+                state_dict=None,  # GPart's checkpoint names no modules: the config does
+            )
+        except ValueError as err:
+            if "No modules were targeted" not in str(err):
+                raise
+            raise ValueError(self._no_match_message(model, adapter_name)) from err
         self._layout_adapter(model, adapter_name)
+
+    def _no_match_message(self, model: nn.Module, adapter_name: str) -> str:
+        config = self.peft_config[adapter_name]
+        names = sorted(
+            {
+                name.rsplit(".", 1)[-1]
+                for name, m in model.named_modules()
+                if isinstance(m, (nn.Linear, Conv1D, nn.Conv2d, nn.Embedding))
+            }
+        )
+        return (
+            f"GPart target_modules={config.target_modules!r} (exclude_modules="
+            f"{config.exclude_modules!r}) matched no module of {type(model).__name__}. "
+            f"Adaptable module names in this model: {', '.join(names)}; or use 'all-linear'."
+        )
 
     def _layout_adapter(self, model: nn.Module, adapter_name: str) -> None:
         """Assign offsets in model order, check `d`, create theta and the group scales."""

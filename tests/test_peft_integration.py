@@ -1,0 +1,339 @@
+"""GPart through stock peft: save/load, merge, adapters management, layer types, errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from peft import PeftModel, get_peft_model
+from peft.utils.peft_types import PeftType
+from safetensors.torch import load_file
+from torch import nn
+
+import gpart
+from gpart import GPartConfig
+from gpart.tuner.layer import GPartLayer
+from tiny_models import ConvNet, tiny_bert, tiny_gpt2, tiny_roberta, tokens
+
+LABELS = torch.tensor([0, 2])
+
+
+def _theta(model, name="default"):
+    return model.base_model.gpart_theta[name]
+
+
+def _train(model, steps=3, lr=5e-2, **batch):
+    model.train()
+    batch = batch or {"input_ids": tokens(), "labels": LABELS}
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=lr)
+    for _ in range(steps):
+        model(**batch).loss.backward()
+        opt.step()
+        opt.zero_grad()
+    model.eval()
+    return model
+
+
+def _save_base(tmp_path, base):
+    path = tmp_path / "base"
+    base.save_pretrained(path)
+    return path
+
+
+def test_registered_with_peft():
+    assert PeftType("GPART") is PeftType.GPART
+    assert "GPART" in [t.value for t in PeftType]
+    gpart.register()  # idempotent
+    from peft.mapping import PEFT_TYPE_TO_TUNER_MAPPING
+
+    assert PEFT_TYPE_TO_TUNER_MAPPING[PeftType.GPART] is gpart.GPartModel
+
+
+def test_saved_adapter_holds_only_theta_and_head(tmp_path):
+    model = get_peft_model(tiny_roberta(), GPartConfig(d=64, task_type="SEQ_CLS"))
+    _train(model)
+    model.save_pretrained(tmp_path / "ad")
+    config = json.loads((tmp_path / "ad" / "adapter_config.json").read_text())
+    assert config["peft_type"] == "GPART" and config["d"] == 64
+    tensors = load_file(tmp_path / "ad" / "adapter_model.safetensors")
+    assert tensors["base_model.gpart_shared.theta"].shape == (64,)
+    assert tensors["base_model.gpart_shared.theta"].dtype == torch.float32
+    assert {k for k in tensors if "gpart" in k} == {"base_model.gpart_shared.theta"}
+    assert all(k.startswith("base_model.model.classifier.") for k in tensors if "gpart" not in k)
+
+
+FRESH_PROCESS_LOAD = textwrap.dedent(
+    """
+    import sys, torch
+    import gpart  # the only thing a user adds
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification
+    base = AutoModelForSequenceClassification.from_pretrained(sys.argv[1]).eval()
+    model = PeftModel.from_pretrained(base, sys.argv[2]).eval()
+    x = torch.load(sys.argv[3])
+    torch.save(model(input_ids=x).logits, sys.argv[4])
+    """
+)
+
+
+@pytest.mark.parametrize("bias", ["none", "gpart_only", "all"])
+def test_save_load_in_fresh_process_gives_identical_logits(tmp_path, bias):
+    base = tiny_roberta()
+    base_path = _save_base(tmp_path, base)
+    model = get_peft_model(base, GPartConfig(d=64, bias=bias, task_type="SEQ_CLS"))
+    _train(model)
+    x = tokens()
+    expected = model(input_ids=x).logits
+    model.save_pretrained(tmp_path / "ad")
+    torch.save(x, tmp_path / "x.pt")
+    script = tmp_path / "load.py"
+    script.write_text(FRESH_PROCESS_LOAD)
+    subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            str(base_path),
+            str(tmp_path / "ad"),
+            str(tmp_path / "x.pt"),
+            str(tmp_path / "y.pt"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    assert torch.equal(torch.load(tmp_path / "y.pt"), expected)
+    # the base is untouched by loading: a plain base model gives different logits
+    assert not torch.equal(tiny_roberta()(input_ids=x).logits, expected)
+
+
+@pytest.mark.parametrize("low_cpu_mem_usage", [False, True])
+def test_load_trainable_and_low_cpu_mem_usage(tmp_path, low_cpu_mem_usage):
+    base = tiny_roberta()
+    base_path = _save_base(tmp_path, base)
+    model = get_peft_model(base, GPartConfig(d=64, init_bound=0.2, task_type="SEQ_CLS"))
+    expected = model(input_ids=tokens()).logits
+    model.save_pretrained(tmp_path / "ad")
+    from transformers import AutoModelForSequenceClassification
+
+    fresh = AutoModelForSequenceClassification.from_pretrained(base_path).eval()
+    loaded = PeftModel.from_pretrained(
+        fresh, tmp_path / "ad", is_trainable=True, low_cpu_mem_usage=low_cpu_mem_usage
+    )
+    assert torch.equal(loaded.eval()(input_ids=tokens()).logits, expected)
+    assert _theta(loaded).requires_grad and _theta(loaded).device.type == "cpu"
+    before = _theta(loaded).detach().clone()
+    _train(loaded)
+    assert not torch.equal(before, _theta(loaded).detach())
+
+
+def test_merge_and_unload_with_trained_classifier_head():
+    base = tiny_roberta()
+    head_before = base.classifier.out_proj.weight.detach().clone()
+    model = get_peft_model(base, GPartConfig(d=64, bias="gpart_only", task_type="SEQ_CLS"))
+    _train(model)
+    x = tokens()
+    expected = model(input_ids=x).logits
+    merged = model.merge_and_unload()
+    assert not any(isinstance(m, GPartLayer) for m in merged.modules())
+    assert type(merged).__name__ == "RobertaForSequenceClassification"
+    assert not torch.equal(merged.classifier.out_proj.weight, head_before)  # the trained head
+    torch.testing.assert_close(merged(input_ids=x).logits, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_merge_unmerge_and_disable_adapter():
+    base = tiny_roberta()
+    x = tokens()
+    base_logits = base(input_ids=x).logits
+    model = get_peft_model(base, GPartConfig(d=64, init_bound=0.3, task_type="SEQ_CLS"))
+    adapted = model(input_ids=x).logits
+    assert not torch.allclose(adapted, base_logits)
+    with model.disable_adapter():
+        assert torch.equal(model(input_ids=x).logits, base_logits)
+    model.merge_adapter()
+    torch.testing.assert_close(model(input_ids=x).logits, adapted, rtol=1e-5, atol=1e-6)
+    model.unmerge_adapter()
+    torch.testing.assert_close(model(input_ids=x).logits, adapted, rtol=1e-5, atol=1e-6)
+    with model.disable_adapter():
+        torch.testing.assert_close(model(input_ids=x).logits, base_logits, rtol=1e-5, atol=1e-6)
+    assert torch.equal(
+        model.unload()(input_ids=x).logits, model.base_model.model(input_ids=x).logits
+    )
+
+
+def test_add_set_delete_adapters(tmp_path):
+    base = tiny_roberta()
+    x = tokens()
+    model = get_peft_model(
+        base, GPartConfig(d=64, init_bound=0.3, proj_seed=1, task_type="SEQ_CLS")
+    )
+    first = model(input_ids=x).logits
+    model.add_adapter("other", GPartConfig(d=32, init_bound=0.3, proj_seed=2, task_type="SEQ_CLS"))
+    assert torch.equal(model(input_ids=x).logits, first)  # still the active one
+    model.set_adapter("other")
+    second = model(input_ids=x).logits
+    assert not torch.allclose(first, second)
+    assert _theta(model, "other").requires_grad and not _theta(model, "default").requires_grad
+    assert _theta(model, "other").shape == (32,)
+    model.save_pretrained(tmp_path / "both")
+    assert (tmp_path / "both" / "other" / "adapter_model.safetensors").exists()
+    model.set_adapter("default")
+    model.delete_adapter("other")
+    assert "other" not in model.base_model.gpart_theta
+    assert "other" not in model.peft_config
+    assert torch.equal(model(input_ids=x).logits, first)
+
+
+def test_trainable_parameter_count_is_d_plus_head(capsys):
+    model = get_peft_model(tiny_roberta(), GPartConfig(d=100, task_type="SEQ_CLS"))
+    head = sum(p.numel() for n, p in model.named_parameters() if "modules_to_save" in n)
+    trainable, _ = model.get_nb_trainable_parameters()
+    assert trainable == 100 + head
+    model.print_trainable_parameters()
+    assert f"trainable params: {100 + head:,}" in capsys.readouterr().out
+
+
+def test_bias_modes_train_save_and_restore_bias_updates(tmp_path):
+    results = {}
+    for bias in ("none", "gpart_only", "all"):
+        base = tiny_roberta()
+        base_path = _save_base(tmp_path / bias, base)
+        model = get_peft_model(base, GPartConfig(d=64, bias=bias, task_type="SEQ_CLS"))
+        trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+        layer = next(m for m in model.modules() if isinstance(m, GPartLayer))
+        _train(model)
+        db = layer.get_delta_bias("default")
+        results[bias] = (trainable, db)
+        model.save_pretrained(tmp_path / bias / "ad")
+        from transformers import AutoModelForSequenceClassification
+
+        loaded = PeftModel.from_pretrained(
+            AutoModelForSequenceClassification.from_pretrained(base_path), tmp_path / bias / "ad"
+        ).eval()
+        assert torch.equal(loaded(input_ids=tokens()).logits, model(input_ids=tokens()).logits)
+        saved = load_file(tmp_path / bias / "ad" / "adapter_model.safetensors")
+        if bias == "all":
+            # other biases train directly and are saved; adapted ones come from theta
+            assert any(k.endswith("intermediate.dense.bias") for k in saved)
+            assert not any("query" in k and k.endswith("bias") for k in saved)
+    assert results["none"][1] is None
+    assert results["gpart_only"][1] is not None and results["gpart_only"][1].abs().sum() > 0
+    no_head = {n for n in results["gpart_only"][0] if "modules_to_save" not in n}
+    assert no_head == {"base_model.gpart_shared.theta.default"}  # nothing outside theta
+    all_bias = {n for n in results["all"][0] if "modules_to_save" not in n and "gpart" not in n}
+    assert all_bias and all(n.endswith(".bias") for n in all_bias)
+    assert not any(".query." in n or ".value." in n for n in all_bias)
+
+
+def test_gpt2_conv1d_default_targets(tmp_path):
+    model = get_peft_model(tiny_gpt2(), GPartConfig(d=128, bias="gpart_only"))
+    layers = [n for n, m in model.named_modules() if isinstance(m, GPartLayer)]
+    assert layers and all(n.endswith("c_attn") for n in layers)
+    assert all(m.fan_in_fan_out for m in model.modules() if isinstance(m, GPartLayer))
+    x = tokens(length=8)
+    _train(model, input_ids=x, labels=x)
+    assert _theta(model).abs().sum() > 0
+    with torch.no_grad():
+        _theta(model).normal_()
+    layer = next(m for m in model.modules() if isinstance(m, GPartLayer))
+    assert layer.get_delta_weight("default").shape == layer.get_base_layer().weight.shape
+    expected = model(input_ids=x).logits
+    torch.testing.assert_close(
+        model.merge_and_unload()(input_ids=x).logits, expected, rtol=1e-5, atol=1e-5
+    )
+
+
+def test_conv2d_and_embedding_targets():
+    net = ConvNet()
+    images, toks = torch.randn(2, 3, 8, 8), torch.randint(0, 10, (2, 5))
+    base_out = net(images, toks)
+    model = get_peft_model(
+        net, GPartConfig(d=40, target_modules=["patch", "emb"], bias="gpart_only")
+    )
+    assert isinstance(model.base_model.model.patch, GPartLayer)
+    assert isinstance(model.base_model.model.emb, GPartLayer)
+    assert torch.equal(model(images, toks), base_out)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=0.1)
+    for _ in range(2):
+        model(images, toks).pow(2).sum().backward()
+        opt.step()
+        opt.zero_grad()
+    out = model(images, toks)
+    assert not torch.allclose(out, base_out)
+    # P^T grad: finite differences of the loss along theta agree with autograd
+    theta = _theta(model)
+    loss = model(images, toks).pow(2).sum()
+    (grad,) = torch.autograd.grad(loss, theta)
+    direction = torch.randn_like(theta)
+    eps = 1e-3
+    with torch.no_grad():
+        theta += eps * direction
+        up = model(images, toks).pow(2).sum()
+        theta -= 2 * eps * direction
+        down = model(images, toks).pow(2).sum()
+        theta += eps * direction
+    torch.testing.assert_close(
+        (up - down) / (2 * eps), (grad * direction).sum(), rtol=2e-2, atol=1e-3
+    )
+    torch.testing.assert_close(model.merge_and_unload()(images, toks), out, rtol=1e-5, atol=1e-5)
+
+
+def test_bf16_model_trains_with_fp32_theta():
+    base = tiny_bert().to(torch.bfloat16)
+    model = get_peft_model(base, GPartConfig(d=64, task_type="SEQ_CLS"))
+    assert _theta(model).dtype == torch.float32
+    model.train()
+    loss = model(input_ids=tokens(), labels=torch.tensor([0, 1])).loss
+    loss.backward()
+    grad = _theta(model).grad
+    assert grad is not None and grad.dtype == torch.float32 and grad.abs().sum() > 0
+    assert loss.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"d": 0}, "positive integer"),
+        ({"d": -3}, "positive integer"),
+        ({"d": None}, "needs `d`"),
+        ({"d": 4, "bias": "some"}, "bias must be one of"),
+        ({"d": 4, "grouping": "sorted"}, "grouping must be one of"),
+        ({"d": 4, "assignment": "cached"}, "assignment must be one of"),
+    ],
+)
+def test_bad_config_values(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        GPartConfig(**kwargs)
+
+
+def test_d_larger_than_adapted_space_names_the_fix():
+    with pytest.raises(ValueError, match=r"larger than the \d+ adapted entries.*choose d <="):
+        get_peft_model(tiny_roberta(), GPartConfig(d=10**7, task_type="SEQ_CLS"))
+
+
+def test_unknown_layer_type_is_named():
+    class WithNorm(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(4, 4)
+            self.norm = nn.LayerNorm(4)
+
+        def forward(self, x):
+            return self.norm(self.lin(x))
+
+    with pytest.raises(ValueError, match=r"'norm' of type LayerNorm.*supported types"):
+        get_peft_model(WithNorm(), GPartConfig(d=4, target_modules=["norm"]))
+
+
+def test_targets_matching_nothing():
+    with pytest.raises(
+        ValueError,
+        match=r"matched no module of RobertaForSequenceClassification.*query, token_type_embeddings, value",
+    ):
+        get_peft_model(
+            tiny_roberta(), GPartConfig(d=4, target_modules=["nope"], task_type="SEQ_CLS")
+        )
