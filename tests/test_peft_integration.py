@@ -337,3 +337,23 @@ def test_targets_matching_nothing():
         get_peft_model(
             tiny_roberta(), GPartConfig(d=4, target_modules=["nope"], task_type="SEQ_CLS")
         )
+
+
+@pytest.mark.parametrize(
+    "kwargs,expected",
+    [
+        ({"target_modules": "all-linear"}, 12),
+        ({"target_modules": ["query", "value"], "layers_to_transform": [1]}, 2),
+        ({"target_modules": "all-linear", "exclude_modules": ["key"]}, 10),
+        ({"target_modules": r".*layer\.0.*\.(query|key)"}, 2),
+    ],
+)
+def test_target_selection(kwargs, expected):
+    model = get_peft_model(tiny_roberta(), GPartConfig(d=16, task_type="SEQ_CLS", **kwargs))
+    layers = [m for m in model.modules() if isinstance(m, GPartLayer)]
+    assert len(layers) == expected
+    # the layout covers every adapted entry exactly once, in model order
+    offsets = [m.gpart_slot["default"].offset for m in layers]
+    sizes = [m.gpart_slot["default"].numel for m in layers]
+    assert offsets == [sum(sizes[:i]) for i in range(len(sizes))]
+    assert model.base_model.gpart_shared.partitions["default"].total == sum(sizes)
