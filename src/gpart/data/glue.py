@@ -1,0 +1,456 @@
+"""GLUE: task specs, loading (hub or local), model-selection split, tokenisation, collation.
+
+Protocol (as in the paper): the score we report is GLUE's *validation* split, which we call
+``test`` because the model never sees it while training or selecting. Model selection (best
+checkpoint, early stopping) uses a ``selection`` split carved from ``train``; with
+``model_selection="last"`` nothing is carved out and the last checkpoint is reported.
+
+Selection-split size rule (:func:`selection_split_size`): ``max(ceil(fraction * N), 300)``
+examples with ``fraction`` in [0.15, 0.2], but never more than half of train, so that tiny
+datasets (tests, smoke runs: N < 600) still keep at least half of their examples for
+training. Every real GLUE task is large enough for the first part of the rule alone (RTE,
+the smallest, has 2,490 training examples: 15 % is 374). The split is stratified by label
+(proportions preserved, largest-remainder rounding per class) except for stsb (regression),
+and seeded, so it is the same on every machine for the same seed.
+
+Typical use in a runner::
+
+    splits = load_glue_splits("rte", data_dir, model_selection="best", seed=seed)
+    splits = tokenize_glue_splits(splits, tokenizer, max_seq_length=512)
+    collator = glue_data_collator(tokenizer)
+    # Trainer(train_dataset=splits.train, eval_dataset=splits.selection, ...)
+    # for split, ds in splits.test.items(): trainer.evaluate(ds, metric_key_prefix="test")
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from datasets import ClassLabel, Dataset, DatasetDict, Value
+from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
+
+from gpart.data.loading import DataError, load_local_splits, require_columns
+
+GLUE_HUB_ID = "nyu-mll/glue"
+MODEL_SELECTION_CHOICES = ("best", "last")
+SELECTION_FRACTION_RANGE = (0.15, 0.2)
+MIN_SELECTION_EXAMPLES = 300
+
+
+@dataclass(frozen=True)
+class GlueTask:
+    """What a GLUE task looks like on disk and to the model.
+
+    Attributes:
+        name: Config name on the hub (``nyu-mll/glue``) and directory name under ``data_dir``.
+        display_name: How papers write it (``SST-2``).
+        text_columns: One or two text columns (a pair is encoded as one sequence pair).
+        label_names: Class names in label-id order; empty for the regression task stsb.
+        test_splits: GLUE's validation split(s) we report, each with the suffix its metrics get
+            in ``results.json`` (mnli: matched plain, mismatched ``_mm``).
+    """
+
+    name: str
+    display_name: str
+    text_columns: tuple[str, ...]
+    label_names: tuple[str, ...]
+    test_splits: tuple[tuple[str, str], ...] = (("validation", ""),)
+
+    @property
+    def is_regression(self) -> bool:
+        return not self.label_names
+
+    @property
+    def num_labels(self) -> int:
+        """Output size of the head: 1 for regression."""
+        return 1 if self.is_regression else len(self.label_names)
+
+    @property
+    def test_split_names(self) -> tuple[str, ...]:
+        return tuple(s for s, _ in self.test_splits)
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        """All splits we load: train plus the reported validation split(s)."""
+        return ("train", *self.test_split_names)
+
+
+_TASK_LIST = (
+    GlueTask("cola", "CoLA", ("sentence",), ("unacceptable", "acceptable")),
+    GlueTask("sst2", "SST-2", ("sentence",), ("negative", "positive")),
+    GlueTask("mrpc", "MRPC", ("sentence1", "sentence2"), ("not_equivalent", "equivalent")),
+    GlueTask("qnli", "QNLI", ("question", "sentence"), ("entailment", "not_entailment")),
+    GlueTask("rte", "RTE", ("sentence1", "sentence2"), ("entailment", "not_entailment")),
+    GlueTask("stsb", "STS-B", ("sentence1", "sentence2"), ()),
+    GlueTask(
+        "mnli",
+        "MNLI",
+        ("premise", "hypothesis"),
+        ("entailment", "neutral", "contradiction"),
+        (("validation_matched", ""), ("validation_mismatched", "_mm")),
+    ),
+    GlueTask("qqp", "QQP", ("question1", "question2"), ("not_duplicate", "duplicate")),
+)
+
+#: Every supported task, in the order tables list them.
+GLUE_TASKS: dict[str, GlueTask] = {t.name: t for t in _TASK_LIST}
+#: The paper's default set (the large mnli and qqp only when asked for).
+DEFAULT_GLUE_TASKS: tuple[str, ...] = ("cola", "sst2", "mrpc", "qnli", "rte", "stsb")
+
+
+def get_glue_task(name: str) -> GlueTask:
+    """Look up a task by name; unknown names raise ``ValueError`` listing the choices."""
+    try:
+        return GLUE_TASKS[name]
+    except KeyError:
+        raise ValueError(f"unknown GLUE task '{name}'; choose from {list(GLUE_TASKS)}") from None
+
+
+@dataclass
+class GlueSplits:
+    """The three roles a GLUE dataset plays in a run.
+
+    Attributes:
+        task: The task spec.
+        train: Examples the optimizer sees (train minus the selection split).
+        selection: Carved from train for best-checkpoint selection / early stopping; ``None``
+            with ``model_selection="last"``.
+        test: GLUE validation split(s) by split name: the reported score.
+        info: Sizes and split parameters, for ``results.json["selection"]``.
+    """
+
+    task: GlueTask
+    train: Dataset
+    selection: Dataset | None
+    test: dict[str, Dataset]
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+
+
+def _column_numpy(ds: Dataset, column: str) -> np.ndarray:
+    """One column as a numpy array, straight from Arrow (no per-row Python objects)."""
+    return np.asarray(ds.with_format("numpy", columns=[column])[:][column])
+
+
+def _cast_label(ds: Dataset, feature: ClassLabel | Value) -> Dataset:
+    """Cast ``label`` in memory: on a ``load_from_disk`` dataset, ``cast_column`` would write
+    a cache file into the user's data directory."""
+    features = ds.features.copy()
+    features["label"] = feature
+    return ds.cast(features, keep_in_memory=True)
+
+
+def _normalise_labels(ds: Dataset, task: GlueTask, where: str) -> Dataset:
+    """Give ``label`` GLUE's feature type: ``ClassLabel`` (ids checked) or float32."""
+    feature = ds.features["label"]
+    if task.is_regression:
+        if isinstance(feature, ClassLabel) or not (
+            isinstance(feature, Value) and (feature.dtype.startswith(("float", "int")))
+        ):
+            raise DataError(f"{where}: 'label' must hold numbers for {task.name}, got {feature}")
+        return _cast_label(ds, Value("float32"))
+    if isinstance(feature, ClassLabel):
+        if feature.num_classes != task.num_labels:
+            raise DataError(
+                f"{where}: 'label' has {feature.num_classes} classes, {task.name} has "
+                f"{task.num_labels} {list(task.label_names)}"
+            )
+        labels = _column_numpy(ds, "label")
+    elif isinstance(feature, Value) and feature.dtype == "string":
+        # Label names ("entailment") are accepted as well as ids.
+        index = {n: i for i, n in enumerate(task.label_names)}
+        bad = sorted({v for v in ds.unique("label") if v not in index})
+        if bad:
+            raise DataError(
+                f"{where}: unknown label name(s) {bad[:5]}; expected {list(task.label_names)}"
+            )
+        features = ds.features.copy()
+        features["label"] = Value("int64")
+        ds = ds.map(
+            lambda b: {"label": [index[v] for v in b["label"]]},
+            batched=True,
+            keep_in_memory=True,
+            features=features,
+        )
+        labels = _column_numpy(ds, "label")
+    elif isinstance(feature, Value) and feature.dtype.startswith("int"):
+        labels = _column_numpy(ds, "label")
+    else:
+        raise DataError(f"{where}: 'label' must be class ids or names, got {feature}")
+    bad_ids = np.unique(labels[(labels < 0) | (labels >= task.num_labels)])
+    if bad_ids.size:
+        raise DataError(
+            f"{where}: label id(s) {bad_ids[:5].tolist()} outside [0, {task.num_labels}) "
+            f"(unlabeled GLUE test data cannot be used)"
+        )
+    if isinstance(feature, ClassLabel):
+        return ds
+    return _cast_label(ds, ClassLabel(names=list(task.label_names)))
+
+
+def load_glue_raw(
+    task: str | GlueTask,
+    data_dir: str | Path | None = None,
+    *,
+    cache_dir: str | Path | None = None,
+) -> DatasetDict:
+    """Load train + the reported validation split(s) of a GLUE task, validated.
+
+    Args:
+        task: Task name or spec.
+        data_dir: Offline root: ``<data_dir>/<task>/`` holds a ``save_to_disk`` DatasetDict or
+            ``train`` / ``validation`` files (mnli: ``validation_matched`` and
+            ``validation_mismatched``) in csv, jsonl or parquet with GLUE's column names.
+            ``None`` downloads ``nyu-mll/glue`` from the hub.
+        cache_dir: Hub download cache (online only).
+
+    Returns:
+        A ``DatasetDict`` with ``task.splits``; ``label`` is a ``ClassLabel`` (or float32 for
+        stsb); other columns are kept as they are.
+
+    Raises:
+        DataError: missing directory / split / columns, nulls, bad labels.
+    """
+    spec = task if isinstance(task, GlueTask) else get_glue_task(task)
+    if data_dir is None:
+        from datasets import load_dataset
+
+        loaded = load_dataset(
+            GLUE_HUB_ID, spec.name, cache_dir=None if cache_dir is None else str(cache_dir)
+        )
+        raw = DatasetDict({s: loaded[s] for s in spec.splits})
+        origin = f"{GLUE_HUB_ID}/{spec.name}"
+    else:
+        task_dir = Path(data_dir) / spec.name
+        raw = load_local_splits(task_dir, spec.splits, string_columns=spec.text_columns)
+        origin = str(task_dir)
+    out = {}
+    for split, ds in raw.items():
+        where = f"{origin} [{split}]"
+        require_columns(ds, (*spec.text_columns, "label"), where=where)
+        out[split] = _normalise_labels(ds, spec, where)
+    return DatasetDict(out)
+
+
+# --------------------------------------------------------------------------------------------
+# Model-selection split
+
+
+def selection_split_size(
+    n: int,
+    fraction: float = 0.2,
+    min_examples: int = MIN_SELECTION_EXAMPLES,
+) -> int:
+    """Number of training examples carved out for model selection.
+
+    ``max(ceil(fraction * n), min_examples)``, capped at ``n // 2`` so that training keeps at
+    least half of a tiny dataset.
+
+    Raises:
+        ValueError: ``fraction`` outside [0.15, 0.2] (the paper's protocol).
+        DataError: fewer than 2 training examples (nothing can be carved out).
+    """
+    lo, hi = SELECTION_FRACTION_RANGE
+    if not lo <= fraction <= hi:
+        raise ValueError(f"selection fraction must be in [{lo}, {hi}], got {fraction}")
+    if min_examples < 1:
+        raise ValueError(f"min_examples must be >= 1, got {min_examples}")
+    if n < 2:
+        raise DataError(f"cannot carve a selection split out of {n} training example(s)")
+    # The small epsilon keeps float noise (0.15 * 2000 = 300.00000000000006) from adding one.
+    wanted = max(math.ceil(fraction * n - 1e-9), min_examples)
+    return min(wanted, n // 2)
+
+
+def stratified_split_indices(
+    labels: np.ndarray, n_select: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split positions ``0..len(labels)-1`` into (keep, select) with ``n_select`` selected.
+
+    Each class gets ``n_select * n_c / n`` selected examples, rounded by largest remainder
+    (ties: smaller class id first) so the total is exact; members of a class are chosen by a
+    seeded permutation. Both outputs are sorted, so the training order stays the dataset's.
+    """
+    labels = np.asarray(labels)
+    n = labels.shape[0]
+    if not 0 < n_select < n:
+        raise ValueError(f"n_select must be in (0, {n}), got {n_select}")
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(labels, return_counts=True)
+    exact = n_select * counts / n
+    quota = np.floor(exact).astype(int)
+    remainder = n_select - int(quota.sum())
+    # Stable sort on the negated fractional part: largest first, ties by class order.
+    order = np.argsort(-(exact - quota), kind="stable")
+    quota[order[:remainder]] += 1
+    selected = []
+    for cls, q in zip(classes, quota, strict=True):
+        members = np.flatnonzero(labels == cls)
+        selected.append(rng.permutation(members)[:q])
+    select = np.sort(np.concatenate(selected))
+    mask = np.ones(n, dtype=bool)
+    mask[select] = False
+    return np.flatnonzero(mask), select
+
+
+def carve_selection_split(
+    train: Dataset,
+    *,
+    fraction: float = 0.2,
+    min_examples: int = MIN_SELECTION_EXAMPLES,
+    seed: int = 0,
+    stratify: bool = True,
+) -> tuple[Dataset, Dataset]:
+    """Split ``train`` into (train, selection) by :func:`selection_split_size`, seeded.
+
+    ``stratify`` uses the ``label`` column (classification); otherwise a plain seeded
+    permutation picks the selection examples (regression).
+    """
+    n_select = selection_split_size(len(train), fraction, min_examples)
+    if stratify:
+        keep, select = stratified_split_indices(_column_numpy(train, "label"), n_select, seed)
+    else:
+        perm = np.random.default_rng(seed).permutation(len(train))
+        select, keep = np.sort(perm[:n_select]), np.sort(perm[n_select:])
+    return train.select(keep), train.select(select)
+
+
+def load_glue_splits(
+    task: str | GlueTask,
+    data_dir: str | Path | None = None,
+    *,
+    model_selection: Literal["best", "last"] = "best",
+    selection_fraction: float = 0.2,
+    min_selection_examples: int = MIN_SELECTION_EXAMPLES,
+    seed: int = 0,
+    max_train_samples: int | None = None,
+    cache_dir: str | Path | None = None,
+) -> GlueSplits:
+    """Load a GLUE task and assign its train / selection / test roles.
+
+    Args:
+        task: Task name or spec.
+        data_dir: Offline root (see :func:`load_glue_raw`); ``None`` = hub.
+        model_selection: ``"best"`` carves a selection split out of train; ``"last"`` does not.
+        selection_fraction: Share of train for selection, in [0.15, 0.2].
+        min_selection_examples: Floor of the selection size (300), capped at half of train.
+        seed: Seed of the carve-out. Passing the run seed varies the split with the seed, so
+            the spread over seeds includes the split's variance.
+        max_train_samples: Keep only the first N training examples after the carve-out
+            (debugging / smoke runs); ``None`` keeps all.
+        cache_dir: Hub download cache.
+    """
+    if model_selection not in MODEL_SELECTION_CHOICES:
+        raise ValueError(
+            f"model_selection must be one of {list(MODEL_SELECTION_CHOICES)}, got {model_selection!r}"
+        )
+    spec = task if isinstance(task, GlueTask) else get_glue_task(task)
+    raw = load_glue_raw(spec, data_dir, cache_dir=cache_dir)
+    train = raw["train"]
+    selection = None
+    # Keys match results.json["selection"] (see gpart.results.schema), so a runner can spread
+    # this dict into it and add the metric / best value / best step.
+    info: dict[str, Any] = {"strategy": model_selection, "size": 0, "split_seed": seed}
+    if model_selection == "best":
+        train, selection = carve_selection_split(
+            train,
+            fraction=selection_fraction,
+            min_examples=min_selection_examples,
+            seed=seed,
+            stratify=not spec.is_regression,
+        )
+        info.update(size=len(selection), fraction=selection_fraction)
+    if max_train_samples is not None and max_train_samples < len(train):
+        train = train.select(range(max_train_samples))
+    info["train_size"] = len(train)
+    info["test_sizes"] = {s: len(raw[s]) for s in spec.test_split_names}
+    return GlueSplits(
+        task=spec,
+        train=train,
+        selection=selection,
+        test={s: raw[s] for s in spec.test_split_names},
+        info=info,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Tokenisation and collation
+
+
+def tokenize_glue(
+    dataset: Dataset,
+    task: str | GlueTask,
+    tokenizer: PreTrainedTokenizerBase,
+    max_seq_length: int = 128,
+    *,
+    num_proc: int | None = None,
+) -> Dataset:
+    """Encode single sentences or sentence pairs; truncate to ``max_seq_length``, no padding.
+
+    Returns a dataset with the tokenizer's outputs (``input_ids``, ``attention_mask``, and
+    ``token_type_ids`` where the tokenizer makes them) and ``labels`` (int, or float for
+    stsb); every original column is dropped. Padding is left to the collator (dynamic, per
+    batch), which is much cheaper than padding every example to ``max_seq_length``.
+
+    Results are kept in memory: ``map`` on a dataset loaded from a user's ``save_to_disk``
+    folder would otherwise write cache files into that folder.
+    """
+    spec = task if isinstance(task, GlueTask) else get_glue_task(task)
+    if max_seq_length < 1:
+        raise ValueError(f"max_seq_length must be >= 1, got {max_seq_length}")
+    columns = spec.text_columns
+
+    def encode(batch: Mapping[str, list]) -> dict[str, list]:
+        texts = [batch[c] for c in columns]
+        enc = tokenizer(*texts, truncation=True, max_length=max_seq_length)
+        out = dict(enc)
+        out["labels"] = batch["label"]
+        return out
+
+    return dataset.map(
+        encode,
+        batched=True,
+        remove_columns=dataset.column_names,
+        keep_in_memory=True,
+        num_proc=num_proc,
+        desc=f"tokenizing {spec.name}",
+    )
+
+
+def tokenize_glue_splits(
+    splits: GlueSplits,
+    tokenizer: PreTrainedTokenizerBase,
+    max_seq_length: int = 128,
+    *,
+    num_proc: int | None = None,
+) -> GlueSplits:
+    """:func:`tokenize_glue` applied to every split of ``splits`` (a new object)."""
+
+    def tok(ds: Dataset) -> Dataset:
+        return tokenize_glue(ds, splits.task, tokenizer, max_seq_length, num_proc=num_proc)
+
+    return replace(
+        splits,
+        train=tok(splits.train),
+        selection=None if splits.selection is None else tok(splits.selection),
+        test={name: tok(ds) for name, ds in splits.test.items()},
+        info=dict(splits.info, max_seq_length=max_seq_length),
+    )
+
+
+def glue_data_collator(
+    tokenizer: PreTrainedTokenizerBase, *, pad_to_multiple_of: int | None = None
+) -> DataCollatorWithPadding:
+    """Dynamic padding to the longest sequence in the batch.
+
+    ``pad_to_multiple_of=8`` helps tensor cores under fp16/bf16.
+    """
+    return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_to_multiple_of)

@@ -1,0 +1,419 @@
+"""Collect finished runs into a paper table: mean ± sample std over seeds, per method and task.
+
+Input: any mix of ``results.json`` files, run directories, or parents holding many (searched
+recursively; the same file reached twice counts once). Each file must follow
+:mod:`gpart.results.schema`.
+
+Aggregation:
+
+* rows are *runs* (one ``run_name`` = one adapter + hyperparameters + config hash), labelled
+  by their ``method`` (default ``adapter_type``; the run name is appended when two rows would
+  share a label) and listed in the order they are first found;
+* a cell is the task's primary metric ×100 over seeds: mean ± sample std (``ddof=1``;
+  none with one seed) and the number of seeds;
+* the average (e.g. the GLUE average) is the mean of the cell means over the tasks present;
+  a row missing some of the table's tasks is marked, its average covers the tasks it has,
+  and a warning says so;
+* the parameter column is the trainable parameter count excluding the head, as papers
+  report it (``23.0K``).
+
+Errors (missing path, no results, malformed file, the same seed twice for one run and task)
+raise :class:`~gpart.results.schema.ResultsError` naming the path.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from json import JSONDecodeError
+from pathlib import Path
+
+from gpart.results.io import read_json
+from gpart.results.schema import RESULTS_FILENAME, ResultsError, validate_results
+
+MISSING_MARK = "—"
+PARTIAL_MARK = "*"
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """The fields of one ``results.json`` that tables need."""
+
+    path: Path
+    run_name: str
+    method: str
+    adapter_type: str
+    task: str
+    seed: int
+    primary_metric: str
+    score: float  # test[primary_metric], raw (not ×100)
+    params_adapter: int
+    wall_time_s: float
+
+
+@dataclass(frozen=True)
+class TaskSummary:
+    """One table cell: a run's primary metric on one task over seeds (×100)."""
+
+    task: str
+    metric: str
+    mean: float
+    std: float | None  # sample std; None with a single seed
+    n: int
+    seeds: tuple[int, ...]
+
+
+@dataclass
+class MethodSummary:
+    """One table row."""
+
+    label: str
+    run_name: str
+    adapter_type: str
+    params_adapter: tuple[int, ...]  # distinct values seen (normally one)
+    tasks: dict[str, TaskSummary]
+    missing: tuple[str, ...]
+    average: float | None
+    wall_time_s: float
+
+
+def format_param_count(n: int) -> str:
+    """``512``, ``23.0K``, ``0.3M``-style counts: one decimal, K / M / B by magnitude.
+
+    The unit switches where rounding would print ``1000.0`` (999,960 -> ``1.0M``).
+    """
+    if n < 0:
+        raise ValueError(f"parameter count must be >= 0, got {n}")
+    if n < 1_000:
+        return str(n)
+    for divisor, suffix in ((1e3, "K"), (1e6, "M"), (1e9, "B")):
+        value = n / divisor
+        if round(value, 1) < 1000 or suffix == "B":
+            break
+    return f"{value:.1f}{suffix}"
+
+
+def _latex_escape(text: str) -> str:
+    special = {
+        "\\": r"\textbackslash{}",
+        "&": r"\&",
+        "%": r"\%",
+        "$": r"\$",
+        "#": r"\#",
+        "_": r"\_",
+        "{": r"\{",
+        "}": r"\}",
+        "~": r"\textasciitilde{}",
+        "^": r"\textasciicircum{}",
+    }
+    return "".join(special.get(c, c) for c in text)
+
+
+@dataclass
+class ResultsTable:
+    """Rows of :class:`MethodSummary` over ``tasks`` columns, plus warnings to show."""
+
+    tasks: tuple[str, ...]
+    methods: list[MethodSummary]
+    warnings: list[str] = field(default_factory=list)
+    task_labels: dict[str, str] = field(default_factory=dict)
+    average_label: str = "Avg."
+
+    def _label(self, task: str) -> str:
+        return self.task_labels.get(task, task)
+
+    @staticmethod
+    def _seeds(m: MethodSummary) -> str:
+        ns = sorted({s.n for s in m.tasks.values()})
+        if not ns:
+            return "0"
+        return str(ns[0]) if len(ns) == 1 else f"{ns[0]}–{ns[-1]}"
+
+    @staticmethod
+    def _params(m: MethodSummary) -> str:
+        lo, hi = m.params_adapter[0], m.params_adapter[-1]
+        return (
+            format_param_count(lo)
+            if lo == hi
+            else f"{format_param_count(lo)}–{format_param_count(hi)}"
+        )
+
+    def _average(self, m: MethodSummary, decimals: int, mark: str) -> str:
+        if m.average is None:
+            return MISSING_MARK
+        return f"{m.average:.{decimals}f}" + (mark if m.missing else "")
+
+    def to_markdown(self, decimals: int = 1) -> str:
+        """GitHub-flavoured markdown table, with a footnote when an average is partial."""
+        header = ["Method", "Params", "Seeds", *map(self._label, self.tasks), self.average_label]
+        lines = [
+            "| " + " | ".join(header) + " |",
+            "|:--|" + "--:|" * (len(header) - 1),
+        ]
+        for m in self.methods:
+            cells = []
+            for task in self.tasks:
+                s = m.tasks.get(task)
+                if s is None:
+                    cells.append(MISSING_MARK)
+                elif s.std is None:
+                    cells.append(f"{s.mean:.{decimals}f}")
+                else:
+                    cells.append(f"{s.mean:.{decimals}f} ± {s.std:.{decimals}f}")
+            row = [m.label, self._params(m), self._seeds(m), *cells]
+            row.append(self._average(m, decimals, "\\" + PARTIAL_MARK))
+            lines.append("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |")
+        if any(m.missing for m in self.methods):
+            lines.append("")
+            lines.append(
+                f"\\{PARTIAL_MARK} average over the tasks present; {MISSING_MARK} = no results."
+            )
+        return "\n".join(lines) + "\n"
+
+    def to_latex(self, decimals: int = 1) -> str:
+        """A booktabs ``tabular`` (needs ``\\usepackage{booktabs}``): ``mean_{±std}`` cells."""
+        cols = "lr" + "r" * len(self.tasks) + "r"
+        header = ["Method", "Params", *map(self._label, self.tasks), self.average_label]
+        lines = [
+            "% mean and sample std over seeds (x100); params: trainable, head excluded",
+            f"\\begin{{tabular}}{{{cols}}}",
+            "\\toprule",
+            " & ".join(_latex_escape(h) for h in header) + " \\\\",
+            "\\midrule",
+        ]
+        for m in self.methods:
+            cells = [_latex_escape(m.label), _latex_escape(self._params(m))]
+            for task in self.tasks:
+                s = m.tasks.get(task)
+                if s is None:
+                    cells.append("--")
+                elif s.std is None:
+                    cells.append(f"{s.mean:.{decimals}f}")
+                else:
+                    cells.append(f"${s.mean:.{decimals}f}_{{\\pm {s.std:.{decimals}f}}}$")
+            avg = "--" if m.average is None else f"{m.average:.{decimals}f}"
+            cells.append(avg + ("$^{*}$" if m.missing and m.average is not None else ""))
+            lines.append(" & ".join(cells) + " \\\\")
+        lines += ["\\bottomrule", "\\end{tabular}"]
+        return "\n".join(lines) + "\n"
+
+    def to_csv(self) -> str:
+        """One row per method; per task ``<task>_mean``, ``<task>_std``, ``<task>_n`` (×100,
+        unrounded; empty when missing), then the average, the number of tasks in it and the
+        summed wall time of the runs."""
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        header = ["method", "run_name", "adapter_type", "params_adapter"]
+        for task in self.tasks:
+            header += [f"{task}_mean", f"{task}_std", f"{task}_n"]
+        header += ["average", "n_tasks", "wall_time_s"]
+        writer.writerow(header)
+        for m in self.methods:
+            row: list[object] = [
+                m.label,
+                m.run_name,
+                m.adapter_type,
+                ";".join(str(p) for p in m.params_adapter),
+            ]
+            for task in self.tasks:
+                s = m.tasks.get(task)
+                row += ["", "", 0] if s is None else [s.mean, "" if s.std is None else s.std, s.n]
+            row += ["" if m.average is None else m.average, len(m.tasks), m.wall_time_s]
+            writer.writerow(row)
+        return buf.getvalue()
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+
+
+def find_results_files(paths: Iterable[str | Path]) -> list[Path]:
+    """Every ``results.json`` under ``paths`` (files are taken as given), in argument order
+    and sorted within a directory; duplicates removed.
+
+    Raises:
+        ResultsError: no paths, a path that does not exist, or one without any results.
+    """
+    paths = list(paths)
+    if not paths:
+        raise ResultsError("no results path given")
+    found: dict[Path, None] = {}
+    for raw in paths:
+        path = Path(raw)
+        if not path.exists():
+            raise ResultsError(f"no such file or directory: {path}")
+        if path.is_file():
+            files = [path]
+        else:
+            files = sorted(path.rglob(RESULTS_FILENAME))
+            if not files:
+                raise ResultsError(
+                    f"no {RESULTS_FILENAME} under {path} (expected "
+                    f"<run-name>/<task>/seed_<seed>/{RESULTS_FILENAME}; unfinished runs have none)"
+                )
+        for f in files:
+            found.setdefault(f.resolve(), None)
+    return list(found)
+
+
+def load_run_result(path: str | Path) -> RunResult:
+    """Read and validate one ``results.json``."""
+    path = Path(path)
+    try:
+        record = validate_results(read_json(path), where=str(path))
+    except JSONDecodeError as err:
+        raise ResultsError(f"{path}: not valid JSON ({err})") from err
+    except OSError as err:
+        raise ResultsError(f"{path}: cannot read ({err.strerror or err})") from err
+    return RunResult(
+        path=path,
+        run_name=record["run_name"],
+        method=record.get("method") or record["adapter_type"],
+        adapter_type=record["adapter_type"],
+        task=record["task"],
+        seed=record["seed"],
+        primary_metric=record["primary_metric"],
+        score=float(record["test"][record["primary_metric"]]),
+        params_adapter=int(record["params"]["trainable_adapter"]),
+        wall_time_s=float(record["wall_time_s"]),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Aggregation
+
+
+def summarize(
+    results: Sequence[RunResult],
+    *,
+    tasks: Sequence[str] | None = None,
+    task_order: Sequence[str] = (),
+    task_labels: Mapping[str, str] | None = None,
+    average_label: str = "Avg.",
+) -> ResultsTable:
+    """Aggregate run results into a :class:`ResultsTable`.
+
+    Args:
+        tasks: Columns, in order; results of other tasks are ignored. ``None``: every task
+            found, ordered by ``task_order`` then alphabetically.
+        task_order: Preferred column order when ``tasks`` is None.
+        task_labels: Column headers (``{"sst2": "SST-2"}``).
+        average_label: Header of the average column (``GLUE Avg.``).
+    """
+    if not results:
+        raise ResultsError("no results to summarize")
+    found_tasks = {r.task for r in results}
+    if tasks is None:
+        rank = {t: i for i, t in enumerate(task_order)}
+        columns = tuple(sorted(found_tasks, key=lambda t: (rank.get(t, len(rank)), t)))
+    else:
+        columns = tuple(dict.fromkeys(tasks))
+        if not columns:
+            raise ResultsError("empty task list")
+    warnings = [f"no results for task '{t}' in any run" for t in columns if t not in found_tasks]
+
+    # Group by run, then task; keep first-seen order of runs.
+    groups: dict[str, list[RunResult]] = {}
+    for r in results:
+        groups.setdefault(r.run_name, []).append(r)
+
+    rows: list[MethodSummary] = []
+    for name, runs in groups.items():
+        first = runs[0]
+        for r in runs[1:]:
+            if (r.adapter_type, r.method) != (first.adapter_type, first.method):
+                raise ResultsError(
+                    f"run '{name}' mixes methods: {first.path} says "
+                    f"{first.adapter_type}/{first.method}, {r.path} says {r.adapter_type}/{r.method}"
+                )
+        by_task: dict[str, dict[int, RunResult]] = {}
+        for r in runs:
+            seeds = by_task.setdefault(r.task, {})
+            if r.seed in seeds:
+                raise ResultsError(
+                    f"run '{name}', task '{r.task}', seed {r.seed} appears twice: "
+                    f"{seeds[r.seed].path} and {r.path}"
+                )
+            seeds[r.seed] = r
+        cells: dict[str, TaskSummary] = {}
+        for task in columns:
+            if task not in by_task:
+                continue
+            seed_runs = [by_task[task][s] for s in sorted(by_task[task])]
+            metrics = {r.primary_metric for r in seed_runs}
+            if len(metrics) > 1:
+                raise ResultsError(
+                    f"run '{name}', task '{task}': seeds disagree on the primary metric {sorted(metrics)}"
+                )
+            values = [100.0 * r.score for r in seed_runs]
+            cells[task] = TaskSummary(
+                task=task,
+                metric=metrics.pop(),
+                mean=statistics.fmean(values),
+                std=statistics.stdev(values) if len(values) > 1 else None,
+                n=len(values),
+                seeds=tuple(r.seed for r in seed_runs),
+            )
+        if not cells:
+            warnings.append(f"run '{name}' has no results for the tasks {list(columns)}; left out")
+            continue
+        missing = tuple(t for t in columns if t not in cells)
+        used = [r for task_runs in by_task.values() for r in task_runs.values()]
+        rows.append(
+            MethodSummary(
+                label=first.method,
+                run_name=name,
+                adapter_type=first.adapter_type,
+                params_adapter=tuple(sorted({r.params_adapter for r in used if r.task in cells})),
+                tasks=cells,
+                missing=missing,
+                average=statistics.fmean(s.mean for s in cells.values()),
+                wall_time_s=sum(r.wall_time_s for r in used if r.task in cells),
+            )
+        )
+    if not rows:
+        raise ResultsError(f"no results for any of the tasks {list(columns)}")
+
+    # Disambiguate rows that would share a label (two sweeps of the same method).
+    counts: dict[str, int] = {}
+    for m in rows:
+        counts[m.label] = counts.get(m.label, 0) + 1
+    for m in rows:
+        if counts[m.label] > 1:
+            m.label = f"{m.label} [{m.run_name}]"
+    for m in rows:
+        if m.missing:
+            present = [t for t in columns if t in m.tasks]
+            warnings.append(
+                f"{m.label}: no results for {list(m.missing)}; its {average_label} covers "
+                f"{present} only"
+            )
+    return ResultsTable(
+        tasks=columns,
+        methods=rows,
+        warnings=warnings,
+        task_labels=dict(task_labels or {}),
+        average_label=average_label,
+    )
+
+
+def collect_results(
+    paths: Iterable[str | Path],
+    *,
+    tasks: Sequence[str] | None = None,
+    task_order: Sequence[str] = (),
+    task_labels: Mapping[str, str] | None = None,
+    average_label: str = "Avg.",
+) -> ResultsTable:
+    """:func:`find_results_files` + :func:`load_run_result` + :func:`summarize`."""
+    results = [load_run_result(p) for p in find_results_files(paths)]
+    return summarize(
+        results,
+        tasks=tasks,
+        task_order=task_order,
+        task_labels=task_labels,
+        average_label=average_label,
+    )
