@@ -61,9 +61,9 @@ def test_saved_adapter_holds_only_theta_and_head(tmp_path):
     config = json.loads((tmp_path / "ad" / "adapter_config.json").read_text())
     assert config["peft_type"] == "GPART" and config["d"] == 64
     tensors = load_file(tmp_path / "ad" / "adapter_model.safetensors")
-    assert tensors["base_model.gpart_shared.theta"].shape == (64,)
-    assert tensors["base_model.gpart_shared.theta"].dtype == torch.float32
-    assert {k for k in tensors if "gpart" in k} == {"base_model.gpart_shared.theta"}
+    assert tensors["base_model.gpart_theta"].shape == (64,)
+    assert tensors["base_model.gpart_theta"].dtype == torch.float32
+    assert {k for k in tensors if "gpart" in k} == {"base_model.gpart_theta"}
     assert all(k.startswith("base_model.model.classifier.") for k in tensors if "gpart" not in k)
 
 
@@ -222,7 +222,7 @@ def test_bias_modes_train_save_and_restore_bias_updates(tmp_path):
     assert results["none"][1] is None
     assert results["gpart_only"][1] is not None and results["gpart_only"][1].abs().sum() > 0
     no_head = {n for n in results["gpart_only"][0] if "modules_to_save" not in n}
-    assert no_head == {"base_model.gpart_shared.theta.default"}  # nothing outside theta
+    assert no_head == {"base_model.gpart_theta.default"}  # nothing outside theta
     all_bias = {n for n in results["all"][0] if "modules_to_save" not in n and "gpart" not in n}
     assert all_bias and all(n.endswith(".bias") for n in all_bias)
     assert not any(".query." in n or ".value." in n for n in all_bias)

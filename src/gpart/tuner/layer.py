@@ -37,11 +37,15 @@ class LayerSlot:
         return self.weight_numel + self.bias_numel
 
 
-class GPartShared(nn.Module):
-    """Model-level state shared by all layers of all adapters: theta and scales per adapter."""
+class GPartShared:
+    """Model-level state shared by all layers: theta, scales and partition per adapter.
+
+    A plain object, not an nn.Module: `GPartModel` registers `theta` (as `gpart_theta`) and
+    `scales` (as `gpart_scales`) itself, so the state dict has `base_model.gpart_theta.<name>`
+    exactly once, while every layer holds a reference to this holder.
+    """
 
     def __init__(self) -> None:
-        super().__init__()
         self.theta = nn.ParameterDict({})
         self.scales = BufferDict({}, persistent=False)
         self.partitions: dict[str, Partition] = {}

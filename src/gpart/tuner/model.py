@@ -22,9 +22,10 @@ class GPartModel(BaseTuner):
     """Creates a GPart adapter around a model (see `GPartConfig`).
 
     Model-level state: `gpart_theta[adapter]` (the only trainable tensor of the method, fp32)
-    and the derived group scales. The global adapted space is laid out after injection by
-    walking the model's modules in order, so offsets, sizes and scales are recomputed
-    identically on reload.
+    and the derived group scales `gpart_scales[adapter]` (recomputed, never saved); the
+    partitions and both dicts are reachable as `gpart_shared`, which every layer references.
+    The global adapted space is laid out after injection by walking the model's modules in
+    order, so offsets, sizes and scales are recomputed identically on reload.
     """
 
     prefix: str = "gpart_"
@@ -34,13 +35,12 @@ class GPartModel(BaseTuner):
 
     # ------------------------------------------------------------------ shared state
     def _shared(self) -> GPartShared:
-        if "gpart_shared" not in self._modules:
-            self.gpart_shared = GPartShared()
-        return self.gpart_shared
-
-    @property
-    def gpart_theta(self) -> nn.ParameterDict:
-        return self._shared().theta
+        if "gpart_shared" not in self.__dict__:
+            shared = GPartShared()
+            self.__dict__["gpart_shared"] = shared
+            self.gpart_theta = shared.theta  # registered here: saved once, moves with .to()
+            self.gpart_scales = shared.scales
+        return self.__dict__["gpart_shared"]
 
     def _pre_injection_hook(self, model: nn.Module, config: GPartConfig, adapter_name: str) -> None:
         self._shared()
@@ -188,7 +188,7 @@ class GPartModel(BaseTuner):
         # Wrappers such as ModulesToSaveWrapper (the classifier head) manage their own flags.
         aux = [n for n, m in model.named_modules() if isinstance(m, AuxiliaryTrainingWrapper)]
         for name, param in model.named_parameters():
-            if "gpart_shared.theta." in name or any(name.startswith(a + ".") for a in aux):
+            if "gpart_theta." in name or any(name.startswith(a + ".") for a in aux):
                 continue
             param.requires_grad = False
         for active in self.active_adapters:
@@ -216,9 +216,7 @@ class GPartModel(BaseTuner):
     def _get_adapter_state_dict(
         cls, model, config, adapter_name, state_dict, unwanted_adapter_names
     ):
-        key = next(
-            (k for k in state_dict if k.endswith(f"gpart_shared.theta.{adapter_name}")), None
-        )
+        key = next((k for k in state_dict if k.endswith(f"gpart_theta.{adapter_name}")), None)
         if key is None:
             raise KeyError(f"GPart adapter {adapter_name!r} has no theta in the model state dict.")
         to_return = {key: state_dict[key]}
