@@ -1,0 +1,53 @@
+"""Experiment configuration: dataclass schema, adapter registry, presets, layered resolution
+and the command-line override parser shared by the GLUE, vision and math runners.
+
+Runner entry points:
+    cli_main(run, argv, domain=...)       parse + --print_config/--compute_params_only + run
+    parse_cli(argv, domain=...)           -> (ExperimentConfig, flags)
+    exit_on_config_error()                ConfigError -> "error: ..." on stderr, exit 2
+    resolve_experiment(...)               the same resolution from Python
+    apply_adapter(model, cfg)             peft model / requires_grad for any adapter
+"""
+
+from gpart.configs.bridge import apply_adapter, head_module_names, to_peft_config
+from gpart.configs.cli import build_parser, cli_main, exit_on_config_error, parse_cli
+from gpart.configs.errors import ConfigError
+from gpart.configs.registry import AdapterSpec, adapter_names, get_adapter, register_adapter
+from gpart.configs.resolve import resolve_experiment, valid_keys
+from gpart.configs.schema import (
+    AdapterConfig,
+    DataConfig,
+    ExperimentConfig,
+    GenerationConfig,
+    ModelConfig,
+    TaskConfig,
+    TrainingConfig,
+)
+from gpart.configs.tasks import DOMAINS, get_domain, get_task
+
+__all__ = [
+    "DOMAINS",
+    "AdapterConfig",
+    "AdapterSpec",
+    "ConfigError",
+    "DataConfig",
+    "ExperimentConfig",
+    "GenerationConfig",
+    "ModelConfig",
+    "TaskConfig",
+    "TrainingConfig",
+    "adapter_names",
+    "apply_adapter",
+    "build_parser",
+    "cli_main",
+    "exit_on_config_error",
+    "get_adapter",
+    "get_domain",
+    "get_task",
+    "head_module_names",
+    "parse_cli",
+    "register_adapter",
+    "resolve_experiment",
+    "to_peft_config",
+    "valid_keys",
+]

@@ -1,0 +1,141 @@
+"""From an adapter config to a trainable model: peft bridging and parameter freezing.
+
+`apply_adapter` is the one entry point the runners call; it handles peft methods (via
+`to_peft_config` and `peft.get_peft_model`) and the non-peft ones (`bitfit`, `head`, `full`)
+alike, and decides which modules form the task head (`head_module_names`).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from typing import TYPE_CHECKING, Any
+
+from gpart.configs.errors import ConfigError
+from gpart.configs.registry import get_adapter
+from gpart.configs.schema import FOLLOWS_SEED, AdapterConfig, ExperimentConfig
+from gpart.configs.tasks import get_domain
+
+if TYPE_CHECKING:
+    import torch.nn as nn
+    from peft import PeftConfig
+
+
+def _task_type(task_type: Any) -> Any:
+    """peft `TaskType` from a name (``"SEQ_CLS"``), a member, or None."""
+    if task_type is None:
+        return None
+    from peft import TaskType
+
+    return task_type if isinstance(task_type, TaskType) else TaskType[str(task_type)]
+
+
+def with_seed(adapter: AdapterConfig, seed: int) -> AdapterConfig:
+    """A copy of `adapter` whose FOLLOWS_SEED fields left at None take `seed`."""
+    out = copy.deepcopy(adapter)
+    for f in dataclasses.fields(out):
+        if f.metadata.get(FOLLOWS_SEED) and getattr(out, f.name) is None:
+            setattr(out, f.name, seed)
+    return out
+
+
+def to_peft_config(
+    adapter_cfg: AdapterConfig,
+    *,
+    seed: int,
+    task_type: Any = None,
+    modules_to_save: list[str] | None = None,
+) -> PeftConfig:
+    """The peft config (peft's own class, `GPartConfig` for gpart) for a peft adapter.
+
+    Args:
+        adapter_cfg: an `AdapterConfig` subclass instance of a peft adapter.
+        seed: the run's seed; fills seed-following fields left at None (e.g. gpart's
+            `proj_seed`, VeRA's `projection_prng_key`).
+        task_type: peft `TaskType` or its name (``"SEQ_CLS"``), or None.
+        modules_to_save: modules trained in full and saved with the adapter (the head).
+
+    Raises `ConfigError` for a non-peft adapter or a value peft rejects.
+    """
+    spec = get_adapter(adapter_cfg.type)
+    if not spec.is_peft:
+        raise ConfigError(
+            f"adapter {adapter_cfg.type!r} is not a peft method; use gpart.configs.apply_adapter"
+        )
+    cfg = with_seed(adapter_cfg, seed)
+    cfg.validate()
+    return spec.to_peft(cfg, task_type=_task_type(task_type), modules_to_save=modules_to_save)
+
+
+def head_module_names(model: nn.Module, task_type: Any = "SEQ_CLS") -> list[str]:
+    """Names of the model's task-head modules: trained in full by every adapter.
+
+    Derived, not listed per family: a transformers task model is its backbone (the child
+    named ``model.base_model_prefix``: ``roberta``, ``bert``, ``vit``) plus new head
+    modules, so the head is every other top-level child that has parameters (``classifier``
+    for RoBERTa/BERT/ViT, ``score`` for Llama-style classifiers). A causal LM has no new
+    head (``lm_head`` is pretrained, often tied to the embeddings), so it returns ``[]``.
+    """
+    if str(getattr(task_type, "value", task_type)) == "CAUSAL_LM":
+        return []
+    prefix = getattr(model, "base_model_prefix", None)
+    if not prefix or not hasattr(model, prefix):
+        raise ValueError(
+            f"{type(model).__name__} has no transformers backbone attribute "
+            f"(base_model_prefix); pass head_names explicitly"
+        )
+    return [
+        name
+        for name, child in model.named_children()
+        if name != prefix and any(True for _ in child.parameters())
+    ]
+
+
+def apply_adapter(
+    model: nn.Module,
+    cfg: ExperimentConfig | AdapterConfig,
+    *,
+    seed: int | None = None,
+    task_type: Any = None,
+    head_names: list[str] | None = None,
+) -> nn.Module:
+    """Make `model` trainable as `cfg`'s adapter says; return the model to train.
+
+    - peft adapters: returns ``peft.get_peft_model(model, to_peft_config(...))`` with the
+      head in ``modules_to_save`` (so it is trained and saved with the adapter);
+    - ``bitfit`` / ``head`` / ``full``: sets ``requires_grad`` in place, returns `model`.
+
+    With an `ExperimentConfig`, `seed` and `task_type` come from it (its domain); with a
+    bare `AdapterConfig` pass them (`seed` is required for seed-following fields).
+    `head_names` defaults to `head_module_names(model, task_type)`.
+    """
+    if isinstance(cfg, ExperimentConfig):
+        adapter = cfg.adapter
+        seed = cfg.seed if seed is None else seed
+        if task_type is None:
+            task_type = get_domain(cfg.domain).peft_task_type
+    else:
+        adapter = cfg
+    if head_names is None:
+        head_names = head_module_names(model, task_type or "SEQ_CLS")
+    spec = get_adapter(adapter.type)
+    if spec.is_peft:
+        if seed is None:
+            raise ValueError("apply_adapter: pass seed= with a bare AdapterConfig")
+        # No explicit `import gpart` needed for GPart's peft registration: this module is
+        # inside the package, so `gpart/__init__` has already run.
+        from peft import get_peft_model
+
+        peft_cfg = to_peft_config(
+            adapter, seed=seed, task_type=task_type, modules_to_save=list(head_names) or None
+        )
+        model = get_peft_model(model, peft_cfg)
+    else:
+        adapter.validate()
+        spec.apply(model, adapter, list(head_names))
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ConfigError(
+            f"adapter {adapter.type!r}: nothing to train in {type(model).__name__} "
+            f"(head modules: {head_names or 'none'})"
+        )
+    return model

@@ -1,0 +1,291 @@
+"""Command line shared by the runners: flags first, then ``key value`` overrides.
+
+    python -m scripts.glue.run --adapter_type gpart --task sst2,rte --seed 1 \\
+        adapter.d 16384 adapter.isometric false training.lr 1e-3 task.rte.epochs 3
+
+Flags choose presets (``--adapter_type``, ``--task``, ``--model_size``) and actions
+(``--print_config``, ``--compute_params_only``); ``--seed``, ``--output_dir``,
+``--data_dir`` and ``--base_model`` are spellings of the keys ``seed``, ``output_dir``,
+``data.data_dir`` and ``model.base_model``. Everything after the flags is overrides.
+
+Any mistake raises `ConfigError`; `exit_on_config_error` prints it as one ``error: ...``
+line and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import re
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from gpart.configs.errors import ConfigError, did_you_mean
+from gpart.configs.presets import get_presets
+from gpart.configs.registry import adapter_names, get_adapter
+from gpart.configs.resolve import resolve_experiment
+from gpart.configs.schema import ExperimentConfig
+from gpart.configs.tasks import get_domain
+
+# Flags that are another spelling of a config key (flag dest -> key).
+FLAG_KEYS = {
+    "seed": "seed",
+    "output_dir": "output_dir",
+    "data_dir": "data.data_dir",
+    "base_model": "model.base_model",
+}
+# A token that argparse would read as a flag: "-x" or "--x", but not a negative number.
+_FLAG_RE = re.compile(r"^--?[A-Za-z_]")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises `ConfigError` instead of printing usage and exiting.
+
+    So flag errors come out as the same single line as override errors.
+    """
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise ConfigError(message)
+
+
+def _choice(flag: str, choices: Sequence[str]) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        if value not in choices:
+            raise argparse.ArgumentTypeError(
+                f"invalid choice {value!r}{did_you_mean(value, choices)}; "
+                f"choices: {', '.join(choices)}"
+            )
+        return value
+
+    check.__name__ = flag  # argparse names the type in some messages
+    return check
+
+
+def build_parser(
+    domain: str = "glue", *, prog: str | None = None, description: str | None = None
+) -> argparse.ArgumentParser:
+    """The runners' shared parser. Runners may add their own flags before `parse_cli`.
+
+    ``--adapter_type`` choices come from the adapter registry and ``--model_size`` choices
+    from the domain's presets, so a new adapter or size shows up without edits here.
+    """
+    dom = get_domain(domain)
+    presets = get_presets(domain)
+    adapters = adapter_names()
+    parser = _Parser(
+        prog=prog,
+        description=description or f"gpart {domain} runner",
+        allow_abbrev=False,  # --adapter must not silently mean --adapter_type
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=(
+            "overrides: after the flags, `key value` pairs, e.g.\n"
+            "  adapter.d 16384 adapter.isometric false training.lr 1e-3 task.sst2.epochs 3\n"
+            "keys: seed, output_dir, model.*, adapter.* (per --adapter_type), training.*,\n"
+            "  data.*, generation.*, task.* (every task), task.<task>.* (one task).\n"
+            "precedence: defaults < adapter preset < task preset < size preset < command line.\n"
+            "--print_config shows every key with its value and source."
+        ),
+    )
+    parser.add_argument(
+        "--adapter_type",
+        default="gpart",
+        type=_choice("adapter_type", adapters),
+        choices=adapters,
+        help="adapter (default: gpart)",
+    )
+    parser.add_argument(
+        "--task",
+        default=dom.default_task,
+        help=f"comma-separated tasks or 'all'; choices: {', '.join(dom.tasks)} "
+        f"(default: {dom.default_task})",
+    )
+    parser.add_argument(
+        "--model_size",
+        default=presets.default_size,
+        type=_choice("model_size", presets.sizes()),
+        choices=presets.sizes(),
+        help=f"size preset (default: {presets.default_size})",
+    )
+    parser.add_argument("--seed", type=int, default=None, help="run seed (default: 42)")
+    parser.add_argument("--output_dir", default=None, help="root of run directories")
+    parser.add_argument("--data_dir", default=None, help="local datasets (offline)")
+    parser.add_argument("--base_model", default=None, help="hub id or local model path")
+    parser.add_argument(
+        "--print_config", action="store_true", help="print the resolved config as JSON and exit"
+    )
+    parser.add_argument(
+        "--compute_params_only",
+        action="store_true",
+        help="build the model from its config only, print and save the parameter breakdown",
+    )
+    return parser
+
+
+def split_overrides(tokens: Sequence[str]) -> list[tuple[str, str]]:
+    """``["a.b", "1", "c.d", "x"]`` -> ``[("a.b", "1"), ("c.d", "x")]``, or `ConfigError`."""
+    for i in range(0, len(tokens), 2):
+        key = tokens[i]
+        if _FLAG_RE.match(key):
+            raise ConfigError(f"unknown flag {key}")
+        if "=" in key:
+            k, _, v = key.partition("=")
+            raise ConfigError(f"{key!r}: write overrides as `key value`, e.g. `{k} {v}`")
+    if len(tokens) % 2:
+        raise ConfigError(
+            f"overrides must be `key value` pairs; {tokens[-1]!r} has no value "
+            f"({len(tokens)} tokens)"
+        )
+    return [(tokens[i], tokens[i + 1]) for i in range(0, len(tokens), 2)]
+
+
+def _unknown_flag_message(flag: str, parser: argparse.ArgumentParser) -> str:
+    name = flag.split("=", 1)[0]
+    known = [s for a in parser._actions for s in a.option_strings if s.startswith("--")]
+    bare = name.lstrip("-")
+    keys = _all_override_fields()
+    # `--lr` / `--training.lr` are usually meant as the override `training.lr`: an exact
+    # match on a key or a field name says more than the closest flag would.
+    exact = [k for k in keys if bare in (k, k.replace(".", "_"), k.rsplit(".", 1)[-1])]
+    if exact:
+        hint = f"; did you mean the override `{exact[0]} VALUE`?"
+    else:
+        hint = did_you_mean(name, known)
+    return f"unknown flag {name}{hint}; flags: {', '.join(known)}"
+
+
+def _all_override_fields() -> list[str]:
+    from gpart.configs.schema import (
+        DataConfig,
+        GenerationConfig,
+        ModelConfig,
+        TrainingConfig,
+        field_types,
+    )
+
+    out = []
+    for section, cls in (
+        ("training", TrainingConfig),
+        ("data", DataConfig),
+        ("generation", GenerationConfig),
+        ("model", ModelConfig),
+    ):
+        out += [f"{section}.{f}" for f in field_types(cls)]
+    for name in adapter_names():
+        out += [f"adapter.{f}" for f in field_types(get_adapter(name).config_cls)]
+    return list(dict.fromkeys(out))
+
+
+def parse_cli(
+    argv: Sequence[str] | None = None,
+    *,
+    domain: str = "glue",
+    parser: argparse.ArgumentParser | None = None,
+) -> tuple[ExperimentConfig, argparse.Namespace]:
+    """Parse flags then ``key value`` overrides and resolve the experiment.
+
+    Args:
+        argv: arguments without the program name; None: ``sys.argv[1:]``.
+        domain: the runner's domain (``glue``, ``vision``, ``math``).
+        parser: a parser from `build_parser(domain)`, possibly with runner-specific flags.
+
+    Returns the resolved `ExperimentConfig` and the parsed flags (``flags.print_config``,
+    ``flags.compute_params_only`` and any runner flags). Raises `ConfigError` for every
+    user mistake; it does not print or exit (see `exit_on_config_error`, `cli_main`).
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = parser or build_parser(domain)
+    flags, rest = parser.parse_known_args(argv)
+    _check_rest(argv, rest, parser)
+    pairs = split_overrides(rest)
+    flag_pairs = [
+        (key, getattr(flags, dest))
+        for dest, key in FLAG_KEYS.items()
+        if getattr(flags, dest, None) is not None
+    ]
+    given = {k for k, _ in pairs}
+    for key, _ in flag_pairs:
+        if key in given:
+            flag = next(f"--{d}" for d, k in FLAG_KEYS.items() if k == key)
+            raise ConfigError(f"{key}: given both as {flag} and as an override; give it once")
+    cfg = resolve_experiment(
+        domain=domain,
+        adapter=flags.adapter_type,
+        tasks=flags.task,
+        model_size=flags.model_size,
+        overrides=flag_pairs + pairs,
+    )
+    return cfg, flags
+
+
+def _check_rest(argv: list[str], rest: list[str], parser: argparse.ArgumentParser) -> None:
+    """Overrides must be the tail of argv and hold no flag-like key; explain otherwise."""
+    for i in range(0, len(rest), 2):  # keys sit at even positions; values may be "-0.1"
+        if _FLAG_RE.match(rest[i]):
+            # A known flag cannot be in `rest`, so this is unknown, or known but misplaced
+            # (argparse would have parsed a known flag wherever it stood).
+            raise ConfigError(_unknown_flag_message(rest[i], parser))
+    if not rest or argv[len(argv) - len(rest) :] == rest:
+        return
+    # argparse also parses known flags placed among the overrides; refuse it, because a
+    # value that happens to look like a flag would otherwise be misread silently.
+    start = argv.index(rest[0])
+    misplaced = next((t for t in argv[start:] if _FLAG_RE.match(t) and t not in rest), "a flag")
+    raise ConfigError(
+        f"flag {misplaced} comes after the `key value` overrides (which start at "
+        f"{rest[0]!r}); put every flag before the overrides"
+    )
+
+
+@contextlib.contextmanager
+def exit_on_config_error() -> Iterator[None]:
+    """Turn a `ConfigError` into ``error: <message>`` on stderr and exit status 2.
+
+    Usable as ``with exit_on_config_error(): ...`` or as a decorator
+    ``@exit_on_config_error()``. No traceback: these are user mistakes, not bugs.
+    """
+    try:
+        yield
+    except ConfigError as exc:
+        message = " ".join(str(exc).split())  # one line, whatever the message held
+        print(f"error: {message}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cli_main(
+    run: Callable[[ExperimentConfig, argparse.Namespace], Any],
+    argv: Sequence[str] | None = None,
+    *,
+    domain: str = "glue",
+    parser: argparse.ArgumentParser | None = None,
+    model_config: Any = None,
+) -> int:
+    """The whole command line of a runner: parse, handle the actions, then `run(cfg, flags)`.
+
+    ``--print_config`` prints `cfg.to_json()` and returns 0; ``--compute_params_only``
+    prints the parameter breakdown, saves it under ``output_dir`` and returns 0; otherwise
+    returns ``run(cfg, flags)`` (None counts as 0). A `ConfigError` anywhere (also inside
+    `run`) exits with status 2 and one ``error:`` line.
+
+    Typical runner::
+
+        def main(argv=None):
+            return cli_main(train_glue, argv, domain="glue")
+    """
+    with exit_on_config_error():
+        cfg, flags = parse_cli(argv, domain=domain, parser=parser)
+        if flags.print_config:
+            print(cfg.to_json())
+            return 0
+        if flags.compute_params_only:
+            from gpart.params import compute_params_only
+
+            out = (
+                Path(cfg.output_dir)
+                / f"params_{cfg.adapter.type}_{cfg.model.model_size}_{cfg.config_hash()}.json"
+            )
+            compute_params_only(cfg, out_path=out, model_config=model_config)
+            return 0
+        result = run(cfg, flags)
+        return 0 if result is None else int(result)

@@ -1,0 +1,328 @@
+"""Layered resolution of an `ExperimentConfig` (later layers win):
+
+1. dataclass defaults
+2. adapter preset            ``(adapter, model size)``
+3. task preset               ``(adapter, task, model size)``, one per task of the run
+4. model-size preset         ``model size``
+5. overrides                 the command line (or a Python dict)
+
+Every layer is a mapping from dotted keys (the command line's syntax) to values. Within a
+layer, more specific keys apply last: ``training.lr`` < ``task.lr`` < ``task.sst2.lr``.
+Across layers, a later general key beats an earlier specific one: ``training.lr 0.001`` on
+the command line replaces a task preset's ``task.sst2.lr`` (the earlier task-level value
+is cleared), because command-line values always win.
+
+The result records in ``sources`` which layer set each non-default value.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from gpart.configs.coerce import coerce
+from gpart.configs.errors import ConfigError, closest, did_you_mean, format_choices
+from gpart.configs.presets import get_presets
+from gpart.configs.registry import adapter_names, get_adapter
+from gpart.configs.schema import (
+    FLAG_ONLY_KEYS,
+    FOLLOWS_SEED,
+    SECTIONS,
+    TOP_LEVEL_KEYS,
+    ExperimentConfig,
+    ModelConfig,
+    TaskConfig,
+    field_types,
+)
+from gpart.configs.tasks import get_domain, get_task
+
+CLI = "cli"
+
+
+@dataclass(frozen=True)
+class Key:
+    """A parsed, validated dotted key."""
+
+    text: str
+    section: str | None  # None: a top-level field (seed, output_dir)
+    field: str
+    task: str | None  # set for task.<name>.<field>
+    annotation: Any
+
+    @property
+    def specificity(self) -> int:
+        if self.section != "task":
+            return 0
+        return 2 if self.task else 1
+
+
+def _section_obj(exp: ExperimentConfig, section: str) -> Any:
+    return getattr(exp, section)
+
+
+def _section_fields(exp: ExperimentConfig, section: str) -> dict[str, Any]:
+    types_ = field_types(type(_section_obj(exp, section)))
+    return {k: v for k, v in types_.items() if f"{section}.{k}" not in FLAG_ONLY_KEYS}
+
+
+def valid_keys(exp: ExperimentConfig, *, per_task: bool = True) -> list[str]:
+    """Every key an override may set for `exp` (its adapter decides the ``adapter.*`` keys)."""
+    keys = list(TOP_LEVEL_KEYS)
+    for section in SECTIONS:
+        keys += [f"{section}.{f}" for f in _section_fields(exp, section)]
+    if per_task:
+        for task in exp.tasks:
+            keys += [f"task.{task}.{f}" for f in field_types(TaskConfig)]
+    return keys
+
+
+def parse_key(exp: ExperimentConfig, text: str) -> Key:
+    """Validate dotted key `text` against `exp`; `ConfigError` names the closest valid key."""
+    if text in FLAG_ONLY_KEYS:
+        raise ConfigError(f"{text}: set it with {FLAG_ONLY_KEYS[text]}, not as an override")
+    parts = text.split(".")
+    top_types = field_types(ExperimentConfig)
+    if len(parts) == 1 and text in TOP_LEVEL_KEYS:
+        return Key(text, None, text, None, top_types[text])
+    if len(parts) == 2 and parts[0] in SECTIONS:
+        section, name = parts
+        fields = _section_fields(exp, section)
+        if name in fields:
+            return Key(text, section, name, None, fields[name])
+        raise ConfigError(_unknown_field_message(exp, text, section, name, fields))
+    if len(parts) == 3 and parts[0] == "task":
+        _, task, name = parts
+        domain_tasks = get_domain(exp.domain).tasks
+        if task not in domain_tasks:
+            raise ConfigError(
+                f"{text}: {task!r} is not a {exp.domain} task{did_you_mean(task, domain_tasks)}; "
+                f"tasks: {', '.join(domain_tasks)}"
+            )
+        if task not in exp.tasks:
+            raise ConfigError(
+                f"{text}: task {task!r} is not in this run (tasks: {', '.join(exp.tasks)}); "
+                f"add it with --task"
+            )
+        fields = field_types(TaskConfig)
+        if name in fields:
+            return Key(text, "task", name, task, fields[name])
+        raise ConfigError(_unknown_field_message(exp, text, "task", name, fields))
+    if parts[0] in SECTIONS and len(parts) < 2:
+        fields = _section_fields(exp, parts[0])
+        raise ConfigError(
+            f"{text}: needs a field, e.g. {parts[0]}.<field>; valid: "
+            + format_choices(f"{parts[0]}.{f}" for f in fields)
+        )
+    # Unknown section or shape: suggest over every key, then name the sections.
+    hint = did_you_mean(text, valid_keys(exp))
+    raise ConfigError(
+        f"unknown key {text!r}{hint}; keys are {', '.join(TOP_LEVEL_KEYS)} or "
+        f"<section>.<field> with section one of {', '.join(SECTIONS)}, "
+        f"or task.<task>.<field>"
+    )
+
+
+def _unknown_field_message(
+    exp: ExperimentConfig, text: str, section: str, name: str, fields: Mapping[str, Any]
+) -> str:
+    prefix = text.rsplit(".", 1)[0]
+    match = closest(name, fields)
+    msg = f"unknown key {text!r}" + (f"; did you mean '{prefix}.{match}'?" if match else "")
+    if section == "adapter":
+        # The commonest adapter mistake is a field of another adapter (adapter.r for gpart).
+        owners = [a for a in adapter_names() if name in field_types(get_adapter(a).config_cls)]
+        if owners:
+            msg += (
+                f" ({name!r} belongs to adapter {', '.join(owners)}; "
+                f"this run's adapter is {exp.adapter.type!r})"
+            )
+    return msg + f"; valid {prefix} keys: " + format_choices(f"{prefix}.{f}" for f in fields)
+
+
+def apply_layer(exp: ExperimentConfig, layer: Mapping[str, Any] | Iterable, label: str) -> None:
+    """Apply one layer of ``key -> value`` to `exp` in place, recording `label` as source.
+
+    Values are deep-copied (presets are never aliased) and coerced by the field annotation.
+    """
+    items = layer.items() if isinstance(layer, Mapping) else layer
+    parsed = [(parse_key(exp, k), v) for k, v in items]
+    parsed.sort(key=lambda kv: kv[0].specificity)  # stable: general before specific
+    for key, raw in parsed:
+        value = coerce(copy.deepcopy(raw), key.annotation, key.text)
+        if key.section is None:
+            setattr(exp, key.field, value)
+        elif key.task is not None:
+            setattr(exp.per_task.setdefault(key.task, TaskConfig()), key.field, value)
+        else:
+            setattr(_section_obj(exp, key.section), key.field, value)
+        exp.sources[key.text] = label
+        # A later general value beats earlier specific ones: clear them.
+        if key.section in ("training", "task") and key.task is None:
+            if key.section == "training" and key.field in field_types(TaskConfig):
+                _clear(exp, f"task.{key.field}", exp.task, key.field)
+            if key.field in field_types(TaskConfig):
+                for task, tc in exp.per_task.items():
+                    _clear(exp, f"task.{task}.{key.field}", tc, key.field)
+
+
+def _clear(exp: ExperimentConfig, text: str, obj: Any, name: str) -> None:
+    if getattr(obj, name) is not None:
+        setattr(obj, name, None)
+    exp.sources.pop(text, None)
+
+
+def _normalise_tasks(domain: str, tasks: Sequence[str] | str | None) -> list[str]:
+    dom = get_domain(domain)
+    if tasks is None:
+        return [dom.default_task]
+    if isinstance(tasks, str):
+        tasks = [t for t in tasks.split(",") if t.strip()]
+    out: list[str] = []
+    for t in tasks:
+        t = t.strip()
+        if t == "all":
+            out += [n for n in dom.tasks if n not in out]
+            continue
+        try:
+            get_task(domain, t)
+        except ConfigError as exc:
+            raise ConfigError(f"--task: {exc}") from None
+        if t in out:
+            raise ConfigError(f"--task: {t!r} is listed twice")
+        out.append(t)
+    if not out:
+        raise ConfigError(f"--task: no task given; choices: {', '.join(dom.tasks)}, all")
+    return out
+
+
+def resolve_experiment(
+    *,
+    domain: str = "glue",
+    adapter: str = "gpart",
+    tasks: Sequence[str] | str | None = None,
+    model_size: str | None = None,
+    overrides: Mapping[str, Any] | Sequence[tuple[str, Any]] = (),
+    override_label: str = CLI,
+) -> ExperimentConfig:
+    """Resolve the five layers into a new, validated `ExperimentConfig`.
+
+    Args:
+        domain: ``glue``, ``vision`` or ``math``.
+        adapter: a registered adapter name (`gpart.configs.adapter_names()`).
+        tasks: task names, a comma-separated string, or ``"all"``; None: the domain default.
+        model_size: a size of the domain's presets (glue: base, large); None: the default.
+        overrides: layer 5, ``{"training.lr": "1e-3", "task.sst2.epochs": 3}``; strings are
+            parsed by annotation, other values validated. Pairs may be given as a sequence.
+        override_label: how `sources` names layer 5.
+
+    Never mutates the presets: each call starts from fresh dataclasses and deep-copies.
+    Raises `ConfigError` for any unknown key or invalid value.
+    """
+    spec = get_adapter(adapter)
+    presets = get_presets(domain)
+    size = presets.default_size if model_size is None else model_size
+    if size not in presets.size:
+        raise ConfigError(
+            f"--model_size: {size!r} is not a {domain} size{did_you_mean(size, presets.size)}; "
+            f"choices: {', '.join(presets.size)}"
+        )
+    run_tasks = _normalise_tasks(domain, tasks)
+
+    # Layer 1: dataclass defaults.
+    exp = ExperimentConfig(
+        domain=domain,
+        tasks=run_tasks,
+        model=ModelConfig(model_size=size),
+        adapter=spec.config_cls(),
+    )
+    # Layer 2: adapter preset.
+    layer = presets.adapter.get((adapter, size))
+    if layer:
+        apply_layer(exp, layer, f"adapter preset {domain}/{adapter}/{size}")
+    # Layer 3: task presets, one per task of the run.
+    for task in run_tasks:
+        layer = presets.task.get((adapter, task, size))
+        if layer:
+            apply_layer(
+                exp,
+                {f"task.{task}.{k}": v for k, v in layer.items()},
+                f"task preset {domain}/{adapter}/{task}/{size}",
+            )
+    # Layer 4: model-size preset.
+    layer = presets.size.get(size)
+    if layer:
+        apply_layer(exp, layer, f"size preset {domain}/{size}")
+    # Layer 5: overrides.
+    pairs = list(overrides.items()) if isinstance(overrides, Mapping) else list(overrides)
+    seen: set[str] = set()
+    for k, _ in pairs:
+        if k in seen:
+            raise ConfigError(f"{k}: given twice; give each key once")
+        seen.add(k)
+    if pairs:
+        apply_layer(exp, pairs, override_label)
+
+    _fill_seed_fields(exp)
+    validate(exp)
+    return exp
+
+
+def _fill_seed_fields(exp: ExperimentConfig) -> None:
+    """Fields marked FOLLOWS_SEED that are still None take the run's seed (visibly)."""
+    for f in dataclasses.fields(exp.adapter):
+        if f.metadata.get(FOLLOWS_SEED) and getattr(exp.adapter, f.name) is None:
+            setattr(exp.adapter, f.name, exp.seed)
+            exp.sources[f"adapter.{f.name}"] = "seed"
+
+
+def validate(exp: ExperimentConfig) -> None:
+    """Cross-field checks that annotations cannot express; `ConfigError` on the first.
+
+    Training values are checked per task as they will run, and a message names the key
+    that set the bad value (``task.rte.lr``, ``training.lr``) and the layer it came from.
+    """
+    exp.adapter.validate()
+    for task in exp.tasks:
+        _validate_training(exp, task)
+    spec = get_adapter(exp.adapter.type)
+    if spec.is_peft:
+        # Build the peft config once now: peft's own checks fail here, before any output.
+        from gpart.configs.bridge import to_peft_config
+
+        to_peft_config(exp.adapter, seed=exp.seed)
+
+
+def _validate_training(exp: ExperimentConfig, task: str) -> None:
+    tc = exp.effective_training(task)
+    keys = exp.effective_keys(task)
+
+    def fail(name: str, what: str) -> None:
+        key = keys[name]
+        label = exp.sources.get(key, "default")
+        raise ConfigError(f"{key}: {what}, got {getattr(tc, name)!r} (from {label})")
+
+    for name in ("batch_size", "epochs", "grad_accum", "max_seq_length", "lr"):
+        if not getattr(tc, name) > 0:
+            fail(name, "must be > 0")
+    for name in (
+        "eval_batch_size",
+        "max_steps",
+        "eval_every",
+        "early_stopping_patience",
+        "head_lr",
+        "max_grad_norm",
+    ):
+        if getattr(tc, name) is not None and not getattr(tc, name) > 0:
+            fail(name, "must be > 0 (or none)")
+    if not 0.0 <= tc.warmup_ratio <= 1.0:
+        fail("warmup_ratio", "must be in [0, 1]")
+    if tc.weight_decay < 0:
+        fail("weight_decay", "must be >= 0")
+    if not 0.0 <= tc.label_smoothing < 1.0:
+        fail("label_smoothing", "must be in [0, 1)")
+    if tc.early_stopping_patience is not None and tc.model_selection != "best":
+        # Early stopping needs the best checkpoint tracked; "last" would discard it.
+        fail("early_stopping_patience", "needs training.model_selection best")

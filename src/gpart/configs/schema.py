@@ -1,0 +1,357 @@
+"""The experiment schema: plain dataclasses shared by the GLUE, vision and math runners.
+
+An `ExperimentConfig` composes
+
+- `ModelConfig`      which pretrained model (hub id or local path) and its size preset,
+- `AdapterConfig`    one subclass per adapter (`gpart`, `lora`, ...; see `configs/adapters/`),
+- `TrainingConfig`   optimisation and evaluation schedule,
+- `DataConfig`       where data comes from and how it is cut down for smoke runs,
+- `GenerationConfig` decoding for generative evaluation (math),
+- `TaskConfig`       overrides of training fields: ``task`` for every task of the run,
+                     ``per_task[name]`` for one task; ``None`` means "inherit".
+
+Every field is reachable from the command line as ``section.field value`` (see
+`gpart.configs.cli`); its annotation decides how the value is parsed.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import typing
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any, Literal
+
+from gpart.configs.errors import ConfigError
+
+# Field metadata flag: a value of None is replaced by the run's seed during resolution, so
+# the random projection/partition varies with --seed exactly like the data order does.
+FOLLOWS_SEED = "follows_seed"
+
+
+@dataclass
+class TrainingConfig:
+    """Optimisation and evaluation schedule. Defaults are the issue's GLUE defaults."""
+
+    batch_size: int = 32
+    # None: same as batch_size.
+    eval_batch_size: int | None = None
+    max_seq_length: int = 512
+    epochs: int = 10
+    # When set, wins over `epochs` (step-budgeted runs such as MetaMathQA).
+    max_steps: int | None = None
+    # Learning rate of the adapter's trainable parameters (all weights for `full`).
+    lr: float = 1e-3
+    # Learning rate of the task head; None: same as `lr`.
+    head_lr: float | None = 1e-3
+    weight_decay: float = 0.1
+    warmup_ratio: float = 0.06
+    scheduler: Literal["linear", "cosine"] = "linear"
+    grad_accum: int = 1
+    # None: no clipping.
+    max_grad_norm: float | None = 1.0
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    # "best": reload the checkpoint with the best primary metric at the end.
+    model_selection: Literal["best", "last"] = "best"
+    # None: off. Otherwise the number of evaluations without improvement before stopping.
+    early_stopping_patience: int | None = None
+    # None: evaluate once per epoch; N: every N optimizer steps.
+    eval_every: int | None = None
+    logging_steps: int = 50
+    save_total_limit: int | None = 1
+    num_workers: int = 2
+    gradient_checkpointing: bool = False
+    # Used by image classification (ViT recipes); 0 leaves the loss unchanged elsewhere.
+    label_smoothing: float = 0.0
+
+
+@dataclass
+class TaskConfig:
+    """Per-task overrides of `TrainingConfig`; every field None ("inherit") by default.
+
+    Mirrors `TrainingConfig` field by field (a test enforces it), so anything that can be
+    set for the run can also be set for one task: ``task.rte.epochs 160``.
+    """
+
+    batch_size: int | None = None
+    eval_batch_size: int | None = None
+    max_seq_length: int | None = None
+    epochs: int | None = None
+    max_steps: int | None = None
+    lr: float | None = None
+    head_lr: float | None = None
+    weight_decay: float | None = None
+    warmup_ratio: float | None = None
+    scheduler: Literal["linear", "cosine"] | None = None
+    grad_accum: int | None = None
+    max_grad_norm: float | None = None
+    precision: Literal["fp32", "bf16", "fp16"] | None = None
+    model_selection: Literal["best", "last"] | None = None
+    early_stopping_patience: int | None = None
+    eval_every: int | None = None
+    logging_steps: int | None = None
+    save_total_limit: int | None = None
+    num_workers: int | None = None
+    gradient_checkpointing: bool | None = None
+    label_smoothing: float | None = None
+
+
+@dataclass
+class ModelConfig:
+    """The pretrained model: a hub id or a local directory (offline)."""
+
+    # None until a model-size preset or `model.base_model` / `--base_model` fills it.
+    base_model: str | None = None
+    # Picks the adapter/task/size presets; chosen with --model_size, not as an override,
+    # because it decides which presets apply.
+    model_size: str = "base"
+
+
+@dataclass
+class DataConfig:
+    # Local directory with the datasets (offline); None: the hub source of the task.
+    data_dir: str | None = None
+    # Cut the splits down for smoke runs; None: all rows.
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+    # Vision: side of the square input images.
+    image_size: int = 224
+
+
+@dataclass
+class GenerationConfig:
+    """Decoding for generative evaluation (GSM8K / MATH)."""
+
+    max_new_tokens: int = 512
+    # 0: greedy decoding, the convention math benchmarks are reported with.
+    temperature: float = 0.0
+    prompt_template: str = "alpaca"
+
+
+@dataclass
+class AdapterConfig:
+    """Base of every adapter's config. Subclasses live in `gpart.configs.adapters`.
+
+    `type` is the registry name; it is fixed by the subclass and chosen with
+    ``--adapter_type``. `target_modules` None means "the adapter's default for the model".
+    """
+
+    type: str = ""
+    target_modules: list[str] | None = None
+    dropout: float = 0.0
+
+    def validate(self) -> None:
+        """Raise `ConfigError` for values the adapter cannot run with. Subclasses extend."""
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"adapter.dropout: must be in [0, 1), got {self.dropout!r}")
+
+
+# Sections of ExperimentConfig that hold a dataclass reachable as `section.field`.
+SECTIONS = ("model", "adapter", "training", "data", "generation", "task")
+# Top-level fields settable from the command line.
+TOP_LEVEL_KEYS = ("seed", "output_dir")
+# Keys chosen by flags because they select presets; overriding them would silently bypass
+# the presets that were applied for the flag's value.
+FLAG_ONLY_KEYS = {
+    "adapter.type": "--adapter_type",
+    "model.model_size": "--model_size",
+    "domain": "--domain (fixed by the runner)",
+    "tasks": "--task",
+}
+
+
+@dataclass
+class ExperimentConfig:
+    """One experiment: a model, an adapter, a training schedule and the tasks to run.
+
+    Build it with `gpart.configs.resolve_experiment` (presets + overrides) or
+    `gpart.configs.parse_cli`, not by hand, so that presets and validation apply.
+    """
+
+    domain: str = "glue"
+    tasks: list[str] = field(default_factory=lambda: ["sst2"])
+    seed: int = 42
+    output_dir: str = "logs"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    # Overrides for every task of the run (`task.lr`), then for one task (`task.sst2.lr`).
+    task: TaskConfig = field(default_factory=TaskConfig)
+    per_task: dict[str, TaskConfig] = field(default_factory=dict)
+    # Where each non-default value came from: dotted key -> layer label. Filled by
+    # resolution; informational only (not part of the config hash).
+    sources: dict[str, str] = field(default_factory=dict)
+
+    # ---- effective values -------------------------------------------------------------
+
+    def effective_training(self, task: str) -> TrainingConfig:
+        """The `TrainingConfig` a run of `task` actually uses.
+
+        Order: ``training`` < ``task`` (all tasks) < ``per_task[task]``. Resolution clears
+        task-level values that a later layer's ``training.x`` overrode, so this simple
+        order is also the precedence of the layers.
+        """
+        self._check_task(task)
+        merged = copy.deepcopy(self.training)
+        for override in (self.task, self.per_task.get(task)):
+            if override is None:
+                continue
+            for f in dataclasses.fields(override):
+                value = getattr(override, f.name)
+                if value is not None:
+                    setattr(merged, f.name, copy.deepcopy(value))
+        return merged
+
+    def effective_keys(self, task: str) -> dict[str, str]:
+        """For each `TrainingConfig` field: the key whose value `task` uses.
+
+        ``task.<task>.<field>`` if set, else ``task.<field>`` if set, else ``training.<field>``.
+        """
+        self._check_task(task)
+        per = self.per_task.get(task)
+        out = {}
+        for f in dataclasses.fields(TrainingConfig):
+            if per is not None and getattr(per, f.name) is not None:
+                out[f.name] = f"task.{task}.{f.name}"
+            elif getattr(self.task, f.name) is not None:
+                out[f.name] = f"task.{f.name}"
+            else:
+                out[f.name] = f"training.{f.name}"
+        return out
+
+    def effective_sources(self, task: str) -> dict[str, str]:
+        """For each `TrainingConfig` field: the layer its effective value for `task` came from."""
+        return {
+            name: self.sources.get(key, "default")
+            for name, key in self.effective_keys(task).items()
+        }
+
+    def for_task(self, task: str) -> ExperimentConfig:
+        """A single-task copy whose `training` is the effective one (for a run's config.json)."""
+        single = copy.deepcopy(self)
+        single.tasks = [task]
+        single.training = self.effective_training(task)
+        single.task = TaskConfig()
+        single.per_task = {}
+        single.sources = {k: v for k, v in self.sources.items() if not k.startswith("task.")}
+        for name, label in self.effective_sources(task).items():
+            if label != "default":
+                single.sources[f"training.{name}"] = label
+            else:
+                single.sources.pop(f"training.{name}", None)
+        return single
+
+    def _check_task(self, task: str) -> None:
+        if task not in self.tasks:
+            raise ConfigError(f"task {task!r} is not in this run (tasks: {', '.join(self.tasks)})")
+
+    # ---- serialisation ---------------------------------------------------------------
+
+    def to_dict(self, *, effective: bool = True) -> dict[str, Any]:
+        """A JSON-ready dict. With `effective`, adds each task's effective training config.
+
+        ``task``/``per_task`` list only the fields that are set (None means inherit).
+        """
+        out: dict[str, Any] = {
+            "domain": self.domain,
+            "tasks": list(self.tasks),
+            "seed": self.seed,
+            "output_dir": self.output_dir,
+            "model": dataclasses.asdict(self.model),
+            "adapter": dataclasses.asdict(self.adapter),
+            "training": dataclasses.asdict(self.training),
+            "data": dataclasses.asdict(self.data),
+            "generation": dataclasses.asdict(self.generation),
+            "task": _set_fields(self.task),
+            "per_task": {name: _set_fields(tc) for name, tc in self.per_task.items()},
+        }
+        if effective:
+            out["effective"] = {
+                t: dataclasses.asdict(self.effective_training(t)) for t in self.tasks
+            }
+        out["sources"] = dict(self.sources)
+        return out
+
+    def to_json(self, *, indent: int | None = 2, effective: bool = True) -> str:
+        return json.dumps(self.to_dict(effective=effective), indent=indent)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ExperimentConfig:
+        """Rebuild a config saved with `to_dict` (the ``effective`` section is derived, ignored).
+
+        Values are validated against the annotations like command-line values.
+        """
+        from gpart.configs.registry import get_adapter
+
+        data = copy.deepcopy(data)
+        known = {f.name for f in dataclasses.fields(cls)} | {"effective"}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"config: unknown top-level keys {unknown}; valid: {sorted(known)}")
+        adapter_data = dict(data.get("adapter") or {})
+        adapter_cls = get_adapter(adapter_data.get("type", "")).config_cls
+        return cls(
+            domain=data.get("domain", "glue"),
+            tasks=list(data.get("tasks", ["sst2"])),
+            seed=int(data.get("seed", 42)),
+            output_dir=data.get("output_dir", "logs"),
+            model=_build(ModelConfig, data.get("model"), "model"),
+            adapter=_build(adapter_cls, adapter_data, "adapter"),
+            training=_build(TrainingConfig, data.get("training"), "training"),
+            data=_build(DataConfig, data.get("data"), "data"),
+            generation=_build(GenerationConfig, data.get("generation"), "generation"),
+            task=_build(TaskConfig, data.get("task"), "task"),
+            per_task={
+                name: _build(TaskConfig, tc, f"task.{name}")
+                for name, tc in (data.get("per_task") or {}).items()
+            },
+            sources=dict(data.get("sources") or {}),
+        )
+
+    def config_hash(self, length: int = 8) -> str:
+        """Short hash of everything that can change results.
+
+        Leaves out where outputs and local data live (`output_dir`, `data.data_dir`) and the
+        provenance, so the same experiment hashes the same on every machine.
+        """
+        d = self.to_dict(effective=True)
+        for key in ("output_dir", "sources"):
+            d.pop(key, None)
+        d["data"].pop("data_dir", None)
+        blob = json.dumps(d, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:length]
+
+    def run_name(self, task: str) -> str:
+        """``<adapter>_<task>_<size>_seed<seed>_<hash>``: unique per resolved single-task config."""
+        single = self.for_task(task)
+        return (
+            f"{self.adapter.type}_{task}_{self.model.model_size}_seed{self.seed}_"
+            f"{single.config_hash()}"
+        )
+
+
+def _set_fields(obj: Any) -> dict[str, Any]:
+    return {k: v for k, v in dataclasses.asdict(obj).items() if v is not None}
+
+
+@cache
+def field_types(cls: type) -> dict[str, Any]:
+    """Resolved annotations of a dataclass's init fields (postponed annotations evaluated)."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.init}
+
+
+def _build(cls: type, data: dict[str, Any] | None, section: str) -> Any:
+    from gpart.configs.coerce import coerce
+
+    data = data or {}
+    types_ = field_types(cls)
+    unknown = sorted(set(data) - set(types_))
+    if unknown:
+        raise ConfigError(f"{section}: unknown keys {unknown}; valid: {sorted(types_)}")
+    return cls(**{k: coerce(v, types_[k], f"{section}.{k}") for k, v in data.items()})

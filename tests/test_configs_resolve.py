@@ -1,0 +1,289 @@
+"""Layered resolution: precedence of every layer, per-task overrides, no preset mutation."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+import gpart.configs.resolve as resolve_mod
+from gpart.configs import ConfigError, ExperimentConfig, TrainingConfig, resolve_experiment
+from gpart.configs.presets import DomainPresets, freeze, get_presets
+from gpart.configs.registry import adapter_names
+
+
+@pytest.fixture
+def layered_presets(monkeypatch):
+    """Synthetic glue presets where layers 2-4 all set some of the same keys."""
+    real = get_presets("glue")
+    fake = DomainPresets(
+        domain="glue",
+        default_size="base",
+        size=freeze(
+            {
+                "base": freeze(
+                    {
+                        "model.base_model": "size-model",
+                        "training.lr": 4e-3,
+                        "training.epochs": 4,
+                    }
+                )
+            }
+        ),
+        adapter=freeze(
+            {
+                ("lora", "base"): freeze(
+                    {
+                        "training.lr": 2e-3,
+                        "training.epochs": 2,
+                        "training.batch_size": 2,
+                        "training.warmup_ratio": 0.2,
+                        "adapter.r": 2,
+                    }
+                )
+            }
+        ),
+        task=freeze(
+            {
+                ("lora", "sst2", "base"): freeze({"lr": 3e-3, "epochs": 3, "batch_size": 3}),
+                ("lora", "rte", "base"): freeze({"batch_size": 5}),
+            }
+        ),
+    )
+    monkeypatch.setattr(resolve_mod, "get_presets", lambda d: fake if d == "glue" else real)
+    return fake
+
+
+def test_every_layer_wins_over_the_one_before(layered_presets):
+    exp = resolve_experiment(
+        adapter="lora", tasks="sst2", overrides={"training.lr": "5e-3", "adapter.alpha": "16"}
+    )
+    eff = exp.effective_training("sst2")
+    assert eff.weight_decay == TrainingConfig().weight_decay  # 1: default
+    assert eff.warmup_ratio == 0.2  # 2: adapter preset beats default
+    assert exp.adapter.r == 2
+    assert eff.batch_size == 3  # 3: task preset beats adapter preset
+    assert eff.epochs == 4  # 4: size preset beats task preset
+    assert exp.model.base_model == "size-model"
+    assert eff.lr == 5e-3  # 5: command line beats everything
+    assert exp.adapter.alpha == 16
+    src = exp.effective_sources("sst2")
+    assert src["weight_decay"].startswith("default")
+    assert src["warmup_ratio"].startswith("adapter preset glue/lora/base")
+    assert src["batch_size"].startswith("task preset glue/lora/sst2/base")
+    assert src["epochs"].startswith("size preset glue/base")
+    assert src["lr"].startswith("cli")
+    assert exp.sources["adapter.alpha"] == "cli"
+    assert "training.weight_decay" not in exp.sources
+
+
+def test_task_presets_only_touch_their_task(layered_presets):
+    exp = resolve_experiment(adapter="lora", tasks="sst2,rte")
+    assert exp.effective_training("sst2").batch_size == 3
+    assert exp.effective_training("rte").batch_size == 5
+    assert exp.effective_training("rte").lr == 4e-3  # size preset, no rte lr preset
+
+
+def test_cli_training_lr_beats_real_task_preset_lr():
+    # LoRA's GLUE task presets set lr per task (sst2: 5e-4); the command line must win.
+    base = resolve_experiment(adapter="lora", tasks="sst2,cola")
+    assert base.effective_training("sst2").lr == 5e-4
+    assert base.effective_training("cola").lr == 4e-4
+    exp = resolve_experiment(adapter="lora", tasks="sst2,cola", overrides={"training.lr": "0.001"})
+    assert exp.effective_training("sst2").lr == 0.001
+    assert exp.effective_training("cola").lr == 0.001
+    assert exp.per_task["sst2"].lr is None  # cleared, so no stale value can leak back
+    assert "task.sst2.lr" not in exp.sources
+    # Other task-preset fields survive.
+    assert exp.effective_training("sst2").epochs == 60
+
+
+def test_cli_head_lr_beats_gpart_task_head_lr():
+    exp = resolve_experiment(adapter="gpart", tasks="rte", overrides={"training.head_lr": "1e-4"})
+    assert exp.effective_training("rte").head_lr == 1e-4
+    assert exp.for_task("rte").training.head_lr == 1e-4
+
+
+def test_per_task_override_and_all_task_override():
+    exp = resolve_experiment(
+        adapter="gpart",
+        tasks="sst2,rte",
+        overrides={"task.sst2.lr": "1e-3", "task.epochs": "3"},
+    )
+    assert exp.effective_training("sst2").lr == 1e-3
+    assert exp.effective_training("rte").lr == 5e-3  # adapter preset
+    # task.epochs (command line) beats both tasks' epochs presets (60 and 160).
+    assert exp.effective_training("sst2").epochs == 3
+    assert exp.effective_training("rte").epochs == 3
+    assert exp.training.epochs != 3  # task.* does not rewrite the run-wide value
+
+
+def test_specificity_within_one_layer():
+    exp = resolve_experiment(
+        adapter="gpart",
+        tasks="sst2,rte",
+        overrides=[("task.rte.lr", "3e-3"), ("task.lr", "2e-3"), ("training.lr", "1e-3")],
+    )
+    # Given in "wrong" order on purpose: the more specific key still wins in a layer.
+    assert exp.training.lr == 1e-3
+    assert exp.effective_training("sst2").lr == 2e-3
+    assert exp.effective_training("rte").lr == 3e-3
+
+
+def test_task_override_none_restores_inheritance():
+    exp = resolve_experiment(adapter="gpart", tasks="sst2", overrides={"task.sst2.epochs": "none"})
+    assert exp.effective_training("sst2").epochs == exp.training.epochs
+
+
+def test_resolution_never_mutates_presets():
+    before = {k: dict(v) for k, v in get_presets("glue").adapter.items()}
+    first = resolve_experiment(
+        adapter="gpart", tasks="sst2", overrides={"adapter.target_modules": "query,key,value"}
+    )
+    first.adapter.target_modules.append("dense")  # mutate a resolved list in place
+    first.per_task["sst2"].epochs = 1
+    first.training.lr = 123.0
+    second = resolve_experiment(adapter="gpart", tasks="sst2")
+    assert second.adapter.target_modules == ["query", "value"]
+    assert second.effective_training("sst2").epochs == 60
+    assert second.training.lr == 5e-3
+    assert {k: dict(v) for k, v in get_presets("glue").adapter.items()} == before
+    assert second.adapter.target_modules is not first.adapter.target_modules
+
+
+def test_presets_are_read_only():
+    with pytest.raises(TypeError):
+        get_presets("glue").adapter["gpart", "base"]["adapter.d"] = 1  # type: ignore[index]
+
+
+def test_paper_presets_gpart():
+    table = {  # task: (base epochs, base head_lr, large epochs, large head_lr), from issue 3
+        "cola": (80, 2e-3, 60, 2e-2),
+        "sst2": (60, 5e-4, 30, 2e-4),
+        "mrpc": (30, 1e-3, 40, 2e-3),
+        "qnli": (25, 1e-3, 25, 5e-3),
+        "rte": (160, 1e-2, 120, 5e-3),
+        "stsb": (80, 2e-4, 80, 1e-4),
+    }
+    for size, col in (("base", 0), ("large", 2)):
+        exp = resolve_experiment(adapter="gpart", tasks=list(table), model_size=size)
+        assert exp.adapter.d == 23040 and exp.adapter.dropout == 0.1
+        assert exp.adapter.target_modules == ["query", "value"]
+        for task, row in table.items():
+            eff = exp.effective_training(task)
+            assert (eff.epochs, eff.head_lr) == (row[col], row[col + 1]), (size, task)
+            assert (eff.lr, eff.batch_size, eff.max_seq_length) == (5e-3, 32, 512)
+            assert (eff.weight_decay, eff.warmup_ratio) == (0.1, 0.06)
+    assert exp.model.base_model == "FacebookAI/roberta-large"
+
+
+def test_paper_presets_baselines():
+    uni = resolve_experiment(adapter="unilora", tasks="rte,sst2", model_size="large")
+    assert (uni.adapter.r, uni.adapter.d, uni.adapter.init_bound) == (4, 23040, 0.02)
+    assert uni.effective_training("rte").epochs == 40
+    assert uni.effective_training("sst2").head_lr == 2e-4
+    lora = resolve_experiment(adapter="lora", tasks="sst2,qnli")
+    assert (lora.adapter.r, lora.adapter.alpha) == (8, 8)
+    sst2 = lora.effective_training("sst2")
+    assert (sst2.epochs, sst2.batch_size, sst2.lr, sst2.head_lr) == (60, 16, 5e-4, 1e-3)
+    assert lora.effective_training("qnli").batch_size == 32
+    vera = resolve_experiment(adapter="vera", tasks="cola,stsb")
+    assert (vera.adapter.r, vera.adapter.d_initial) == (8, 0.1)
+    assert [vera.effective_training(t).epochs for t in ("cola", "stsb")] == [80, 40]
+    dora = resolve_experiment(adapter="dora", tasks="sst2")
+    assert dora.effective_training("sst2") == sst2  # DoRA reuses LoRA's settings
+    full = resolve_experiment(adapter="full", tasks="sst2")
+    # Full fine-tuning has its own, much smaller learning rate, not the adapters'.
+    assert full.effective_training("sst2").lr <= 3e-5
+    assert full.effective_training("sst2").head_lr is None
+
+
+@pytest.mark.parametrize("domain", ["glue", "vision", "math"])
+def test_every_preset_resolves(domain):
+    # Catches typos in preset keys/values: each preset goes through the same validation.
+    presets = get_presets(domain)
+    from gpart.configs.tasks import get_domain
+
+    tasks = list(get_domain(domain).tasks)
+    for adapter in adapter_names():
+        for size in presets.sizes():
+            exp = resolve_experiment(domain=domain, adapter=adapter, tasks=tasks, model_size=size)
+            assert exp.model.base_model
+            for task in tasks:
+                exp.effective_training(task)
+    for adapter, *_ in list(presets.adapter) + list(presets.task):
+        assert adapter in adapter_names()
+
+
+def test_seed_following_fields():
+    exp = resolve_experiment(adapter="gpart", overrides={"seed": "7"})
+    assert exp.adapter.proj_seed == 7 and exp.sources["adapter.proj_seed"] == "seed"
+    pinned = resolve_experiment(adapter="gpart", overrides={"seed": "7", "adapter.proj_seed": "3"})
+    assert pinned.adapter.proj_seed == 3
+    vera = resolve_experiment(adapter="vera", overrides={"seed": "9"})
+    assert vera.adapter.projection_prng_key == 9
+
+
+def test_validation_errors():
+    cases = {
+        "training.batch_size": ("0", "must be > 0"),
+        "training.warmup_ratio": ("1.5", r"in \[0, 1\], got 1.5 \(from cli\)"),
+        "task.sst2.lr": ("-1", r"must be > 0, got -1.0 \(from cli\)"),
+        "adapter.dropout": ("1.0", r"in \[0, 1\)"),
+        "adapter.d": ("0", "positive"),
+    }
+    for key, (value, msg) in cases.items():
+        with pytest.raises(ConfigError, match=msg) as err:
+            resolve_experiment(adapter="gpart", overrides={key: value})
+        assert str(err.value).startswith(key + ":")
+    with pytest.raises(ConfigError, match="model_selection best"):
+        resolve_experiment(
+            overrides={"training.early_stopping_patience": "3", "training.model_selection": "last"}
+        )
+    # Peft's own checks run at resolution, before anything is written.
+    with pytest.raises(ConfigError, match=r"adapter\.topk: must be in \[1, num_vectors=256\]"):
+        resolve_experiment(adapter="vblora", overrides={"adapter.topk": "300"})
+    # Checks only peft's config class makes also fail at resolution, as ConfigError.
+    with pytest.raises(ConfigError, match=r"^adapter \(gpart\): layers_pattern"):
+        resolve_experiment(adapter="gpart", overrides={"adapter.layers_pattern": "layer"})
+
+
+def test_unused_fields_are_refused_not_ignored():
+    with pytest.raises(ConfigError, match="adapter.dropout: adapter 'full' does not use it"):
+        resolve_experiment(adapter="full", tasks="sst2", overrides={"adapter.dropout": "0.1"})
+    with pytest.raises(ConfigError, match="adapter.dropout: adapter 'fourierft'"):
+        resolve_experiment(adapter="fourierft", overrides={"adapter.dropout": "0.1"})
+    with pytest.raises(ConfigError, match="adapter.target_modules: adapter 'head'"):
+        resolve_experiment(adapter="head", overrides={"adapter.target_modules": "query"})
+
+
+def test_resolve_argument_errors():
+    with pytest.raises(ConfigError, match="did you mean 'gpart'"):
+        resolve_experiment(adapter="gprat")
+    with pytest.raises(ConfigError, match="did you mean 'sst2'.*choices: cola"):
+        resolve_experiment(tasks="sst3")
+    with pytest.raises(ConfigError, match="did you mean 'large'"):
+        resolve_experiment(model_size="lage")
+    with pytest.raises(ConfigError, match="listed twice"):
+        resolve_experiment(tasks="sst2,sst2")
+    with pytest.raises(ConfigError, match="given twice"):
+        resolve_experiment(overrides=[("training.lr", "1"), ("training.lr", "2")])
+
+
+def test_all_tasks_and_domains():
+    exp = resolve_experiment(tasks="all")
+    assert exp.tasks == ["cola", "sst2", "mrpc", "qnli", "rte", "stsb", "mnli", "qqp"]
+    vision = resolve_experiment(domain="vision", adapter="lora")
+    assert vision.tasks == ["cifar10"] and "vit" in vision.model.base_model
+    math = resolve_experiment(domain="math", adapter="lora", tasks="gsm8k,math")
+    assert math.effective_training("gsm8k").precision == "bf16"
+
+
+def test_resolution_returns_a_fresh_experiment_config():
+    a = resolve_experiment()
+    b = resolve_experiment()
+    assert isinstance(a, ExperimentConfig) and a == b and a is not b
+    for f in dataclasses.fields(a):
+        value = getattr(a, f.name)
+        if isinstance(value, (list, dict)) or dataclasses.is_dataclass(value):
+            assert value is not getattr(b, f.name), f.name

@@ -1,0 +1,160 @@
+"""Schema: TaskConfig mirrors TrainingConfig, serialisation, hashing, task metadata."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from gpart.configs import (
+    ConfigError,
+    ExperimentConfig,
+    TaskConfig,
+    TrainingConfig,
+    get_domain,
+    get_task,
+    resolve_experiment,
+)
+from gpart.configs.schema import field_types
+
+
+def test_task_config_mirrors_training_config():
+    train, task = field_types(TrainingConfig), field_types(TaskConfig)
+    assert list(task) == list(train)
+    for name, tp in train.items():
+        assert task[name] == tp | None, name
+    assert all(v is None for v in dataclasses.asdict(TaskConfig()).values())
+
+
+def test_issue_defaults():
+    t = TrainingConfig()
+    assert (t.batch_size, t.max_seq_length, t.lr, t.head_lr) == (32, 512, 1e-3, 1e-3)
+    assert (t.weight_decay, t.warmup_ratio, t.scheduler, t.grad_accum) == (0.1, 0.06, "linear", 1)
+    assert (t.precision, t.model_selection, t.early_stopping_patience) == ("fp32", "best", None)
+
+
+def test_round_trip_through_json():
+    exp = resolve_experiment(
+        adapter="lora", tasks="sst2,rte", overrides={"task.rte.lr": "2e-4", "seed": "3"}
+    )
+    data = json.loads(exp.to_json())
+    back = ExperimentConfig.from_dict(data)
+    assert back == exp
+    assert type(back.adapter).__name__ == "LoraAdapterConfig"
+    assert data["effective"]["rte"]["lr"] == 2e-4
+    assert data["per_task"]["rte"] == {"epochs": 80, "batch_size": 32, "lr": 2e-4}
+
+
+def test_from_dict_validates():
+    data = resolve_experiment().to_dict()
+    data["training"]["lrr"] = 1
+    with pytest.raises(ConfigError, match=r"training: unknown keys \['lrr'\]"):
+        ExperimentConfig.from_dict(data)
+    data = resolve_experiment().to_dict()
+    data["adapter"]["d"] = "lots"
+    with pytest.raises(ConfigError, match="adapter.d: expected an integer"):
+        ExperimentConfig.from_dict(data)
+
+
+def test_for_task_is_the_effective_single_task_config():
+    exp = resolve_experiment(tasks="sst2,rte", overrides={"training.lr": "1e-3"})
+    rte = exp.for_task("rte")
+    assert rte.tasks == ["rte"] and rte.per_task == {} and rte.task == TaskConfig()
+    assert rte.training == exp.effective_training("rte")
+    assert rte.training.epochs == 160
+    assert rte.sources["training.epochs"] == "task preset glue/gpart/rte/base"
+    assert rte.sources["training.lr"] == "cli"
+    assert exp.per_task["rte"].epochs == 160  # the original is untouched
+
+
+def test_config_hash():
+    a = resolve_experiment(tasks="sst2")
+    assert a.config_hash() == resolve_experiment(tasks="sst2").config_hash()
+    assert len(a.config_hash()) == 8
+    moved = resolve_experiment(
+        tasks="sst2", overrides={"output_dir": "/elsewhere", "data.data_dir": "/d"}
+    )
+    assert moved.config_hash() == a.config_hash()  # where files live does not change results
+    assert resolve_experiment(overrides={"training.lr": "0.1"}).config_hash() != a.config_hash()
+    assert resolve_experiment(overrides={"seed": "1"}).config_hash() != a.config_hash()
+    name = a.run_name("sst2")
+    assert name.startswith("gpart_sst2_base_seed42_") and len(name.rsplit("_", 1)[1]) == 8
+
+
+def test_glue_task_metadata():
+    names = ["cola", "sst2", "mrpc", "qnli", "rte", "stsb", "mnli", "qqp"]
+    assert list(get_domain("glue").tasks) == names
+    for name in names:
+        t = get_task("glue", name)
+        assert t.source == "nyu-mll/glue" and t.subset == name
+        assert t.primary_metric in t.metrics and t.text_columns
+    stsb = get_task("glue", "stsb")
+    assert stsb.num_labels == 1 and stsb.problem_type == "regression"
+    assert stsb.primary_metric == "pearson"
+    assert get_task("glue", "cola").primary_metric == "matthews_correlation"
+    assert get_task("glue", "mnli").num_labels == 3
+    assert get_task("glue", "mnli").splits["eval"] == "validation_matched"
+    assert get_task("glue", "mrpc").text_columns == ("sentence1", "sentence2")
+
+
+def test_vision_and_math_metadata():
+    c100 = get_task("vision", "cifar100")
+    assert (c100.num_labels, c100.label_column, c100.image_column) == (100, "fine_label", "img")
+    gsm = get_task("math", "gsm8k")
+    assert gsm.answer_format == "gsm8k" and gsm.subset == "main"
+    assert get_task("math", "math").answer_format == "boxed"
+    assert get_domain("math").train_source == "meta-math/MetaMathQA"
+    assert get_domain("math").peft_task_type == "CAUSAL_LM"
+    with pytest.raises(ConfigError, match="did you mean 'cifar10'"):
+        get_task("vision", "cifar1O")
+    with pytest.raises(ConfigError, match="did you mean 'glue'"):
+        get_domain("gleu")
+
+
+def test_metadata_is_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        get_task("glue", "sst2").num_labels = 3  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        get_task("glue", "sst2").splits["train"] = "x"  # type: ignore[index]
+
+
+def test_primary_metric_must_be_a_metric():
+    from gpart.configs.tasks import TextClassificationTask
+
+    with pytest.raises(ValueError, match="primary_metric"):
+        TextClassificationTask(
+            name="x",
+            domain="glue",
+            source="s",
+            text_columns=("a",),
+            num_labels=2,
+            metrics=("accuracy",),
+            primary_metric="f1",
+        )
+
+
+def _cli_text(value) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return json.dumps(value)
+    return str(value)
+
+
+def test_every_field_default_round_trips_through_cli_text():
+    # Every settable field's annotation is understood by the coercer, and every value a
+    # field holds by default can be typed back on the command line.
+    from gpart.configs import adapter_names, get_adapter
+    from gpart.configs.coerce import coerce
+    from gpart.configs.schema import DataConfig, GenerationConfig, ModelConfig
+
+    classes = [TrainingConfig, TaskConfig, DataConfig, GenerationConfig, ModelConfig]
+    classes += [get_adapter(a).config_cls for a in adapter_names()]
+    for cls in classes:
+        obj = cls()
+        for name, tp in field_types(cls).items():
+            value = getattr(obj, name)
+            assert coerce(_cli_text(value), tp, name) == value, (cls.__name__, name)
