@@ -231,6 +231,8 @@ def test_validation_errors():
         "task.sst2.lr": ("-1", r"must be > 0, got -1.0 \(from cli\)"),
         "adapter.dropout": ("1.0", r"in \[0, 1\)"),
         "adapter.d": ("0", "positive"),
+        "training.head_weight_decay": ("-0.1", "must be >= 0"),
+        "task.sst2.eval_every": ("0", r"must be > 0 \(or none\)"),
     }
     for key, (value, msg) in cases.items():
         with pytest.raises(ConfigError, match=msg) as err:

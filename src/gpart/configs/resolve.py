@@ -321,6 +321,8 @@ def _validate_training(exp: ExperimentConfig, task: str) -> None:
         fail("warmup_ratio", "must be in [0, 1]")
     if tc.weight_decay < 0:
         fail("weight_decay", "must be >= 0")
+    if tc.head_weight_decay is not None and tc.head_weight_decay < 0:
+        fail("head_weight_decay", "must be >= 0 (or none)")
     if not 0.0 <= tc.label_smoothing < 1.0:
         fail("label_smoothing", "must be in [0, 1)")
     if tc.early_stopping_patience is not None and tc.model_selection != "best":

@@ -48,6 +48,11 @@ class TrainingConfig:
     # Learning rate of the task head; None: same as `lr`.
     head_lr: float | None = 1e-3
     weight_decay: float = 0.1
+    # Weight decay of the head; None: same as `weight_decay`.
+    head_weight_decay: float | None = None
+    # Decay GPart's theta too. Off: theta *is* the whole update (||dW|| = ||theta||), so
+    # decaying it pulls the model back to the base weights -- a regulariser to opt into.
+    decay_theta: bool = False
     warmup_ratio: float = 0.06
     scheduler: Literal["linear", "cosine"] = "linear"
     grad_accum: int = 1
@@ -84,6 +89,8 @@ class TaskConfig:
     lr: float | None = None
     head_lr: float | None = None
     weight_decay: float | None = None
+    head_weight_decay: float | None = None
+    decay_theta: bool | None = None
     warmup_ratio: float | None = None
     scheduler: Literal["linear", "cosine"] | None = None
     grad_accum: int | None = None
