@@ -205,3 +205,13 @@ def test_nothing_to_train_is_an_error():
     )
     with pytest.raises(ConfigError, match="nothing to train"):
         apply_adapter(gpt2, get_adapter("head").config_cls(), task_type="CAUSAL_LM", seed=0)
+
+
+def test_model_mismatch_is_a_config_error(tiny_roberta_config):
+    # d larger than the adapted space, or targets the model lacks: user mistakes (exit 2).
+    too_big = resolve_experiment(overrides={"adapter.d": "5000"})  # query+value hold 4096
+    with pytest.raises(ConfigError, match=r"^adapter \(gpart\): .*5000"):
+        apply_adapter(_tiny_model(tiny_roberta_config), too_big)
+    missing = resolve_experiment(adapter="lora", overrides={"adapter.target_modules": "nosuch"})
+    with pytest.raises(ConfigError, match=r"^adapter \(lora\): .*nosuch"):
+        apply_adapter(_tiny_model(tiny_roberta_config), missing)

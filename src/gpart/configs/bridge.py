@@ -129,7 +129,15 @@ def apply_adapter(
         peft_cfg = to_peft_config(
             adapter, seed=seed, task_type=task_type, modules_to_save=list(head_names) or None
         )
-        model = get_peft_model(model, peft_cfg)
+        try:
+            model = get_peft_model(model, peft_cfg)
+        except ValueError as exc:
+            # peft (and the GPart tuner) raise ValueError for config/model mismatches --
+            # target modules not found, d larger than the adapted space: user mistakes.
+            raise ConfigError(
+                f"adapter ({adapter.type}): {exc} [adapter.target_modules="
+                f"{adapter.target_modules}]"
+            ) from None
     else:
         adapter.validate()
         spec.apply(model, adapter, list(head_names))
