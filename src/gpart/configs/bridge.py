@@ -135,8 +135,7 @@ def apply_adapter(
             # peft (and the GPart tuner) raise ValueError for config/model mismatches --
             # target modules not found, d larger than the adapted space: user mistakes.
             raise ConfigError(
-                f"adapter ({adapter.type}): {exc} [adapter.target_modules="
-                f"{adapter.target_modules}]"
+                f"adapter ({adapter.type}): {exc} [adapter.target_modules={adapter.target_modules}]"
             ) from None
     else:
         adapter.validate()
