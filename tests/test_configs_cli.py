@@ -22,7 +22,7 @@ def test_issue_example_round_trip():
         [
             "--adapter_type",
             "gpart",
-            "--task",
+            "--tasks",
             "sst2",
             "--seed",
             "3",
@@ -67,7 +67,7 @@ def test_flags_map_to_keys():
 
 def test_every_coercion_through_the_cli():
     cfg, _ = parse_cli(
-        ["--task", "sst2,rte"]
+        ["--tasks", "sst2,rte"]
         + ["adapter.isometric", "no", "training.gradient_checkpointing", "YES"]
         + ["training.lr", "1e-3", "training.epochs", "7", "training.max_grad_norm", "none"]
         + ["adapter.target_modules", '["query","key"]', "adapter.layers_to_transform", "0,1"]
@@ -108,7 +108,7 @@ def test_adapter_key_of_another_adapter_is_explained():
 
 def test_task_key_errors():
     assert "'sst3' is not a glue task; did you mean 'sst2'" in _error(["task.sst3.lr", "1"])
-    msg = _error(["--task", "sst2", "task.rte.lr", "1e-3"])
+    msg = _error(["--tasks", "sst2", "task.rte.lr", "1e-3"])
     assert "task 'rte' is not in this run (tasks: sst2)" in msg
 
 
@@ -157,9 +157,9 @@ def test_flag_only_keys():
 def test_flag_value_errors_are_config_errors():
     msg = _error(["--adapter_type", "lorra"])
     assert "did you mean 'lora'" in msg and "choices: gpart, lora" in msg
-    assert "invalid int value" in _error(["--seed", "x"])
-    assert _error(["--task", "sst2,sst3"]).startswith(
-        "--task: task 'sst3' is not a glue task; did you mean 'sst2'?"
+    assert "seeds must be integers, got 'x'" in _error(["--seed", "x"])
+    assert _error(["--tasks", "sst2,sst3"]).startswith(
+        "--tasks: task 'sst3' is not a glue task; did you mean 'sst2'?"
     )
 
 
@@ -219,3 +219,32 @@ def test_exit_on_config_error_as_decorator(capsys):
         main()
     assert exc.value.code == 2
     assert capsys.readouterr().err == "error: bad thing\n"  # always one line
+
+
+def test_several_tasks_and_seeds_stop_at_the_overrides():
+    from gpart.configs.cli import configs_for_seeds
+
+    cfg, flags = parse_cli(
+        ["--tasks", "sst2", "rte", "--seed", "1", "2", "3", "adapter.d", "64", "training.lr", "1e-3"]
+    )
+    assert cfg.tasks == ["sst2", "rte"] and flags.seeds == [1, 2, 3]
+    assert cfg.adapter.d == 64 and cfg.training.lr == 1e-3
+    per_seed = configs_for_seeds(flags)
+    assert [c.seed for c in per_seed] == [1, 2, 3]
+    assert [c.adapter.proj_seed for c in per_seed] == [1, 2, 3]  # follows each seed
+    assert all(c.adapter.d == 64 for c in per_seed)
+    # comma spelling and the singular alias mean the same
+    cfg2, flags2 = parse_cli(["--task", "sst2,rte", "--seed", "1,2"])
+    assert cfg2.tasks == ["sst2", "rte"] and flags2.seeds == [1, 2]
+
+
+def test_default_tasks_are_the_papers_six():
+    cfg, flags = parse_cli([])
+    assert cfg.tasks == ["cola", "sst2", "mrpc", "qnli", "rte", "stsb"]
+    assert flags.seeds == [cfg.seed]
+
+
+def test_task_typo_is_reported_not_taken_for_an_override():
+    assert _error(["--tasks", "sst2", "sts", "adapter.d", "64"]).startswith(
+        "--tasks: task 'sts' is not a glue task; did you mean 'stsb'?"
+    )

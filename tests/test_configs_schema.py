@@ -92,7 +92,7 @@ def test_glue_task_metadata():
     stsb = get_task("glue", "stsb")
     assert stsb.num_labels == 1 and stsb.problem_type == "regression"
     assert stsb.primary_metric == "pearson"
-    assert get_task("glue", "cola").primary_metric == "matthews_correlation"
+    assert get_task("glue", "cola").primary_metric == "mcc"
     assert get_task("glue", "mnli").num_labels == 3
     assert get_task("glue", "mnli").splits["eval"] == "validation_matched"
     assert get_task("glue", "mrpc").text_columns == ("sentence1", "sentence2")

@@ -85,7 +85,7 @@ def test_local_model_dir_offline_and_json_output(tiny_roberta_config, tmp_path, 
     model_dir = tmp_path / "tiny-roberta"
     tiny_roberta_config.save_pretrained(model_dir)  # config.json only: no weights anywhere
     out_dir = tmp_path / "runs"
-    argv = ["--compute_params_only", "--task", "sst2,stsb", "--base_model", str(model_dir)]
+    argv = ["--compute_params_only", "--tasks", "sst2,stsb", "--base_model", str(model_dir)]
     argv += ["--output_dir", str(out_dir), "adapter.d", "64"]
     assert cli_main(lambda cfg, flags: pytest.fail("must not train"), argv) == 0
     (path,) = out_dir.glob("params_gpart_base_*.json")

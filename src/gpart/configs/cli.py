@@ -1,9 +1,9 @@
 """Command line shared by the runners: flags first, then ``key value`` overrides.
 
-    python -m scripts.glue.run --adapter_type gpart --task sst2,rte --seed 1 \\
+    python src/scripts/glue/finetune_roberta_glue.py --adapter_type gpart --tasks sst2 rte --seed 1 2 \\
         adapter.d 16384 adapter.isometric false training.lr 1e-3 task.rte.epochs 3
 
-Flags choose presets (``--adapter_type``, ``--task``, ``--model_size``) and actions
+Flags choose presets (``--adapter_type``, ``--tasks``, ``--model_size``) and actions
 (``--print_config``, ``--compute_params_only``); ``--seed``, ``--output_dir``,
 ``--data_dir`` and ``--base_model`` are spellings of the keys ``seed``, ``output_dir``,
 ``data.data_dir`` and ``model.base_model``. Everything after the flags is overrides.
@@ -63,6 +63,49 @@ def _choice(flag: str, choices: Sequence[str]) -> Callable[[str], str]:
     return check
 
 
+def _seed_list(text: str) -> list[int]:
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seeds must be integers, got {text!r}") from None
+
+
+# Flags that take several values (`--tasks sst2 rte`, `--seed 1 2 3`). argparse's nargs="+"
+# would also swallow the `key value` overrides that follow, so the values are joined with
+# commas before parsing: a value is a token that cannot start an override.
+def _could_be_task(tok: str) -> bool:
+    # override keys have a dot (`training.lr`) or are top-level keys
+    return not tok.startswith("-") and "." not in tok and tok not in ("seed", "output_dir")
+
+
+MULTI_VALUE_FLAGS = {
+    "--tasks": _could_be_task,
+    "--task": _could_be_task,
+    "--seed": lambda tok: re.fullmatch(r"-?\d+(,-?\d+)*", tok) is not None,
+}
+
+
+def join_multi_values(argv: Sequence[str]) -> list[str]:
+    """``--seed 1 2 --tasks a b k v`` -> ``--seed 1,2 --tasks a,b k v``."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        tok = argv[i]
+        out.append(tok)
+        i += 1
+        is_value = MULTI_VALUE_FLAGS.get(tok)
+        if is_value is None:
+            continue
+        values = []
+        # the first token is the flag's value whatever it is (argparse then validates it)
+        while i < len(argv) and (not values or is_value(argv[i])):
+            values.append(argv[i])
+            i += 1
+        if values:
+            out.append(",".join(values))
+    return out
+
+
 def build_parser(
     domain: str = "glue", *, prog: str | None = None, description: str | None = None
 ) -> argparse.ArgumentParser:
@@ -96,10 +139,12 @@ def build_parser(
         help="adapter (default: gpart)",
     )
     parser.add_argument(
+        "--tasks",
         "--task",
-        default=dom.default_task,
-        help=f"comma-separated tasks or 'all'; choices: {', '.join(dom.tasks)} "
-        f"(default: {dom.default_task})",
+        dest="tasks",
+        default=None,
+        help=f"tasks (space- or comma-separated) or 'all'; choices: {', '.join(dom.tasks)} "
+        f"(default: {' '.join(dom.default_tasks)})",
     )
     parser.add_argument(
         "--model_size",
@@ -108,7 +153,12 @@ def build_parser(
         choices=presets.sizes(),
         help=f"size preset (default: {presets.default_size})",
     )
-    parser.add_argument("--seed", type=int, default=None, help="run seed (default: 42)")
+    parser.add_argument(
+        "--seed",
+        type=_seed_list,
+        default=None,
+        help="run seed(s), space- or comma-separated; several run one after another (default: 42)",
+    )
     parser.add_argument("--output_dir", default=None, help="root of run directories")
     parser.add_argument("--data_dir", default=None, help="local datasets (offline)")
     parser.add_argument("--base_model", default=None, help="hub id or local model path")
@@ -194,29 +244,52 @@ def parse_cli(
     ``flags.compute_params_only`` and any runner flags). Raises `ConfigError` for every
     user mistake; it does not print or exit (see `exit_on_config_error`, `cli_main`).
     """
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = join_multi_values(list(sys.argv[1:] if argv is None else argv))
     parser = parser or build_parser(domain)
     flags, rest = parser.parse_known_args(argv)
     _check_rest(argv, rest, parser)
     pairs = split_overrides(rest)
+    seeds = list(dict.fromkeys(flags.seed)) if flags.seed else None
+    flag_values = {**vars(flags), "seed": seeds[0] if seeds else None}
     flag_pairs = [
-        (key, getattr(flags, dest))
+        (key, flag_values[dest])
         for dest, key in FLAG_KEYS.items()
-        if getattr(flags, dest, None) is not None
+        if flag_values.get(dest) is not None
     ]
     given = {k for k, _ in pairs}
     for key, _ in flag_pairs:
         if key in given:
             flag = next(f"--{d}" for d, k in FLAG_KEYS.items() if k == key)
             raise ConfigError(f"{key}: given both as {flag} and as an override; give it once")
-    cfg = resolve_experiment(
-        domain=domain,
-        adapter=flags.adapter_type,
-        tasks=flags.task,
-        model_size=flags.model_size,
-        overrides=flag_pairs + pairs,
-    )
+    inputs = {
+        "domain": domain,
+        "adapter": flags.adapter_type,
+        "tasks": _flatten_tasks(flags.tasks),
+        "model_size": flags.model_size,
+        "overrides": flag_pairs + pairs,
+    }
+    cfg = resolve_experiment(**inputs)
+    # Several seeds: the runner resolves each with `configs_for_seeds` (seed-following
+    # fields such as GPart's proj_seed then follow each seed).
+    flags.seeds = seeds or [cfg.seed]
+    flags.resolve_inputs = inputs
     return cfg, flags
+
+
+def _flatten_tasks(tasks: str | None) -> list[str] | None:
+    if tasks is None:
+        return None
+    return [t.strip() for t in tasks.split(",") if t.strip()]
+
+
+def configs_for_seeds(flags: argparse.Namespace) -> list[ExperimentConfig]:
+    """One resolved config per ``--seed`` value, from the inputs `parse_cli` recorded."""
+    inputs = flags.resolve_inputs
+    out = []
+    for seed in flags.seeds:
+        overrides = [(k, v) for k, v in inputs["overrides"] if k != "seed"] + [("seed", seed)]
+        out.append(resolve_experiment(**{**inputs, "overrides": overrides}))
+    return out
 
 
 def _check_rest(argv: list[str], rest: list[str], parser: argparse.ArgumentParser) -> None:

@@ -104,7 +104,7 @@ def parse_key(exp: ExperimentConfig, text: str) -> Key:
         if task not in exp.tasks:
             raise ConfigError(
                 f"{text}: task {task!r} is not in this run (tasks: {', '.join(exp.tasks)}); "
-                f"add it with --task"
+                f"add it with --tasks"
             )
         fields = field_types(TaskConfig)
         if name in fields:
@@ -177,7 +177,7 @@ def _clear(exp: ExperimentConfig, text: str, obj: Any, name: str) -> None:
 def _normalise_tasks(domain: str, tasks: Sequence[str] | str | None) -> list[str]:
     dom = get_domain(domain)
     if tasks is None:
-        return [dom.default_task]
+        return list(dom.default_tasks)
     if isinstance(tasks, str):
         tasks = [t for t in tasks.split(",") if t.strip()]
     out: list[str] = []
@@ -189,12 +189,12 @@ def _normalise_tasks(domain: str, tasks: Sequence[str] | str | None) -> list[str
         try:
             get_task(domain, t)
         except ConfigError as exc:
-            raise ConfigError(f"--task: {exc}") from None
+            raise ConfigError(f"--tasks: {exc}") from None
         if t in out:
-            raise ConfigError(f"--task: {t!r} is listed twice")
+            raise ConfigError(f"--tasks: {t!r} is listed twice")
         out.append(t)
     if not out:
-        raise ConfigError(f"--task: no task given; choices: {', '.join(dom.tasks)}, all")
+        raise ConfigError(f"--tasks: no task given; choices: {', '.join(dom.tasks)}, all")
     return out
 
 

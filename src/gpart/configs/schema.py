@@ -50,9 +50,12 @@ class TrainingConfig:
     weight_decay: float = 0.1
     # Weight decay of the head; None: same as `weight_decay`.
     head_weight_decay: float | None = None
-    # Decay GPart's theta too. Off: theta *is* the whole update (||dW|| = ||theta||), so
-    # decaying it pulls the model back to the base weights -- a regulariser to opt into.
-    decay_theta: bool = False
+    # Decay GPart's theta with `weight_decay` (AdamW, decoupled). On by default: the paper's
+    # "weight decay 0.1" applies to every trainable tensor except biases and norms, as stock
+    # Trainer grouping does (LoRA's B, Uni-LoRA's theta_d are decayed the same way). Since
+    # ||dW|| = ||theta||, decaying theta is exactly decaying the update towards the base
+    # model; `training.decay_theta false` turns it off.
+    decay_theta: bool = True
     warmup_ratio: float = 0.06
     scheduler: Literal["linear", "cosine"] = "linear"
     grad_accum: int = 1
@@ -166,7 +169,7 @@ FLAG_ONLY_KEYS = {
     "adapter.type": "--adapter_type",
     "model.model_size": "--model_size",
     "domain": "--domain (fixed by the runner)",
-    "tasks": "--task",
+    "tasks": "--tasks",
 }
 
 

@@ -77,40 +77,30 @@ def _splits(train: str = "train", eval: str = "validation") -> MappingProxyType:
     return MappingProxyType({"train": train, "eval": eval})
 
 
-def _glue(name: str, text: tuple[str, ...], num_labels: int, metrics: tuple[str, ...], **kw):
+def _glue(name: str) -> TextClassificationTask:
+    """A GLUE task's metadata, read from the one place each fact lives: columns, labels and
+    splits from `gpart.data.glue`, metric names from `gpart.training.metrics`."""
+    from gpart.data.glue import GLUE_TASKS as DATA
+    from gpart.training.metrics import TASK_METRICS, primary_metric
+
+    data = DATA[name]
     return TextClassificationTask(
         name=name,
         domain="glue",
         source="nyu-mll/glue",
         subset=name,
-        text_columns=text,
-        num_labels=num_labels,
-        metrics=metrics,
-        primary_metric=metrics[0],
-        **kw,
+        splits=_splits(eval=data.test_split_names[0]),
+        text_columns=data.text_columns,
+        num_labels=data.num_labels,
+        metrics=TASK_METRICS[name],
+        primary_metric=primary_metric(name),
     )
 
 
 # Primary metrics follow what GLUE PEFT papers (LoRA, VeRA, Uni-LoRA) report: Matthews
 # correlation for CoLA, Pearson for STS-B, accuracy elsewhere (MNLI: matched validation).
 GLUE_TASKS: dict[str, TextClassificationTask] = {
-    t.name: t
-    for t in (
-        _glue("cola", ("sentence",), 2, ("matthews_correlation", "accuracy")),
-        _glue("sst2", ("sentence",), 2, ("accuracy",)),
-        _glue("mrpc", ("sentence1", "sentence2"), 2, ("accuracy", "f1")),
-        _glue("qnli", ("question", "sentence"), 2, ("accuracy",)),
-        _glue("rte", ("sentence1", "sentence2"), 2, ("accuracy",)),
-        _glue("stsb", ("sentence1", "sentence2"), 1, ("pearson", "spearman")),
-        _glue(
-            "mnli",
-            ("premise", "hypothesis"),
-            3,
-            ("accuracy",),
-            splits=_splits(eval="validation_matched"),
-        ),
-        _glue("qqp", ("question1", "question2"), 2, ("accuracy", "f1")),
-    )
+    name: _glue(name) for name in ("cola", "sst2", "mrpc", "qnli", "rte", "stsb", "mnli", "qqp")
 }
 
 VISION_TASKS: dict[str, ImageClassificationTask] = {
@@ -185,7 +175,8 @@ class DomainSpec:
 
     name: str
     tasks: MappingProxyType
-    default_task: str
+    # What a run trains when --tasks is not given (GLUE: the paper's six tasks).
+    default_tasks: tuple[str, ...]
     auto_model: str
     peft_task_type: str | None
     # Training set shared by every task of the domain (math: MetaMathQA), else None.
@@ -196,21 +187,21 @@ DOMAINS: dict[str, DomainSpec] = {
     "glue": DomainSpec(
         "glue",
         MappingProxyType(GLUE_TASKS),
-        "sst2",
+        ("cola", "sst2", "mrpc", "qnli", "rte", "stsb"),
         "AutoModelForSequenceClassification",
         "SEQ_CLS",
     ),
     "vision": DomainSpec(
         "vision",
         MappingProxyType(VISION_TASKS),
-        "cifar10",
+        ("cifar10",),
         "AutoModelForImageClassification",
         None,
     ),
     "math": DomainSpec(
         "math",
         MappingProxyType(MATH_TASKS),
-        "gsm8k",
+        ("gsm8k",),
         "AutoModelForCausalLM",
         "CAUSAL_LM",
         train_source="meta-math/MetaMathQA",
