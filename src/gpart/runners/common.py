@@ -1,0 +1,205 @@
+"""Pieces every runner shares: run identity, model loading, saving and reloading what was
+trained, provenance, and the callback that writes ``metrics.jsonl``.
+
+Kept free of any one domain, so the vision and math runners reuse it unchanged.
+"""
+
+from __future__ import annotations
+
+import copy
+import platform
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import TrainerCallback
+
+from gpart.configs import ConfigError, ExperimentConfig, get_adapter
+from gpart.configs.registry import adapter_fields
+from gpart.results import append_jsonl
+from gpart.results.rundir import run_name
+
+ADAPTER_DIR = "adapter"  # the selected model's trained weights (best or last)
+CHECKPOINT_DIR = "checkpoints"  # Trainer checkpoints (resume, and the last model)
+TRAINABLE_FILE = "trainable.safetensors"  # non-peft adapters: the trained tensors only
+
+
+# ------------------------------------------------------------------------ run identity
+def sweep_identity(cfg: ExperimentConfig) -> dict[str, Any]:
+    """What identifies a sweep: the resolved config minus what varies inside one sweep.
+
+    Leaves out the tasks and seed of this invocation, seed-following fields (e.g. GPart's
+    `proj_seed` when it follows `--seed`), where data and outputs live, and the per-task
+    *preset* values (fixed by adapter and size, which are in the identity); per-task values
+    given on the command line stay in. So `--tasks sst2` and `--tasks rte` with the same
+    settings share a run name, and any hyperparameter change gives a new one.
+    """
+    d = cfg.to_dict(effective=False)
+    for key in ("tasks", "seed", "output_dir", "sources"):
+        d.pop(key, None)
+    d["data"].pop("data_dir", None)
+    for key, label in cfg.sources.items():
+        section, _, name = key.partition(".")
+        if label == "seed" and section == "adapter":
+            d["adapter"].pop(name, None)
+    per_task: dict[str, dict[str, Any]] = {}
+    for task, values in d.pop("per_task", {}).items():
+        kept = {
+            k: v
+            for k, v in values.items()
+            if not cfg.sources.get(f"task.{task}.{k}", "").startswith("task preset")
+        }
+        if kept:
+            per_task[task] = kept
+    d["per_task_cli"] = per_task
+    return d
+
+
+def key_hparams(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The few values worth reading in a run directory's name."""
+    fields = adapter_fields(cfg.adapter.type)
+    out: dict[str, Any] = {}
+    for name in ("d", "r", "theta_d_length"):
+        if name in fields:
+            out[name] = getattr(cfg.adapter, name)
+    out["lr"] = cfg.training.lr
+    return out
+
+
+def sweep_run_name(cfg: ExperimentConfig) -> str:
+    """``<adapter>_<key hparams>_<hash of sweep_identity>``."""
+    return run_name(cfg.adapter.type, key_hparams(cfg), sweep_identity(cfg), exclude=())
+
+
+# ------------------------------------------------------------------------ provenance
+def provenance() -> dict[str, Any]:
+    """Library versions and the git commit, stored next to every run's config."""
+    import accelerate
+    import datasets
+    import peft
+    import transformers
+
+    import gpart
+
+    info: dict[str, Any] = {
+        "gpart": gpart.__version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+        "accelerate": accelerate.__version__,
+        "datasets": datasets.__version__,
+        "python": platform.python_version(),
+        "cuda": torch.version.cuda if torch.cuda.is_available() else None,
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+    }
+    try:
+        root = Path(__file__).resolve().parents[3]
+        sha = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+        info["git_sha"] = sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        info["git_sha"] = None
+    return info
+
+
+# ------------------------------------------------------------------------ models
+def load_base_model(cfg: ExperimentConfig, task: str, auto_class: Any, **kwargs: Any) -> nn.Module:
+    """The pretrained model (hub id or local directory) with the task's head size."""
+    path = cfg.model.base_model
+    if not path:
+        raise ConfigError("model.base_model: not set; give --base_model (hub id or directory)")
+    try:
+        return auto_class.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(f"--base_model: cannot load {path!r} ({first})") from None
+
+
+def is_peft_model(model: nn.Module) -> bool:
+    from peft import PeftModel
+
+    return isinstance(model, PeftModel)
+
+
+def save_trained(model: nn.Module, out_dir: Path) -> None:
+    """Save exactly what was trained: a peft adapter, or the trainable tensors.
+
+    peft adapters go through `save_pretrained` (adapter_config.json + safetensors; for GPart
+    `theta` and the head). bitfit / head / full save their `requires_grad` tensors, which
+    on top of the base model reproduce the trained model.
+    """
+    from safetensors.torch import save_file
+
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    if is_peft_model(model):
+        model.save_pretrained(tmp)
+    else:
+        tmp.mkdir(parents=True)
+        tensors = {
+            n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad
+        }
+        save_file(tensors, str(tmp / TRAINABLE_FILE))
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.rename(out_dir)
+
+
+def load_trained(base: nn.Module, cfg: ExperimentConfig, weights_dir: Path) -> nn.Module:
+    """Rebuild a trained model from the base model and a saved adapter or checkpoint dir.
+
+    `weights_dir` may be a run's `adapter/` folder or a Trainer checkpoint: peft adapters
+    load with `PeftModel.from_pretrained`; otherwise the saved tensors (ours, or a
+    checkpoint's full `model.safetensors`) are loaded by name onto the base model.
+    """
+    from peft import PeftModel
+    from safetensors.torch import load_file
+
+    weights_dir = Path(weights_dir)
+    if (weights_dir / "adapter_config.json").exists():
+        return PeftModel.from_pretrained(base, weights_dir)
+    for name in (TRAINABLE_FILE, "model.safetensors"):
+        if (weights_dir / name).exists():
+            state = load_file(str(weights_dir / name))
+            missing_from_model = set(state) - set(base.state_dict())
+            if missing_from_model:
+                raise ValueError(
+                    f"{weights_dir / name}: {len(missing_from_model)} tensors do not belong to "
+                    f"{type(base).__name__} (e.g. {sorted(missing_from_model)[:3]})"
+                )
+            base.load_state_dict(state, strict=False)
+            return base
+    raise FileNotFoundError(
+        f"{weights_dir}: no adapter_config.json, {TRAINABLE_FILE} or model.safetensors"
+    )
+
+
+def adapter_is_peft(cfg: ExperimentConfig) -> bool:
+    return get_adapter(cfg.adapter.type).is_peft
+
+
+# ------------------------------------------------------------------------ metrics.jsonl
+class MetricsJsonlCallback(TrainerCallback):
+    """Append every evaluation (and the final test evaluation) to ``metrics.jsonl``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):  # noqa: ANN001
+        if metrics and state.is_world_process_zero:
+            record = {"step": state.global_step, "epoch": state.epoch, **copy.deepcopy(metrics)}
+            append_jsonl(self.path, record)

@@ -1,0 +1,184 @@
+"""Re-evaluate saved GLUE runs: the selected (best) or the last model, on any split.
+
+Reads each run's ``config.json``, rebuilds the base model, loads what the run saved
+(``adapter/``, or the last Trainer checkpoint), and writes ``eval_<which>_<split>.json``
+into the run directory. ``results.json`` is never touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gpart.configs import ConfigError, ExperimentConfig, exit_on_config_error
+from gpart.data.glue import get_glue_task, glue_data_collator, load_glue_raw, tokenize_glue
+from gpart.data.loading import DataError
+from gpart.results import read_json, write_json_atomic
+from gpart.runners.common import ADAPTER_DIR, load_base_model, load_trained
+from gpart.training.metrics import make_compute_metrics, primary_metric, strip_metric_prefix
+
+WHICH = ("best", "last")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="eval_roberta_glue.py",
+        description="Re-evaluate saved GLUE runs without touching their results.json.",
+    )
+    p.add_argument("runs", nargs="+", help="run directories (seed_*), or parents holding many")
+    p.add_argument(
+        "--which",
+        choices=WHICH,
+        default="best",
+        help="best: the saved adapter/ (the selected model); last: the last checkpoint",
+    )
+    p.add_argument(
+        "--split",
+        default=None,
+        help="split to evaluate (default: the task's reported validation split(s))",
+    )
+    p.add_argument("--data_dir", default=None, help="local data (default: the run's own)")
+    p.add_argument("--base_model", default=None, help="base model (default: the run's own)")
+    p.add_argument("--batch_size", type=int, default=None, help="default: the run's eval batch")
+    return p
+
+
+def find_runs(paths: list[str]) -> list[Path]:
+    runs: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if not path.exists():
+            raise ConfigError(f"{raw}: no such file or directory")
+        found = (
+            [path]
+            if (path / "config.json").exists()
+            else sorted(
+                p.parent for p in path.rglob("config.json") if p.parent.name.startswith("seed_")
+            )
+        )
+        if not found:
+            raise ConfigError(f"{raw}: holds no run (no seed_*/config.json below it)")
+        runs += [r for r in found if r not in runs]
+    return runs
+
+
+def weights_dir(run: Path, which: str) -> Path:
+    if which == "best":
+        path = run / ADAPTER_DIR
+        if not path.is_dir():
+            raise ConfigError(f"{run}: no {ADAPTER_DIR}/ (the run did not finish)")
+        return path
+    from transformers.trainer_utils import get_last_checkpoint
+
+    last = get_last_checkpoint(str(run)) if run.is_dir() else None
+    if last is None:
+        raise ConfigError(f"{run}: no checkpoint-* to take the last model from")
+    return Path(last)
+
+
+def evaluate_run(
+    run: Path,
+    *,
+    which: str = "best",
+    split: str | None = None,
+    data_dir: str | None = None,
+    base_model: str | None = None,
+    batch_size: int | None = None,
+) -> dict[str, Any]:
+    """Evaluate one run; write and return its ``eval_<which>_<split>.json`` record."""
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        Trainer,
+        TrainingArguments,
+    )
+
+    saved = read_json(run / "config.json")
+    cfg = ExperimentConfig.from_dict(saved["config"])
+    task = cfg.tasks[0]
+    spec = get_glue_task(task)
+    if base_model:
+        cfg.model.base_model = base_model
+    data_dir = data_dir if data_dir is not None else cfg.data.data_dir
+    splits = [split] if split else list(spec.test_split_names)
+    raw = load_glue_raw(spec, data_dir)
+    for s in splits:
+        if s not in raw:
+            raise ConfigError(f"--split {s!r}: {task} has splits {', '.join(raw)}")
+
+    tokenizer = AutoTokenizer.from_pretrained(cfg.model.base_model)
+    base = load_base_model(
+        cfg,
+        task,
+        AutoModelForSequenceClassification,
+        num_labels=spec.num_labels,
+        ignore_mismatched_sizes=True,
+        problem_type="regression" if spec.is_regression else "single_label_classification",
+    )
+    model = load_trained(base, cfg, weights_dir(run, which)).eval()
+    tc = cfg.training
+    args = TrainingArguments(
+        output_dir=str(run / f".eval_{which}"),
+        per_device_eval_batch_size=batch_size or tc.eval_batch_size or tc.batch_size,
+        report_to=[],
+        remove_unused_columns=False,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        bf16=tc.precision == "bf16",
+        fp16=tc.precision == "fp16",
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        data_collator=glue_data_collator(tokenizer),
+        compute_metrics=make_compute_metrics(task),
+    )
+    record: dict[str, Any] = {
+        "run": str(run),
+        "task": task,
+        "which": which,
+        "weights": str(weights_dir(run, which)),
+        "primary_metric": primary_metric(task),
+        "splits": {},
+    }
+    start = time.time()
+    for s in splits:
+        ds = tokenize_glue(raw[s], spec, tokenizer, tc.max_seq_length)
+        metrics = trainer.evaluate(eval_dataset=ds, metric_key_prefix="eval")
+        record["splits"][s] = strip_metric_prefix(metrics, "eval")
+    record["wall_time_s"] = time.time() - start
+    name = f"eval_{which}_{split or 'test'}.json"
+    write_json_atomic(run / name, record)
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    with exit_on_config_error():
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as exc:  # argparse: usage error already printed
+            return 2 if exc.code else 0
+        runs = find_runs(args.runs)
+        failed = 0
+        for run in runs:
+            try:
+                rec = evaluate_run(
+                    run,
+                    which=args.which,
+                    split=args.split,
+                    data_dir=args.data_dir,
+                    base_model=args.base_model,
+                    batch_size=args.batch_size,
+                )
+            except (ConfigError, DataError, FileNotFoundError, ValueError) as exc:
+                print(f"error: {run}: {' '.join(str(exc).split())}", file=sys.stderr)
+                failed += 1
+                continue
+            pm = rec["primary_metric"]
+            scores = ", ".join(f"{s} {m[pm]:.4f}" for s, m in rec["splits"].items())
+            print(f"{run}: {args.which} {pm}: {scores}")
+        return 1 if failed else 0
