@@ -1,0 +1,33 @@
+"""Run names: one per sweep (shared by its tasks and seeds), a new one for any change."""
+
+from __future__ import annotations
+
+from gpart.configs import parse_cli
+from gpart.configs.cli import configs_for_seeds
+from gpart.runners.common import sweep_run_name
+
+
+def _name(*argv: str, seed_index: int = 0) -> str:
+    _, flags = parse_cli(list(argv))
+    return sweep_run_name(configs_for_seeds(flags)[seed_index])
+
+
+def test_tasks_and_seeds_of_one_sweep_share_the_name():
+    base = _name("--tasks", "sst2", "--seed", "1")
+    assert base.startswith("gpart_d23040_lr0.005_")
+    assert _name("--tasks", "rte", "--seed", "1") == base
+    assert _name("--tasks", "sst2", "rte", "--seed", "1", "2", seed_index=1) == base
+    assert _name("--tasks", "sst2", "--data_dir", "/elsewhere", "--output_dir", "/x") == base
+
+
+def test_any_hyperparameter_change_gives_a_new_name():
+    base = _name("--tasks", "sst2")
+    changed = {
+        _name("--tasks", "sst2", "training.lr", "1e-3"),
+        _name("--tasks", "sst2", "adapter.d", "1024"),
+        _name("--tasks", "sst2", "task.sst2.epochs", "3"),
+        _name("--tasks", "sst2", "adapter.proj_seed", "7"),  # fixed, no longer follows --seed
+        _name("--tasks", "sst2", "--model_size", "large"),
+        _name("--adapter_type", "lora", "--tasks", "sst2"),
+    }
+    assert base not in changed and len(changed) == 6
