@@ -223,9 +223,18 @@ def load_glue_raw(
     if data_dir is None:
         from datasets import load_dataset
 
-        loaded = load_dataset(
-            GLUE_HUB_ID, spec.name, cache_dir=None if cache_dir is None else str(cache_dir)
-        )
+        try:
+            loaded = load_dataset(
+                GLUE_HUB_ID, spec.name, cache_dir=None if cache_dir is None else str(cache_dir)
+            )
+        except (ConnectionError, OSError) as exc:
+            # Offline machines land here: say how to run without the hub.
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise DataError(
+                f"cannot load {GLUE_HUB_ID}/{spec.name} from the hub ({first}); offline, pass "
+                f"--data_dir DIR with {spec.name}/train.jsonl (or csv/parquet, or a "
+                "save_to_disk folder) and its validation split"
+            ) from None
         raw = DatasetDict({s: loaded[s] for s in spec.splits})
         origin = f"{GLUE_HUB_ID}/{spec.name}"
     else:
