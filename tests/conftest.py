@@ -13,27 +13,13 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 @pytest.fixture
 def tiny_roberta_config():
-    from transformers import RobertaConfig
+    from tiny_models import tiny_roberta_config
 
-    return RobertaConfig(
-        vocab_size=100,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=37,
-        max_position_embeddings=64,
-    )
+    return tiny_roberta_config()
 
 
 @pytest.fixture
 def tiny_bert_config():
-    from transformers import BertConfig
+    from tiny_models import tiny_bert_config
 
-    return BertConfig(
-        vocab_size=100,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=37,
-        max_position_embeddings=64,
-    )
+    return tiny_bert_config()

@@ -13,39 +13,45 @@ from transformers import (
     RobertaForSequenceClassification,
 )
 
+# Two layers of width 32; intermediate 37 so no dimension coincides with another.
+TINY = dict(
+    vocab_size=100,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=37,
+    max_position_embeddings=64,
+)
+
+
+def tiny_roberta_config(**kw) -> RobertaConfig:
+    return RobertaConfig(**{**TINY, **kw})
+
+
+def tiny_bert_config(**kw) -> BertConfig:
+    return BertConfig(**{**TINY, **kw})
+
 
 def tiny_roberta(num_labels: int = 3, seed: int = 0) -> RobertaForSequenceClassification:
     torch.manual_seed(seed)
-    cfg = RobertaConfig(
-        vocab_size=100,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=37,
-        max_position_embeddings=64,
-        num_labels=num_labels,
-    )
-    return RobertaForSequenceClassification(cfg).eval()
+    return RobertaForSequenceClassification(tiny_roberta_config(num_labels=num_labels)).eval()
 
 
 def tiny_bert(num_labels: int = 2, seed: int = 0) -> BertForSequenceClassification:
     torch.manual_seed(seed)
-    cfg = BertConfig(
-        vocab_size=100,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=37,
-        max_position_embeddings=64,
-        num_labels=num_labels,
-    )
-    return BertForSequenceClassification(cfg).eval()
+    return BertForSequenceClassification(tiny_bert_config(num_labels=num_labels)).eval()
 
 
 def tiny_gpt2(seed: int = 0) -> GPT2LMHeadModel:
     torch.manual_seed(seed)
     cfg = GPT2Config(
-        vocab_size=100, n_positions=32, n_embd=32, n_layer=2, n_head=2, bos_token_id=0, eos_token_id=0
+        vocab_size=100,
+        n_positions=32,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        bos_token_id=0,
+        eos_token_id=0,
     )
     return GPT2LMHeadModel(cfg).eval()
 

@@ -8,15 +8,13 @@ few seconds away, offline with a local model directory.
 from __future__ import annotations
 
 import copy
-import json
 import os
 import sys
-import tempfile
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from gpart.configs.adapters._bridge import is_head_param
 from gpart.configs.errors import ConfigError
+from gpart.results.io import write_json_atomic
 
 if TYPE_CHECKING:
     import torch.nn as nn
@@ -186,21 +184,6 @@ def compute_params_only(
             file=stream,
         )
     if out_path is not None:
-        write_json_atomic(result, out_path)
+        write_json_atomic(out_path, result)
         print(f"wrote {out_path}", file=stream)
     return result
-
-
-def write_json_atomic(data: Any, path: str | os.PathLike) -> None:
-    """Write `data` as JSON to `path` via a temporary file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -138,24 +138,7 @@ def run_glue_task(
         seed=cfg.seed,
         max_train_samples=cfg.data.max_train_samples,
     )
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(cfg.model.base_model)
-    except (OSError, ValueError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ConfigError(
-            f"--base_model: cannot load a tokenizer from {cfg.model.base_model!r} ({first})"
-        ) from None
-    base = load_base_model(
-        cfg,
-        task,
-        AutoModelForSequenceClassification,
-        num_labels=spec.num_labels,
-        # the head is new for every task (a checkpoint's own head may have another size)
-        ignore_mismatched_sizes=True,
-        problem_type="regression" if spec.is_regression else "single_label_classification",
-    )
+    tokenizer, base = load_glue_model(cfg, task)
     heads = head_module_names(base, "SEQ_CLS")
     model = apply_adapter(base, single, head_names=heads)
     params = parameter_breakdown(model, heads)
@@ -216,6 +199,30 @@ def run_glue_task(
         f"{task} (seed {cfg.seed}): {primary_metric(task)} = {test[primary_metric(task)]:.4f} -> {out}"
     )
     return out
+
+
+def load_glue_model(cfg: ExperimentConfig, task: str):
+    """The tokenizer and the pretrained encoder with a new head sized for `task`."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    spec = get_glue_task(task)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(cfg.model.base_model)
+    except (OSError, ValueError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(
+            f"--base_model: cannot load a tokenizer from {cfg.model.base_model!r} ({first})"
+        ) from None
+    base = load_base_model(
+        cfg,
+        task,
+        AutoModelForSequenceClassification,
+        num_labels=spec.num_labels,
+        # the head is new for every task (a checkpoint's own head may have another size)
+        ignore_mismatched_sizes=True,
+        problem_type="regression" if spec.is_regression else "single_label_classification",
+    )
+    return tokenizer, base
 
 
 def _build_trainer(cfg, task, model, tokenizer, data, heads, out: Path) -> GroupedTrainer:
@@ -318,4 +325,4 @@ def read_results(out: Path) -> dict[str, Any]:
     return read_json(out / RESULTS)
 
 
-__all__ = ["build_glue_parser", "main", "run_glue_task", "train_glue"]
+__all__ = ["build_glue_parser", "load_glue_model", "main", "run_glue_task", "train_glue"]

@@ -19,7 +19,8 @@ from gpart.configs import ConfigError, ExperimentConfig, exit_on_config_error
 from gpart.data.glue import get_glue_task, glue_data_collator, load_glue_raw, tokenize_glue
 from gpart.data.loading import DataError
 from gpart.results import read_json, write_json_atomic
-from gpart.runners.common import ADAPTER_DIR, load_base_model, load_trained
+from gpart.runners.common import ADAPTER_DIR, load_trained
+from gpart.runners.glue import load_glue_model
 from gpart.training.metrics import make_compute_metrics, primary_metric, strip_metric_prefix
 
 WHICH = ("best", "last")
@@ -92,8 +93,6 @@ def evaluate_run(
 ) -> dict[str, Any]:
     """Evaluate one run; write and return its ``eval_<which>_<split>.json`` record."""
     from transformers import (
-        AutoModelForSequenceClassification,
-        AutoTokenizer,
         Trainer,
         TrainingArguments,
     )
@@ -111,15 +110,7 @@ def evaluate_run(
         if s not in raw:
             raise ConfigError(f"--split {s!r}: {task} has splits {', '.join(raw)}")
 
-    tokenizer = AutoTokenizer.from_pretrained(cfg.model.base_model)
-    base = load_base_model(
-        cfg,
-        task,
-        AutoModelForSequenceClassification,
-        num_labels=spec.num_labels,
-        ignore_mismatched_sizes=True,
-        problem_type="regression" if spec.is_regression else "single_label_classification",
-    )
+    tokenizer, base = load_glue_model(cfg, task)
     model = load_trained(base, cfg, weights_dir(run, which)).eval()
     tc = cfg.training
     args = TrainingArguments(

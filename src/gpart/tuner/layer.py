@@ -200,8 +200,11 @@ class GPartLayer(BaseTunerLayer):
         return "gpart." + super().__repr__()
 
 
-class Linear(nn.Module, GPartLayer):
-    """nn.Linear, or transformers' Conv1D when `fan_in_fan_out` (weight stored [in, out])."""
+class _GPartModule(nn.Module, GPartLayer):
+    """The nn.Module side shared by every wrapper; subclasses implement `_adapted_forward`."""
+
+    # Biases of this layer type can join the partition (Embedding has none).
+    supports_bias: bool = True
 
     def __init__(
         self,
@@ -210,39 +213,31 @@ class Linear(nn.Module, GPartLayer):
         adapter_name: str,
         dropout: float = 0.0,
         adapt_bias: bool = False,
-        fan_in_fan_out: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__()
         GPartLayer.__init__(self, base_layer, shared, **kwargs)
-        self.fan_in_fan_out = fan_in_fan_out
         self._active_adapter = adapter_name
-        self.update_layer(adapter_name, dropout, adapt_bias)
+        self.update_layer(adapter_name, dropout, adapt_bias and self.supports_bias)
 
     forward = GPartLayer.forward  # nn.Module's placeholder forward comes first in the MRO
+
+
+class Linear(_GPartModule):
+    """nn.Linear, or transformers' Conv1D when `fan_in_fan_out` (weight stored [in, out])."""
+
+    def __init__(
+        self, base_layer: nn.Module, *args: Any, fan_in_fan_out: bool = False, **kwargs: Any
+    ) -> None:
+        self.fan_in_fan_out = fan_in_fan_out  # plain attribute: safe before nn.Module.__init__
+        super().__init__(base_layer, *args, **kwargs)
 
     def _adapted_forward(self, x, terms, *args, **kwargs):
         base = self.get_base_layer()
         return gpart_linear(x, base.weight, base.bias, terms, transposed=self.fan_in_fan_out)
 
 
-class Conv2d(nn.Module, GPartLayer):
-    def __init__(
-        self,
-        base_layer: nn.Conv2d,
-        shared: GPartShared,
-        adapter_name: str,
-        dropout: float = 0.0,
-        adapt_bias: bool = False,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__()
-        GPartLayer.__init__(self, base_layer, shared, **kwargs)
-        self._active_adapter = adapter_name
-        self.update_layer(adapter_name, dropout, adapt_bias)
-
-    forward = GPartLayer.forward  # nn.Module's placeholder forward comes first in the MRO
-
+class Conv2d(_GPartModule):
     def _adapted_forward(self, x, terms, *args, **kwargs):
         base = self.get_base_layer()
         if base.padding_mode != "zeros":
@@ -261,22 +256,8 @@ def _conv2d(x, w, b, *, stride, padding, dilation, groups):
     return F.conv2d(x, w, b, stride, padding, dilation, groups)
 
 
-class Embedding(nn.Module, GPartLayer):
-    def __init__(
-        self,
-        base_layer: nn.Embedding,
-        shared: GPartShared,
-        adapter_name: str,
-        dropout: float = 0.0,
-        adapt_bias: bool = False,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__()
-        GPartLayer.__init__(self, base_layer, shared, **kwargs)
-        self._active_adapter = adapter_name
-        self.update_layer(adapter_name, dropout, adapt_bias=False)
-
-    forward = GPartLayer.forward  # nn.Module's placeholder forward comes first in the MRO
+class Embedding(_GPartModule):
+    supports_bias = False
 
     def _adapted_forward(self, x, terms, *args, **kwargs):
         base = self.get_base_layer()
