@@ -5,8 +5,12 @@ Backward rebuilds `dW` (it is not kept alive between forward and backward), comp
 `grad_x` and `grad_W` with the layer's own matmuls, and reduces `grad_W` onto `theta`:
 `grad_theta_j = s_j * sum_{p in G_j} grad_W_p`, accumulated in fp32.
 
-Everything here is plain torch, so CPU and CUDA share it; a fused kernel can later replace
-`AdapterTerm.values` / `AdapterTerm.accumulate_grad` without touching anything else.
+Everything here is plain torch, so CPU and CUDA share it. For large weights the
+elementwise part runs as fused `torch.compile` kernels (`gpart.tuner.fused`): the forward is
+one pass (hash -> gather `theta` -> add to `W0`), the backward one pass that rebuilds `W` and
+emits the group ids, which `index_add_` then reuses for the gradient, so the hash is
+evaluated twice per step, never stored between forward and backward. Small weights (and
+`GPART_COMPILE=0`) take the eager path below, which computes the same numbers.
 """
 
 from __future__ import annotations
@@ -17,12 +21,112 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from gpart.tuner.partition import Partition, hash_positions
+from gpart.tuner import fused
+from gpart.tuner.partition import (
+    Partition,
+    hash_keyed,
+    hash_positions,
+    keyed_start,
+    random_ids_of_keyed,
+)
 
 # Dropout masks come from a hash of (position, per-call key) in their own stream, so backward
 # reproduces the forward mask exactly without storing it.
 _DROPOUT_STREAM = 7
 _DROPOUT_BITS = 24
+
+
+def _acc(t: torch.Tensor) -> torch.Tensor:
+    """Tensor in at least fp32 for the W0 + dW sum (fp64 stays fp64)."""
+    return t if t.dtype in (torch.float32, torch.float64) else t.float()
+
+
+# ---------------------------------------------------------------- fused kernels (pure)
+# Each mirrors the eager code op for op (same integer hash, same float adds and products in
+# the same order), so compiled and eager results agree. `drop` = (keyed start of the dropout
+# stream, threshold, kept value 1/(1-p)) as 0-d tensors.
+
+
+def _dropout_scale(n: int, drop_keyed0, threshold, kept):
+    keyed = torch.arange(n, dtype=torch.int64, device=drop_keyed0.device) + drop_keyed0
+    bits = hash_keyed(keyed) & ((1 << _DROPOUT_BITS) - 1)
+    return torch.where(bits >= threshold, kept, torch.zeros_like(kept))
+
+
+def _merge(w, dw, out_dtype: torch.dtype):
+    acc = _acc(w)
+    return (acc + dw.view(w.shape).to(acc.dtype)).to(out_dtype)
+
+
+def _k_merge_hashed(w, coef, keyed0, d, out_dtype: torch.dtype):
+    keyed = torch.arange(w.numel(), dtype=torch.int64, device=w.device) + keyed0
+    return _merge(w, coef[random_ids_of_keyed(keyed, d)], out_dtype)
+
+
+def _k_merge_hashed_ids(w, coef, keyed0, d, out_dtype: torch.dtype):
+    keyed = torch.arange(w.numel(), dtype=torch.int64, device=w.device) + keyed0
+    ids = random_ids_of_keyed(keyed, d)
+    return _merge(w, coef[ids], out_dtype), ids
+
+
+def _k_merge_hashed_drop(w, coef, keyed0, d, drop_keyed0, threshold, kept, out_dtype):
+    keyed = torch.arange(w.numel(), dtype=torch.int64, device=w.device) + keyed0
+    dw = coef[random_ids_of_keyed(keyed, d)] * _dropout_scale(
+        w.numel(), drop_keyed0, threshold, kept
+    )
+    return _merge(w, dw, out_dtype)
+
+
+def _k_merge_hashed_drop_ids(w, coef, keyed0, d, drop_keyed0, threshold, kept, out_dtype):
+    keyed = torch.arange(w.numel(), dtype=torch.int64, device=w.device) + keyed0
+    ids = random_ids_of_keyed(keyed, d)
+    dw = coef[ids] * _dropout_scale(w.numel(), drop_keyed0, threshold, kept)
+    return _merge(w, dw, out_dtype), ids
+
+
+def _k_merge_ids(w, coef, ids, out_dtype: torch.dtype):
+    return _merge(w, coef[ids.reshape(-1)], out_dtype)
+
+
+def _k_merge_ids_drop(w, coef, ids, drop_keyed0, threshold, kept, out_dtype: torch.dtype):
+    dw = coef[ids.reshape(-1)] * _dropout_scale(w.numel(), drop_keyed0, threshold, kept)
+    return _merge(w, dw, out_dtype)
+
+
+def _k_masked_grad(grad, drop_keyed0, threshold, kept):
+    flat = grad.reshape(-1).to(kept.dtype)
+    return flat * _dropout_scale(flat.numel(), drop_keyed0, threshold, kept)
+
+
+_MERGE_HASHED = fused.kernel(_k_merge_hashed)
+_MERGE_HASHED_IDS = fused.kernel(_k_merge_hashed_ids)
+_MERGE_HASHED_DROP = fused.kernel(_k_merge_hashed_drop)
+_MERGE_HASHED_DROP_IDS = fused.kernel(_k_merge_hashed_drop_ids)
+_MERGE_IDS = fused.kernel(_k_merge_ids)
+_MERGE_IDS_DROP = fused.kernel(_k_merge_ids_drop)
+_MASKED_GRAD = fused.kernel(_k_masked_grad)
+
+# CPU segment sum: `index_add_` into one vector runs on one thread. Splitting the entries
+# into a fixed number of rows, each reduced into its own accumulator by `scatter_add_`
+# (parallel over rows, serial and ordered inside a row), then summing the rows, uses every
+# core and stays deterministic; fixed, not the thread count, so results do not depend on it.
+_SCATTER_ROWS = 4
+_SCATTER_MIN_ROW = 1 << 14
+
+
+def segment_sum_(g: torch.Tensor, ids: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
+    """`g[ids[i]] += flat[i]` for all i (ids int32 or int64), in place; returns g."""
+    n = flat.numel()
+    row = n // _SCATTER_ROWS
+    if flat.device.type != "cpu" or row < _SCATTER_MIN_ROW:
+        return g.index_add_(0, ids, flat)
+    head = row * _SCATTER_ROWS
+    parts = torch.zeros(_SCATTER_ROWS, g.numel(), dtype=g.dtype, device=g.device)
+    parts.scatter_add_(1, ids[:head].view(_SCATTER_ROWS, row), flat[:head].view(_SCATTER_ROWS, row))
+    g += parts.sum(0)
+    if head < n:
+        g.index_add_(0, ids[head:], flat[head:])
+    return g
 
 
 @dataclass
@@ -65,12 +169,15 @@ class AdapterTerm:
     def _masked(self) -> bool:
         return self.dropout > 0.0 and self.dropout_key is not None
 
-    def values(self, start: int, count: int, device: torch.device) -> torch.Tensor:
-        """fp32 update of entries `start .. start + count - 1` of this layer."""
-        coef = self.theta.detach().to(device, self.acc_dtype) * self.scales.to(
+    def _coef(self, device: torch.device) -> torch.Tensor:
+        """`s_j * theta_j` for every group (d entries: computed per call, it is tiny)."""
+        return self.theta.detach().to(device, self.acc_dtype) * self.scales.to(
             device, self.acc_dtype
         )
-        out = coef[self.group_ids(start, count, device)]
+
+    def values(self, start: int, count: int, device: torch.device) -> torch.Tensor:
+        """fp32 update of entries `start .. start + count - 1` of this layer."""
+        out = self._coef(device)[self.group_ids(start, count, device)]
         if self._masked():
             out = out * self._keep_scale(start, count, device)
         return out
@@ -90,31 +197,113 @@ class AdapterTerm:
             flat = flat * self._keep_scale(start, flat.numel(), flat.device)
         grad_theta.index_add_(0, self.group_ids(start, flat.numel(), flat.device), flat)
 
-    def grad_theta(self, grad_w: torch.Tensor, grad_b: torch.Tensor | None) -> torch.Tensor:
+    # ------------------------------------------------------------ fused path (large weights)
+    def _dropout_args(self, device: torch.device) -> tuple[torch.Tensor, ...]:
+        """(keyed start, threshold, kept value) of the weight entries' dropout mask."""
+        assert self.dropout_key is not None
+        keyed0 = keyed_start(self.offset, self.dropout_key, _DROPOUT_STREAM)
+        # The same division as `_keep_scale`, so the kept value is bit-identical.
+        kept = torch.ones((), dtype=self.acc_dtype, device=device) / (1.0 - self.dropout)
+        return (
+            torch.tensor(keyed0, dtype=torch.int64, device=device),
+            torch.tensor(round(self.dropout * (1 << _DROPOUT_BITS)), device=device),
+            kept,
+        )
+
+    def weight_ids32(self, device: torch.device) -> torch.Tensor:
+        """int32 group ids of the weight entries (the cache, else computed now)."""
+        if self.ids is not None:
+            return self.ids[: self.weight_numel]
+        return self.partition.group_ids(
+            self.offset, self.weight_numel, device=device, dtype=torch.int32
+        )
+
+    def merge_fused(
+        self, w: torch.Tensor, out_dtype: torch.dtype, want_ids: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`w + dW` over the weight entries, cast to `out_dtype`, in one fused pass; with
+        `want_ids` also the group ids (int64, or the int32 cache), so backward hashes once
+        for both W and the gradient."""
+        # A plain tensor, not the Parameter: dynamo compiles parameters with static shapes,
+        # i.e. once per weight shape; tensors get one shape-generic graph.
+        w = w.detach()
+        device = w.device
+        coef = self._coef(device)
+        drop = self._dropout_args(device) if self._masked() else ()
+        if self.ids is None and self.partition.grouping == "random":
+            # Stateless random grouping: hash, gather and add in one loop, no id tensor.
+            keyed0 = torch.tensor(
+                keyed_start(self.offset, self.partition.seed), dtype=torch.int64, device=device
+            )
+            d = torch.tensor(self.partition.d, dtype=torch.int64, device=device)
+            if want_ids:
+                kernel = _MERGE_HASHED_DROP_IDS if drop else _MERGE_HASHED_IDS
+                return kernel(w, coef, keyed0, d, *drop, out_dtype)
+            kernel = _MERGE_HASHED_DROP if drop else _MERGE_HASHED
+            return kernel(w, coef, keyed0, d, *drop, out_dtype), None
+        # Materialized ids, or the balanced permutation (its cycle walk needs an id tensor).
+        ids = self.weight_ids32(device)
+        kernel = _MERGE_IDS_DROP if drop else _MERGE_IDS
+        return kernel(w, coef, ids, *drop, out_dtype), (ids if want_ids else None)
+
+    def grad_theta(
+        self,
+        grad_w: torch.Tensor,
+        grad_b: torch.Tensor | None,
+        weight_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """`s * segment_sum(grad, by g)` in fp32 (ids of the weight entries reused if given)."""
         g = torch.zeros(self.theta.shape[0], dtype=self.acc_dtype, device=grad_w.device)
-        self.accumulate_grad(g, 0, grad_w)
+        if fused.enabled(self.weight_numel, grad_w.device):
+            if weight_ids is None:
+                weight_ids = self.weight_ids32(grad_w.device)
+            if self._masked():
+                flat = _MASKED_GRAD(grad_w, *self._dropout_args(grad_w.device))
+            else:
+                flat = grad_w.reshape(-1).to(self.acc_dtype)
+            # Not bincount (fp64 output, slower) nor a compiled atomic scatter (sums in a
+            # run-dependent order): see segment_sum_.
+            segment_sum_(g, weight_ids, flat)
+        else:
+            self.accumulate_grad(g, 0, grad_w)
         if self.bias_numel and grad_b is not None:
             self.accumulate_grad(g, self.weight_numel, grad_b)
         return (g * self.scales.to(g.device, g.dtype)).to(self.theta.dtype)
 
 
-def _acc(t: torch.Tensor) -> torch.Tensor:
-    """Tensor in at least fp32 for the W0 + dW sum (fp64 stays fp64)."""
-    return t if t.dtype in (torch.float32, torch.float64) else t.float()
-
-
 def merged_weight(
-    weight: torch.Tensor, bias: torch.Tensor | None, terms: list[AdapterTerm]
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """`W0 + sum dW` and `b0 + sum db` in the base layer's dtype (bias=None: weight only)."""
-    new_w = _acc(weight)
-    new_b = None if bias is None else _acc(bias)
-    for term in terms:
-        dw, db = term.delta(weight.shape, weight.device)
-        new_w = new_w + dw.to(new_w.dtype)
-        if db is not None and new_b is not None:
-            new_b = new_b + db.to(new_b.dtype)
-    return new_w.to(weight.dtype), None if bias is None else new_b.to(bias.dtype)
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    terms: list[AdapterTerm],
+    want_ids: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None, list[torch.Tensor | None]]:
+    """`W0 + sum dW` and `b0 + sum db` in the base layer's dtype (bias=None: weight only),
+    and per term the group ids of the weight entries when `want_ids` and they were computed
+    anyway (fused path: int64 hashed, int32 cached), else None."""
+    ids: list[torch.Tensor | None] = [None] * len(terms)
+    if terms and fused.enabled(weight.numel(), weight.device):
+        new_w = weight
+        acc_dtype = _acc(weight).dtype
+        for i, term in enumerate(terms):
+            # Accumulate across adapters in fp32 and round once, exactly like the eager path.
+            out_dtype = weight.dtype if i == len(terms) - 1 else acc_dtype
+            new_w, ids[i] = term.merge_fused(new_w, out_dtype, want_ids)
+    else:
+        new_w = _acc(weight)
+        for term in terms:
+            new_w = new_w + term.values(0, term.weight_numel, weight.device).view(weight.shape).to(
+                new_w.dtype
+            )
+        new_w = new_w.to(weight.dtype)
+    new_b = None
+    if bias is not None:
+        new_b = _acc(bias)
+        for term in terms:
+            if term.bias_numel:
+                db = term.values(term.weight_numel, term.bias_numel, bias.device)
+                new_b = new_b + db.to(new_b.dtype)
+        new_b = new_b.to(bias.dtype)
+    return new_w, new_b, ids
 
 
 class _GPartLinearFn(torch.autograd.Function):
@@ -125,7 +314,7 @@ class _GPartLinearFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, terms, transposed, *thetas):
-        w, b = merged_weight(weight, bias, terms)
+        w, b, _ = merged_weight(weight, bias, terms)
         y = F.linear(x, w.t() if transposed else w, b)
         ctx.save_for_backward(x, weight, bias)
         ctx.terms = terms
@@ -138,15 +327,20 @@ class _GPartLinearFn(torch.autograd.Function):
         terms, transposed = ctx.terms, ctx.transposed
         compute_dtype = grad_y.dtype
         grad_x = None
+        ids: list[torch.Tensor | None] = [None] * len(terms)
         if ctx.needs_input_grad[0]:
-            w, _ = merged_weight(weight, None, terms)  # rebuilt, not kept from forward
+            # Rebuilt, not kept from forward; the fused path hands back the ids it hashed.
+            w, _, ids = merged_weight(weight, None, terms, want_ids=True)
             w = w.to(compute_dtype)
             grad_x = grad_y @ (w.t() if transposed else w)
+            del w
         gy2 = grad_y.reshape(-1, grad_y.shape[-1])
         x2 = x.reshape(-1, x.shape[-1]).to(compute_dtype)
         grad_w = x2.t() @ gy2 if transposed else gy2.t() @ x2
         grad_b = gy2.sum(0) if any(t.bias_numel for t in terms) else None
-        grad_thetas = tuple(t.grad_theta(grad_w, grad_b) for t in terms)
+        grad_thetas = tuple(
+            t.grad_theta(grad_w, grad_b, i) for t, i in zip(terms, ids, strict=True)
+        )
         return (grad_x, None, None, None, None, *grad_thetas)
 
 
@@ -159,7 +353,7 @@ class _GPartGenericFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, terms, op, *thetas):
-        w, b = merged_weight(weight, bias, terms)
+        w, b, _ = merged_weight(weight, bias, terms)
         ctx.save_for_backward(x, weight, bias)
         ctx.terms, ctx.op = terms, op
         return op(x, w, b)
@@ -168,7 +362,7 @@ class _GPartGenericFn(torch.autograd.Function):
     def backward(ctx, grad_y):
         x, weight, bias = ctx.saved_tensors
         terms, op = ctx.terms, ctx.op
-        w, b = merged_weight(weight, bias, terms)
+        w, b, ids = merged_weight(weight, bias, terms, want_ids=True)
         w = w.detach().requires_grad_(True)
         inputs = [w]
         if b is not None:
@@ -184,7 +378,9 @@ class _GPartGenericFn(torch.autograd.Function):
         grad_w = grads[0]
         grad_b = grads[1] if b is not None else None
         grad_x = grads[-1] if ctx.needs_input_grad[0] else None
-        grad_thetas = tuple(t.grad_theta(grad_w, grad_b) for t in terms)
+        grad_thetas = tuple(
+            t.grad_theta(grad_w, grad_b, i) for t, i in zip(terms, ids, strict=True)
+        )
         return (grad_x, None, None, None, None, *grad_thetas)
 
 

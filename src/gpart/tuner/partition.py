@@ -18,6 +18,10 @@ the finaliser is defined in (right shifts are made logical with a mask).
 
 Changing anything in this file changes every saved adapter's meaning: the golden-id test
 (`tests/test_partition.py`) pins it.
+
+Speed: for large ranges the same integer arithmetic runs as fused `torch.compile` kernels
+(`gpart.tuner.fused`); they compute bit-identical ids (integer ops are exact), so the fused
+and eager paths are interchangeable.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ import math
 from dataclasses import dataclass
 
 import torch
+
+from gpart.tuner import fused
 
 _MASK64 = (1 << 64) - 1
 _MAX_D = (1 << 31) - 1  # multiply-shift keeps (h32 * d) inside int64
@@ -64,13 +70,78 @@ def seed_key(seed: int, stream: int = 0) -> int:
 
 def hash_positions(positions: torch.Tensor, seed: int, stream: int = 0) -> torch.Tensor:
     """64-bit hash of int64 positions under a seed."""
-    return mix64(positions + seed_key(seed, stream))
+    return hash_keyed(positions + seed_key(seed, stream))
+
+
+def hash_keyed(keyed: torch.Tensor) -> torch.Tensor:
+    """The hash of `position + seed_key(seed, stream)` (already keyed)."""
+    return mix64(keyed)
+
+
+def random_ids_of_keyed(keyed: torch.Tensor, d: int | torch.Tensor) -> torch.Tensor:
+    """Random-grouping ids of `position + seed_key(seed)` (int64): multiply-shift of the
+    hash's low 32 bits. `d` may be a 0-d tensor (fused kernels) or an int."""
+    return ((hash_keyed(keyed) & _LOW32) * d) >> 32
 
 
 def random_group_ids(positions: torch.Tensor, d: int, seed: int) -> torch.Tensor:
     """i.i.d. uniform group in [0, d) for each position (int64)."""
-    h = hash_positions(positions, seed) & _LOW32
-    return (h * d) >> 32
+    return random_ids_of_keyed(positions + seed_key(seed), d)
+
+
+def keyed_start(start: int, seed: int, stream: int = 0) -> int:
+    """`start + seed_key(seed, stream)` as the int64 the hash sees (wrapping like torch)."""
+    return _i64(start + seed_key(seed, stream))
+
+
+# ---------------------------------------------------------------- fused kernels (pure)
+# Scalars travel as 0-d int64 tensors: one compiled graph serves every offset and seed.
+
+
+def _k_random_ids(n: int, keyed0: torch.Tensor, d: torch.Tensor, dtype: torch.dtype):
+    keyed = torch.arange(n, dtype=torch.int64, device=keyed0.device) + keyed0
+    return random_ids_of_keyed(keyed, d).to(dtype)
+
+
+def _encrypt_t(x, keys, nkeys: int, half_bits, mask):
+    """`FeistelSpec._encrypt` with the spec's numbers as tensors (same integer ops)."""
+    left = x >> half_bits
+    right = x & mask
+    for r in range(nkeys):
+        left, right = right, left ^ (mix64(right + keys[r]) & mask)
+    return (left << half_bits) | right
+
+
+def _walk(out, keys, nkeys: int, half_bits, mask, total, rounds: int):
+    # Cycle walking without data-dependent control flow: every lane runs `rounds` steps,
+    # each re-encrypting only values still outside [0, total).
+    for _ in range(rounds):
+        out = torch.where(out >= total, _encrypt_t(out, keys, nkeys, half_bits, mask), out)
+    return out
+
+
+def _k_permute(n: int, start, keys, nkeys: int, half_bits, mask, total, rounds: int):
+    x = torch.arange(n, dtype=torch.int64, device=start.device) + start
+    out = _encrypt_t(x, keys, nkeys, half_bits, mask)
+    return _walk(out, keys, nkeys, half_bits, mask, total, rounds)
+
+
+def _k_rewalk(out, keys, nkeys: int, half_bits, mask, total, rounds: int):
+    return _walk(out, keys, nkeys, half_bits, mask, total, rounds)
+
+
+def _k_mod(x, d, dtype: torch.dtype):
+    return (x % d).to(dtype)
+
+
+_RANDOM_IDS = fused.kernel(_k_random_ids)
+_PERMUTE = fused.kernel(_k_permute)
+_REWALK = fused.kernel(_k_rewalk)
+_MOD = fused.kernel(_k_mod)
+# Walk steps per lane: the first pass is short (most values land inside [0, D) within a few
+# encryptions: the domain is < 4 D), the rare stragglers are compacted and walked longer.
+_FIRST_ROUNDS = 3
+_LATER_ROUNDS = 10
 
 
 @dataclass(frozen=True)
@@ -95,6 +166,31 @@ class FeistelSpec:
         for key in self.keys:
             left, right = right, left ^ (mix64(right + key) & mask)
         return (left << self.half_bits) | right
+
+    def tensors(self, device: torch.device) -> tuple[torch.Tensor, ...]:
+        """(keys, half_bits, mask, total) as int64 tensors on `device`, for the kernels."""
+
+        def i64(v):
+            return torch.tensor(v, dtype=torch.int64, device=device)
+
+        return (
+            i64(list(self.keys)),
+            i64(self.half_bits),
+            i64((1 << self.half_bits) - 1),
+            i64(self.total),
+        )
+
+    def permute_range(self, start: int, count: int, device: torch.device) -> torch.Tensor:
+        """`permute(arange(start, start + count))` by the fused kernels (bit-identical)."""
+        keys, half_bits, mask, total = self.tensors(device)
+        nkeys = len(self.keys)
+        start_t = torch.tensor(start, dtype=torch.int64, device=device)
+        out = _PERMUTE(count, start_t, keys, nkeys, half_bits, mask, total, _FIRST_ROUNDS)
+        while True:
+            idx = (out >= self.total).nonzero().squeeze(1)
+            if idx.numel() == 0:
+                return out
+            out[idx] = _REWALK(out[idx], keys, nkeys, half_bits, mask, total, _LATER_ROUNDS)
 
     def permute(self, positions: torch.Tensor) -> torch.Tensor:
         out = self._encrypt(positions)
@@ -135,13 +231,26 @@ class Partition:
         return FeistelSpec.build(self.total, self.seed)
 
     def group_ids(
-        self, start: int, count: int, device: torch.device | str | None = None
+        self,
+        start: int,
+        count: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.int64,
     ) -> torch.Tensor:
-        """Group ids (int64) of positions `start .. start + count - 1`."""
-        positions = torch.arange(start, start + count, dtype=torch.int64, device=device)
+        """Group ids of positions `start .. start + count - 1` (int64, or `dtype`)."""
+        dev = torch.device(device) if device is not None else torch.get_default_device()
+        if count > 0 and fused.enabled(count, dev):
+            d_t = torch.tensor(self.d, dtype=torch.int64, device=dev)
+            if self.grouping == "random":
+                keyed0 = torch.tensor(keyed_start(start, self.seed), dtype=torch.int64, device=dev)
+                return _RANDOM_IDS(count, keyed0, d_t, dtype)
+            return _MOD(self.feistel.permute_range(start, count, dev), d_t, dtype)
+        positions = torch.arange(start, start + count, dtype=torch.int64, device=dev)
         if self.grouping == "random":
-            return random_group_ids(positions, self.d, self.seed)
-        return balanced_group_ids(positions, self.d, self.feistel)
+            ids = random_group_ids(positions, self.d, self.seed)
+        else:
+            ids = balanced_group_ids(positions, self.d, self.feistel)
+        return ids.to(dtype)
 
     def group_sizes(
         self, chunk_size: int = 1 << 22, device: torch.device | str | None = None
@@ -155,7 +264,8 @@ class Partition:
         sizes = torch.zeros(self.d, dtype=torch.int64, device=device)
         for start in range(0, self.total, chunk_size):
             count = min(chunk_size, self.total - start)
-            sizes += torch.bincount(self.group_ids(start, count, device), minlength=self.d)
+            ids = self.group_ids(start, count, device, dtype=torch.int32)
+            sizes += torch.bincount(ids, minlength=self.d)
         return sizes
 
     def scales(self, isometric: bool, device: torch.device | str | None = None) -> torch.Tensor:

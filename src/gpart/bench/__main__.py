@@ -1,0 +1,5 @@
+import sys
+
+from gpart.bench.cli import main
+
+sys.exit(main())

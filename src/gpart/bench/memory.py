@@ -1,0 +1,152 @@
+"""Peak training memory of one method, measured in a fresh process of its own.
+
+A process that has already run other methods holds freed memory in its allocator (glibc
+keeps it, torch's CUDA cache keeps it), which would hide a method's real peak. So each
+method is probed in a process forked from a clean server that has only imported the
+libraries (multiprocessing's forkserver): import cost is paid once, and no probe sees
+another's heap.
+
+The figure is the peak above the bare base model (weights and the input batch already
+resident): adapter state, trainable parameters' gradients, optimizer state, activations
+and every temporary of a training step. One-time costs are kept out of it: the probe first
+runs the method once on the same model and throws that setup away (compiled kernels,
+thread pools and library caches stay loaded, as in a long training run), returns freed heap
+memory to the OS (glibc `malloc_trim`), and only then takes the baseline.
+
+* CPU: resident set size. Linux's peak-RSS counter (VmHWM) is reset after the measured
+  setup's own warm-up step (`/proc/self/clear_refs`), then read after a timed step; state
+  that persists from the warm-up (optimizer moments) is counted.
+* CUDA: `torch.cuda.max_memory_allocated()` (tensors only, not the allocator's cache),
+  with the same baseline and warm-up.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import gc
+import multiprocessing
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+CPU_METRIC = "peak RSS above the base model (VmHWM, fresh process, after a warm-up step)"
+CUDA_METRIC = "torch.cuda.max_memory_allocated above the base model (fresh process)"
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _trim_heap() -> None:
+    """Give freed heap memory back to the OS (glibc), so RSS is live memory only."""
+    gc.collect()
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return
+    try:
+        ctypes.CDLL(name).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: RSS then over-states the baseline
+        pass
+
+
+def _reset_peak_rss() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")  # "5": reset the peak RSS to the current RSS
+        return True
+    except OSError:
+        return False
+
+
+@dataclass
+class ProbeRequest:
+    """Everything a probe process needs to rebuild one setup (picklable)."""
+
+    model_config: str
+    task: str
+    method: str
+    target_set: str | None
+    batch_size: int
+    seq_len: int
+    device: str
+    dtype: str
+    hp: Any  # methods.HyperParams
+    warmup: int = 1
+    steps: int = 1
+
+
+def probe(req: ProbeRequest) -> dict[str, Any]:
+    """Runs in the child: peak memory of `req.method` (bytes above the base model)."""
+    import warnings
+
+    warnings.filterwarnings(
+        "ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning
+    )
+    from gpart.bench.methods import build_setup
+    from gpart.bench.models import ModelSpec, load_config, make_batch, resolve_task
+    from gpart.bench.runner import DTYPES
+
+    device = torch.device(req.device)
+    dtype = DTYPES[req.dtype]
+    config = load_config(req.model_config)
+    spec = ModelSpec(config, resolve_task(config, req.task))
+    base = spec.build(device, dtype, seed=req.hp.seed)
+    batch = make_batch(spec, req.batch_size, req.seq_len, device)
+    cuda = device.type == "cuda"
+    # One throw-away run: compiles kernels and loads library caches, which a long training
+    # run pays once and which are not the method's memory.
+    build_setup(req.method, req.target_set, base, spec, req.hp).step(batch)
+    _trim_heap()
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        before = torch.cuda.memory_allocated(device)
+    else:
+        before = _status_kib("VmRSS") * 1024
+    setup = build_setup(req.method, req.target_set, base, spec, req.hp)
+    for _ in range(req.warmup):
+        setup.step(batch)
+    gc.collect()
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats(device)
+        reset = True
+    else:
+        reset = _reset_peak_rss()
+    for _ in range(req.steps):
+        setup.step(batch)
+    if cuda:
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated(device)
+    else:
+        # Without clear_refs the lifetime peak still bounds the step's peak from above.
+        peak = _status_kib("VmHWM") * 1024
+    return {"peak_bytes": int(peak - before), "peak_reset": reset}
+
+
+class Prober:
+    """A forkserver whose children each probe one setup."""
+
+    def __init__(self) -> None:
+        self._ctx = multiprocessing.get_context("forkserver")
+        # Imported once in the server, so forked probes start in milliseconds.
+        self._ctx.set_forkserver_preload(["gpart.bench.memory", "gpart.bench.runner"])
+
+    def run(self, req: ProbeRequest) -> dict[str, Any]:
+        with self._ctx.Pool(processes=1, maxtasksperchild=1) as pool:
+            return pool.apply(probe, (req,))
+
+
+def metric_name(device: torch.device) -> str:
+    return CUDA_METRIC if device.type == "cuda" else CPU_METRIC
+
+
+def available() -> bool:
+    return os.path.exists("/proc/self/status")

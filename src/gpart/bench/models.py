@@ -1,0 +1,207 @@
+"""Benchmark models, built from config objects only (never downloaded).
+
+A model shape is a preset name or a local config (a directory holding ``config.json`` or a
+``.json`` file). The task decides the head: sequence classification for encoders, causal LM
+for decoders.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
+from torch import nn
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    PretrainedConfig,
+    Qwen2Config,
+    RobertaConfig,
+)
+from transformers.pytorch_utils import Conv1D
+
+from gpart.bench.errors import BenchError
+
+TASKS = ("auto", "seq_cls", "causal_lm")
+TARGET_SETS = ("qv", "all-linear")
+
+# Model families that are decoders: `--task auto` trains them as causal LMs.
+_DECODER_TYPES = {"qwen2", "qwen3", "llama", "mistral", "gpt2", "gpt_neox", "phi", "gemma"}
+# Module names of output heads; never adapted, they train in full where a method trains one.
+_HEAD_NAMES = ("classifier", "score", "lm_head", "pooler")
+
+
+def _roberta(**kw) -> RobertaConfig:
+    return RobertaConfig(num_labels=2, **kw)
+
+
+def _qwen2(**kw) -> Qwen2Config:
+    # pad_token_id lets Qwen2ForSequenceClassification batch when asked for seq_cls.
+    return Qwen2Config(pad_token_id=0, tie_word_embeddings=True, **kw)
+
+
+PRESETS: dict[str, Callable[[], PretrainedConfig]] = {
+    # transformers' RobertaConfig defaults are exactly roberta-base's shape (125M parameters).
+    "roberta-base": lambda: _roberta(),
+    "roberta-large": lambda: _roberta(
+        hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096
+    ),
+    # Qwen2-0.5B's shape (the smallest released Qwen2).
+    "qwen2-0.5b": lambda: _qwen2(
+        vocab_size=151936,
+        hidden_size=896,
+        intermediate_size=4864,
+        num_hidden_layers=24,
+        num_attention_heads=14,
+        num_key_value_heads=2,
+        max_position_embeddings=32768,
+    ),
+    # A Qwen2-shaped decoder small enough for a 2-core CPU (GQA, SwiGLU, RMSNorm, RoPE).
+    "qwen2-small": lambda: _qwen2(
+        vocab_size=32000,
+        hidden_size=512,
+        intermediate_size=1408,
+        num_hidden_layers=8,
+        num_attention_heads=8,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+    ),
+    # Tiny shapes for tests and smoke runs (seconds).
+    "roberta-tiny": lambda: _roberta(
+        vocab_size=128,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=80,
+    ),
+    "qwen2-tiny": lambda: _qwen2(
+        vocab_size=128,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+    ),
+}
+
+
+def load_config(spec: str) -> PretrainedConfig:
+    """A preset name, a directory with config.json, or a config .json file."""
+    if spec in PRESETS:
+        return PRESETS[spec]()
+    path = Path(spec)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise BenchError(f"--model_config: directory {spec!r} has no config.json")
+        path = path / "config.json"
+    if not path.is_file():
+        raise BenchError(
+            f"--model_config: {spec!r} is neither a preset ({', '.join(PRESETS)}) nor a config "
+            "file or directory"
+        )
+    try:
+        data = json.loads(path.read_text())
+        model_type = data.pop("model_type")
+        return AutoConfig.for_model(model_type, **data)
+    except (json.JSONDecodeError, KeyError, ValueError) as err:
+        raise BenchError(
+            f"--model_config: cannot read a transformers config from {spec!r}: {err}"
+        ) from None
+
+
+def resolve_task(config: PretrainedConfig, task: str) -> str:
+    if task != "auto":
+        return task
+    archs = getattr(config, "architectures", None) or []
+    if any(a.endswith("ForCausalLM") or a.endswith("LMHeadModel") for a in archs):
+        return "causal_lm"
+    if any(a.endswith("ForSequenceClassification") for a in archs):
+        return "seq_cls"
+    return "causal_lm" if config.model_type in _DECODER_TYPES else "seq_cls"
+
+
+@dataclass
+class ModelSpec:
+    config: PretrainedConfig
+    task: str  # "seq_cls" | "causal_lm"
+
+    @property
+    def peft_task_type(self) -> str:
+        return "SEQ_CLS" if self.task == "seq_cls" else "CAUSAL_LM"
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.config.vocab_size)
+
+    @property
+    def num_labels(self) -> int:
+        return int(getattr(self.config, "num_labels", 2))
+
+    def build(self, device: torch.device, dtype: torch.dtype, seed: int = 0) -> nn.Module:
+        torch.manual_seed(seed)
+        auto = (
+            AutoModelForSequenceClassification if self.task == "seq_cls" else AutoModelForCausalLM
+        )
+        model = auto.from_config(self.config, attn_implementation="sdpa")
+        return model.to(device=device, dtype=dtype)
+
+
+def head_module_names(model: nn.Module) -> list[str]:
+    """Names of the output head(s): what 'head only' trains (and every PEFT method too)."""
+    names = [n for n, _ in model.named_children() if n in _HEAD_NAMES and n != "pooler"]
+    if not names:
+        raise BenchError(f"no output head ({', '.join(_HEAD_NAMES)}) on {type(model).__name__}")
+    return names
+
+
+def _is_head(name: str) -> bool:
+    return name.split(".")[0] in _HEAD_NAMES
+
+
+def target_modules(model: nn.Module, target_set: str) -> list[str]:
+    """Full module names of the adapted layers.
+
+    ``qv``: peft's (and LoRA's) default query/value projections of the family;
+    ``all-linear``: every linear layer of the encoder/decoder stack, heads excluded.
+    """
+    model_type = model.config.model_type
+    linear = [
+        n
+        for n, m in model.named_modules()
+        if isinstance(m, (nn.Linear, Conv1D)) and n and not _is_head(n)
+    ]
+    if target_set == "all-linear":
+        return linear
+    suffixes = TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING.get(model_type)
+    if not suffixes:
+        raise BenchError(f"--targets qv: no query/value module names known for {model_type!r}")
+    return [n for n in linear if n.split(".")[-1] in set(suffixes)]
+
+
+def make_batch(spec: ModelSpec, batch_size: int, seq_len: int, device: torch.device, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    # Skip the first few ids: padding / special tokens in most vocabularies.
+    low = min(3, spec.vocab_size - 1)
+    input_ids = torch.randint(low, spec.vocab_size, (batch_size, seq_len), generator=g)
+    if spec.task == "seq_cls":
+        labels = torch.randint(0, spec.num_labels, (batch_size,), generator=g)
+    else:
+        labels = input_ids.clone()
+    return {"input_ids": input_ids.to(device), "labels": labels.to(device)}
+
+
+def check_seq_len(config: PretrainedConfig, seq_len: int) -> None:
+    limit = getattr(config, "max_position_embeddings", None)
+    if limit is None:
+        return
+    if config.model_type in ("roberta", "xlm-roberta", "camembert"):
+        limit -= 2  # RoBERTa's positions start after the padding index
+    if seq_len > limit:
+        raise BenchError(f"--seq_len {seq_len} exceeds the model's {limit} positions")

@@ -1,0 +1,68 @@
+"""The benchmark's outputs: a markdown table for people, a JSON file for later comparison."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def _mib(n: int | None) -> str:
+    return "-" if n is None else f"{n / 2**20:,.0f}"
+
+
+def _size(n: int) -> str:
+    if n < 2**10:
+        return f"{n} B"
+    if n < 2**20:
+        return f"{n / 2**10:.1f} KiB"
+    return f"{n / 2**20:,.1f} MiB"
+
+
+def _ratio(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}"
+
+
+def markdown(result: dict[str, Any]) -> str:
+    args = result["args"]
+    env = result["environment"]
+    lines = [
+        f"model `{args['model_config']}` ({args['task']}), batch {args['batch_size']} x "
+        f"{args['seq_len']}, {args['dtype']}, {env['device']}, {env['threads']} threads; "
+        f"median of {args['steps']} interleaved steps after {args['warmup']} warm-up",
+        "",
+        "| method | targets | step (s) | x floor | x LoRA | peak mem (MiB) | trainable "
+        "| state (B/weight) | state total | saved |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in result["rows"]:
+        lines.append(
+            f"| {r['method']} | {r['target_set'] or '-'} | {r['step_s_median']:.3f} "
+            f"| {_ratio(r['ratio_floor'])} | {_ratio(r['ratio_lora'])} | {_mib(r['peak_bytes'])} "
+            f"| {r['trainable_params']:,} | {r['state_bytes_per_weight']:.2f} "
+            f"| {_size(r['state_bytes'])} | {_size(r['saved_bytes'])} |"
+        )
+    lines += [
+        "",
+        f"floor: {result['floor']}. peak mem: {result['memory_metric'] or 'not measured'}. "
+        "state: adapter buffers kept between steps (indices, scales, projections); "
+        "B/weight counts the per-layer ones per adapted weight entry.",
+    ]
+    return "\n".join(lines)
+
+
+def write_json(result: dict[str, Any], path: Path) -> None:
+    """Atomically: a temp file in the same directory, then a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(result, fh, indent=2)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,207 @@
+"""The benchmark proper: build every setup, time interleaved steps, collect the figures."""
+
+from __future__ import annotations
+
+import gc
+import os
+import platform
+import statistics
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import peft
+import torch
+import transformers
+
+from gpart.bench.errors import BenchError
+from gpart.bench.memory import Prober, ProbeRequest, metric_name
+from gpart.bench.methods import (
+    DESCRIPTIONS,
+    UNTARGETED,
+    HyperParams,
+    Setup,
+    adapter_state_bytes,
+    build_setup,
+    saved_bytes,
+    trainable_parameters,
+)
+from gpart.bench.models import ModelSpec, load_config, make_batch, resolve_task
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+@dataclass
+class BenchArgs:
+    model_config: str = "roberta-base"
+    task: str = "auto"
+    batch_size: int = 16
+    seq_len: int = 128
+    device: str = "cpu"
+    dtype: str = "fp32"
+    warmup: int = 1
+    steps: int = 5
+    methods: list[str] = field(default_factory=list)
+    target_sets: list[str] = field(default_factory=list)
+    memory: bool = True
+    hp: HyperParams = field(default_factory=HyperParams)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _git_sha() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=os.path.dirname(__file__),
+        )
+        return out.stdout.strip() or None
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def plan(args: BenchArgs) -> list[tuple[str, str | None]]:
+    """(method, target set) pairs, untargeted methods once."""
+    out: list[tuple[str, str | None]] = []
+    for name in args.methods:
+        if name in UNTARGETED:
+            out.append((name, None))
+    for target_set in args.target_sets:
+        for name in args.methods:
+            if name not in UNTARGETED:
+                out.append((name, target_set))
+    return out
+
+
+def run(args: BenchArgs, log=print) -> dict[str, Any]:
+    device = torch.device(args.device)
+    dtype = DTYPES[args.dtype]
+    config = load_config(args.model_config)
+    spec = ModelSpec(config, resolve_task(config, args.task))
+    base = spec.build(device, dtype, seed=args.hp.seed)
+    batch = make_batch(spec, args.batch_size, args.seq_len, device)
+
+    setups: list[Setup] = []
+    for name, target_set in plan(args):
+        try:
+            setups.append(build_setup(name, target_set, base, spec, args.hp))
+        except ValueError as err:  # e.g. d larger than the adapted space: a user mistake
+            raise BenchError(f"{name} [{target_set or '-'}]: {err}") from None
+        log(f"built {setups[-1].label}")
+
+    # Interleaved: round r runs every setup once (rotating the start), so slow drifts of a
+    # shared machine hit every method alike. Warm-up rounds are not recorded.
+    times: dict[str, list[float]] = {s.label: [] for s in setups}
+    for r in range(args.warmup + args.steps):
+        k = r % len(setups)
+        for setup in setups[k:] + setups[:k]:
+            gc.collect()
+            _sync(device)
+            t0 = time.perf_counter()
+            setup.step(batch)
+            _sync(device)
+            dt = time.perf_counter() - t0
+            if r >= args.warmup:
+                times[setup.label].append(dt)
+        phase = "warm-up" if r < args.warmup else "timed"
+        log(f"round {r + 1}/{args.warmup + args.steps} ({phase}) done")
+
+    rows: list[dict[str, Any]] = []
+    for setup in setups:
+        total_state, local_state = adapter_state_bytes(setup, base)
+        rows.append(
+            {
+                "method": setup.name,
+                "target_set": setup.target_set,
+                "label": setup.label,
+                "description": DESCRIPTIONS[setup.name],
+                "step_s_median": statistics.median(times[setup.label]),
+                "step_s": times[setup.label],
+                "trainable_params": sum(p.numel() for p in trainable_parameters(setup.model)),
+                "adapted_weights": setup.adapted_weights,
+                "state_bytes": total_state,
+                "state_bytes_per_weight": local_state / max(setup.adapted_weights, 1),
+                "saved_bytes": saved_bytes(setup),
+                **setup.extra,
+            }
+        )
+    del setups
+    gc.collect()
+
+    if args.memory:
+        prober = Prober()
+        for row in rows:
+            req = ProbeRequest(
+                model_config=args.model_config,
+                task=args.task,
+                method=row["method"],
+                target_set=row["target_set"],
+                batch_size=args.batch_size,
+                seq_len=args.seq_len,
+                device=args.device,
+                dtype=args.dtype,
+                hp=args.hp,
+            )
+            row.update(prober.run(req))
+            log(f"memory {row['label']}: {row['peak_bytes'] / 2**20:.0f} MiB")
+    else:
+        for row in rows:
+            row["peak_bytes"] = None
+
+    _add_ratios(rows)
+    return {
+        "args": {**asdict(args), "task": spec.task},
+        "environment": {
+            "device": _device_name(device),
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "peft": peft.__version__,
+            "python": platform.python_version(),
+            "git_sha": _git_sha(),
+            "gpart_compile": os.environ.get("GPART_COMPILE", "auto"),
+        },
+        "memory_metric": metric_name(device) if args.memory else None,
+        "floor": "full fine-tuning's forward+backward without its optimizer step",
+        "rows": rows,
+    }
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{_cpu_name()} ({os.cpu_count()} logical CPUs)"
+
+
+def _add_ratios(rows: list[dict[str, Any]]) -> None:
+    """Ratios of medians, plus the median of per-round ratios ("paired"): both steps of a
+    pair ran within one round, so the paired figure is the more robust on a busy machine."""
+    floor = next((r for r in rows if r["method"] == "floor"), None)
+    lora = {r["target_set"]: r for r in rows if r["method"] == "lora"}
+    for row in rows:
+        for key, ref in (("floor", floor), ("lora", lora.get(row["target_set"]))):
+            if ref is None:
+                row[f"ratio_{key}"] = row[f"ratio_{key}_paired"] = None
+                continue
+            row[f"ratio_{key}"] = row["step_s_median"] / ref["step_s_median"]
+            row[f"ratio_{key}_paired"] = statistics.median(
+                a / b for a, b in zip(row["step_s"], ref["step_s"], strict=True)
+            )

@@ -1,0 +1,145 @@
+"""`python -m gpart.bench` end to end on a tiny config: every figure for every method.
+
+No timing assertions: timings belong in the benchmark's output, never in tests.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from gpart.bench.cli import main
+from gpart.bench.methods import METHODS, TARGETED, UNTARGETED
+
+TINY = ["--model_config", "roberta-tiny", "--batch_size", "2", "--seq_len", "16"]
+FAST = ["--warmup", "1", "--steps", "2", "--gpart_d", "256", "--threads", "1"]
+FIGURES = (
+    "step_s_median",
+    "ratio_floor",
+    "peak_bytes",
+    "trainable_params",
+    "adapted_weights",
+    "state_bytes",
+    "state_bytes_per_weight",
+    "saved_bytes",
+)
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    assert main([*TINY, *FAST, "--targets", "both", "--output", str(out)]) == 0
+    return json.loads(out.read_text())
+
+
+def _rows(result: dict) -> dict[str, dict]:
+    return {r["label"]: r for r in result["rows"]}
+
+
+def test_every_method_and_target_set_has_every_figure(result):
+    rows = _rows(result)
+    expected = set(UNTARGETED) | {f"{m} [{t}]" for m in TARGETED for t in ("qv", "all-linear")}
+    assert set(rows) == expected
+    assert len(METHODS) == 10
+    for label, row in rows.items():
+        for key in FIGURES:
+            value = row[key]
+            assert isinstance(value, (int, float)) and math.isfinite(value), (label, key, value)
+        assert len(row["step_s"]) == 2 and all(t > 0 for t in row["step_s"])
+        assert row["step_s_median"] > 0 and row["trainable_params"] > 0
+        assert row["peak_bytes"] >= 0 and row["saved_bytes"] > 0
+        if row["target_set"] is not None:  # every targeted row is compared with LoRA
+            assert row["ratio_lora"] is not None and row["ratio_lora"] > 0
+    assert rows["floor"]["ratio_floor"] == 1.0
+    assert result["memory_metric"] and result["floor"]
+
+
+def test_figures_mean_what_they_say(result):
+    rows = _rows(result)
+    for t in ("qv", "all-linear"):
+        stateless = rows[f"gpart-stateless-random [{t}]"]
+        materialized = rows[f"gpart-materialized-random [{t}]"]
+        # stateless: no per-weight state, only the d scales; materialized: int32 ids
+        assert stateless["state_bytes_per_weight"] == 0.0
+        assert stateless["state_bytes"] == 256 * 4
+        assert materialized["state_bytes_per_weight"] == 4.0
+        # GPart trains d = 256 numbers plus the classifier head, whatever the mode
+        assert stateless["trainable_params"] == materialized["trainable_params"]
+        assert stateless["trainable_params"] == 256 + rows["head"]["trainable_params"]
+        assert rows[f"lora [{t}]"]["state_bytes"] == 0
+    assert (
+        rows["gpart-stateless-random [all-linear]"]["adapted_weights"]
+        > (rows["gpart-stateless-random [qv]"]["adapted_weights"])
+    )
+    assert rows["full"]["trainable_params"] == rows["floor"]["trainable_params"]
+
+
+def test_markdown_table_lists_every_row(capsys, tmp_path):
+    out = tmp_path / "b.json"
+    args = [*TINY, "--warmup", "0", "--steps", "1", "--gpart_d", "64", "--no_memory"]
+    assert (
+        main([*args, "--methods", "floor,lora,gpart", "--targets", "qv", "--output", str(out)]) == 0
+    )
+    table = capsys.readouterr().out
+    assert "| method | targets | step (s) | x floor | x LoRA | peak mem (MiB) |" in table
+    for name in ("floor", "lora", "gpart-stateless-random", "gpart-materialized-balanced"):
+        assert f"| {name} |" in table
+    data = json.loads(out.read_text())
+    assert [r["label"] for r in data["rows"]][0] == "floor"
+    assert all(r["peak_bytes"] is None for r in data["rows"])
+
+
+def test_bf16_and_a_qwen2_shaped_decoder(tmp_path):
+    out = tmp_path / "q.json"
+    args = ["--model_config", "qwen2-tiny", "--batch_size", "2", "--seq_len", "8"]
+    args += ["--warmup", "0", "--steps", "1", "--gpart_d", "64", "--no_memory", "--dtype", "bf16"]
+    assert main([*args, "--methods", "floor,head,lora,gpart-stateless-random"]) == 0
+    assert main([*args, "--methods", "gpart-stateless-random", "--output", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["args"]["task"] == "causal_lm" and data["args"]["dtype"] == "bf16"
+
+
+def test_local_config_file(tmp_path):
+    from gpart.bench.models import PRESETS
+
+    cfg = tmp_path / "config.json"
+    cfg.write_text(PRESETS["roberta-tiny"]().to_json_string())
+    args = ["--model_config", str(tmp_path), "--batch_size", "1", "--seq_len", "8"]
+    assert main([*args, "--warmup", "0", "--steps", "1", "--no_memory", "--methods", "head"]) == 0
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["--methods", "lora,dora"], "unknown method 'dora'"),
+        (["--model_config", "no-such-model"], "neither a preset"),
+        (["--batch_size", "0"], "positive integer"),
+        (["--dtype", "fp8"], "invalid choice"),
+        (["--seq_len", "4096", "--model_config", "roberta-tiny"], "exceeds"),
+        ([*TINY, "--gpart_d", "100000000", "--methods", "gpart"], "d="),
+    ],
+)
+def test_bad_flags_are_one_line_and_exit_2(argv, needle, capsys):
+    assert main([*argv, "--no_memory", "--steps", "1", "--warmup", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_module_entry_point_exit_code():
+    proc = subprocess.run(
+        [sys.executable, "-m", "gpart.bench", "--steps", "-1"], capture_output=True, text=True
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("python -m gpart.bench: error:")
+
+
+def test_cuda_is_skipped_cleanly_without_a_gpu(capsys):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    assert main(["--device", "cuda", *TINY]) == 0
+    assert "skipping" in capsys.readouterr().err

@@ -1,0 +1,156 @@
+"""The fused (`torch.compile`) path computes what the eager path computes.
+
+`GPART_COMPILE=on` forces the fused kernels at every size, `off` forbids them; the same
+layer is run both ways. Ids, forward outputs and dropout masks must be bit-identical; theta
+gradients too where the reduction order is the same (below `segment_sum_`'s row split).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gpart.tuner import fused
+from gpart.tuner.ops import AdapterTerm, gpart_linear, segment_sum_
+from gpart.tuner.partition import Partition
+
+pytestmark = pytest.mark.slow  # compiles a handful of kernels once (cached on disk after)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _needs_a_working_compiler():
+    try:  # inductor needs a C++ compiler on CPU; without one GPart runs eagerly (tested)
+        torch.compile(lambda t: t * 2 + 1, dynamic=True)(torch.ones(3))
+    except Exception as err:
+        pytest.skip(f"torch.compile unavailable here: {type(err).__name__}")
+
+
+@pytest.fixture(autouse=True)
+def _compile_must_work():
+    yield
+    assert fused._broken is None, f"fused kernels fell back to eager: {fused._broken}"
+
+
+@pytest.mark.parametrize("grouping", ["random", "balanced"])
+def test_fused_ids_are_bit_identical(grouping):
+    part = Partition(total=3 * 2**33, d=23040, seed=42, grouping=grouping)
+    if grouping == "balanced":  # a Feistel domain ~3x the size, so cycle walking happens
+        part = Partition(total=70_001, d=997, seed=3, grouping=grouping)
+    for start, count in [(0, 5000), (12_345, 4097), (part.total - 3000, 3000)]:
+        with fused.forced("off"):
+            ref = part.group_ids(start, count)
+        with fused.forced("on"):
+            got = part.group_ids(start, count)
+            got32 = part.group_ids(start, count, dtype=torch.int32)
+        assert got.dtype == torch.int64 and got32.dtype == torch.int32
+        assert torch.equal(got, ref) and torch.equal(got32.long(), ref)
+    small = Partition(total=70_001, d=997, seed=3, grouping=grouping)
+    with fused.forced("off"):
+        ref_sizes = small.group_sizes()
+    with fused.forced("on"):
+        assert torch.equal(small.group_sizes(chunk_size=9999), ref_sizes)
+
+
+def test_golden_ids_through_the_fused_kernels():
+    with fused.forced("on"):
+        part = Partition(total=10**6, d=1000, seed=42, grouping="random")
+        assert part.group_ids(0, 12).tolist() == [
+            188,
+            347,
+            196,
+            153,
+            937,
+            318,
+            948,
+            36,
+            233,
+            558,
+            222,
+            359,
+        ]
+        balanced = Partition(total=1000, d=7, seed=42, grouping="balanced")
+        assert balanced.group_ids(0, 12).tolist() == [1, 1, 1, 4, 3, 6, 3, 1, 0, 5, 2, 5]
+
+
+def _terms(theta, part, offset, shape, bias, dropout, key, ids):
+    numel = shape[0] * shape[1]
+    return [
+        AdapterTerm(
+            theta=theta,
+            scales=part.scales(True),
+            partition=part,
+            offset=offset,
+            weight_numel=numel,
+            bias_numel=shape[0] if bias else 0,
+            ids=ids,
+            dropout=dropout,
+            dropout_key=key,
+        )
+    ]
+
+
+def _run(mode, x, w, b, theta, part, *, offset, bias, dropout, materialized, transposed):
+    shape = (w.shape[1], w.shape[0]) if transposed else tuple(w.shape)
+    numel = shape[0] * shape[1] + (shape[0] if bias else 0)
+    with fused.forced(mode):
+        ids = part.group_ids(offset, numel, dtype=torch.int32) if materialized else None
+        th = theta.detach().clone().requires_grad_(True)
+        xx = x.detach().clone().requires_grad_(True)
+        terms = _terms(th, part, offset, shape, bias, dropout, 77 if dropout else None, ids)
+        y = gpart_linear(xx, w, b, terms, transposed=transposed)
+        y.pow(2).sum().backward()
+    return y.detach(), th.grad, xx.grad
+
+
+@pytest.mark.parametrize("grouping", ["random", "balanced"])
+@pytest.mark.parametrize("materialized", [False, True])
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_fused_layer_equals_eager(grouping, materialized, dropout):
+    torch.manual_seed(0)
+    w = torch.randn(48, 40) * 0.1
+    b = torch.randn(48) * 0.1
+    x = torch.randn(3, 5, 40)
+    part = Partition(total=9000, d=97, seed=11, grouping=grouping)
+    theta = torch.randn(97)
+    kw = dict(offset=1234, bias=True, dropout=dropout, materialized=materialized, transposed=False)
+    eager = _run("off", x, w, b, theta, part, **kw)
+    fast = _run("on", x, w, b, theta, part, **kw)
+    for e, f in zip(eager, fast, strict=True):
+        assert torch.equal(e, f)
+
+
+def test_fused_transposed_bf16_weight():
+    torch.manual_seed(1)
+    w = (torch.randn(40, 48) * 0.1).to(torch.bfloat16)  # Conv1D layout [in, out]
+    x = torch.randn(2, 7, 40, dtype=torch.bfloat16)
+    part = Partition(total=5000, d=64, seed=2, grouping="random")
+    theta = torch.randn(64)
+    kw = dict(offset=10, bias=False, dropout=0.0, materialized=False, transposed=True)
+    eager = _run("off", x, w, None, theta, part, **kw)
+    fast = _run("on", x, w, None, theta, part, **kw)
+    assert fast[0].dtype == torch.bfloat16 and fast[1].dtype == torch.float32
+    for e, f in zip(eager, fast, strict=True):
+        assert torch.equal(e, f)
+
+
+def test_segment_sum_rows_equal_index_add():
+    torch.manual_seed(2)
+    n, d = 4 * 2**14 + 3, 500  # large enough for the row split, with a remainder
+    ids = torch.randint(0, d, (n,))
+    flat = torch.randn(n, dtype=torch.float64)
+    ref = torch.zeros(d, dtype=torch.float64).index_add_(0, ids, flat)
+    got = segment_sum_(torch.zeros(d, dtype=torch.float64), ids, flat)
+    torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
+    again = segment_sum_(torch.zeros(d, dtype=torch.float64), ids.int(), flat)
+    assert torch.equal(got, again)  # deterministic, int32 or int64 ids
+
+
+def test_env_policy():
+    with fused.forced("off"):
+        assert not fused.enabled(1 << 30, torch.device("cpu"))
+    with fused.forced("on"):
+        assert fused.enabled(1, torch.device("cpu"))
+    with fused.forced("auto"):
+        assert fused.enabled(fused.MIN_NUMEL, torch.device("cpu"))
+        assert not fused.enabled(fused.MIN_NUMEL - 1, torch.device("cpu"))
+        assert not fused.enabled(fused.MIN_NUMEL, torch.device("meta"))
