@@ -74,8 +74,9 @@ def forced(value: str) -> Iterator[None]:
 class Kernel:
     """A pure tensor function, compiled on first call; eager if compiling fails."""
 
-    def __init__(self, fn: Callable[..., Any]) -> None:
+    def __init__(self, fn: Callable[..., Any], options: dict[str, Any] | None = None) -> None:
         self.fn = fn
+        self.options = options
         self._compiled: Callable[..., Any] | None = None
 
     def __call__(self, *args: Any) -> Any:
@@ -85,7 +86,9 @@ class Kernel:
         if self._compiled is None:
             # dynamic: one compiled graph serves every layer shape; scalars arrive as 0-d
             # tensors so offsets and seeds never trigger a recompile.
-            self._compiled = torch.compile(self.fn, dynamic=True, fullgraph=True)
+            self._compiled = torch.compile(
+                self.fn, dynamic=True, fullgraph=True, options=self.options
+            )
         try:
             return self._compiled(*args)
         except Exception as err:  # no compiler, unsupported backend, ...: stay correct
@@ -99,5 +102,7 @@ class Kernel:
             return self.fn(*args)
 
 
-def kernel(fn: Callable[..., Any]) -> Kernel:
-    return Kernel(fn)
+def kernel(fn: Callable[..., Any], *, ids_in_range: bool = False) -> Kernel:
+    """`ids_in_range`: every gather index is in bounds by construction (callers check the
+    table length), so inductor's per-element bounds assertion is dropped (~20% faster)."""
+    return Kernel(fn, {"assert_indirect_indexing": False} if ids_in_range else None)

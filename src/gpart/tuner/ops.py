@@ -98,12 +98,14 @@ def _k_masked_grad(grad, drop_keyed0, threshold, kept):
     return flat * _dropout_scale(flat.numel(), drop_keyed0, threshold, kept)
 
 
-_MERGE_HASHED = fused.kernel(_k_merge_hashed)
-_MERGE_HASHED_IDS = fused.kernel(_k_merge_hashed_ids)
-_MERGE_HASHED_DROP = fused.kernel(_k_merge_hashed_drop)
-_MERGE_HASHED_DROP_IDS = fused.kernel(_k_merge_hashed_drop_ids)
-_MERGE_IDS = fused.kernel(_k_merge_ids)
-_MERGE_IDS_DROP = fused.kernel(_k_merge_ids_drop)
+# Gather indices are group ids: in [0, d) by construction (multiply-shift, `% d`, or the
+# cache built from them), and `merge_fused` checks that the table has d entries.
+_MERGE_HASHED = fused.kernel(_k_merge_hashed, ids_in_range=True)
+_MERGE_HASHED_IDS = fused.kernel(_k_merge_hashed_ids, ids_in_range=True)
+_MERGE_HASHED_DROP = fused.kernel(_k_merge_hashed_drop, ids_in_range=True)
+_MERGE_HASHED_DROP_IDS = fused.kernel(_k_merge_hashed_drop_ids, ids_in_range=True)
+_MERGE_IDS = fused.kernel(_k_merge_ids, ids_in_range=True)
+_MERGE_IDS_DROP = fused.kernel(_k_merge_ids_drop, ids_in_range=True)
 _MASKED_GRAD = fused.kernel(_k_masked_grad)
 
 # CPU segment sum: `index_add_` into one vector runs on one thread. Splitting the entries
@@ -229,6 +231,8 @@ class AdapterTerm:
         w = w.detach()
         device = w.device
         coef = self._coef(device)
+        if coef.numel() != self.partition.d:  # the kernels index coef without bounds checks
+            raise ValueError(f"theta has {coef.numel()} entries, the partition {self.partition.d}")
         drop = self._dropout_args(device) if self._masked() else ()
         if self.ids is None and self.partition.grouping == "random":
             # Stateless random grouping: hash, gather and add in one loop, no id tensor.
@@ -328,13 +332,15 @@ class _GPartLinearFn(torch.autograd.Function):
         compute_dtype = grad_y.dtype
         grad_x = None
         ids: list[torch.Tensor | None] = [None] * len(terms)
+        # One 2-D view (a copy when grad_y arrives strided, e.g. from attention heads) serves
+        # both matmuls; `grad_y @ w` on a strided 3-D grad would run as a broadcast bmm.
+        gy2 = grad_y.reshape(-1, grad_y.shape[-1])
         if ctx.needs_input_grad[0]:
             # Rebuilt, not kept from forward; the fused path hands back the ids it hashed.
             w, _, ids = merged_weight(weight, None, terms, want_ids=True)
             w = w.to(compute_dtype)
-            grad_x = grad_y @ (w.t() if transposed else w)
+            grad_x = (gy2 @ (w.t() if transposed else w)).view(x.shape)
             del w
-        gy2 = grad_y.reshape(-1, grad_y.shape[-1])
         x2 = x.reshape(-1, x.shape[-1]).to(compute_dtype)
         grad_w = x2.t() @ gy2 if transposed else gy2.t() @ x2
         grad_b = gy2.sum(0) if any(t.bias_numel for t in terms) else None
