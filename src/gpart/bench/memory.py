@@ -78,6 +78,7 @@ class ProbeRequest:
     device: str
     dtype: str
     hp: Any  # methods.HyperParams
+    threads: int | None = None  # torch threads (None: the library default)
     warmup: int = 1
     steps: int = 1
 
@@ -93,6 +94,8 @@ def probe(req: ProbeRequest) -> dict[str, Any]:
     from gpart.bench.models import ModelSpec, load_config, make_batch, resolve_task
     from gpart.bench.runner import DTYPES
 
+    if req.threads is not None:
+        torch.set_num_threads(req.threads)
     device = torch.device(req.device)
     dtype = DTYPES[req.dtype]
     config = load_config(req.model_config)

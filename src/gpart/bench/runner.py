@@ -159,6 +159,7 @@ def run(args: BenchArgs, log=print) -> dict[str, Any]:
                 device=args.device,
                 dtype=args.dtype,
                 hp=args.hp,
+                threads=torch.get_num_threads(),
             )
             row.update(prober.run(req))
             log(f"memory {row['label']}: {row['peak_bytes'] / 2**20:.0f} MiB")
