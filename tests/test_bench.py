@@ -143,3 +143,14 @@ def test_cuda_is_skipped_cleanly_without_a_gpu(capsys):
         pytest.skip("a GPU is present")
     assert main(["--device", "cuda", *TINY]) == 0
     assert "skipping" in capsys.readouterr().err
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_bf16_run(tmp_path):
+    out = tmp_path / "cuda.json"
+    args = [*TINY, "--device", "cuda", "--dtype", "bf16", "--warmup", "1", "--steps", "1"]
+    assert main([*args, "--gpart_d", "64", "--targets", "qv", "--output", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["memory_metric"].startswith("torch.cuda.max_memory_allocated")
+    assert all(r["peak_bytes"] is not None and r["peak_bytes"] > 0 for r in data["rows"])
