@@ -86,10 +86,23 @@ def test_list_comma_and_json():
     assert coerce("query, value", list[str], "k") == ["query", "value"]
     assert coerce('["query","value"]', list[str], "k") == ["query", "value"]
     assert coerce("query", list[str], "k") == ["query"]
-    assert coerce("[]", list[str], "k") == []
     assert coerce("0,1,2", list[int], "k") == [0, 1, 2]
     assert coerce("[0, 1]", list[int], "k") == [0, 1]
     assert coerce(("a", "b"), list[str], "k") == ["a", "b"]  # preset tuples become lists
+
+
+def test_empty_list_from_the_command_line_is_an_error_naming_none():
+    for text in ("", "  ", "[]"):
+        with pytest.raises(ConfigError, match="empty; write `none`"):
+            coerce(text, list[str] | None, "adapter.target_modules")
+
+
+def test_non_finite_floats_rejected():
+    for text in ("inf", "-inf", "nan", "NaN"):
+        with pytest.raises(ConfigError, match="finite"):
+            coerce(text, float, "training.lr")
+    with pytest.raises(ConfigError, match="finite"):
+        coerce(float("nan"), float | None, "training.max_grad_norm")
 
 
 def test_list_errors():

@@ -233,6 +233,14 @@ def test_validation_errors():
         "adapter.d": ("0", "positive"),
         "training.head_weight_decay": ("-0.1", "must be >= 0"),
         "task.sst2.eval_every": ("0", r"must be > 0 \(or none\)"),
+        "training.logging_steps": ("0", "must be > 0"),
+        "training.num_workers": ("-1", "must be >= 0"),
+        "training.save_total_limit": ("-1", "must be >= 0"),
+        "data.max_train_samples": ("0", r"must be > 0 \(or none for all rows\)"),
+        "data.max_eval_samples": ("-5", "must be > 0"),
+        "generation.max_new_tokens": ("0", "must be > 0"),
+        "generation.temperature": ("-0.1", "must be >= 0"),
+        "training.lr": ("inf", "finite"),
     }
     for key, (value, msg) in cases.items():
         with pytest.raises(ConfigError, match=msg) as err:

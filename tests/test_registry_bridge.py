@@ -188,6 +188,13 @@ def test_bitfit_target_modules_restricts_biases(tiny_bert_config):
     assert body and all(n.endswith("query.bias") for n in body)
 
 
+def test_bitfit_targets_matching_no_bias_are_an_error(tiny_bert_config):
+    model = _tiny_model(tiny_bert_config)
+    cfg = get_adapter("bitfit").config_cls(target_modules=["qury"])
+    with pytest.raises(ConfigError, match=r"\['qury'\] match no module with a bias.*query"):
+        apply_adapter(model, cfg, seed=0)
+
+
 def test_apply_adapter_with_bare_config_needs_seed(tiny_roberta_config):
     with pytest.raises(ValueError, match="pass seed="):
         apply_adapter(_tiny_model(tiny_roberta_config), LoraAdapterConfig())

@@ -31,3 +31,15 @@ def test_any_hyperparameter_change_gives_a_new_name():
         _name("--adapter_type", "lora", "--tasks", "sst2"),
     }
     assert base not in changed and len(changed) == 6
+
+
+def test_the_name_shows_lr_only_when_every_task_runs_at_it():
+    # LoRA's GLUE presets set the lr per task: training.lr is not what runs, so no lr.
+    lora = _name("--adapter_type", "lora", "--tasks", "sst2")
+    assert "_lr" not in lora
+    assert _name("--adapter_type", "lora", "--tasks", "rte") == lora
+    # A command-line training.lr or task.lr replaces every task's preset lr.
+    assert "_lr0.001_" in _name("--adapter_type", "lora", "--tasks", "rte", "training.lr", "1e-3")
+    assert "_lr0.0002_" in _name("--adapter_type", "lora", "--tasks", "rte", "task.lr", "2e-4")
+    # One task's own lr: not run-wide.
+    assert "_lr" not in _name("--tasks", "rte", "task.rte.lr", "2e-4")

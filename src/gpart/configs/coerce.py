@@ -11,6 +11,7 @@ Supported annotations: ``bool``, ``int``, ``float``, ``str``, ``Literal[...]``,
 from __future__ import annotations
 
 import json
+import math
 import types
 import typing
 from typing import Any, Literal, Union
@@ -133,10 +134,13 @@ def _coerce_list(value: Any, item: Any) -> list[Any]:
                 raise _Mismatch(f"invalid JSON: {exc.msg}") from None
             if not isinstance(parsed, list):
                 raise _Mismatch()
+            if not parsed:
+                raise _Mismatch("empty; write `none` to unset the field")
             # JSON gives typed items; strings inside still get parsed (e.g. ["1", "2"]).
             return [_coerce(v, item) for v in parsed]
         if not text:
-            return []
+            # An empty list reaches no module and fails late; "none" is the way to unset.
+            raise _Mismatch("empty; write `none` to unset the field")
         return [_coerce(part.strip(), item) for part in text.split(",")]
     if isinstance(value, (list, tuple)):
         return [_coerce(v, item) for v in value]
@@ -172,10 +176,16 @@ def _coerce_float(value: Any) -> float:
     if isinstance(value, bool):
         raise _Mismatch()
     if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
+        out = float(value)
+    elif isinstance(value, str):
         try:
-            return float(value.strip())
+            out = float(value.strip())
         except ValueError:
             raise _Mismatch() from None
-    raise _Mismatch()
+    else:
+        raise _Mismatch()
+    # inf/nan parse as floats but no hyperparameter means them; they would only surface
+    # later as a NaN loss or a Trainer error.
+    if not math.isfinite(out):
+        raise _Mismatch("must be a finite number")
+    return out

@@ -287,6 +287,7 @@ def validate(exp: ExperimentConfig) -> None:
     exp.adapter.validate()
     for task in exp.tasks:
         _validate_training(exp, task)
+    _validate_data_and_generation(exp)
     spec = get_adapter(exp.adapter.type)
     if spec.is_peft:
         # Build the peft config once now: peft's own checks fail here, before any output.
@@ -317,6 +318,12 @@ def _validate_training(exp: ExperimentConfig, task: str) -> None:
     ):
         if getattr(tc, name) is not None and not getattr(tc, name) > 0:
             fail(name, "must be > 0 (or none)")
+    if not tc.logging_steps > 0:
+        fail("logging_steps", "must be > 0")
+    for name in ("num_workers", "save_total_limit"):
+        value = getattr(tc, name)
+        if value is not None and value < 0:
+            fail(name, "must be >= 0" + (" (or none)" if name == "save_total_limit" else ""))
     if not 0.0 <= tc.warmup_ratio <= 1.0:
         fail("warmup_ratio", "must be in [0, 1]")
     if tc.weight_decay < 0:
@@ -328,3 +335,21 @@ def _validate_training(exp: ExperimentConfig, task: str) -> None:
     if tc.early_stopping_patience is not None and tc.model_selection != "best":
         # Early stopping needs the best checkpoint tracked; "last" would discard it.
         fail("early_stopping_patience", "needs training.model_selection best")
+
+
+def _validate_data_and_generation(exp: ExperimentConfig) -> None:
+    def fail(key: str, what: str, value: Any) -> None:
+        label = exp.sources.get(key, "default")
+        raise ConfigError(f"{key}: {what}, got {value!r} (from {label})")
+
+    data, gen = exp.data, exp.generation
+    for name in ("max_train_samples", "max_eval_samples"):
+        value = getattr(data, name)
+        if value is not None and value <= 0:
+            fail(f"data.{name}", "must be > 0 (or none for all rows)", value)
+    if data.image_size <= 0:
+        fail("data.image_size", "must be > 0", data.image_size)
+    if gen.max_new_tokens <= 0:
+        fail("generation.max_new_tokens", "must be > 0", gen.max_new_tokens)
+    if gen.temperature < 0:
+        fail("generation.temperature", "must be >= 0 (0: greedy)", gen.temperature)

@@ -65,8 +65,37 @@ def key_hparams(cfg: ExperimentConfig) -> dict[str, Any]:
     for name in ("d", "r", "theta_d_length"):
         if name in fields:
             out[name] = getattr(cfg.adapter, name)
-    out["lr"] = cfg.training.lr
+    lr = _run_wide_lr(cfg)
+    if lr is not None:
+        out["lr"] = lr
     return out
+
+
+def _run_wide_lr(cfg: ExperimentConfig) -> float | None:
+    """The learning rate every task of this sweep trains at, or None when it varies by task.
+
+    The name must say what ran: where task presets set per-task learning rates (LoRA on
+    GLUE) `training.lr` is not what any task uses, so the name leaves lr out (the hash
+    still tells sweeps apart). Decided over the domain's presets, not just this
+    invocation's tasks, so `--tasks sst2` and `--tasks rte` of one sweep share a name.
+    """
+    from gpart.configs.presets import get_presets
+    from gpart.configs.resolve import CLI
+
+    lrs = {cfg.effective_training(t).lr for t in cfg.tasks}
+    if len(lrs) != 1 or any(v.lr is not None for v in cfg.per_task.values()):
+        return None
+    if cfg.sources.get("training.lr") != CLI and cfg.task.lr is None:
+        # A command-line training.lr / task.lr replaces every task preset's lr.
+        presets = get_presets(cfg.domain).task
+        size = cfg.model.model_size
+        if any(
+            "lr" in values
+            for (adapter, _, s), values in presets.items()
+            if adapter == cfg.adapter.type and s == size
+        ):
+            return None
+    return lrs.pop()
 
 
 def sweep_run_name(cfg: ExperimentConfig) -> str:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from gpart.configs.adapters._bridge import freeze_all_but, is_head_param, require_unused
+from gpart.configs.errors import ConfigError
 from gpart.configs.registry import register_adapter
 from gpart.configs.schema import AdapterConfig
 
@@ -25,18 +26,33 @@ class BitFitAdapterConfig(AdapterConfig):
         require_unused(self, dropout=0.0)
 
 
+def _is_target_bias(name: str, targets: list[str] | None) -> bool:
+    module, _, leaf = name.rpartition(".")
+    if leaf != "bias":
+        return False
+    return targets is None or any(module == t or module.endswith("." + t) for t in targets)
+
+
 def apply(model: nn.Module, cfg: BitFitAdapterConfig, head_names: list[str]) -> None:
     targets = cfg.target_modules
-
-    def keep(name: str) -> bool:
-        if is_head_param(name, head_names):
-            return True
-        module, _, leaf = name.rpartition(".")
-        if leaf != "bias":
-            return False
-        return targets is None or any(module == t or module.endswith("." + t) for t in targets)
-
-    freeze_all_but(model, keep)
+    if targets is not None and not any(
+        _is_target_bias(n, targets)
+        for n, _ in model.named_parameters()
+        if not is_head_param(n, head_names)
+    ):
+        # The head always trains, so a typo here would silently become a head-only run.
+        with_bias = sorted(
+            {
+                n.rpartition(".")[0].rpartition(".")[2]
+                for n, _ in model.named_parameters()
+                if n.endswith(".bias") and not is_head_param(n, head_names)
+            }
+        )
+        raise ConfigError(
+            f"adapter.target_modules: {targets} match no module with a bias; module names "
+            f"in this model: {', '.join(with_bias[:12])}"
+        )
+    freeze_all_but(model, lambda n: is_head_param(n, head_names) or _is_target_bias(n, targets))
 
 
 register_adapter(

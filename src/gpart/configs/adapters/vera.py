@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -35,13 +36,19 @@ def to_peft(
 ) -> Any:
     from peft import VeraConfig
 
-    return peft_kwargs(
-        cfg,
-        VeraConfig,
-        rename={"dropout": "vera_dropout"},
-        task_type=task_type,
-        modules_to_save=modules_to_save,
-    )
+    with warnings.catch_warnings():
+        # save_projection False is a deliberate choice (the GLUE preset, as the paper saves
+        # only the vectors): the projections are regenerated from projection_prng_key, which
+        # the run records. peft's reminder about it would break the CLI's one-line output.
+        if not cfg.save_projection:
+            warnings.filterwarnings("ignore", message="Specified to not save vera_A and vera_B")
+        return peft_kwargs(
+            cfg,
+            VeraConfig,
+            rename={"dropout": "vera_dropout"},
+            task_type=task_type,
+            modules_to_save=modules_to_save,
+        )
 
 
 register_adapter(
