@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
-from gpart.configs import ConfigError, build_parser, cli_main, exit_on_config_error, parse_cli
+from gpart.configs import (
+    ConfigError,
+    build_parser,
+    cli_main,
+    exit_on_config_error,
+    parse_cli,
+    resolve_experiment,
+)
 
 
 def _error(argv, **kw) -> str:
@@ -189,6 +197,10 @@ def test_print_config_prints_resolved_json(capsys):
     assert out["training"]["lr"] == 0.002
     assert out["effective"]["sst2"]["epochs"] == 60
     assert out["sources"]["training.lr"] == "cli"
+    assert cli_main(lambda cfg, flags: None, ["--print_config", "--seed", "1", "2", "3"]) == 0
+    printed = capsys.readouterr()
+    assert json.loads(printed.out)["seed"] == 1
+    assert "printed for seed 1; seeds 2, 3 differ only in `seed`" in printed.err
 
 
 def test_cli_main_runs_and_maps_config_errors_to_exit_2(capsys):
@@ -260,3 +272,18 @@ def test_task_typo_is_reported_not_taken_for_an_override():
     assert _error(["--tasks", "sst2", "sts", "adapter.d", "64"]).startswith(
         "--tasks: task 'sts' is not a glue task; did you mean 'stsb'?"
     )
+
+
+@pytest.mark.parametrize(
+    "key, hint",
+    [
+        ("lr", "did you mean 'training.lr' or 'task.lr'?"),
+        ("learning_rate", "did you mean 'training.lr'"),
+        ("training.learning_rate", "did you mean 'training.lr'?"),
+        ("num_train_epochs", "did you mean 'training.epochs'"),
+        ("epochs", "did you mean 'training.epochs'"),
+    ],
+)
+def test_bare_or_transformers_style_keys_point_at_ours(key, hint):
+    with pytest.raises(ConfigError, match=re.escape(hint)):
+        resolve_experiment(overrides={key: "1"})

@@ -7,7 +7,13 @@ import dataclasses
 import pytest
 
 import gpart.configs.resolve as resolve_mod
-from gpart.configs import ConfigError, ExperimentConfig, TrainingConfig, resolve_experiment
+from gpart.configs import (
+    ConfigError,
+    ExperimentConfig,
+    TrainingConfig,
+    resolve_experiment,
+    to_peft_config,
+)
 from gpart.configs.presets import DomainPresets, freeze, get_presets
 from gpart.configs.registry import adapter_names
 
@@ -177,21 +183,44 @@ def test_paper_presets_gpart():
     assert exp.model.base_model == "FacebookAI/roberta-large"
 
 
-def test_paper_presets_baselines():
-    uni = resolve_experiment(adapter="unilora", tasks="rte,sst2", model_size="large")
+# The issue's baseline tables: task -> (epochs, head_lr) per size for Uni-LoRA, and
+# task -> (epochs, batch size, lr) for LoRA (head_lr 1e-3; VeRA takes LoRA's epochs).
+UNILORA_TABLE = {
+    "base": {"cola": (80, 5e-3), "sst2": (60, 1e-4), "mrpc": (30, 2e-2), "qnli": (25, 2e-4),
+             "rte": (80, 5e-4), "stsb": (40, 2e-4)},
+    "large": {"cola": (40, 2e-2), "sst2": (20, 2e-4), "mrpc": (40, 2e-3), "qnli": (20, 5e-3),
+              "rte": (40, 5e-3), "stsb": (40, 1e-4)},
+}  # fmt: skip
+LORA_TABLE = {"cola": (80, 32, 4e-4), "sst2": (60, 16, 5e-4), "mrpc": (30, 16, 4e-4),
+              "qnli": (25, 32, 4e-4), "rte": (80, 32, 4e-4), "stsb": (40, 16, 4e-4)}  # fmt: skip
+SIX = "cola,sst2,mrpc,qnli,rte,stsb"
+
+
+@pytest.mark.parametrize("size", ["base", "large"])
+def test_paper_presets_unilora(size):
+    uni = resolve_experiment(adapter="unilora", tasks=SIX, model_size=size)
     assert (uni.adapter.r, uni.adapter.d, uni.adapter.init_bound) == (4, 23040, 0.02)
-    assert uni.effective_training("rte").epochs == 40
-    assert uni.effective_training("sst2").head_lr == 2e-4
-    lora = resolve_experiment(adapter="lora", tasks="sst2,qnli")
-    assert (lora.adapter.r, lora.adapter.alpha) == (8, 8)
-    sst2 = lora.effective_training("sst2")
-    assert (sst2.epochs, sst2.batch_size, sst2.lr, sst2.head_lr) == (60, 16, 5e-4, 1e-3)
-    assert lora.effective_training("qnli").batch_size == 32
-    vera = resolve_experiment(adapter="vera", tasks="cola,stsb")
-    assert (vera.adapter.r, vera.adapter.d_initial) == (8, 0.1)
-    assert [vera.effective_training(t).epochs for t in ("cola", "stsb")] == [80, 40]
-    dora = resolve_experiment(adapter="dora", tasks="sst2")
-    assert dora.effective_training("sst2") == sst2  # DoRA reuses LoRA's settings
+    for task, (epochs, head_lr) in UNILORA_TABLE[size].items():
+        eff = uni.effective_training(task)
+        assert (eff.epochs, eff.head_lr, eff.lr) == (epochs, head_lr, 5e-3), task
+
+
+@pytest.mark.parametrize("adapter", ["lora", "dora", "vera"])
+def test_paper_presets_lora_family(adapter):
+    exp = resolve_experiment(adapter=adapter, tasks=SIX)
+    if adapter == "vera":
+        assert (exp.adapter.r, exp.adapter.d_initial) == (8, 0.1)
+    else:
+        assert (exp.adapter.r, exp.adapter.alpha) == (8, 8)
+        assert to_peft_config(exp.adapter, seed=0).use_dora == (adapter == "dora")
+    for task, (epochs, batch_size, lr) in LORA_TABLE.items():
+        eff = exp.effective_training(task)
+        assert eff.epochs == epochs, task
+        if adapter != "vera":  # the issue gives VeRA only LoRA's epochs
+            assert (eff.batch_size, eff.lr, eff.head_lr) == (batch_size, lr, 1e-3), task
+
+
+def test_paper_presets_full_has_its_own_lr():
     full = resolve_experiment(adapter="full", tasks="sst2")
     # Full fine-tuning has its own, much smaller learning rate, not the adapters'.
     assert full.effective_training("sst2").lr <= 3e-5

@@ -350,6 +350,13 @@ def cli_main(
         cfg, flags = parse_cli(argv, domain=domain, parser=parser)
         if flags.print_config:
             print(cfg.to_json())
+            if len(flags.seeds) > 1:
+                others = ", ".join(str(s) for s in flags.seeds[1:])
+                print(
+                    f"(printed for seed {flags.seeds[0]}; seeds {others} differ only in `seed` "
+                    "and the fields that follow it)",
+                    file=sys.stderr,
+                )
             return 0
         if flags.compute_params_only:
             from gpart.params import compute_params_only

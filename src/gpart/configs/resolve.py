@@ -117,7 +117,7 @@ def parse_key(exp: ExperimentConfig, text: str) -> Key:
             + format_choices(f"{parts[0]}.{f}" for f in fields)
         )
     # Unknown section or shape: suggest over every key, then name the sections.
-    hint = did_you_mean(text, valid_keys(exp))
+    hint = _suggest_full_key(exp, text)
     raise ConfigError(
         f"unknown key {text!r}{hint}; keys are {', '.join(TOP_LEVEL_KEYS)} or "
         f"<section>.<field> with section one of {', '.join(SECTIONS)}, "
@@ -125,11 +125,44 @@ def parse_key(exp: ExperimentConfig, text: str) -> Key:
     )
 
 
+# transformers' TrainingArguments names, which users type out of habit.
+_LEAF_ALIASES = {
+    "learning_rate": "lr",
+    "num_train_epochs": "epochs",
+    "per_device_train_batch_size": "batch_size",
+    "per_device_eval_batch_size": "eval_batch_size",
+    "gradient_accumulation_steps": "grad_accum",
+    "lr_scheduler_type": "scheduler",
+    "warmup": "warmup_ratio",
+}
+
+
+def _suggest_full_key(exp: ExperimentConfig, text: str) -> str:
+    """The keys whose field is `text`'s last component (``lr`` -> ``training.lr``), else
+    the closest key overall, else the keys of the closest field name."""
+    keys = valid_keys(exp, per_task=False)
+    by_leaf: dict[str, list[str]] = {}
+    for key in keys:
+        by_leaf.setdefault(key.rsplit(".", 1)[-1], []).append(key)
+    leaf = text.rsplit(".", 1)[-1]
+    leaf = _LEAF_ALIASES.get(leaf, leaf)
+    match = by_leaf.get(leaf)
+    if not match:
+        hint = did_you_mean(text, keys)
+        if hint:
+            return hint
+        match = by_leaf.get(closest(leaf, by_leaf) or "", [])
+    if not match:
+        return ""
+    return "; did you mean " + " or ".join(repr(k) for k in match[:3]) + "?"
+
+
 def _unknown_field_message(
     exp: ExperimentConfig, text: str, section: str, name: str, fields: Mapping[str, Any]
 ) -> str:
     prefix = text.rsplit(".", 1)[0]
-    match = closest(name, fields)
+    alias = _LEAF_ALIASES.get(name)
+    match = alias if alias in fields else closest(name, fields)
     msg = f"unknown key {text!r}" + (f"; did you mean '{prefix}.{match}'?" if match else "")
     if section == "adapter":
         # The commonest adapter mistake is a field of another adapter (adapter.r for gpart).
