@@ -215,10 +215,17 @@ def test_bias_modes_train_save_and_restore_bias_updates(tmp_path):
         ).eval()
         assert torch.equal(loaded(input_ids=tokens()).logits, model(input_ids=tokens()).logits)
         saved = load_file(tmp_path / bias / "ad" / "adapter_model.safetensors")
+        # What was trained is saved, and nothing else (no frozen copy of the head, no
+        # adapted bias: theta holds their update). Saved keys drop peft's "base_model.model."
+        # and adapter-name parts.
+        assert len(saved) == len(trainable), sorted(saved)
+        assert not any("original_module" in k for k in saved)
         if bias == "all":
             # other biases train directly and are saved; adapted ones come from theta
             assert any(k.endswith("intermediate.dense.bias") for k in saved)
             assert not any("query" in k and k.endswith("bias") for k in saved)
+        # Loaded for inference (is_trainable=False), nothing trains, as with LoRA.
+        assert not any(p.requires_grad for p in loaded.parameters())
     assert results["none"][1] is None
     assert results["gpart_only"][1] is not None and results["gpart_only"][1].abs().sum() > 0
     no_head = {n for n in results["gpart_only"][0] if "modules_to_save" not in n}
@@ -226,6 +233,11 @@ def test_bias_modes_train_save_and_restore_bias_updates(tmp_path):
     all_bias = {n for n in results["all"][0] if "modules_to_save" not in n and "gpart" not in n}
     assert all_bias and all(n.endswith(".bias") for n in all_bias)
     assert not any(".query." in n or ".value." in n for n in all_bias)
+
+
+def test_inference_mode_config_freezes_theta():
+    model = get_peft_model(tiny_roberta(), GPartConfig(d=64, inference_mode=True))
+    assert not any(p.requires_grad for p in model.parameters())
 
 
 def test_gpt2_conv1d_default_targets(tmp_path):
@@ -282,6 +294,57 @@ def test_conv2d_and_embedding_targets():
     torch.testing.assert_close(model.merge_and_unload()(images, toks), out, rtol=1e-5, atol=1e-5)
 
 
+def _directional_check(model, theta, loss_fn, eps=1e-6):
+    """Autograd's theta gradient against a central difference along a random direction."""
+    (grad,) = torch.autograd.grad(loss_fn(), theta)
+    direction = torch.randn_like(theta)
+    with torch.no_grad():
+        theta += eps * direction
+        up = loss_fn()
+        theta -= 2 * eps * direction
+        down = loss_fn()
+        theta += eps * direction
+    torch.testing.assert_close((up - down) / (2 * eps), (grad * direction).sum(), rtol=1e-6, atol=0)
+
+
+def test_gradient_with_padding_idx_embedding_and_reflect_padded_conv():
+    # padding_idx only zeroes the padding row's weight gradient in torch, but GPart's dW of
+    # that row reaches the output: theta's gradient must include it. A non-zero
+    # padding_mode is padded explicitly, as nn.Conv2d does.
+    net = ConvNet().double()
+    net.emb = nn.Embedding(10, 8, padding_idx=1).double()
+    net.patch = nn.Conv2d(3, 8, 3, stride=2, padding=1, padding_mode="reflect").double()
+    images = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    toks = torch.tensor([[1, 1, 4, 5, 1], [2, 1, 1, 7, 9]])
+    base_out = net(images, toks)
+    model = get_peft_model(net, GPartConfig(d=40, target_modules=["patch", "emb"], init_bound=0.3))
+    # theta is fp32 by design; in float64 here so the difference quotient is exact enough.
+    model.base_model.gpart_theta["default"] = nn.Parameter(_theta(model).detach().double())
+    with gpart.tuner.fused.forced("off"):
+        theta = _theta(model)
+        _directional_check(model, theta, lambda: model(images, toks).pow(2).sum())
+        out = model(images, toks)
+        assert not torch.allclose(out, base_out)
+        torch.testing.assert_close(model.merge_and_unload()(images, toks), out)
+
+
+def test_bf16_merge_is_exactly_the_forward_weight():
+    from gpart.tuner.ops import merged_weight
+
+    base = tiny_bert().to(torch.bfloat16)
+    model = get_peft_model(base, GPartConfig(d=64, init_bound=0.5, task_type="SEQ_CLS"))
+    model.eval()
+    layers = [m for m in model.modules() if isinstance(m, GPartLayer)]
+    used = [merged_weight(m.get_base_layer().weight, None, m._active_terms())[0] for m in layers]
+    x = tokens()
+    expected = model(input_ids=x).logits
+    model.merge_adapter()
+    # One rounding of the fp32 sum, exactly as the forward builds W (not W0 + bf16(dW)).
+    for layer, w in zip(layers, used, strict=True):
+        assert torch.equal(layer.get_base_layer().weight, w)
+    assert torch.equal(model(input_ids=x).logits, expected)
+
+
 def test_bf16_model_trains_with_fp32_theta():
     base = tiny_bert().to(torch.bfloat16)
     model = get_peft_model(base, GPartConfig(d=64, task_type="SEQ_CLS"))
@@ -303,6 +366,8 @@ def test_bf16_model_trains_with_fp32_theta():
         ({"d": 4, "bias": "some"}, "bias must be one of"),
         ({"d": 4, "grouping": "sorted"}, "grouping must be one of"),
         ({"d": 4, "assignment": "cached"}, "assignment must be one of"),
+        ({"d": 4, "isometric": "no"}, "isometric must be True or False"),
+        ({"d": 4, "proj_seed": 1.5}, "proj_seed must be an integer"),
     ],
 )
 def test_bad_config_values(kwargs, match):
@@ -310,9 +375,32 @@ def test_bad_config_values(kwargs, match):
         GPartConfig(**kwargs)
 
 
-def test_d_larger_than_adapted_space_names_the_fix():
+def test_d_larger_than_adapted_space_names_the_fix_and_leaves_the_model_as_it_was():
+    base = tiny_roberta()
+    before = [(n, type(m)) for n, m in base.named_modules()]
     with pytest.raises(ValueError, match=r"larger than the \d+ adapted entries.*choose d <="):
-        get_peft_model(tiny_roberta(), GPartConfig(d=10**7, task_type="SEQ_CLS"))
+        get_peft_model(base, GPartConfig(d=10**7, task_type="SEQ_CLS"))
+    assert [(n, type(m)) for n, m in base.named_modules()] == before
+    # A failing add_adapter leaves the existing adapter whole.
+    model = get_peft_model(base, GPartConfig(d=64, task_type="SEQ_CLS"))
+    layers = [(n, type(m)) for n, m in model.named_modules()]
+    with pytest.raises(ValueError, match="larger than"):
+        model.add_adapter("big", GPartConfig(d=10**7, target_modules=["key"], task_type="SEQ_CLS"))
+    assert [(n, type(m)) for n, m in model.named_modules()] == layers
+    assert all("big" not in m.gpart_slot for m in model.modules() if isinstance(m, GPartLayer))
+    assert "big" not in model.base_model.gpart_theta
+    model(input_ids=tokens())
+
+
+def test_empty_groups_are_warned_about():
+    # 4 query/value layers of 32x32 + bias = 4,224 entries: d=3,000 leaves groups empty.
+    with pytest.warns(UserWarning, match=r"groups are empty.*grouping='balanced'"):
+        get_peft_model(tiny_roberta(), GPartConfig(d=3000, bias="gpart_only"))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*groups are empty")
+        get_peft_model(tiny_roberta(), GPartConfig(d=3000, bias="gpart_only", grouping="balanced"))
 
 
 def test_unknown_layer_type_is_named():
@@ -357,3 +445,12 @@ def test_target_selection(kwargs, expected):
     sizes = [m.gpart_slot["default"].numel for m in layers]
     assert offsets == [sum(sizes[:i]) for i in range(len(sizes))]
     assert model.base_model.gpart_shared.partitions["default"].total == sum(sizes)
+
+
+def test_config_defaults_are_the_documented_ones():
+    cfg = GPartConfig(d=8)
+    assert (cfg.gpart_dropout, cfg.isometric, cfg.proj_seed, cfg.init_bound) == (0.0, True, 42, 0.0)
+    assert (cfg.bias, cfg.grouping, cfg.assignment) == ("none", "random", "stateless")
+    assert cfg.target_modules is None and cfg.exclude_modules is None
+    assert cfg.modules_to_save is None and cfg.layers_to_transform is None
+    assert cfg.peft_type == PeftType.GPART

@@ -92,6 +92,14 @@ class GPartConfig(PeftConfig):
             )
         if isinstance(self.d, bool) or not isinstance(self.d, int) or self.d <= 0:
             raise ValueError(f"GPartConfig.d must be a positive integer, got {self.d!r}.")
+        for name in ("isometric", "fan_in_fan_out"):
+            if not isinstance(getattr(self, name), bool):
+                # "no" or "false" would otherwise count as True.
+                raise ValueError(
+                    f"GPartConfig.{name} must be True or False, got {getattr(self, name)!r}."
+                )
+        if isinstance(self.proj_seed, bool) or not isinstance(self.proj_seed, int):
+            raise ValueError(f"GPartConfig.proj_seed must be an integer, got {self.proj_seed!r}.")
         if not 0.0 <= self.gpart_dropout < 1.0:
             raise ValueError(f"gpart_dropout must be in [0, 1), got {self.gpart_dropout!r}.")
         if self.init_bound < 0:

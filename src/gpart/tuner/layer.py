@@ -20,7 +20,7 @@ from peft.tuners._buffer_dict import BufferDict
 from peft.tuners.tuners_utils import BaseTunerLayer, check_adapters_to_merge
 from torch import nn
 
-from gpart.tuner.ops import AdapterTerm, gpart_generic, gpart_linear
+from gpart.tuner.ops import AdapterTerm, gpart_generic, gpart_linear, merged_weight
 from gpart.tuner.partition import Partition
 
 
@@ -154,10 +154,12 @@ class GPartLayer(BaseTunerLayer):
         for name in adapter_names:
             if name not in self.gpart_slot:
                 continue
-            dw = self.get_delta_weight(name)
-            db = self.get_delta_bias(name)
-            new_w = base.weight.data + dw
-            new_b = None if db is None else base.bias.data + db
+            # The forward's own sum (fp32, rounded once to the weight's dtype), so the merged
+            # model computes exactly what the unmerged one did, also in bf16/fp16.
+            term = self._term(name, training=False)
+            new_w, new_b, _ = merged_weight(
+                base.weight.data, base.bias.data if term.bias_numel else None, [term]
+            )
             if safe_merge and not (
                 torch.isfinite(new_w).all() and (new_b is None or torch.isfinite(new_b).all())
             ):
@@ -168,6 +170,8 @@ class GPartLayer(BaseTunerLayer):
             self.merged_adapters.append(name)
 
     def unmerge(self) -> None:
+        """Subtract the merged updates. Exact up to rounding: in bf16/fp16 `(W0 + dW) - dW`
+        can differ from `W0` by one unit in the last place (as for every peft method)."""
         if not self.merged:
             warnings.warn("Already unmerged. Nothing to do.", stacklevel=2)
             return
@@ -241,11 +245,15 @@ class Conv2d(_GPartModule):
     def _adapted_forward(self, x, terms, *args, **kwargs):
         base = self.get_base_layer()
         if base.padding_mode != "zeros":
-            raise ValueError("GPart Conv2d supports padding_mode='zeros' only.")
+            # As nn.Conv2d does it: pad explicitly, then convolve without padding.
+            x = F.pad(x, base._reversed_padding_repeated_twice, mode=base.padding_mode)
+            padding = 0
+        else:
+            padding = base.padding
         op = partial(
             _conv2d,
             stride=base.stride,
-            padding=base.padding,
+            padding=padding,
             dilation=base.dilation,
             groups=base.groups,
         )
@@ -261,13 +269,14 @@ class Embedding(_GPartModule):
 
     def _adapted_forward(self, x, terms, *args, **kwargs):
         base = self.get_base_layer()
+        # No padding_idx: it only zeroes the padding row's weight gradient, but dW of that
+        # row does reach the output, so theta's gradient must see it (the forward is the
+        # same either way). No sparse: theta's gradient needs the dense grad_W.
         op = partial(
             _embedding,
-            padding_idx=base.padding_idx,
             max_norm=base.max_norm,
             norm_type=base.norm_type,
             scale_grad_by_freq=base.scale_grad_by_freq,
-            sparse=base.sparse,
         )
         out = gpart_generic(x, base.weight, None, terms, op)
         embed_scale = self._get_embed_scale()

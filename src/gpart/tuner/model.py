@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer
 from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING, ModulesToSaveWrapper
@@ -16,6 +18,23 @@ from gpart.tuner.partition import Partition
 # GPart's default targets are the attention query/value projections, exactly LoRA's defaults.
 TARGET_MODULES_MAPPING = dict(TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING)
 SUPPORTED_TYPES = "nn.Linear, transformers Conv1D, nn.Conv2d, nn.Embedding"
+
+
+def direct_bias_names(model: nn.Module) -> list[str]:
+    """Parameter names of the biases `bias="all"` trains directly: every bias except those of
+    adapted layers (their update comes from theta) and those inside auxiliary wrappers such
+    as the classifier head's ModulesToSaveWrapper (peft trains and saves those itself)."""
+    skip = [
+        n
+        for n, m in model.named_modules()
+        if isinstance(m, (GPartLayer, AuxiliaryTrainingWrapper)) and n
+    ]
+    return [
+        name
+        for name, _ in model.named_parameters()
+        if (name == "bias" or name.endswith(".bias"))
+        and not any(name.startswith(prefix + ".") for prefix in skip)
+    ]
 
 
 class GPartModel(BaseTuner):
@@ -123,7 +142,47 @@ class GPartModel(BaseTuner):
             if "No modules were targeted" not in str(err):
                 raise
             raise ValueError(self._no_match_message(model, adapter_name)) from err
-        self._layout_adapter(model, adapter_name)
+        try:
+            self._layout_adapter(model, adapter_name)
+        except Exception:
+            # e.g. d larger than the adapted space: leave the user's model as it was.
+            self._undo_injection(model, adapter_name)
+            raise
+        if self.peft_config[adapter_name].inference_mode:
+            # peft freezes adapter parameters inside its inject_adapter, before theta exists
+            # (and it knows nothing of bias='all'): freeze what this adapter trains here.
+            self._shared().theta[adapter_name].requires_grad_(False)
+            if self.peft_config[adapter_name].bias == "all":
+                params = dict(model.named_parameters())
+                for name in direct_bias_names(model):
+                    params[name].requires_grad_(False)
+
+    def _undo_injection(self, model: nn.Module, adapter_name: str) -> None:
+        """Remove what injecting `adapter_name` added: its entries in shared layers, the
+        layers (and, for a model's only adapter, the head wrappers) created for it."""
+        first = all(name == adapter_name for name in self.peft_config)
+        restore: list[tuple[str, nn.Module]] = []  # (module name, what goes back there)
+        for name, module in model.named_modules():
+            if isinstance(module, GPartLayer) and adapter_name in module.gpart_slot:
+                for attr in ("gpart_slot", "gpart_dropout", "gpart_adapt_bias"):
+                    getattr(module, attr).pop(adapter_name, None)
+                if adapter_name in module.gpart_ids:
+                    del module.gpart_ids[adapter_name]
+                if not module.gpart_slot:
+                    restore.append((name, module.get_base_layer()))
+            elif isinstance(module, AuxiliaryTrainingWrapper):
+                if first:
+                    restore.append((name, module.original_module))
+                else:
+                    module.delete_adapter(adapter_name, new_active_adapters=None)
+        for name, original in restore:
+            parent_name, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent_name), child, original)
+        shared = self._shared()
+        shared.partitions.pop(adapter_name, None)
+        for table in (shared.theta, shared.scales):
+            if adapter_name in table:
+                del table[adapter_name]
 
     def _no_match_message(self, model: nn.Module, adapter_name: str) -> str:
         config = self.peft_config[adapter_name]
@@ -165,7 +224,19 @@ class GPartModel(BaseTuner):
             (w.device for w in (m.weight_in_storage for m in layers) if w.device.type != "meta"),
             torch.device("cpu"),
         )
-        shared.scales[adapter_name] = partition.scales(config.isometric, device=device)
+        sizes = partition.group_sizes(device=device)
+        empty = int((sizes == 0).sum())
+        if empty:
+            # Random grouping draws groups i.i.d.: with d close to the adapted size some stay
+            # empty, and their theta entries change nothing (||dW|| < ||theta|| then).
+            warnings.warn(
+                f"GPart adapter {adapter_name!r}: {empty} of d={config.d} groups are empty "
+                f"({total} adapted entries, grouping={config.grouping!r}); their theta entries "
+                "have no effect. Use grouping='balanced' or a smaller d.",
+                UserWarning,
+                stacklevel=2,
+            )
+        shared.scales[adapter_name] = partition.scales(config.isometric, device, sizes=sizes)
         if adapter_name not in shared.theta:
             theta = torch.zeros(config.d, dtype=torch.float32, device=device)
             if config.init_bound > 0:
@@ -191,16 +262,11 @@ class GPartModel(BaseTuner):
             if "gpart_theta." in name or any(name.startswith(a + ".") for a in aux):
                 continue
             param.requires_grad = False
-        for active in self.active_adapters:
-            if self.peft_config[active].bias != "all":
-                continue
+        if any(self.peft_config[a].bias == "all" for a in self.active_adapters):
             # bias='all': biases of adapted layers come from theta; every other bias trains directly.
-            adapted = {
-                id(m.get_base_layer().bias) for m in model.modules() if isinstance(m, GPartLayer)
-            }
-            for name, param in model.named_parameters():
-                if (name == "bias" or name.endswith(".bias")) and id(param) not in adapted:
-                    param.requires_grad = True
+            params = dict(model.named_parameters())
+            for name in direct_bias_names(model):
+                params[name].requires_grad = True
 
     def delete_adapter(self, adapter_name: str) -> None:
         super().delete_adapter(adapter_name)
@@ -221,15 +287,9 @@ class GPartModel(BaseTuner):
             raise KeyError(f"GPart adapter {adapter_name!r} has no theta in the model state dict.")
         to_return = {key: state_dict[key]}
         if getattr(config, "bias", "none") == "all":
-            adapted = set()
-            for name, module in model.named_modules():
-                if isinstance(module, GPartLayer):
-                    adapted.add(f"{name}.base_layer.bias")
+            # Only what bias='all' trains directly: not the adapted layers' biases (theta
+            # holds their update) nor the head's (saved by peft as modules_to_save).
             to_return.update(
-                {
-                    k: v
-                    for k, v in state_dict.items()
-                    if (k == "bias" or k.endswith(".bias")) and k not in adapted
-                }
+                {k: state_dict[k] for k in direct_bias_names(model) if k in state_dict}
             )
         return to_return

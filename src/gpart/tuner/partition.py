@@ -268,10 +268,18 @@ class Partition:
             sizes += torch.bincount(ids, minlength=self.d)
         return sizes
 
-    def scales(self, isometric: bool, device: torch.device | str | None = None) -> torch.Tensor:
-        """Per-group scale `s_j` (fp32): `1/sqrt(n_j)` (0 for an empty group) or 1."""
+    def scales(
+        self,
+        isometric: bool,
+        device: torch.device | str | None = None,
+        sizes: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Per-group scale `s_j` (fp32): `1/sqrt(n_j)` (0 for an empty group) or 1.
+        `sizes`: `group_sizes()` when the caller has them already (they cost a pass over D)."""
         if not isometric:
             return torch.ones(self.d, dtype=torch.float32, device=device)
-        sizes = self.group_sizes(device=device).to(torch.float64)
+        if sizes is None:
+            sizes = self.group_sizes(device=device)
+        sizes = sizes.to(device=device, dtype=torch.float64)
         scales = torch.where(sizes > 0, sizes.clamp(min=1).rsqrt(), torch.zeros_like(sizes))
         return scales.to(torch.float32)
