@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -87,9 +88,9 @@ def _predict(run: Path, model_dir: Path, split_file: Path, task: str):
 def test_six_tasks_with_gpart_and_lora_and_metrics_match_sklearn(env, tmp_path):
     out = tmp_path / "logs"
     assert _run(env, out, "--adapter_type", "gpart", "--tasks", *SIX, "adapter.d", "64", *FAST) == 0
-    assert _run(env, out, "--adapter_type", "lora", "--tasks", "rte", "stsb", *FAST) == 0
+    assert _run(env, out, "--adapter_type", "lora", "--tasks", *SIX, *FAST) == 0
     runs = _result_dirs(out)
-    assert len(runs) == 8
+    assert len(runs) == 12
     names = {r.parent.parent.name for r in runs}
     assert len(names) == 2 and any(n.startswith("gpart_d64_") for n in names)
     for run in runs:
@@ -136,8 +137,15 @@ def test_eval_script_reproduces_the_test_metric_for_several_adapter_types(env, t
         assert ev["splits"]["validation"]["f1"] == pytest.approx(res["test"]["f1"], abs=1e-6)
     before = (runs[0] / "results.json").read_text()
     assert eval_main([str(runs[0]), "--which", "last", "--split", "train"]) == 0
-    assert (runs[0] / "eval_last_train.json").exists()
+    last = json.loads((runs[0] / "eval_last_train.json").read_text())
+    last_step = json.loads(before)["selection"]["last_step"]
+    assert Path(last["weights"]).name == f"checkpoint-{last_step}"  # the last model, kept
+    assert "model_preparation_time" not in last["splits"]["train"]
     assert (runs[0] / "results.json").read_text() == before
+    assert not list(runs[0].glob(".eval*"))  # evaluation leaves nothing but its json
+    # A run whose last checkpoint is gone is refused, not silently given the best one.
+    shutil.rmtree(runs[0] / f"checkpoint-{last_step}")
+    assert eval_main([str(runs[0]), "--which", "last"]) == 1
 
 
 def test_bert_model_and_mnli_matched_mismatched(env, tmp_path):
@@ -282,7 +290,10 @@ def test_missing_data_dir_exits_2(env, tmp_path, capsys):
 
 
 def test_a_failing_task_does_not_stop_the_others(env, tmp_path, capsys):
-    data = write_glue_data(tmp_path / "data", tasks=("sst2",))  # no rte folder
+    data = write_glue_data(tmp_path / "data", tasks=("sst2",))
+    (data / "rte").mkdir()  # rte's files lack its columns: that task fails, sst2 runs
+    for split in ("train", "validation"):
+        (data / "rte" / f"{split}.csv").write_text("text,label\nhello,0\n")
     out = tmp_path / "logs"
     argv = [
         "--adapter_type",
@@ -305,3 +316,65 @@ def test_a_failing_task_does_not_stop_the_others(env, tmp_path, capsys):
     assert "rte" in err and "1 run(s) failed" in err
     assert [r.parts[-2] for r in _result_dirs(out)] == ["sst2"]
     assert not list(out.glob("*/rte"))  # nothing half-written for the failed task
+
+
+def test_a_missing_task_folder_is_named_before_anything_runs(env, tmp_path, capsys):
+    data = write_glue_data(tmp_path / "data", tasks=("sst2",))
+    out = tmp_path / "logs"
+    argv = ["--adapter_type", "gpart", "--base_model", str(env["roberta"]), "--data_dir",
+            str(data), "--output_dir", str(out), "--tasks", "sst2", "rte", *FAST]  # fmt: skip
+    with pytest.raises(SystemExit) as exc:
+        runner.main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no folder for rte" in err and "it holds: sst2" in err
+    assert not out.exists()
+
+
+def test_bf16_trains_on_a_cpu_machine(env, tmp_path):
+    out = tmp_path / "logs"
+    args = ["--adapter_type", "gpart", "--tasks", "rte", "adapter.d", "64", *FAST]
+    assert _run(env, out, *args, "training.precision", "bf16") == 0
+    (run,) = _result_dirs(out)
+    assert (
+        json.loads((run / "config.json").read_text())["config"]["training"]["precision"] == "bf16"
+    )
+
+
+def test_two_process_ddp_run_writes_each_file_once(env, tmp_path):
+    # torchrun on CPU (gloo): both processes train every task together; only the main one
+    # creates directories, writes files and prints.
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    out = tmp_path / "logs"
+    script = Path(__file__).parents[1] / "src/scripts/glue/finetune_roberta_glue.py"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_addr", "127.0.0.1", "--master_port", str(port), str(script),
+           "--adapter_type", "gpart", "--base_model", str(env["roberta"]), "--data_dir",
+           str(env["data"]), "--output_dir", str(out), "--tasks", "rte", "stsb",
+           "adapter.d", "64", *FAST]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = _result_dirs(out)
+    assert [r.parts[-2] for r in runs] == ["rte", "stsb"]
+    for run in runs:
+        res = json.loads((run / "results.json").read_text())
+        assert res["world_size"] == 2
+        assert (run / "adapter" / "adapter_model.safetensors").exists()
+    assert proc.stdout.count("pearson = ") == 1 and proc.stdout.count("accuracy = ") == 1
+
+
+def test_adapter_type_is_required_and_empty_collect_paths_are_refused(capsys):
+    with pytest.raises(SystemExit) as exc:
+        runner.main(["--tasks", "rte"])
+    assert exc.value.code == 2
+    assert "required: --adapter_type (choices: gpart, lora" in capsys.readouterr().err
+    from gpart.results import ResultsError
+
+    with pytest.raises(ResultsError, match="empty path"):
+        collect_results([""])

@@ -88,9 +88,8 @@ def test_defaults_and_empty_groups():
         p.requires_grad_(False)
     groups = _groups_by_name(build_param_groups(m, lr=1e-3, weight_decay=0.01))
     assert set(groups) == {"adapter", "adapter_no_decay"}  # no head group when frozen
-    assert _ids(groups["adapter_no_decay"]["params"]) >= {
-        id(m.gpart_theta)
-    }  # no theta decay by default
+    # theta is decayed by default, like every adapter tensor (training.decay_theta)
+    assert id(m.gpart_theta) in _ids(groups["adapter"]["params"])
     m2 = ToyAdapted()
     g2 = _groups_by_name(build_param_groups(m2, lr=1e-3, weight_decay=0.01))
     assert (

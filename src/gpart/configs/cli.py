@@ -47,6 +47,8 @@ class _Parser(argparse.ArgumentParser):
     """
 
     def error(self, message: str) -> None:  # type: ignore[override]
+        if "required: --adapter_type" in message:
+            message += f" (choices: {', '.join(adapter_names())})"
         raise ConfigError(message)
 
 
@@ -107,12 +109,17 @@ def join_multi_values(argv: Sequence[str]) -> list[str]:
 
 
 def build_parser(
-    domain: str = "glue", *, prog: str | None = None, description: str | None = None
+    domain: str = "glue",
+    *,
+    prog: str | None = None,
+    description: str | None = None,
+    require_adapter: bool = False,
 ) -> argparse.ArgumentParser:
     """The runners' shared parser. Runners may add their own flags before `parse_cli`.
 
     ``--adapter_type`` choices come from the adapter registry and ``--model_size`` choices
     from the domain's presets, so a new adapter or size shows up without edits here.
+    Runners pass `require_adapter=True`: which method ran is never left to a default there.
     """
     dom = get_domain(domain)
     presets = get_presets(domain)
@@ -133,10 +140,11 @@ def build_parser(
     )
     parser.add_argument(
         "--adapter_type",
-        default="gpart",
+        default=None if require_adapter else "gpart",
+        required=require_adapter,
         type=_choice("adapter_type", adapters),
         choices=adapters,
-        help="adapter (default: gpart)",
+        help="adapter (required)" if require_adapter else "adapter (default: gpart)",
     )
     parser.add_argument(
         "--tasks",

@@ -242,6 +242,10 @@ def find_results_files(paths: Iterable[str | Path]) -> list[Path]:
         raise ResultsError("no results path given")
     found: dict[Path, None] = {}
     for raw in paths:
+        if not str(raw).strip():
+            # Path("") is the current directory: an unset shell variable must not make
+            # collection crawl whatever lies below the working directory.
+            raise ResultsError("empty path given; name a run directory or a parent of runs")
         path = Path(raw)
         if not path.exists():
             raise ResultsError(f"no such file or directory: {path}")

@@ -4,7 +4,8 @@ A run lives in ``<output_dir>/<run-name>/<task>/seed_<seed>/``:
 
     config.json        the resolved single-task config + library versions + git sha
     metrics.jsonl      every evaluation (selection split each epoch, then the test split)
-    checkpoint-*/      Trainer checkpoints (for --resume; the last one is the last model)
+    checkpoint-*/      Trainer checkpoints: the last model's (--resume, eval --which last) and,
+                       with best-model selection, the best one's
     adapter/           what was trained, for the selected model (best or last)
     results.json       written last, atomically: a crashed run has none
 
@@ -67,6 +68,7 @@ def build_glue_parser() -> argparse.ArgumentParser:
         "glue",
         prog="finetune_roberta_glue.py",
         description="Fine-tune RoBERTa (or any encoder) on GLUE with GPart or a baseline.",
+        require_adapter=True,
     )
     parser.add_argument(
         "--resume", action="store_true", help="continue interrupted runs from their last checkpoint"
@@ -83,8 +85,17 @@ def main(argv: list[str] | None = None) -> int:
 
 def train_glue(cfg: ExperimentConfig, flags: argparse.Namespace) -> int:
     """Run every (seed, task); keep going past a failing task; non-zero exit if any failed."""
-    if cfg.data.data_dir is not None and not Path(cfg.data.data_dir).is_dir():
-        raise ConfigError(f"--data_dir: {cfg.data.data_dir!r} is not a directory")
+    if cfg.data.data_dir is not None:
+        root = Path(cfg.data.data_dir)
+        if not root.is_dir():
+            raise ConfigError(f"--data_dir: {cfg.data.data_dir!r} is not a directory")
+        missing = [t for t in cfg.tasks if not (root / get_glue_task(t).name).is_dir()]
+        if missing:
+            present = sorted(p.name for p in root.iterdir() if p.is_dir())
+            raise ConfigError(
+                f"--data_dir: no folder for {', '.join(missing)} in {str(root)!r} (it holds: "
+                f"{', '.join(present) or 'nothing'}); expected <data_dir>/<task>/"
+            )
     for task in cfg.tasks:
         if cfg.effective_training(task).precision == "fp16" and not torch.cuda.is_available():
             raise ConfigError("training.precision fp16: needs a CUDA device; use fp32 or bf16")
@@ -116,18 +127,30 @@ class RunStateError(RuntimeError):
 def run_glue_task(
     cfg: ExperimentConfig, task: str, *, resume: bool = False, force: bool = False
 ) -> Path:
-    """Train and evaluate one task for `cfg.seed`; return the run directory."""
+    """Train and evaluate one task for `cfg.seed`; return the run directory.
+
+    Under ``accelerate launch`` / torchrun every process runs this: all of them decide from
+    the same files (nobody writes before the first barrier), all of them train and
+    evaluate (Trainer shards the work), and only the main process writes files or prints.
+    """
+    from accelerate import PartialState
+
+    dist = PartialState()
     single = cfg.for_task(task)
     tc = single.training
     out = run_dir(cfg.output_dir, sweep_run_name(cfg), task, cfg.seed)
     results_path = out / RESULTS
     if results_path.exists() and not force:
-        print(f"{task} (seed {cfg.seed}): already finished: {results_path} (--force re-runs it)")
+        if dist.is_main_process:
+            print(
+                f"{task} (seed {cfg.seed}): already finished: {results_path} (--force re-runs it)"
+            )
         return out
     if out.exists() and not (resume or force):
         raise RunStateError(
             f"{out} holds an unfinished run: pass --resume to continue it or --force to start over"
         )
+    checkpoint = _last_checkpoint(out) if resume else None
 
     # Everything that can fail on user input happens before the run directory exists.
     spec = get_glue_task(task)
@@ -142,34 +165,37 @@ def run_glue_task(
     heads = head_module_names(base, "SEQ_CLS")
     model = apply_adapter(base, single, head_names=heads)
     params = parameter_breakdown(model, heads)
-
-    if force and out.exists() and not resume:
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(
-        out / "config.json",
-        {
-            "config": single.to_dict(),
-            "run_name": out.parent.parent.name,
-            "provenance": provenance(),
-        },
-    )
     tokenized = tokenize_glue_splits(splits, tokenizer, tc.max_seq_length)
     if cfg.data.max_eval_samples is not None:
         tokenized.test = {
             k: v.select(range(min(cfg.data.max_eval_samples, len(v))))
             for k, v in tokenized.test.items()
         }
-
     trainer = _build_trainer(single, task, model, tokenizer, tokenized, heads, out)
+
+    dist.wait_for_everyone()  # every process has read the run directory's state
+    if dist.is_main_process:
+        if force and out.exists() and not resume:
+            shutil.rmtree(out)
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(
+            out / "config.json",
+            {
+                "config": single.to_dict(),
+                "run_name": out.parent.parent.name,
+                "provenance": provenance(),
+            },
+        )
+    dist.wait_for_everyone()
+
     start = time.time()
-    checkpoint = _last_checkpoint(out) if resume else None
-    if resume and checkpoint is None:
+    if resume and checkpoint is None and dist.is_main_process:
         print(f"{task} (seed {cfg.seed}): no checkpoint in {out}; starting from scratch")
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    save_trained(trainer.model, out / ADAPTER_DIR)
+    if dist.is_main_process:
+        save_trained(trainer.model, out / ADAPTER_DIR)
 
-    test = _evaluate_test(trainer, task, tokenized.test)
+    test = _evaluate_test(trainer, task, tokenized.test)  # every process: it is sharded
     state = trainer.state
     selection: dict[str, Any] = dict(splits.info)
     if tc.model_selection == "best":
@@ -181,23 +207,27 @@ def run_glue_task(
         )
     selection["last_step"] = state.global_step
     selection["last_checkpoint"] = _rel(_last_checkpoint(out), out)
-    record = build_results(
-        run_name=out.parent.parent.name,
-        adapter_type=cfg.adapter.type,
-        task=task,
-        seed=cfg.seed,
-        primary_metric=primary_metric(task),
-        test=test,
-        selection=selection,
-        params={k: v for k, v in params.items() if isinstance(v, int)},
-        wall_time_s=time.time() - start,
-        base_model=cfg.model.base_model,
-        epochs_trained=state.epoch,
-    )
-    write_json_atomic(results_path, record)
-    print(
-        f"{task} (seed {cfg.seed}): {primary_metric(task)} = {test[primary_metric(task)]:.4f} -> {out}"
-    )
+    if dist.is_main_process:
+        record = build_results(
+            run_name=out.parent.parent.name,
+            adapter_type=cfg.adapter.type,
+            task=task,
+            seed=cfg.seed,
+            primary_metric=primary_metric(task),
+            test=test,
+            selection=selection,
+            params={k: v for k, v in params.items() if isinstance(v, int)},
+            wall_time_s=time.time() - start,
+            base_model=cfg.model.base_model,
+            epochs_trained=state.epoch,
+            resumed_from=_rel(checkpoint, out),
+            # processes that trained together: the effective batch is batch_size x this
+            world_size=dist.num_processes,
+        )
+        write_json_atomic(results_path, record)
+        value = test[primary_metric(task)]
+        print(f"{task} (seed {cfg.seed}): {primary_metric(task)} = {value:.4f} -> {out}")
+    dist.wait_for_everyone()  # no process starts the next run before the files exist
     return out
 
 
@@ -231,6 +261,11 @@ def _build_trainer(cfg, task, model, tokenizer, data, heads, out: Path) -> Group
     tc = cfg.training
     best = tc.model_selection == "best"
     every = "steps" if tc.eval_every else "epoch"
+    keep = tc.save_total_limit
+    if best and keep is not None and keep < 2:
+        # With one checkpoint kept, Trainer deletes the last one at the end when the best is
+        # older: keep both, so the last model stays available (eval --which last, resume).
+        keep = 2
     args = TrainingArguments(
         output_dir=str(out),
         per_device_train_batch_size=tc.batch_size,
@@ -242,13 +277,14 @@ def _build_trainer(cfg, task, model, tokenizer, data, heads, out: Path) -> Group
         lr_scheduler_type=tc.scheduler,
         gradient_accumulation_steps=tc.grad_accum,
         max_grad_norm=tc.max_grad_norm if tc.max_grad_norm is not None else 0.0,
+        use_cpu=not torch.cuda.is_available(),  # else bf16 on a CPU machine is refused
         bf16=tc.precision == "bf16",
         fp16=tc.precision == "fp16",
         eval_strategy=every if best else "no",
         eval_steps=tc.eval_every,
         save_strategy=every,
         save_steps=tc.eval_every,
-        save_total_limit=tc.save_total_limit,
+        save_total_limit=keep,
         load_best_model_at_end=best,
         metric_for_best_model=primary_metric(task) if best else None,
         greater_is_better=True,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from gpart.data.glue import get_glue_task, glue_data_collator, load_glue_raw, to
 from gpart.data.loading import DataError
 from gpart.results import read_json, write_json_atomic
 from gpart.runners.common import ADAPTER_DIR, load_trained
-from gpart.runners.glue import load_glue_model
+from gpart.runners.glue import RESULTS, load_glue_model
 from gpart.training.metrics import make_compute_metrics, primary_metric, strip_metric_prefix
 
 WHICH = ("best", "last")
@@ -79,6 +80,18 @@ def weights_dir(run: Path, which: str) -> Path:
     last = get_last_checkpoint(str(run)) if run.is_dir() else None
     if last is None:
         raise ConfigError(f"{run}: no checkpoint-* to take the last model from")
+    results = run / RESULTS
+    if results.exists():
+        # Never pass another checkpoint off as the last model (e.g. runs whose Trainer
+        # deleted the last checkpoint and kept only the best one).
+        last_step = read_json(results).get("selection", {}).get("last_step")
+        step = last.rsplit("-", 1)[-1]
+        if last_step is not None and step != str(last_step):
+            raise ConfigError(
+                f"{run}: the last model (step {last_step}) was not kept; the newest checkpoint "
+                f"is {Path(last).name}. Use --which best, or re-train with "
+                "training.save_total_limit 2 or more"
+            )
     return Path(last)
 
 
@@ -113,21 +126,6 @@ def evaluate_run(
     tokenizer, base = load_glue_model(cfg, task)
     model = load_trained(base, cfg, weights_dir(run, which)).eval()
     tc = cfg.training
-    args = TrainingArguments(
-        output_dir=str(run / f".eval_{which}"),
-        per_device_eval_batch_size=batch_size or tc.eval_batch_size or tc.batch_size,
-        report_to=[],
-        remove_unused_columns=False,
-        dataloader_pin_memory=torch.cuda.is_available(),
-        bf16=tc.precision == "bf16",
-        fp16=tc.precision == "fp16",
-    )
-    trainer = Trainer(
-        model=model,
-        args=args,
-        data_collator=glue_data_collator(tokenizer),
-        compute_metrics=make_compute_metrics(task),
-    )
     record: dict[str, Any] = {
         "run": str(run),
         "task": task,
@@ -137,10 +135,28 @@ def evaluate_run(
         "splits": {},
     }
     start = time.time()
-    for s in splits:
-        ds = tokenize_glue(raw[s], spec, tokenizer, tc.max_seq_length)
-        metrics = trainer.evaluate(eval_dataset=ds, metric_key_prefix="eval")
-        record["splits"][s] = strip_metric_prefix(metrics, "eval")
+    # Trainer wants an output_dir; evaluation writes nothing there, so keep runs clean.
+    with tempfile.TemporaryDirectory(prefix="gpart-eval-") as scratch:
+        args = TrainingArguments(
+            output_dir=scratch,
+            per_device_eval_batch_size=batch_size or tc.eval_batch_size or tc.batch_size,
+            report_to=[],
+            remove_unused_columns=False,
+            dataloader_pin_memory=torch.cuda.is_available(),
+            use_cpu=not torch.cuda.is_available(),
+            bf16=tc.precision == "bf16",
+            fp16=tc.precision == "fp16",
+        )
+        trainer = Trainer(
+            model=model,
+            args=args,
+            data_collator=glue_data_collator(tokenizer),
+            compute_metrics=make_compute_metrics(task),
+        )
+        for s in splits:
+            ds = tokenize_glue(raw[s], spec, tokenizer, tc.max_seq_length)
+            metrics = trainer.evaluate(eval_dataset=ds, metric_key_prefix="eval")
+            record["splits"][s] = strip_metric_prefix(metrics, "eval")
     record["wall_time_s"] = time.time() - start
     name = f"eval_{which}_{split or 'test'}.json"
     write_json_atomic(run / name, record)

@@ -45,7 +45,14 @@ REGRESSION_TASKS = frozenset({"stsb"})
 _PRIMARY = {"cola": "mcc", "stsb": "pearson"}
 
 # Keys `Trainer.evaluate` adds that are not metrics of the predictions.
-_NON_METRIC_SUFFIXES = ("loss", "runtime", "samples_per_second", "steps_per_second", "epoch")
+_NON_METRIC_SUFFIXES = (
+    "loss",
+    "runtime",
+    "samples_per_second",
+    "steps_per_second",
+    "epoch",
+    "model_preparation_time",
+)
 
 
 def _check_task(task: str) -> None:

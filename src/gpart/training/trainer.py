@@ -15,10 +15,11 @@ Parameter groups (only ``requires_grad`` parameters; empty groups are dropped):
 * Biases and normalisation weights (LayerNorm/RMSNorm/GroupNorm modules, or the name
   patterns `Trainer` itself uses: ``bias``, ``layernorm``, ``rmsnorm``, ``norm``) get no
   decay, as usual.
-* GPart's ``theta`` (names containing ``gpart_theta``) is decayed only with
-  ``decay_theta=True``. It is off by default: ``theta`` is the whole update
-  ``dW = P theta`` with ``||dW|| = ||theta||`` (isometric), so decaying it pulls the model
-  back towards the base weights, which is a regulariser to opt into, not a default.
+* GPart's ``theta`` (names containing ``gpart_theta``) is decayed like every other adapter
+  tensor (LoRA's matrices, Uni-LoRA's vector), i.e. ``decay_theta=True``, the default here
+  and of ``training.decay_theta``. Since ``||dW|| = ||theta||`` (isometric), decaying
+  ``theta`` is exactly decaying the update towards the base weights;
+  ``decay_theta=False`` exempts it.
 
 Warmup: ``ceil(warmup_ratio * total_steps)`` computed on the exact number of optimizer steps
 `Trainer` will take (:func:`count_training_steps` reproduces it), with a tolerance so float
@@ -70,7 +71,7 @@ def build_param_groups(
     head_lr: float | None = None,
     weight_decay: float = 0.0,
     head_weight_decay: float | None = None,
-    decay_theta: bool = False,
+    decay_theta: bool = True,
     head_modules: Sequence[str] = DEFAULT_HEAD_MODULES,
 ) -> list[dict[str, Any]]:
     """Optimizer parameter groups for the trainable parameters of ``model``.
@@ -80,7 +81,7 @@ def build_param_groups(
         head_lr: Learning rate of the head; ``None`` = ``lr``.
         weight_decay: Decay of adapter weights.
         head_weight_decay: Decay of head weights; ``None`` = ``weight_decay``.
-        decay_theta: Whether GPart's ``theta`` gets ``weight_decay`` (default: no decay).
+        decay_theta: Whether GPart's ``theta`` gets ``weight_decay`` (default: yes).
         head_modules: Module names that make up the head.
 
     Returns:
@@ -199,7 +200,7 @@ class GroupedTrainer(Trainer):
     Args:
         head_lr: Head learning rate; ``None`` = ``args.learning_rate``.
         head_weight_decay: Head weight decay; ``None`` = ``args.weight_decay``.
-        decay_theta: Decay GPart's ``theta`` (default off, see the module docstring).
+        decay_theta: Decay GPart's ``theta`` (default on, see the module docstring).
         warmup_ratio: Warmup as a share of the exact total step count; ``None`` falls back
             to ``args.warmup_steps`` (`Trainer`'s own rule).
         head_modules: Module names that form the head.
@@ -210,7 +211,7 @@ class GroupedTrainer(Trainer):
         *args: Any,
         head_lr: float | None = None,
         head_weight_decay: float | None = None,
-        decay_theta: bool = False,
+        decay_theta: bool = True,
         warmup_ratio: float | None = None,
         head_modules: Iterable[str] = DEFAULT_HEAD_MODULES,
         **kwargs: Any,
