@@ -378,3 +378,25 @@ def test_adapter_type_is_required_and_empty_collect_paths_are_refused(capsys):
 
     with pytest.raises(ResultsError, match="empty path"):
         collect_results([""])
+
+
+def test_command_line_values_reach_the_optimizer(env, tmp_path, monkeypatch):
+    # What the user typed is what ran: the CLI lr beats the GPart task preset's, and a
+    # per-task head_lr and batch size reach the Trainer.
+    from gpart.training.trainer import GroupedTrainer
+
+    seen = {}
+    original = GroupedTrainer.create_optimizer
+
+    def spy(self, *args, **kwargs):
+        opt = original(self, *args, **kwargs)
+        seen["lr"] = {g["name"]: g["lr"] for g in opt.param_groups}
+        seen["batch_size"] = self.args.per_device_train_batch_size
+        return opt
+
+    monkeypatch.setattr(GroupedTrainer, "create_optimizer", spy)
+    args = ["--adapter_type", "gpart", "--tasks", "rte", "adapter.d", "64", *FAST]
+    cli = ["training.lr", "0.001", "task.rte.head_lr", "0.003", "task.rte.batch_size", "8"]
+    assert _run(env, tmp_path / "logs", *args, *cli) == 0
+    assert seen["lr"]["adapter"] == 0.001 and seen["lr"]["head"] == 0.003
+    assert seen["batch_size"] == 8
