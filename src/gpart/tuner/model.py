@@ -37,6 +37,12 @@ def direct_bias_names(model: nn.Module) -> list[str]:
     ]
 
 
+def _set_direct_biases_trainable(model: nn.Module, trainable: bool) -> None:
+    params = dict(model.named_parameters())
+    for name in direct_bias_names(model):
+        params[name].requires_grad_(trainable)
+
+
 class GPartModel(BaseTuner):
     """Creates a GPart adapter around a model (see `GPartConfig`).
 
@@ -153,9 +159,7 @@ class GPartModel(BaseTuner):
             # (and it knows nothing of bias='all'): freeze what this adapter trains here.
             self._shared().theta[adapter_name].requires_grad_(False)
             if self.peft_config[adapter_name].bias == "all":
-                params = dict(model.named_parameters())
-                for name in direct_bias_names(model):
-                    params[name].requires_grad_(False)
+                _set_direct_biases_trainable(model, False)
 
     def _undo_injection(self, model: nn.Module, adapter_name: str) -> None:
         """Remove what injecting `adapter_name` added: its entries in shared layers, the
@@ -178,6 +182,10 @@ class GPartModel(BaseTuner):
         for name, original in restore:
             parent_name, _, child = name.rpartition(".")
             setattr(model.get_submodule(parent_name), child, original)
+        self._drop_shared(adapter_name)
+
+    def _drop_shared(self, adapter_name: str) -> None:
+        """Forget the adapter's model-level state: theta, scales, partition."""
         shared = self._shared()
         shared.partitions.pop(adapter_name, None)
         for table in (shared.theta, shared.scales):
@@ -264,18 +272,11 @@ class GPartModel(BaseTuner):
             param.requires_grad = False
         if any(self.peft_config[a].bias == "all" for a in self.active_adapters):
             # bias='all': biases of adapted layers come from theta; every other bias trains directly.
-            params = dict(model.named_parameters())
-            for name in direct_bias_names(model):
-                params[name].requires_grad = True
+            _set_direct_biases_trainable(model, True)
 
     def delete_adapter(self, adapter_name: str) -> None:
         super().delete_adapter(adapter_name)
-        shared = self._shared()
-        if adapter_name in shared.theta:
-            del shared.theta[adapter_name]
-        if adapter_name in shared.scales:
-            del shared.scales[adapter_name]
-        shared.partitions.pop(adapter_name, None)
+        self._drop_shared(adapter_name)
 
     # ------------------------------------------------------------------ state dict
     @classmethod
