@@ -10,11 +10,11 @@ import pytest
 from gpart.configs import (
     ConfigError,
     build_parser,
-    cli_main,
     exit_on_config_error,
     parse_cli,
     resolve_experiment,
 )
+from gpart.runners.cli import cli_main
 
 
 def _error(argv, **kw) -> str:

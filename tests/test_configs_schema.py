@@ -114,7 +114,7 @@ def test_vision_and_math_metadata():
 
 def test_metadata_is_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
-        get_task("glue", "sst2").num_labels = 3  # type: ignore[misc]
+        get_task("glue", "sst2").label_names = ("a", "b", "c")  # type: ignore[misc]
     with pytest.raises(TypeError):
         get_task("glue", "sst2").splits["train"] = "x"  # type: ignore[index]
 
@@ -127,8 +127,9 @@ def test_primary_metric_must_be_a_metric():
             name="x",
             domain="glue",
             source="s",
+            display_name="X",
             text_columns=("a",),
-            num_labels=2,
+            label_names=("no", "yes"),
             metrics=("accuracy",),
             primary_metric="f1",
         )

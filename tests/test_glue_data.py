@@ -16,11 +16,10 @@ import pyarrow.parquet as pq
 import pytest
 from datasets import ClassLabel, Dataset, DatasetDict, Value
 
+from gpart.configs import ConfigError, get_domain
+from gpart.configs.tasks import GLUE_TASKS
 from gpart.data.glue import (
-    DEFAULT_GLUE_TASKS,
-    GLUE_TASKS,
     carve_selection_split,
-    get_glue_task,
     glue_data_collator,
     load_glue_raw,
     load_glue_splits,
@@ -91,7 +90,7 @@ def test_every_task_loads_from_csv(tmp_path, task):
     written = write_task(tmp_path, task)
     ds = load_glue_raw(task, tmp_path)
     spec = GLUE_TASKS[task]
-    assert list(ds) == list(spec.splits)
+    assert list(ds) == list(spec.split_names)
     assert len(ds["train"]) == 60
     for name in spec.test_split_names:
         assert len(ds[name]) == 20
@@ -106,13 +105,14 @@ def test_every_task_loads_from_csv(tmp_path, task):
 
 
 def test_default_tasks_are_the_papers_six():
-    assert DEFAULT_GLUE_TASKS == ("cola", "sst2", "mrpc", "qnli", "rte", "stsb")
+    assert get_domain("glue").default_tasks == ("cola", "sst2", "mrpc", "qnli", "rte", "stsb")
     assert GLUE_TASKS["mnli"].test_splits == (
         ("validation_matched", ""),
         ("validation_mismatched", "_mm"),
     )
-    with pytest.raises(ValueError, match="unknown GLUE task 'wnli2'.*cola"):
-        get_glue_task("wnli2")
+    # One lookup for GLUE's metadata, the configs' (a typo gets the closest name).
+    with pytest.raises(ConfigError, match="'wnli2' is not a glue task.*choices: cola"):
+        load_glue_raw("wnli2", "/nonexistent")
 
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet", "disk"])

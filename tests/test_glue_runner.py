@@ -14,8 +14,9 @@ from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
 from glue_env import write_glue_data, write_tiny_model
 from gpart.results import collect_results
+from gpart.runners import core
 from gpart.runners import glue as runner
-from gpart.runners.glue_eval import main as eval_main
+from gpart.runners.glue import eval_main
 
 SIX = ["cola", "sst2", "mrpc", "qnli", "rte", "stsb"]
 FAST = [
@@ -67,9 +68,9 @@ def _predict(run: Path, model_dir: Path, split_file: Path, task: str):
     from peft import PeftModel
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from gpart.data.glue import get_glue_task
+    from gpart.configs import get_task
 
-    spec = get_glue_task(task)
+    spec = get_task("glue", task)
     tok = AutoTokenizer.from_pretrained(model_dir)
     base = AutoModelForSequenceClassification.from_pretrained(
         model_dir, num_labels=spec.num_labels, ignore_mismatched_sizes=True
@@ -178,7 +179,7 @@ def test_resume_finishes_an_interrupted_run(env, tmp_path, monkeypatch, capsys):
     from transformers import TrainerCallback
 
     out = tmp_path / "logs"
-    build = runner._build_trainer
+    build = core.build_trainer
 
     class CrashAfterFirstSave(TrainerCallback):
         def on_save(self, args, state, control, **kwargs):
@@ -191,12 +192,12 @@ def test_resume_finishes_an_interrupted_run(env, tmp_path, monkeypatch, capsys):
 
     fast = [t if t != "2" else "3" for t in FAST]  # 3 epochs
     argv = ["--adapter_type", "gpart", "--tasks", "rte", "adapter.d", "64", *fast]
-    monkeypatch.setattr(runner, "_build_trainer", crashing)
+    monkeypatch.setattr(core, "build_trainer", crashing)
     assert _run(env, out, *argv) == 1
     (seed_dir,) = list(out.glob("*/rte/seed_*"))
     assert not (seed_dir / "results.json").exists()
     assert list(seed_dir.glob("checkpoint-*"))
-    monkeypatch.setattr(runner, "_build_trainer", build)
+    monkeypatch.setattr(core, "build_trainer", build)
 
     capsys.readouterr()
     assert _run(env, out, *argv) == 1  # refuses to silently overwrite the unfinished run

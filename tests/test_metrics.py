@@ -1,4 +1,4 @@
-"""GLUE metrics: our numpy implementations against scikit-learn / scipy."""
+"""Metrics: our numpy implementations and GLUE scoring against scikit-learn / scipy."""
 
 from __future__ import annotations
 
@@ -8,21 +8,25 @@ from scipy import stats
 from sklearn import metrics as skm
 from transformers import EvalPrediction
 
-from gpart.training.metrics import (
-    TASK_METRICS,
+from gpart.configs import ConfigError
+from gpart.configs.tasks import GLUE_TASKS
+from gpart.metrics import (
     accuracy,
     average_ranks,
     binary_f1,
-    glue_metrics,
-    logits_to_predictions,
-    make_compute_metrics,
     matthews_corrcoef,
-    merge_split_metrics,
     pearson,
-    primary_metric,
     spearman,
     strip_metric_prefix,
 )
+from gpart.metrics.glue import (
+    glue_metrics,
+    logits_to_predictions,
+    make_compute_metrics,
+    merge_split_metrics,
+)
+
+TASK_METRICS = {name: spec.metrics for name, spec in GLUE_TASKS.items()}
 
 SEEDS = range(5)
 
@@ -73,14 +77,13 @@ def test_degenerate_inputs_give_zero_like_sklearn():
 
 
 def test_primary_metric_per_task():
-    assert primary_metric("cola") == "mcc"
-    assert primary_metric("stsb") == "pearson"
-    for task in ("sst2", "mrpc", "qqp", "mnli", "qnli", "rte"):
-        assert primary_metric(task) == "accuracy"
-    for task, names in TASK_METRICS.items():
-        assert primary_metric(task) in names
-    with pytest.raises(ValueError, match="unknown GLUE task"):
-        primary_metric("squad")
+    # What GLUE PEFT papers report: MCC for CoLA, Pearson for STS-B, accuracy elsewhere.
+    primary = {name: spec.primary_metric for name, spec in GLUE_TASKS.items()}
+    assert primary.pop("cola") == "mcc"
+    assert primary.pop("stsb") == "pearson"
+    assert set(primary.values()) == {"accuracy"}
+    with pytest.raises(ConfigError, match="not a glue task"):
+        glue_metrics("squad", [1], [1])
 
 
 @pytest.mark.parametrize("task", list(TASK_METRICS))
@@ -139,10 +142,9 @@ def test_split_metrics_for_results_json():
     merged = merge_split_metrics(
         "mnli",
         {"validation_matched": {"accuracy": 0.8}, "validation_mismatched": {"accuracy": 0.7}},
-        {"validation_matched": "", "validation_mismatched": "_mm"},
     )
     assert merged == {"accuracy": 0.8, "accuracy_mm": 0.7}
     with pytest.raises(ValueError, match=r"metrics \['f1'\] missing"):
-        merge_split_metrics("mrpc", {"validation": {"accuracy": 0.8}}, {"validation": ""})
+        merge_split_metrics("mrpc", {"validation": {"accuracy": 0.8}})
     with pytest.raises(ValueError, match="unexpected split"):
-        merge_split_metrics("rte", {"test": {"accuracy": 0.8}}, {"validation": ""})
+        merge_split_metrics("rte", {"test": {"accuracy": 0.8}})

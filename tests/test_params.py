@@ -7,8 +7,9 @@ import json
 import pytest
 import torch
 
-from gpart.configs import ConfigError, adapter_names, cli_main, resolve_experiment
+from gpart.configs import ConfigError, adapter_names, resolve_experiment
 from gpart.params import build_model_from_config, compute_params, parameter_breakdown
+from gpart.runners.cli import cli_main
 
 H = 32  # hidden size of the tiny configs
 

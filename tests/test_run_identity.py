@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from gpart.configs import parse_cli
 from gpart.configs.cli import configs_for_seeds
-from gpart.runners.common import sweep_run_name
+from gpart.runners.identity import sweep_run_name
 
 
 def _name(*argv: str, seed_index: int = 0) -> str:
@@ -43,3 +43,13 @@ def test_the_name_shows_lr_only_when_every_task_runs_at_it():
     assert "_lr0.0002_" in _name("--adapter_type", "lora", "--tasks", "rte", "task.lr", "2e-4")
     # One task's own lr: not run-wide.
     assert "_lr" not in _name("--tasks", "rte", "task.rte.lr", "2e-4")
+
+
+def test_names_are_stable_across_releases():
+    # Existing run directories must keep being found (skip, resume, collect): a refactor
+    # that changes what enters the hash, or how it is serialised, fails here.
+    assert _name("--tasks", "sst2") == "gpart_d23040_lr0.005_f110b47c"
+    lora = _name("--adapter_type", "lora", "--tasks", "rte", "training.lr", "1e-3")
+    assert lora == "lora_r8_lr0.001_7d0a30b1"
+    vera = ("--adapter_type", "vera", "--model_size", "large", "--tasks", "cola", "stsb")
+    assert _name(*vera, "adapter.r", "4") == "vera_r4_lr0.005_481c2172"

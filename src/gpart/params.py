@@ -12,8 +12,8 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any, TextIO
 
-from gpart.configs.adapters._bridge import is_head_param
 from gpart.configs.errors import ConfigError
+from gpart.heads import is_head_param
 from gpart.results.io import write_json_atomic
 
 if TYPE_CHECKING:
@@ -143,8 +143,9 @@ def compute_params(
     `device` ``"meta"`` (default) counts from shapes alone: no memory, any model size; the
     tests check it gives the same numbers as ``"cpu"`` for every registered adapter.
     """
-    from gpart.configs.bridge import apply_adapter, head_module_names
+    from gpart.configs.bridge import apply_adapter
     from gpart.configs.tasks import get_domain
+    from gpart.heads import head_module_names
 
     task_type = get_domain(exp.domain).peft_task_type
     out = {}

@@ -21,7 +21,7 @@ from torch import nn
 
 import gpart  # noqa: F401  (registers GPart with peft)
 from gpart import GPartConfig
-from gpart.bench.models import ModelSpec, head_module_names, target_modules
+from gpart.bench.models import ModelSpec, output_module_names, target_modules
 
 GPART_VARIANTS = {
     f"gpart-{assignment}-{grouping}": (assignment, grouping)
@@ -163,7 +163,7 @@ def build_setup(
     if name == "head":
         model = share_frozen_weights(base)
         model.requires_grad_(False)
-        heads = head_module_names(model)
+        heads = output_module_names(model, spec)
         for h in heads:  # the head is trained: its own copy of the weights
             setattr(model, h, copy.deepcopy(getattr(base, h)).requires_grad_(True))
         model.train()
@@ -178,7 +178,7 @@ def build_setup(
         )
     assert target_set is not None
     view = share_frozen_weights(base)
-    targets = target_modules(view, target_set)
+    targets = target_modules(view, spec, target_set)
     model: PeftModel = get_peft_model(view, _peft_config(name, spec, targets, hp))
     model.train()
     adapted = sum(

@@ -26,14 +26,13 @@ from transformers import (
 from transformers.pytorch_utils import Conv1D
 
 from gpart.bench.errors import BenchError
+from gpart.heads import head_module_names, is_head_param
 
 TASKS = ("auto", "seq_cls", "causal_lm")
 TARGET_SETS = ("qv", "all-linear")
 
 # Model families that are decoders: `--task auto` trains them as causal LMs.
 _DECODER_TYPES = {"qwen2", "qwen3", "llama", "mistral", "gpt2", "gpt_neox", "phi", "gemma"}
-# Module names of output heads; never adapted, they train in full where a method trains one.
-_HEAD_NAMES = ("classifier", "score", "lm_head", "pooler")
 
 
 def _roberta(**kw) -> RobertaConfig:
@@ -153,29 +152,34 @@ class ModelSpec:
         return model.to(device=device, dtype=dtype)
 
 
-def head_module_names(model: nn.Module) -> list[str]:
-    """Names of the output head(s): what 'head only' trains (and every PEFT method too)."""
-    names = [n for n, _ in model.named_children() if n in _HEAD_NAMES and n != "pooler"]
+def output_module_names(model: nn.Module, spec: ModelSpec) -> list[str]:
+    """The output layers: what 'head only' trains and what no method adapts.
+
+    The task head as every runner finds it (`gpart.heads.head_module_names`: ``classifier``,
+    ``score``), or for a causal LM, which has no new head, its output projection
+    (``lm_head``).
+    """
+    names = head_module_names(model, spec.peft_task_type)
     if not names:
-        raise BenchError(f"no output head ({', '.join(_HEAD_NAMES)}) on {type(model).__name__}")
+        out = model.get_output_embeddings()
+        names = [n for n, child in model.named_children() if out is not None and child is out]
+    if not names:
+        raise BenchError(f"no output head on {type(model).__name__}")
     return names
 
 
-def _is_head(name: str) -> bool:
-    return name.split(".")[0] in _HEAD_NAMES
-
-
-def target_modules(model: nn.Module, target_set: str) -> list[str]:
+def target_modules(model: nn.Module, spec: ModelSpec, target_set: str) -> list[str]:
     """Full module names of the adapted layers.
 
     ``qv``: peft's (and LoRA's) default query/value projections of the family;
     ``all-linear``: every linear layer of the encoder/decoder stack, heads excluded.
     """
     model_type = model.config.model_type
+    heads = output_module_names(model, spec)
     linear = [
         n
         for n, m in model.named_modules()
-        if isinstance(m, (nn.Linear, Conv1D)) and n and not _is_head(n)
+        if isinstance(m, (nn.Linear, Conv1D)) and n and not is_head_param(n, heads)
     ]
     if target_set == "all-linear":
         return linear

@@ -2,7 +2,6 @@
 and the command-line override parser shared by the GLUE, vision and math runners.
 
 Runner entry points:
-    cli_main(run, argv, domain=...)       parse + --print_config/--compute_params_only + run
     parse_cli(argv, domain=...)           -> (ExperimentConfig, flags)
     exit_on_config_error()                ConfigError -> "error: ..." on stderr, exit 2
     resolve_experiment(...)               the same resolution from Python
@@ -10,7 +9,7 @@ Runner entry points:
 """
 
 from gpart.configs.bridge import apply_adapter, head_module_names, to_peft_config
-from gpart.configs.cli import build_parser, cli_main, exit_on_config_error, parse_cli
+from gpart.configs.cli import build_parser, exit_on_config_error, parse_cli
 from gpart.configs.errors import ConfigError
 from gpart.configs.registry import AdapterSpec, adapter_names, get_adapter, register_adapter
 from gpart.configs.resolve import resolve_experiment, valid_keys
@@ -39,7 +38,6 @@ __all__ = [
     "adapter_names",
     "apply_adapter",
     "build_parser",
-    "cli_main",
     "exit_on_config_error",
     "get_adapter",
     "get_domain",

@@ -15,6 +15,7 @@ from gpart.configs.errors import ConfigError
 from gpart.configs.registry import get_adapter
 from gpart.configs.schema import FOLLOWS_SEED, AdapterConfig, ExperimentConfig
 from gpart.configs.tasks import get_domain
+from gpart.heads import head_module_names
 
 if TYPE_CHECKING:
     import torch.nn as nn
@@ -65,30 +66,6 @@ def to_peft_config(
     cfg = with_seed(adapter_cfg, seed)
     cfg.validate()
     return spec.to_peft(cfg, task_type=_task_type(task_type), modules_to_save=modules_to_save)
-
-
-def head_module_names(model: nn.Module, task_type: Any = "SEQ_CLS") -> list[str]:
-    """Names of the model's task-head modules: trained in full by every adapter.
-
-    Derived, not listed per family: a transformers task model is its backbone (the child
-    named ``model.base_model_prefix``: ``roberta``, ``bert``, ``vit``) plus new head
-    modules, so the head is every other top-level child that has parameters (``classifier``
-    for RoBERTa/BERT/ViT, ``score`` for Llama-style classifiers). A causal LM has no new
-    head (``lm_head`` is pretrained, often tied to the embeddings), so it returns ``[]``.
-    """
-    if str(getattr(task_type, "value", task_type)) == "CAUSAL_LM":
-        return []
-    prefix = getattr(model, "base_model_prefix", None)
-    if not prefix or not hasattr(model, prefix):
-        raise ValueError(
-            f"{type(model).__name__} has no transformers backbone attribute "
-            f"(base_model_prefix); pass head_names explicitly"
-        )
-    return [
-        name
-        for name, child in model.named_children()
-        if name != prefix and any(True for _ in child.parameters())
-    ]
 
 
 def apply_adapter(

@@ -19,8 +19,6 @@ import contextlib
 import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
-from typing import Any
 
 from gpart.configs.errors import ConfigError, did_you_mean
 from gpart.configs.presets import get_presets
@@ -250,7 +248,7 @@ def parse_cli(
 
     Returns the resolved `ExperimentConfig` and the parsed flags (``flags.print_config``,
     ``flags.compute_params_only`` and any runner flags). Raises `ConfigError` for every
-    user mistake; it does not print or exit (see `exit_on_config_error`, `cli_main`).
+    user mistake; it does not print or exit (see `exit_on_config_error`, `gpart.runners.cli.cli_main`).
     """
     argv = join_multi_values(list(sys.argv[1:] if argv is None else argv))
     parser = parser or build_parser(domain)
@@ -332,48 +330,3 @@ def exit_on_config_error() -> Iterator[None]:
         message = " ".join(str(exc).split())  # one line, whatever the message held
         print(f"error: {message}", file=sys.stderr)
         raise SystemExit(2) from None
-
-
-def cli_main(
-    run: Callable[[ExperimentConfig, argparse.Namespace], Any],
-    argv: Sequence[str] | None = None,
-    *,
-    domain: str = "glue",
-    parser: argparse.ArgumentParser | None = None,
-    model_config: Any = None,
-) -> int:
-    """The whole command line of a runner: parse, handle the actions, then `run(cfg, flags)`.
-
-    ``--print_config`` prints `cfg.to_json()` and returns 0; ``--compute_params_only``
-    prints the parameter breakdown, saves it under ``output_dir`` and returns 0; otherwise
-    returns ``run(cfg, flags)`` (None counts as 0). A `ConfigError` anywhere (also inside
-    `run`) exits with status 2 and one ``error:`` line.
-
-    Typical runner::
-
-        def main(argv=None):
-            return cli_main(train_glue, argv, domain="glue")
-    """
-    with exit_on_config_error():
-        cfg, flags = parse_cli(argv, domain=domain, parser=parser)
-        if flags.print_config:
-            print(cfg.to_json())
-            if len(flags.seeds) > 1:
-                others = ", ".join(str(s) for s in flags.seeds[1:])
-                print(
-                    f"(printed for seed {flags.seeds[0]}; seeds {others} differ only in `seed` "
-                    "and the fields that follow it)",
-                    file=sys.stderr,
-                )
-            return 0
-        if flags.compute_params_only:
-            from gpart.params import compute_params_only
-
-            out = (
-                Path(cfg.output_dir)
-                / f"params_{cfg.adapter.type}_{cfg.model.model_size}_{cfg.config_hash()}.json"
-            )
-            compute_params_only(cfg, out_path=out, model_config=model_config)
-            return 0
-        result = run(cfg, flags)
-        return 0 if result is None else int(result)

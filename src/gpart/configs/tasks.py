@@ -25,6 +25,8 @@ class TaskSpec:
     name: str
     domain: str
     source: str
+    # How papers write the name (``SST-2``); None: the name itself.
+    display_name: str | None = None
     subset: str | None = None
     splits: MappingProxyType = field(
         default_factory=lambda: MappingProxyType({"train": "train", "eval": "validation"})
@@ -40,16 +42,40 @@ class TaskSpec:
 
 @dataclass(frozen=True, kw_only=True)
 class TextClassificationTask(TaskSpec):
-    """GLUE-style sentence (pair) classification or regression."""
+    """GLUE-style sentence (pair) classification or regression.
 
+    `label_names` are the class names in label-id order, empty for regression (STS-B: MSE
+    loss, one output). `test_splits` are the splits whose score is reported, each with the
+    suffix its metrics get in ``results.json`` (MNLI: matched plain, mismatched ``_mm``).
+    """
+
+    display_name: str
     text_columns: tuple[str, ...]
     label_column: str = "label"
-    # 1 means regression (STS-B): MSE loss, a single output.
-    num_labels: int
+    label_names: tuple[str, ...]
+    test_splits: tuple[tuple[str, str], ...] = (("validation", ""),)
+
+    @property
+    def is_regression(self) -> bool:
+        return not self.label_names
+
+    @property
+    def num_labels(self) -> int:
+        """Output size of the head: 1 for regression."""
+        return 1 if self.is_regression else len(self.label_names)
 
     @property
     def problem_type(self) -> Literal["regression", "single_label_classification"]:
-        return "regression" if self.num_labels == 1 else "single_label_classification"
+        return "regression" if self.is_regression else "single_label_classification"
+
+    @property
+    def test_split_names(self) -> tuple[str, ...]:
+        return tuple(s for s, _ in self.test_splits)
+
+    @property
+    def split_names(self) -> tuple[str, ...]:
+        """Every split a run loads: train plus the reported one(s)."""
+        return ("train", *self.test_split_names)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,30 +103,64 @@ def _splits(train: str = "train", eval: str = "validation") -> MappingProxyType:
     return MappingProxyType({"train": train, "eval": eval})
 
 
-def _glue(name: str) -> TextClassificationTask:
-    """A GLUE task's metadata, read from the one place each fact lives: columns, labels and
-    splits from `gpart.data.glue`, metric names from `gpart.training.metrics`."""
-    from gpart.data.glue import GLUE_TASKS as DATA
-    from gpart.training.metrics import TASK_METRICS, primary_metric
-
-    data = DATA[name]
+def _glue(
+    name: str,
+    display_name: str,
+    text_columns: tuple[str, ...],
+    label_names: tuple[str, ...],
+    metrics: tuple[str, ...] = ("accuracy",),
+    test_splits: tuple[tuple[str, str], ...] = (("validation", ""),),
+) -> TextClassificationTask:
     return TextClassificationTask(
         name=name,
+        display_name=display_name,
         domain="glue",
         source="nyu-mll/glue",
         subset=name,
-        splits=_splits(eval=data.test_split_names[0]),
-        text_columns=data.text_columns,
-        num_labels=data.num_labels,
-        metrics=TASK_METRICS[name],
-        primary_metric=primary_metric(name),
+        splits=_splits(eval=test_splits[0][0]),
+        text_columns=text_columns,
+        label_names=label_names,
+        test_splits=test_splits,
+        metrics=metrics,
+        # The first metric is the one GLUE PEFT papers (LoRA, VeRA, Uni-LoRA) report:
+        # Matthews correlation for CoLA, Pearson for STS-B, accuracy elsewhere.
+        primary_metric=metrics[0],
     )
 
 
-# Primary metrics follow what GLUE PEFT papers (LoRA, VeRA, Uni-LoRA) report: Matthews
-# correlation for CoLA, Pearson for STS-B, accuracy elsewhere (MNLI: matched validation).
+# GLUE as the papers report it: the validation split is the reported score (test labels are
+# hidden); MNLI reports matched (and mismatched as `_mm`). F1 is of label 1 (`equivalent`,
+# `duplicate`), as GLUE computes it. Ordered as tables list them.
 GLUE_TASKS: dict[str, TextClassificationTask] = {
-    name: _glue(name) for name in ("cola", "sst2", "mrpc", "qnli", "rte", "stsb", "mnli", "qqp")
+    t.name: t
+    for t in (
+        _glue("cola", "CoLA", ("sentence",), ("unacceptable", "acceptable"), ("mcc",)),
+        _glue("sst2", "SST-2", ("sentence",), ("negative", "positive")),
+        _glue(
+            "mrpc",
+            "MRPC",
+            ("sentence1", "sentence2"),
+            ("not_equivalent", "equivalent"),
+            ("accuracy", "f1"),
+        ),
+        _glue("qnli", "QNLI", ("question", "sentence"), ("entailment", "not_entailment")),
+        _glue("rte", "RTE", ("sentence1", "sentence2"), ("entailment", "not_entailment")),
+        _glue("stsb", "STS-B", ("sentence1", "sentence2"), (), ("pearson", "spearman")),
+        _glue(
+            "mnli",
+            "MNLI",
+            ("premise", "hypothesis"),
+            ("entailment", "neutral", "contradiction"),
+            test_splits=(("validation_matched", ""), ("validation_mismatched", "_mm")),
+        ),
+        _glue(
+            "qqp",
+            "QQP",
+            ("question1", "question2"),
+            ("not_duplicate", "duplicate"),
+            ("accuracy", "f1"),
+        ),
+    )
 }
 
 VISION_TASKS: dict[str, ImageClassificationTask] = {

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,7 +34,8 @@ import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Value
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
-from gpart.data.loading import DataError, load_local_splits, require_columns
+from gpart.configs.tasks import TextClassificationTask, get_task
+from gpart.data.loading import DataError, Splits, load_local_splits, require_columns
 
 GLUE_HUB_ID = "nyu-mll/glue"
 MODEL_SELECTION_CHOICES = ("best", "last")
@@ -42,93 +43,9 @@ SELECTION_FRACTION_RANGE = (0.15, 0.2)
 MIN_SELECTION_EXAMPLES = 300
 
 
-@dataclass(frozen=True)
-class GlueTask:
-    """What a GLUE task looks like on disk and to the model.
-
-    Attributes:
-        name: Config name on the hub (``nyu-mll/glue``) and directory name under ``data_dir``.
-        display_name: How papers write it (``SST-2``).
-        text_columns: One or two text columns (a pair is encoded as one sequence pair).
-        label_names: Class names in label-id order; empty for the regression task stsb.
-        test_splits: GLUE's validation split(s) we report, each with the suffix its metrics get
-            in ``results.json`` (mnli: matched plain, mismatched ``_mm``).
-    """
-
-    name: str
-    display_name: str
-    text_columns: tuple[str, ...]
-    label_names: tuple[str, ...]
-    test_splits: tuple[tuple[str, str], ...] = (("validation", ""),)
-
-    @property
-    def is_regression(self) -> bool:
-        return not self.label_names
-
-    @property
-    def num_labels(self) -> int:
-        """Output size of the head: 1 for regression."""
-        return 1 if self.is_regression else len(self.label_names)
-
-    @property
-    def test_split_names(self) -> tuple[str, ...]:
-        return tuple(s for s, _ in self.test_splits)
-
-    @property
-    def splits(self) -> tuple[str, ...]:
-        """All splits we load: train plus the reported validation split(s)."""
-        return ("train", *self.test_split_names)
-
-
-_TASK_LIST = (
-    GlueTask("cola", "CoLA", ("sentence",), ("unacceptable", "acceptable")),
-    GlueTask("sst2", "SST-2", ("sentence",), ("negative", "positive")),
-    GlueTask("mrpc", "MRPC", ("sentence1", "sentence2"), ("not_equivalent", "equivalent")),
-    GlueTask("qnli", "QNLI", ("question", "sentence"), ("entailment", "not_entailment")),
-    GlueTask("rte", "RTE", ("sentence1", "sentence2"), ("entailment", "not_entailment")),
-    GlueTask("stsb", "STS-B", ("sentence1", "sentence2"), ()),
-    GlueTask(
-        "mnli",
-        "MNLI",
-        ("premise", "hypothesis"),
-        ("entailment", "neutral", "contradiction"),
-        (("validation_matched", ""), ("validation_mismatched", "_mm")),
-    ),
-    GlueTask("qqp", "QQP", ("question1", "question2"), ("not_duplicate", "duplicate")),
-)
-
-#: Every supported task, in the order tables list them.
-GLUE_TASKS: dict[str, GlueTask] = {t.name: t for t in _TASK_LIST}
-#: The paper's default set (the large mnli and qqp only when asked for).
-DEFAULT_GLUE_TASKS: tuple[str, ...] = ("cola", "sst2", "mrpc", "qnli", "rte", "stsb")
-
-
-def get_glue_task(name: str) -> GlueTask:
-    """Look up a task by name; unknown names raise ``ValueError`` listing the choices."""
-    try:
-        return GLUE_TASKS[name]
-    except KeyError:
-        raise ValueError(f"unknown GLUE task '{name}'; choose from {list(GLUE_TASKS)}") from None
-
-
-@dataclass
-class GlueSplits:
-    """The three roles a GLUE dataset plays in a run.
-
-    Attributes:
-        task: The task spec.
-        train: Examples the optimizer sees (train minus the selection split).
-        selection: Carved from train for best-checkpoint selection / early stopping; ``None``
-            with ``model_selection="last"``.
-        test: GLUE validation split(s) by split name: the reported score.
-        info: Sizes and split parameters, for ``results.json["selection"]``.
-    """
-
-    task: GlueTask
-    train: Dataset
-    selection: Dataset | None
-    test: dict[str, Dataset]
-    info: dict[str, Any] = field(default_factory=dict)
+def _spec(task: str | TextClassificationTask) -> TextClassificationTask:
+    """The task's spec (`gpart.configs.tasks.GLUE_TASKS`, the one place GLUE's metadata lives)."""
+    return task if isinstance(task, TextClassificationTask) else get_task("glue", task)
 
 
 # --------------------------------------------------------------------------------------------
@@ -148,7 +65,7 @@ def _cast_label(ds: Dataset, feature: ClassLabel | Value) -> Dataset:
     return ds.cast(features, keep_in_memory=True)
 
 
-def _normalise_labels(ds: Dataset, task: GlueTask, where: str) -> Dataset:
+def _normalise_labels(ds: Dataset, task: TextClassificationTask, where: str) -> Dataset:
     """Give ``label`` GLUE's feature type: ``ClassLabel`` (ids checked) or float32."""
     feature = ds.features["label"]
     if task.is_regression:
@@ -197,7 +114,7 @@ def _normalise_labels(ds: Dataset, task: GlueTask, where: str) -> Dataset:
 
 
 def load_glue_raw(
-    task: str | GlueTask,
+    task: str | TextClassificationTask,
     data_dir: str | Path | None = None,
     *,
     cache_dir: str | Path | None = None,
@@ -213,13 +130,13 @@ def load_glue_raw(
         cache_dir: Hub download cache (online only).
 
     Returns:
-        A ``DatasetDict`` with ``task.splits``; ``label`` is a ``ClassLabel`` (or float32 for
+        A ``DatasetDict`` with ``task.split_names``; ``label`` is a ``ClassLabel`` (or float32 for
         stsb); other columns are kept as they are.
 
     Raises:
         DataError: missing directory / split / columns, nulls, bad labels.
     """
-    spec = task if isinstance(task, GlueTask) else get_glue_task(task)
+    spec = _spec(task)
     if data_dir is None:
         from datasets import load_dataset
 
@@ -235,11 +152,11 @@ def load_glue_raw(
                 f"--data_dir DIR with {spec.name}/train.jsonl (or csv/parquet, or a "
                 "save_to_disk folder) and its validation split"
             ) from None
-        raw = DatasetDict({s: loaded[s] for s in spec.splits})
+        raw = DatasetDict({s: loaded[s] for s in spec.split_names})
         origin = f"{GLUE_HUB_ID}/{spec.name}"
     else:
         task_dir = Path(data_dir) / spec.name
-        raw = load_local_splits(task_dir, spec.splits, string_columns=spec.text_columns)
+        raw = load_local_splits(task_dir, spec.split_names, string_columns=spec.text_columns)
         origin = str(task_dir)
     out = {}
     for split, ds in raw.items():
@@ -333,7 +250,7 @@ def carve_selection_split(
 
 
 def load_glue_splits(
-    task: str | GlueTask,
+    task: str | TextClassificationTask,
     data_dir: str | Path | None = None,
     *,
     model_selection: Literal["best", "last"] = "best",
@@ -342,7 +259,7 @@ def load_glue_splits(
     seed: int = 0,
     max_train_samples: int | None = None,
     cache_dir: str | Path | None = None,
-) -> GlueSplits:
+) -> Splits:
     """Load a GLUE task and assign its train / selection / test roles.
 
     Args:
@@ -361,7 +278,7 @@ def load_glue_splits(
         raise ValueError(
             f"model_selection must be one of {list(MODEL_SELECTION_CHOICES)}, got {model_selection!r}"
         )
-    spec = task if isinstance(task, GlueTask) else get_glue_task(task)
+    spec = _spec(task)
     raw = load_glue_raw(spec, data_dir, cache_dir=cache_dir)
     train = raw["train"]
     selection = None
@@ -381,7 +298,7 @@ def load_glue_splits(
         train = train.select(range(max_train_samples))
     info["train_size"] = len(train)
     info["test_sizes"] = {s: len(raw[s]) for s in spec.test_split_names}
-    return GlueSplits(
+    return Splits(
         task=spec,
         train=train,
         selection=selection,
@@ -396,7 +313,7 @@ def load_glue_splits(
 
 def tokenize_glue(
     dataset: Dataset,
-    task: str | GlueTask,
+    task: str | TextClassificationTask,
     tokenizer: PreTrainedTokenizerBase,
     max_seq_length: int = 128,
     *,
@@ -412,7 +329,7 @@ def tokenize_glue(
     Results are kept in memory: ``map`` on a dataset loaded from a user's ``save_to_disk``
     folder would otherwise write cache files into that folder.
     """
-    spec = task if isinstance(task, GlueTask) else get_glue_task(task)
+    spec = _spec(task)
     if max_seq_length < 1:
         raise ValueError(f"max_seq_length must be >= 1, got {max_seq_length}")
     columns = spec.text_columns
@@ -435,12 +352,12 @@ def tokenize_glue(
 
 
 def tokenize_glue_splits(
-    splits: GlueSplits,
+    splits: Splits,
     tokenizer: PreTrainedTokenizerBase,
     max_seq_length: int = 128,
     *,
     num_proc: int | None = None,
-) -> GlueSplits:
+) -> Splits:
     """:func:`tokenize_glue` applied to every split of ``splits`` (a new object)."""
 
     def tok(ds: Dataset) -> Dataset:

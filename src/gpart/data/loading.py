@@ -19,7 +19,9 @@ what was expected, so command-line scripts can print it as one line.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -37,6 +39,26 @@ FILE_FORMATS: dict[str, str] = {
 
 class DataError(ValueError):
     """A dataset could not be loaded because of the user's data (path, split, columns)."""
+
+
+@dataclass
+class Splits:
+    """The three roles a task's data plays in a run, whatever the domain.
+
+    Attributes:
+        task: The task spec (`gpart.configs.tasks`).
+        train: Examples the optimizer sees (train minus the selection split).
+        selection: Held out of train for best-checkpoint selection / early stopping; ``None``
+            with ``model_selection="last"``.
+        test: The reported split(s) by split name (GLUE: its validation split(s)).
+        info: Sizes and split parameters, for ``results.json["selection"]``.
+    """
+
+    task: Any
+    train: Dataset
+    selection: Dataset | None
+    test: dict[str, Dataset]
+    info: dict[str, Any] = field(default_factory=dict)
 
 
 def _expected_layout(directory: Path, splits: Sequence[str]) -> str:

@@ -21,7 +21,7 @@ from gpart.results.io import (
     write_json_atomic,
     write_text_atomic,
 )
-from gpart.results.rundir import HASH_EXCLUDED_KEYS, config_hash, parse_run_dir, run_dir, run_name
+from gpart.results.rundir import config_hash, parse_run_dir, run_dir, run_name
 from gpart.results.schema import (
     RESULTS_FILENAME,
     SCHEMA_VERSION,
@@ -31,7 +31,6 @@ from gpart.results.schema import (
 )
 
 __all__ = [
-    "HASH_EXCLUDED_KEYS",
     "RESULTS_FILENAME",
     "SCHEMA_VERSION",
     "MethodSummary",

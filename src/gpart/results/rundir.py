@@ -5,11 +5,11 @@ and seeds of one sweep, so the collector can put them in one table row:
 ``<adapter_type>_<key><value>_..._<hash>``, e.g. ``gpart_d23000_lr0.01_3f9a1c2b``.
 
 The hash is the identity (the readable part is a convenience and may be truncated): the
-first hex digits of SHA-256 over the canonical JSON of the resolved config (sorted keys, no
-whitespace) minus the keys that differ *within* a sweep or do not change the result
-(:data:`HASH_EXCLUDED_KEYS`: task, seed, output and data locations, resume/force flags).
-Same config -> same name on any machine and Python version; any other change -> new name, so
-two sweeps never share a directory.
+first hex digits of SHA-256 over the canonical JSON (sorted keys, no whitespace) of the
+config it is given. What enters it -- the resolved config minus what varies within a sweep
+(tasks, seed, output and data locations) -- is decided by the runners'
+`gpart.runners.identity.sweep_identity`. Same config -> same name on any machine and Python
+version; any other change -> new name, so two sweeps never share a directory.
 """
 
 from __future__ import annotations
@@ -17,70 +17,28 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from gpart.results.io import json_default
 
-#: Keys left out of the hash. A bare name matches that key at any depth of the config; a
-#: dotted name ("training.seed") matches only that path.
-HASH_EXCLUDED_KEYS: frozenset[str] = frozenset(
-    {
-        "task",
-        "tasks",
-        "seed",
-        "seeds",
-        "output_dir",
-        "logging_dir",
-        "data_dir",
-        "cache_dir",
-        "resume",
-        "force",
-        "overwrite",
-        "print_config",
-        "compute_params_only",
-    }
-)
 _MAX_NAME_LEN = 120  # well below the 255-byte filename limit, readable in `ls`
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 
 
-def _prune(obj: Any, exclude: frozenset[str], path: str) -> Any:
-    if isinstance(obj, Mapping):
-        out = {}
-        for key, value in obj.items():
-            key = str(key)
-            full = f"{path}.{key}" if path else key
-            if key in exclude or full in exclude:
-                continue
-            out[key] = _prune(value, exclude, full)
-        return out
-    if isinstance(obj, list | tuple):
-        return [_prune(v, exclude, path) for v in obj]
-    return obj
-
-
-def canonical_config_json(
-    config: Mapping[str, Any], *, exclude: Iterable[str] = HASH_EXCLUDED_KEYS
-) -> str:
-    """The exact string that is hashed: sorted keys, compact separators, excluded keys gone."""
-    pruned = _prune(config, frozenset(exclude), "")
+def canonical_config_json(config: Mapping[str, Any]) -> str:
+    """The exact string that is hashed: sorted keys, compact separators, ASCII."""
     return json.dumps(
-        pruned, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=json_default
+        config, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=json_default
     )
 
 
-def config_hash(
-    config: Mapping[str, Any],
-    *,
-    exclude: Iterable[str] = HASH_EXCLUDED_KEYS,
-    length: int = 8,
-) -> str:
-    """Short stable hash (hex) of a resolved config dict."""
+def config_hash(config: Mapping[str, Any], *, length: int = 8) -> str:
+    """Short stable hash (hex) of a config dict."""
     if not 4 <= length <= 64:
         raise ValueError(f"hash length must be in [4, 64], got {length}")
-    text = canonical_config_json(config, exclude=exclude)
+    text = canonical_config_json(config)
     return hashlib.sha256(text.encode("ascii")).hexdigest()[:length]
 
 
@@ -99,7 +57,6 @@ def run_name(
     key_hparams: Mapping[str, Any],
     config: Mapping[str, Any],
     *,
-    exclude: Iterable[str] = HASH_EXCLUDED_KEYS,
     hash_length: int = 8,
 ) -> str:
     """``<adapter_type>_<key><value>..._<hash>``, filesystem-safe.
@@ -108,14 +65,14 @@ def run_name(
         adapter_type: Leads the name (``gpart``, ``lora``, ``full``).
         key_hparams: The few values worth reading in a directory listing, in display order
             (e.g. ``{"d": 23000, "lr": 0.01}``); they do not enter the hash by themselves.
-        config: The resolved config; its hash ends the name.
+        config: What identifies the sweep (`sweep_identity`); its hash ends the name.
     """
     if not adapter_type:
         raise ValueError("adapter_type must be a non-empty string")
     parts = [adapter_type] + [f"{k}{_format_value(v)}" for k, v in key_hparams.items()]
     readable = _UNSAFE.sub("-", "_".join(parts))
     readable = readable[:_MAX_NAME_LEN].rstrip("_-")
-    return f"{readable}_{config_hash(config, exclude=exclude, length=hash_length)}"
+    return f"{readable}_{config_hash(config, length=hash_length)}"
 
 
 def run_dir(output_dir: str | Path, name: str, task: str, seed: int) -> Path:

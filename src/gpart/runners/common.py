@@ -1,5 +1,5 @@
-"""Pieces every runner shares: run identity, model loading, saving and reloading what was
-trained, provenance, and the callback that writes ``metrics.jsonl``.
+"""Pieces every runner shares: model loading, saving and reloading what was trained,
+provenance, and the callback that writes ``metrics.jsonl``.
 
 Kept free of any one domain, so the vision and math runners reuse it unchanged.
 """
@@ -17,90 +17,12 @@ import torch
 from torch import nn
 from transformers import TrainerCallback
 
-from gpart.configs import ConfigError, ExperimentConfig, get_adapter
-from gpart.configs.registry import adapter_fields
+from gpart.configs import ConfigError, ExperimentConfig
 from gpart.results import append_jsonl
-from gpart.results.rundir import run_name
 
 ADAPTER_DIR = "adapter"  # the selected model's trained weights (best or last)
 CHECKPOINT_DIR = "checkpoints"  # Trainer checkpoints (resume, and the last model)
 TRAINABLE_FILE = "trainable.safetensors"  # non-peft adapters: the trained tensors only
-
-
-# ------------------------------------------------------------------------ run identity
-def sweep_identity(cfg: ExperimentConfig) -> dict[str, Any]:
-    """What identifies a sweep: the resolved config minus what varies inside one sweep.
-
-    Leaves out the tasks and seed of this invocation, seed-following fields (e.g. GPart's
-    `proj_seed` when it follows `--seed`), where data and outputs live, and the per-task
-    *preset* values (fixed by adapter and size, which are in the identity); per-task values
-    given on the command line stay in. So `--tasks sst2` and `--tasks rte` with the same
-    settings share a run name, and any hyperparameter change gives a new one.
-    """
-    d = cfg.to_dict(effective=False)
-    for key in ("tasks", "seed", "output_dir", "sources"):
-        d.pop(key, None)
-    d["data"].pop("data_dir", None)
-    for key, label in cfg.sources.items():
-        section, _, name = key.partition(".")
-        if label == "seed" and section == "adapter":
-            d["adapter"].pop(name, None)
-    per_task: dict[str, dict[str, Any]] = {}
-    for task, values in d.pop("per_task", {}).items():
-        kept = {
-            k: v
-            for k, v in values.items()
-            if not cfg.sources.get(f"task.{task}.{k}", "").startswith("task preset")
-        }
-        if kept:
-            per_task[task] = kept
-    d["per_task_cli"] = per_task
-    return d
-
-
-def key_hparams(cfg: ExperimentConfig) -> dict[str, Any]:
-    """The few values worth reading in a run directory's name."""
-    fields = adapter_fields(cfg.adapter.type)
-    out: dict[str, Any] = {}
-    for name in ("d", "r", "theta_d_length"):
-        if name in fields:
-            out[name] = getattr(cfg.adapter, name)
-    lr = _run_wide_lr(cfg)
-    if lr is not None:
-        out["lr"] = lr
-    return out
-
-
-def _run_wide_lr(cfg: ExperimentConfig) -> float | None:
-    """The learning rate every task of this sweep trains at, or None when it varies by task.
-
-    The name must say what ran: where task presets set per-task learning rates (LoRA on
-    GLUE) `training.lr` is not what any task uses, so the name leaves lr out (the hash
-    still tells sweeps apart). Decided over the domain's presets, not just this
-    invocation's tasks, so `--tasks sst2` and `--tasks rte` of one sweep share a name.
-    """
-    from gpart.configs.presets import get_presets
-    from gpart.configs.resolve import CLI
-
-    lrs = {cfg.effective_training(t).lr for t in cfg.tasks}
-    if len(lrs) != 1 or any(v.lr is not None for v in cfg.per_task.values()):
-        return None
-    if cfg.sources.get("training.lr") != CLI and cfg.task.lr is None:
-        # A command-line training.lr / task.lr replaces every task preset's lr.
-        presets = get_presets(cfg.domain).task
-        size = cfg.model.model_size
-        if any(
-            "lr" in values
-            for (adapter, _, s), values in presets.items()
-            if adapter == cfg.adapter.type and s == size
-        ):
-            return None
-    return lrs.pop()
-
-
-def sweep_run_name(cfg: ExperimentConfig) -> str:
-    """``<adapter>_<key hparams>_<hash of sweep_identity>``."""
-    return run_name(cfg.adapter.type, key_hparams(cfg), sweep_identity(cfg), exclude=())
 
 
 # ------------------------------------------------------------------------ provenance
@@ -215,10 +137,6 @@ def load_trained(base: nn.Module, cfg: ExperimentConfig, weights_dir: Path) -> n
     raise FileNotFoundError(
         f"{weights_dir}: no adapter_config.json, {TRAINABLE_FILE} or model.safetensors"
     )
-
-
-def adapter_is_peft(cfg: ExperimentConfig) -> bool:
-    return get_adapter(cfg.adapter.type).is_peft
 
 
 # ------------------------------------------------------------------------ metrics.jsonl

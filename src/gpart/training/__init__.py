@@ -1,10 +1,8 @@
-"""Training: `Trainer` setup (parameter groups, schedules) and GLUE metrics."""
+"""Training: `Trainer` with adapter / head parameter groups and exact warmup."""
 
-from gpart.training.metrics import glue_metrics, make_compute_metrics, primary_metric
 from gpart.training.trainer import (
     GroupedTrainer,
     build_param_groups,
-    count_trainable_parameters,
     count_training_steps,
     warmup_steps_from_ratio,
 )
@@ -12,10 +10,6 @@ from gpart.training.trainer import (
 __all__ = [
     "GroupedTrainer",
     "build_param_groups",
-    "count_trainable_parameters",
     "count_training_steps",
-    "glue_metrics",
-    "make_compute_metrics",
-    "primary_metric",
     "warmup_steps_from_ratio",
 ]

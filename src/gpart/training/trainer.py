@@ -38,17 +38,14 @@ import torch
 from torch import nn
 from transformers import Trainer, get_scheduler
 
+from gpart.heads import is_head_param
+
 THETA_NAME = "gpart_theta"
 DEFAULT_HEAD_MODULES: tuple[str, ...] = ("classifier",)
 SCHEDULER_CHOICES = ("linear", "cosine", "constant_with_warmup")
 
 # The name patterns `Trainer` itself exempts from decay (on the lower-cased name).
 _NO_DECAY_NAME = re.compile(r"bias|layernorm|rmsnorm|(?:^|\.)norm(?:$|\.)|_norm(?:$|\.)")
-
-
-def is_head_parameter(name: str, head_modules: Sequence[str] = DEFAULT_HEAD_MODULES) -> bool:
-    """True if a dotted component of ``name`` is one of ``head_modules``."""
-    return any(part in head_modules for part in name.split("."))
 
 
 def _norm_parameter_names(model: nn.Module) -> set[str]:
@@ -106,7 +103,7 @@ def build_param_groups(
         if not param.requires_grad or id(param) in seen:  # tied weights appear once
             continue
         seen.add(id(param))
-        role = "head" if is_head_parameter(name, head_modules) else "adapter"
+        role = "head" if is_head_param(name, head_modules) else "adapter"
         if THETA_NAME in name:
             decay = decay_theta
         else:
@@ -125,31 +122,6 @@ def build_param_groups(
         for key, params in buckets.items()
         if params
     ]
-
-
-def count_trainable_parameters(
-    model: nn.Module, head_modules: Sequence[str] = DEFAULT_HEAD_MODULES
-) -> dict[str, int]:
-    """Trainable parameter counts split as papers report them.
-
-    Returns:
-        ``trainable_adapter`` (excluding the head: the number tables show),
-        ``trainable_head``, ``trainable_total`` and ``total`` (every parameter of the model,
-        frozen ones included; tied weights counted once).
-    """
-    counts = {"trainable_adapter": 0, "trainable_head": 0, "trainable_total": 0, "total": 0}
-    seen: set[int] = set()
-    for name, param in model.named_parameters():
-        if id(param) in seen:
-            continue
-        seen.add(id(param))
-        n = param.numel()
-        counts["total"] += n
-        if param.requires_grad:
-            counts["trainable_total"] += n
-            key = "trainable_head" if is_head_parameter(name, head_modules) else "trainable_adapter"
-            counts[key] += n
-    return counts
 
 
 def count_training_steps(

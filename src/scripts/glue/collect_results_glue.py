@@ -15,7 +15,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from gpart.data.glue import GLUE_TASKS
+from gpart.configs.tasks import GLUE_TASKS
 from gpart.results import ResultsError, collect_results, write_text_atomic
 
 

@@ -6,7 +6,7 @@ uv run python src/scripts/glue/eval_roberta_glue.py logs/.../rte/seed_0 --which 
 
 import sys
 
-from gpart.runners.glue_eval import main
+from gpart.runners.glue import eval_main as main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -65,17 +65,6 @@ def require_unused(cfg: AdapterConfig, **defaults: Any) -> None:
             )
 
 
-def is_head_param(name: str, head_names: list[str]) -> bool:
-    """Whether parameter `name` lies inside one of the head modules.
-
-    Matched on whole dotted components, so ``classifier`` matches
-    ``base_model.model.classifier.modules_to_save.default.dense.weight`` (peft's wrapper)
-    but not a module that merely contains the word.
-    """
-    padded = f".{name}."
-    return any(f".{h}." in padded for h in head_names)
-
-
 def freeze_all_but(model: nn.Module, keep) -> None:
     """Set ``requires_grad`` of each parameter to ``keep(name)``."""
     for name, param in model.named_parameters():

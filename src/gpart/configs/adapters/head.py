@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from gpart.configs.adapters._bridge import freeze_all_but, is_head_param, require_unused
+from gpart.configs.adapters._bridge import freeze_all_but, require_unused
 from gpart.configs.registry import register_adapter
 from gpart.configs.schema import AdapterConfig
+from gpart.heads import is_head_param
 
 if TYPE_CHECKING:
     import torch.nn as nn

@@ -1,27 +1,13 @@
-"""GLUE metrics, computed locally with numpy (no `evaluate` download at run time).
-
-Per task (values in [0, 1] / [-1, 1]; tables multiply by 100):
-
-========  ==========================  ===============
-task      metrics                     primary (paper)
-========  ==========================  ===============
-cola      ``mcc`` (Matthews corr.)    ``mcc``
-sst2      ``accuracy``                ``accuracy``
-mrpc      ``accuracy``, ``f1``        ``accuracy``
-qqp       ``accuracy``, ``f1``        ``accuracy``
-stsb      ``pearson``, ``spearman``   ``pearson``
-mnli      ``accuracy`` (+ ``_mm``)    ``accuracy``
-qnli      ``accuracy``                ``accuracy``
-rte       ``accuracy``                ``accuracy``
-========  ==========================  ===============
-
-F1 is of the positive class (label 1: ``equivalent`` / ``duplicate``), as GLUE reports it.
+"""Metrics computed locally with numpy (no `evaluate` download at run time), for any domain.
 
 Degenerate inputs give 0.0 instead of NaN: a correlation with constant predictions (a
 regression head early in training), an MCC whose denominator vanishes (one predicted class),
 an F1 with no positive predictions nor labels. The values agree with scikit-learn's
 conventions, and a NaN first evaluation would otherwise stall `Trainer`'s best-model tracking
 (nothing compares greater than NaN).
+
+`METRIC_FNS` maps the metric names task specs use (`gpart.configs.tasks`) to functions of
+``(predictions, labels)``; a domain's scoring (e.g. `gpart.metrics.glue`) looks them up there.
 """
 
 from __future__ import annotations
@@ -30,19 +16,6 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
-
-TASK_METRICS: dict[str, tuple[str, ...]] = {
-    "cola": ("mcc",),
-    "sst2": ("accuracy",),
-    "mrpc": ("accuracy", "f1"),
-    "qqp": ("accuracy", "f1"),
-    "stsb": ("pearson", "spearman"),
-    "mnli": ("accuracy",),
-    "qnli": ("accuracy",),
-    "rte": ("accuracy",),
-}
-REGRESSION_TASKS = frozenset({"stsb"})
-_PRIMARY = {"cola": "mcc", "stsb": "pearson"}
 
 # Keys `Trainer.evaluate` adds that are not metrics of the predictions.
 _NON_METRIC_SUFFIXES = (
@@ -53,17 +26,6 @@ _NON_METRIC_SUFFIXES = (
     "epoch",
     "model_preparation_time",
 )
-
-
-def _check_task(task: str) -> None:
-    if task not in TASK_METRICS:
-        raise ValueError(f"unknown GLUE task '{task}'; choose from {list(TASK_METRICS)}")
-
-
-def primary_metric(task: str) -> str:
-    """The metric a paper reports for ``task``: mcc (cola), pearson (stsb), else accuracy."""
-    _check_task(task)
-    return _PRIMARY.get(task, "accuracy")
 
 
 # --------------------------------------------------------------------------------------------
@@ -142,7 +104,7 @@ def spearman(predictions: Any, labels: Any) -> float:
     return pearson(average_ranks(p), average_ranks(y))
 
 
-_METRIC_FNS: dict[str, Callable[[Any, Any], float]] = {
+METRIC_FNS: dict[str, Callable[[Any, Any], float]] = {
     "accuracy": accuracy,
     "f1": binary_f1,
     "mcc": matthews_corrcoef,
@@ -152,48 +114,7 @@ _METRIC_FNS: dict[str, Callable[[Any, Any], float]] = {
 
 
 # --------------------------------------------------------------------------------------------
-# GLUE
-
-
-def logits_to_predictions(task: str, logits: Any) -> np.ndarray:
-    """Model outputs -> class ids (argmax) or regression scores (stsb).
-
-    Accepts what `Trainer` collects: an array, or a tuple whose first item is the logits.
-    """
-    _check_task(task)
-    if isinstance(logits, tuple | list):
-        logits = logits[0]
-    logits = np.asarray(logits)
-    if task in REGRESSION_TASKS:
-        return logits.reshape(-1).astype(np.float64)
-    if logits.ndim != 2:
-        raise ValueError(f"{task}: expected logits of shape (n, num_labels), got {logits.shape}")
-    return logits.argmax(axis=-1)
-
-
-def glue_metrics(task: str, predictions: Any, labels: Any) -> dict[str, float]:
-    """All metrics of ``task`` on class ids / scores (not logits; see
-    :func:`logits_to_predictions`)."""
-    _check_task(task)
-    return {name: _METRIC_FNS[name](predictions, labels) for name in TASK_METRICS[task]}
-
-
-def make_compute_metrics(task: str) -> Callable[[Any], dict[str, float]]:
-    """A ``compute_metrics`` for `transformers.Trainer`: ``EvalPrediction -> {metric: value}``.
-
-    `Trainer` prefixes the keys itself (``eval_mcc``); set ``metric_for_best_model`` to
-    :func:`primary_metric` with ``greater_is_better=True``.
-    """
-    _check_task(task)
-
-    def compute_metrics(eval_pred: Any) -> dict[str, float]:
-        predictions = logits_to_predictions(task, eval_pred.predictions)
-        labels = eval_pred.label_ids
-        if isinstance(labels, tuple | list):
-            labels = labels[0]
-        return glue_metrics(task, predictions, labels)
-
-    return compute_metrics
+# Trainer's metric dictionaries
 
 
 def strip_metric_prefix(metrics: Mapping[str, Any], prefix: str) -> dict[str, float]:
@@ -210,30 +131,4 @@ def strip_metric_prefix(metrics: Mapping[str, Any], prefix: str) -> dict[str, fl
         if name.endswith(_NON_METRIC_SUFFIXES):
             continue
         out[name] = float(value)
-    return out
-
-
-def merge_split_metrics(
-    task: str,
-    per_split: Mapping[str, Mapping[str, float]],
-    suffixes: Mapping[str, str],
-) -> dict[str, float]:
-    """Flatten metrics of several reported splits into ``results.json["test"]``.
-
-    Args:
-        per_split: ``{split: {metric: value}}`` (prefix already stripped).
-        suffixes: ``{split: suffix}``, e.g. mnli
-            ``{"validation_matched": "", "validation_mismatched": "_mm"}`` (see
-            ``GlueTask.test_splits``), so the primary metric keeps its plain name.
-    """
-    _check_task(task)
-    out: dict[str, float] = {}
-    for split, metrics in per_split.items():
-        if split not in suffixes:
-            raise ValueError(f"{task}: unexpected split '{split}'; expected {list(suffixes)}")
-        for name, value in metrics.items():
-            out[f"{name}{suffixes[split]}"] = float(value)
-    missing = [m for m in TASK_METRICS[task] if m not in out]
-    if missing:
-        raise ValueError(f"{task}: metrics {missing} missing from {sorted(out)}")
     return out

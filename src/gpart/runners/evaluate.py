@@ -1,8 +1,8 @@
-"""Re-evaluate saved GLUE runs: the selected (best) or the last model, on any split.
+"""Re-evaluate saved runs of any domain: the selected (best) or the last model, on any split.
 
-Reads each run's ``config.json``, rebuilds the base model, loads what the run saved
-(``adapter/``, or the last Trainer checkpoint), and writes ``eval_<which>_<split>.json``
-into the run directory. ``results.json`` is never touched.
+Reads each run's ``config.json``, rebuilds the base model through the run's `Domain`, loads
+what the run saved (``adapter/``, or the last Trainer checkpoint), and writes
+``eval_<which>_<split>.json`` into the run directory. ``results.json`` is never touched.
 """
 
 from __future__ import annotations
@@ -11,27 +11,24 @@ import argparse
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from gpart.configs import ConfigError, ExperimentConfig, exit_on_config_error
-from gpart.data.glue import get_glue_task, glue_data_collator, load_glue_raw, tokenize_glue
 from gpart.data.loading import DataError
-from gpart.results import read_json, write_json_atomic
+from gpart.metrics import strip_metric_prefix
+from gpart.results import RESULTS_FILENAME, read_json, write_json_atomic
 from gpart.runners.common import ADAPTER_DIR, load_trained
-from gpart.runners.glue import RESULTS, load_glue_model
-from gpart.training.metrics import make_compute_metrics, primary_metric, strip_metric_prefix
+from gpart.runners.core import Domain, last_checkpoint
 
 WHICH = ("best", "last")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="eval_roberta_glue.py",
-        description="Re-evaluate saved GLUE runs without touching their results.json.",
-    )
+def build_eval_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=description)
     p.add_argument("runs", nargs="+", help="run directories (seed_*), or parents holding many")
     p.add_argument(
         "--which",
@@ -42,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--split",
         default=None,
-        help="split to evaluate (default: the task's reported validation split(s))",
+        help="split to evaluate (default: the task's reported test split(s))",
     )
     p.add_argument("--data_dir", default=None, help="local data (default: the run's own)")
     p.add_argument("--base_model", default=None, help="base model (default: the run's own)")
@@ -50,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def find_runs(paths: list[str]) -> list[Path]:
+def find_runs(paths: Sequence[str]) -> list[Path]:
+    """Run directories given, or found below the given parents (``seed_*/config.json``)."""
     runs: list[Path] = []
     for raw in paths:
         path = Path(raw)
@@ -70,32 +68,32 @@ def find_runs(paths: list[str]) -> list[Path]:
 
 
 def weights_dir(run: Path, which: str) -> Path:
+    """The weights to evaluate: ``adapter/`` (best) or the recorded last checkpoint (last)."""
     if which == "best":
         path = run / ADAPTER_DIR
         if not path.is_dir():
             raise ConfigError(f"{run}: no {ADAPTER_DIR}/ (the run did not finish)")
         return path
-    from transformers.trainer_utils import get_last_checkpoint
-
-    last = get_last_checkpoint(str(run)) if run.is_dir() else None
+    last = last_checkpoint(run)
     if last is None:
         raise ConfigError(f"{run}: no checkpoint-* to take the last model from")
-    results = run / RESULTS
+    results = run / RESULTS_FILENAME
     if results.exists():
         # Never pass another checkpoint off as the last model (e.g. runs whose Trainer
         # deleted the last checkpoint and kept only the best one).
         last_step = read_json(results).get("selection", {}).get("last_step")
-        step = last.rsplit("-", 1)[-1]
+        step = last.name.rsplit("-", 1)[-1]
         if last_step is not None and step != str(last_step):
             raise ConfigError(
                 f"{run}: the last model (step {last_step}) was not kept; the newest checkpoint "
-                f"is {Path(last).name}. Use --which best, or re-train with "
+                f"is {last.name}. Use --which best, or re-train with "
                 "training.save_total_limit 2 or more"
             )
-    return Path(last)
+    return last
 
 
 def evaluate_run(
+    domain: Domain,
     run: Path,
     *,
     which: str = "best",
@@ -105,33 +103,27 @@ def evaluate_run(
     batch_size: int | None = None,
 ) -> dict[str, Any]:
     """Evaluate one run; write and return its ``eval_<which>_<split>.json`` record."""
-    from transformers import (
-        Trainer,
-        TrainingArguments,
-    )
+    from transformers import Trainer, TrainingArguments
 
-    saved = read_json(run / "config.json")
-    cfg = ExperimentConfig.from_dict(saved["config"])
+    cfg = ExperimentConfig.from_dict(read_json(run / "config.json")["config"])
+    if cfg.domain != domain.name:
+        raise ConfigError(f"{run}: a {cfg.domain} run; use that domain's eval script")
     task = cfg.tasks[0]
-    spec = get_glue_task(task)
     if base_model:
         cfg.model.base_model = base_model
     data_dir = data_dir if data_dir is not None else cfg.data.data_dir
-    splits = [split] if split else list(spec.test_split_names)
-    raw = load_glue_raw(spec, data_dir)
-    for s in splits:
-        if s not in raw:
-            raise ConfigError(f"--split {s!r}: {task} has splits {', '.join(raw)}")
+    raw = domain.load_eval_sets(cfg, task, data_dir, split)
+    weights = weights_dir(run, which)
 
-    tokenizer, base = load_glue_model(cfg, task)
-    model = load_trained(base, cfg, weights_dir(run, which)).eval()
+    processor, base = domain.load_model(cfg, task)
+    model = load_trained(base, cfg, weights).eval()
     tc = cfg.training
     record: dict[str, Any] = {
         "run": str(run),
         "task": task,
         "which": which,
-        "weights": str(weights_dir(run, which)),
-        "primary_metric": primary_metric(task),
+        "weights": str(weights),
+        "primary_metric": domain.primary_metric(task),
         "splits": {},
     }
     start = time.time()
@@ -150,30 +142,30 @@ def evaluate_run(
         trainer = Trainer(
             model=model,
             args=args,
-            data_collator=glue_data_collator(tokenizer),
-            compute_metrics=make_compute_metrics(task),
+            data_collator=domain.data_collator(processor),
+            compute_metrics=domain.compute_metrics(task),
         )
-        for s in splits:
-            ds = tokenize_glue(raw[s], spec, tokenizer, tc.max_seq_length)
-            metrics = trainer.evaluate(eval_dataset=ds, metric_key_prefix="eval")
-            record["splits"][s] = strip_metric_prefix(metrics, "eval")
+        for name, ds in raw.items():
+            prepared = domain.prepare_dataset(ds, task, processor, cfg)
+            metrics = trainer.evaluate(eval_dataset=prepared, metric_key_prefix="eval")
+            record["splits"][name] = strip_metric_prefix(metrics, "eval")
     record["wall_time_s"] = time.time() - start
-    name = f"eval_{which}_{split or 'test'}.json"
-    write_json_atomic(run / name, record)
+    write_json_atomic(run / f"eval_{which}_{split or 'test'}.json", record)
     return record
 
 
-def main(argv: list[str] | None = None) -> int:
+def eval_main(domain: Domain, argv: Sequence[str] | None, *, prog: str, description: str) -> int:
+    """The eval scripts' command line: every run given; 1 if any failed, 2 on bad input."""
     with exit_on_config_error():
         try:
-            args = build_parser().parse_args(argv)
+            args = build_eval_parser(prog, description).parse_args(argv)
         except SystemExit as exc:  # argparse: usage error already printed
             return 2 if exc.code else 0
-        runs = find_runs(args.runs)
         failed = 0
-        for run in runs:
+        for run in find_runs(args.runs):
             try:
                 rec = evaluate_run(
+                    domain,
                     run,
                     which=args.which,
                     split=args.split,

@@ -1,0 +1,414 @@
+"""The run life cycle every runner shares; a domain (GLUE, vision, math) plugs in its data,
+model, collator and metrics through a `Domain` object.
+
+`run_sweep` runs every (seed, task) of a resolved experiment, one run each, and keeps going
+past a failing task. `run_task` is one run; it lives in
+``<output_dir>/<run-name>/<task>/seed_<seed>/``:
+
+    config.json        the resolved single-task config + library versions + git sha
+    metrics.jsonl      every evaluation (selection split each epoch, then the test split)
+    checkpoint-*/      Trainer checkpoints: the last model's (--resume, eval --which last) and,
+                       with best-model selection, the best one's
+    adapter/           what was trained, for the selected model (best or last)
+    results.json       written last, atomically: a crashed run has none
+
+The run directory is a small state machine: with ``results.json`` the run is finished and
+is skipped (``--force`` re-runs it); without it, an existing directory is an unfinished run
+that is only touched with ``--resume`` (continue from the last checkpoint) or ``--force``
+(start over). Everything that can fail on user input (data, model, adapter) happens before
+the directory is created, so a mistake leaves nothing half-written.
+
+Training is transformers' `Trainer` (`GroupedTrainer`: adapter at `lr`, head at
+`head_lr`), so mixed precision, accumulation, clipping, checkpoints, resume, TensorBoard
+and DDP through ``accelerate launch`` are the stock ones. Under DDP every process runs the
+same code; only the main one writes files or prints (anchor: accelerate's
+``PartialState.is_main_process`` / ``wait_for_everyone`` idiom in transformers' examples).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from gpart.configs import ConfigError, ExperimentConfig, apply_adapter, get_domain, get_task
+from gpart.configs.cli import configs_for_seeds
+from gpart.data.loading import DataError, Splits
+from gpart.heads import head_module_names
+from gpart.metrics import strip_metric_prefix
+from gpart.params import parameter_breakdown
+from gpart.results import RESULTS_FILENAME, build_results, run_dir, write_json_atomic
+from gpart.runners.common import ADAPTER_DIR, MetricsJsonlCallback, provenance, save_trained
+from gpart.runners.identity import sweep_run_name
+from gpart.training.trainer import GroupedTrainer
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+    from torch import nn
+
+
+class RunStateError(RuntimeError):
+    """A run directory is in a state the flags do not allow to touch."""
+
+
+class Domain:
+    """What a domain supplies to the shared life cycle. Subclass it and override the hooks.
+
+    `name` is the configs domain (its tasks and presets, `gpart.configs.tasks.DOMAINS`).
+    The hooks a domain must provide raise `NotImplementedError` here; the others have
+    defaults that fit a task whose data lives in ``<data_dir>/<task>/``.
+    """
+
+    name: str = ""
+
+    # ---- inputs ---------------------------------------------------------------------
+    def check_inputs(self, cfg: ExperimentConfig) -> None:
+        """Fail before anything runs when the inputs of any task of `cfg` are missing.
+
+        Default: with ``--data_dir``, every task needs its folder ``<data_dir>/<task>/``.
+        """
+        if cfg.data.data_dir is None:
+            return
+        root = Path(cfg.data.data_dir)
+        if not root.is_dir():
+            raise ConfigError(f"--data_dir: {cfg.data.data_dir!r} is not a directory")
+        missing = [t for t in cfg.tasks if not (root / t).is_dir()]
+        if missing:
+            present = sorted(p.name for p in root.iterdir() if p.is_dir())
+            raise ConfigError(
+                f"--data_dir: no folder for {', '.join(missing)} in {str(root)!r} (it holds: "
+                f"{', '.join(present) or 'nothing'}); expected <data_dir>/<task>/"
+            )
+
+    def load_splits(self, cfg: ExperimentConfig, task: str) -> Splits:
+        """The task's raw data in its train / selection / test roles, for `cfg.seed`."""
+        raise NotImplementedError
+
+    def load_eval_sets(
+        self, cfg: ExperimentConfig, task: str, data_dir: str | None, split: str | None
+    ) -> dict[str, Dataset]:
+        """Raw datasets to re-evaluate a saved run on: `split`, or the reported test split(s).
+
+        Raises `ConfigError` for a split the task does not have.
+        """
+        raise NotImplementedError
+
+    # ---- model and batches ------------------------------------------------------------
+    def load_model(self, cfg: ExperimentConfig, task: str) -> tuple[Any, nn.Module]:
+        """``(processor, model)``: the tokenizer / image processor and the pretrained model
+        with a new head sized for `task`."""
+        raise NotImplementedError
+
+    def prepare_dataset(
+        self, dataset: Dataset, task: str, processor: Any, cfg: ExperimentConfig
+    ) -> Dataset:
+        """One raw split -> model inputs (tokenise, transform); `cfg` is single-task."""
+        raise NotImplementedError
+
+    def prepare_splits(
+        self, splits: Splits, task: str, processor: Any, cfg: ExperimentConfig
+    ) -> Splits:
+        """Every split of `splits` through `prepare_dataset`."""
+
+        def prep(ds: Dataset) -> Dataset:
+            return self.prepare_dataset(ds, task, processor, cfg)
+
+        return replace(
+            splits,
+            train=prep(splits.train),
+            selection=None if splits.selection is None else prep(splits.selection),
+            test={name: prep(ds) for name, ds in splits.test.items()},
+        )
+
+    def data_collator(self, processor: Any) -> Callable[[list[dict[str, Any]]], Any]:
+        raise NotImplementedError
+
+    # ---- metrics --------------------------------------------------------------------
+    def compute_metrics(self, task: str) -> Callable[[Any], dict[str, float]]:
+        """`Trainer`'s ``compute_metrics`` for `task` (keys: the task spec's metrics)."""
+        raise NotImplementedError
+
+    def test_metrics(self, task: str, per_split: dict[str, dict[str, float]]) -> dict[str, float]:
+        """``results.json["test"]`` from the metrics of each reported split.
+
+        Default: the one reported split's metrics; a domain that reports several splits
+        (GLUE's MNLI) names each split's metrics.
+        """
+        if len(per_split) != 1:
+            raise ValueError(f"{task}: several test splits {sorted(per_split)}; merge them")
+        return dict(next(iter(per_split.values())))
+
+    # ---- derived --------------------------------------------------------------------
+    def primary_metric(self, task: str) -> str:
+        return get_task(self.name, task).primary_metric
+
+    def head_names(self, model: nn.Module) -> list[str]:
+        return head_module_names(model, get_domain(self.name).peft_task_type or "SEQ_CLS")
+
+
+# ------------------------------------------------------------------------ the sweep
+def run_sweep(domain: Domain, cfg: ExperimentConfig, flags: argparse.Namespace) -> int:
+    """Run every (seed, task); keep going past a failing task; 1 if any failed, else 0.
+
+    `flags` is what `gpart.configs.parse_cli` returned (``seeds``, ``resume``, ``force``).
+    Input errors common to every run are a `ConfigError` before the first run starts.
+    """
+    domain.check_inputs(cfg)
+    for task in cfg.tasks:
+        if cfg.effective_training(task).precision == "fp16" and not torch.cuda.is_available():
+            raise ConfigError("training.precision fp16: needs a CUDA device; use fp32 or bf16")
+    resume, force = getattr(flags, "resume", False), getattr(flags, "force", False)
+    failed: list[str] = []
+    for seed_cfg in configs_for_seeds(flags):
+        for task in seed_cfg.tasks:
+            label = f"{task} (seed {seed_cfg.seed})"
+            try:
+                run_task(domain, seed_cfg, task, resume=resume, force=force)
+            except (ConfigError, DataError, RunStateError) as exc:
+                print(f"error: {label}: {' '.join(str(exc).split())}", file=sys.stderr)
+                failed.append(label)
+            except Exception:  # noqa: BLE001 -- one task's crash must not stop the sweep
+                traceback.print_exc()
+                print(f"error: {label} failed (traceback above)", file=sys.stderr)
+                failed.append(label)
+    if failed:
+        print(f"{len(failed)} run(s) failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+# ------------------------------------------------------------------------ one run
+def run_task(
+    domain: Domain,
+    cfg: ExperimentConfig,
+    task: str,
+    *,
+    resume: bool = False,
+    force: bool = False,
+) -> Path:
+    """Train and evaluate one task for `cfg.seed`; return the run directory.
+
+    Under ``accelerate launch`` / torchrun every process runs this: all of them decide from
+    the same files (nobody writes before the first barrier), all of them train and
+    evaluate (Trainer shards the work), and only the main process writes files or prints.
+    """
+    from accelerate import PartialState
+
+    dist = PartialState()
+    single = cfg.for_task(task)
+    tc = single.training
+    out = run_dir(cfg.output_dir, sweep_run_name(cfg), task, cfg.seed)
+    results_path = out / RESULTS_FILENAME
+    if results_path.exists() and not force:
+        if dist.is_main_process:
+            print(
+                f"{task} (seed {cfg.seed}): already finished: {results_path} (--force re-runs it)"
+            )
+        return out
+    if out.exists() and not (resume or force):
+        raise RunStateError(
+            f"{out} holds an unfinished run: pass --resume to continue it or --force to start over"
+        )
+    checkpoint = last_checkpoint(out) if resume else None
+
+    # Everything that can fail on user input happens before the run directory exists.
+    splits = domain.load_splits(single, task)
+    processor, base = domain.load_model(single, task)
+    heads = domain.head_names(base)
+    model = apply_adapter(base, single, head_names=heads)
+    params = parameter_breakdown(model, heads)
+    data = domain.prepare_splits(splits, task, processor, single)
+    if cfg.data.max_eval_samples is not None:
+        data.test = {
+            k: v.select(range(min(cfg.data.max_eval_samples, len(v)))) for k, v in data.test.items()
+        }
+    trainer = build_trainer(domain, single, task, model, processor, data, heads, out)
+
+    dist.wait_for_everyone()  # every process has read the run directory's state
+    if dist.is_main_process:
+        if force and out.exists() and not resume:
+            shutil.rmtree(out)
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(
+            out / "config.json",
+            {
+                "config": single.to_dict(),
+                "run_name": out.parent.parent.name,
+                "provenance": provenance(),
+            },
+        )
+    dist.wait_for_everyone()
+
+    start = time.time()
+    if resume and checkpoint is None and dist.is_main_process:
+        print(f"{task} (seed {cfg.seed}): no checkpoint in {out}; starting from scratch")
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    if dist.is_main_process:
+        save_trained(trainer.model, out / ADAPTER_DIR)
+
+    test = evaluate_test(trainer, domain, task, data.test)  # every process: it is sharded
+    primary = domain.primary_metric(task)
+    state = trainer.state
+    selection: dict[str, Any] = dict(splits.info)
+    if tc.model_selection == "best":
+        selection.update(
+            metric=primary,
+            best_value=state.best_metric,
+            best_step=_step_of(state.best_model_checkpoint),
+            best_checkpoint=_rel(state.best_model_checkpoint, out),
+        )
+    selection["last_step"] = state.global_step
+    selection["last_checkpoint"] = _rel(last_checkpoint(out), out)
+    if dist.is_main_process:
+        record = build_results(
+            run_name=out.parent.parent.name,
+            adapter_type=cfg.adapter.type,
+            task=task,
+            seed=cfg.seed,
+            primary_metric=primary,
+            test=test,
+            selection=selection,
+            params={k: v for k, v in params.items() if isinstance(v, int)},
+            wall_time_s=time.time() - start,
+            base_model=cfg.model.base_model,
+            epochs_trained=state.epoch,
+            resumed_from=_rel(checkpoint, out),
+            # processes that trained together: the effective batch is batch_size x this
+            world_size=dist.num_processes,
+        )
+        write_json_atomic(results_path, record)
+        print(f"{task} (seed {cfg.seed}): {primary} = {test[primary]:.4f} -> {out}")
+    dist.wait_for_everyone()  # no process starts the next run before the files exist
+    return out
+
+
+def training_arguments(cfg: ExperimentConfig, task: str, primary: str, out: Path) -> Any:
+    """`TrainingConfig` (single-task `cfg`) -> `transformers.TrainingArguments`."""
+    from transformers import TrainingArguments
+
+    tc = cfg.training
+    best = tc.model_selection == "best"
+    every = "steps" if tc.eval_every else "epoch"
+    keep = tc.save_total_limit
+    if best and keep is not None and keep < 2:
+        # With one checkpoint kept, Trainer deletes the last one at the end when the best is
+        # older: keep both, so the last model stays available (eval --which last, resume).
+        keep = 2
+    return TrainingArguments(
+        output_dir=str(out),
+        per_device_train_batch_size=tc.batch_size,
+        per_device_eval_batch_size=tc.eval_batch_size or tc.batch_size,
+        num_train_epochs=tc.epochs,
+        max_steps=tc.max_steps if tc.max_steps is not None else -1,
+        learning_rate=tc.lr,
+        weight_decay=tc.weight_decay,
+        lr_scheduler_type=tc.scheduler,
+        gradient_accumulation_steps=tc.grad_accum,
+        max_grad_norm=tc.max_grad_norm if tc.max_grad_norm is not None else 0.0,
+        use_cpu=not torch.cuda.is_available(),  # else bf16 on a CPU machine is refused
+        bf16=tc.precision == "bf16",
+        fp16=tc.precision == "fp16",
+        eval_strategy=every if best else "no",
+        eval_steps=tc.eval_every,
+        save_strategy=every,
+        save_steps=tc.eval_every,
+        save_total_limit=keep,
+        load_best_model_at_end=best,
+        metric_for_best_model=primary if best else None,
+        greater_is_better=True,
+        logging_steps=tc.logging_steps,
+        report_to=["tensorboard"],
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        dataloader_num_workers=tc.num_workers,
+        label_smoothing_factor=tc.label_smoothing,
+        activation_checkpointing=tc.gradient_checkpointing,  # transformers 5's name
+        remove_unused_columns=False,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        disable_tqdm=False,
+    )
+
+
+def build_trainer(
+    domain: Domain,
+    cfg: ExperimentConfig,
+    task: str,
+    model: nn.Module,
+    processor: Any,
+    data: Splits,
+    heads: list[str],
+    out: Path,
+) -> GroupedTrainer:
+    """The `GroupedTrainer` of one run (single-task `cfg`), writing into `out`."""
+    from transformers import EarlyStoppingCallback
+
+    tc = cfg.training
+    best = tc.model_selection == "best"
+    args = training_arguments(cfg, task, domain.primary_metric(task), out)
+    callbacks = [MetricsJsonlCallback(out / "metrics.jsonl")]
+    if tc.early_stopping_patience is not None:
+        if not best:
+            raise ConfigError(
+                "training.early_stopping_patience: needs training.model_selection best"
+            )
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=tc.early_stopping_patience))
+    return GroupedTrainer(
+        model=model,
+        args=args,
+        train_dataset=data.train,
+        eval_dataset=data.selection if best else None,
+        data_collator=domain.data_collator(processor),
+        processing_class=processor,
+        compute_metrics=domain.compute_metrics(task),
+        callbacks=callbacks,
+        head_lr=tc.head_lr,
+        head_weight_decay=tc.head_weight_decay,
+        decay_theta=tc.decay_theta,
+        warmup_ratio=tc.warmup_ratio,
+        head_modules=heads,
+    )
+
+
+def evaluate_test(
+    trainer: Any, domain: Domain, task: str, test_sets: dict[str, Dataset]
+) -> dict[str, float]:
+    """Evaluate every reported split; ``results.json["test"]`` as the domain merges them."""
+    per_split = {}
+    for split, ds in test_sets.items():
+        metrics = trainer.evaluate(eval_dataset=ds, metric_key_prefix="test")
+        per_split[split] = strip_metric_prefix(metrics, "test")
+    return domain.test_metrics(task, per_split)
+
+
+def last_checkpoint(out: Path) -> Path | None:
+    """The newest ``checkpoint-*`` folder of a run directory, or None."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if not out.is_dir():
+        return None
+    last = get_last_checkpoint(str(out))
+    return Path(last) if last else None
+
+
+def _step_of(checkpoint: str | None) -> int | None:
+    if not checkpoint:
+        return None
+    tail = Path(checkpoint).name.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else None
+
+
+def _rel(path: str | Path | None, root: Path) -> str | None:
+    if not path:
+        return None
+    try:
+        return str(Path(path).resolve().relative_to(root.resolve()))
+    except ValueError:
+        return str(path)
