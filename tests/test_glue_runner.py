@@ -14,7 +14,6 @@ from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
 from glue_env import write_glue_data, write_tiny_model
 from gpart.results import collect_results
-from gpart.runners import core
 from gpart.runners import glue as runner
 from gpart.runners.glue import eval_main
 
@@ -169,44 +168,6 @@ def test_bert_model_and_mnli_matched_mismatched(env, tmp_path):
     (run,) = _result_dirs(out)
     test = json.loads((run / "results.json").read_text())["test"]
     assert set(test) == {"accuracy", "accuracy_mm"}
-
-
-class _Crash(Exception):
-    pass
-
-
-def test_resume_finishes_an_interrupted_run(env, tmp_path, monkeypatch, capsys):
-    from transformers import TrainerCallback
-
-    out = tmp_path / "logs"
-    build = core.build_trainer
-
-    class CrashAfterFirstSave(TrainerCallback):
-        def on_save(self, args, state, control, **kwargs):
-            raise _Crash("simulated crash")
-
-    def crashing(*a, **k):
-        trainer = build(*a, **k)
-        trainer.add_callback(CrashAfterFirstSave())
-        return trainer
-
-    fast = [t if t != "2" else "3" for t in FAST]  # 3 epochs
-    argv = ["--adapter_type", "gpart", "--tasks", "rte", "adapter.d", "64", *fast]
-    monkeypatch.setattr(core, "build_trainer", crashing)
-    assert _run(env, out, *argv) == 1
-    (seed_dir,) = list(out.glob("*/rte/seed_*"))
-    assert not (seed_dir / "results.json").exists()
-    assert list(seed_dir.glob("checkpoint-*"))
-    monkeypatch.setattr(core, "build_trainer", build)
-
-    capsys.readouterr()
-    assert _run(env, out, *argv) == 1  # refuses to silently overwrite the unfinished run
-    assert "--resume" in capsys.readouterr().err
-    assert _run(env, out, "--resume", *argv) == 0
-    res = json.loads((seed_dir / "results.json").read_text())
-    assert res["selection"]["last_step"] == 3 * 2  # 3 epochs x 2 steps, resumed at step 2
-    assert _run(env, out, *argv) == 0  # finished: skipped
-    assert "already finished" in capsys.readouterr().out
 
 
 def test_collect_two_seeds_mean_and_std(env, tmp_path):

@@ -12,8 +12,6 @@ import torch
 from datasets import Dataset
 from torch import nn
 from transformers import (
-    RobertaConfig,
-    RobertaForSequenceClassification,
     TrainerCallback,
     TrainingArguments,
 )
@@ -24,6 +22,7 @@ from gpart.training.trainer import (
     count_training_steps,
     warmup_steps_from_ratio,
 )
+from tiny_models import tiny_roberta
 
 
 class ToyAdapted(nn.Module):
@@ -100,25 +99,11 @@ def test_defaults_and_empty_groups():
         build_param_groups(m2, lr=1e-3)
 
 
-def tiny_roberta(num_labels: int = 2) -> RobertaForSequenceClassification:
-    torch.manual_seed(0)
-    cfg = RobertaConfig(
-        vocab_size=40,
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=40,
-        num_labels=num_labels,
-    )
-    return RobertaForSequenceClassification(cfg)
-
-
 def test_peft_lora_head_is_found_under_modules_to_save():
     from peft import LoraConfig, get_peft_model
 
     model = get_peft_model(
-        tiny_roberta(),
+        tiny_roberta(num_labels=2),
         LoraConfig(r=2, target_modules=["query", "value"], modules_to_save=["classifier"]),
     )
     groups = _groups_by_name(build_param_groups(model, lr=1e-3, head_lr=1e-2, weight_decay=0.1))
@@ -206,7 +191,7 @@ def test_trainer_schedule_spans_the_exact_step_count(tmp_path, kind):
     )
     recorder = LrRecorder()
     trainer = GroupedTrainer(
-        model=tiny_roberta(),
+        model=tiny_roberta(num_labels=2),
         args=args,
         train_dataset=data,
         head_lr=5e-3,
@@ -234,4 +219,4 @@ def test_trainer_schedule_spans_the_exact_step_count(tmp_path, kind):
 def test_trainer_rejects_bad_warmup_ratio(tmp_path):
     args = TrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True)
     with pytest.raises(ValueError, match="warmup_ratio"):
-        GroupedTrainer(model=tiny_roberta(), args=args, warmup_ratio=2.0)
+        GroupedTrainer(model=tiny_roberta(num_labels=2), args=args, warmup_ratio=2.0)
