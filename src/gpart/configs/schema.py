@@ -336,14 +336,6 @@ class ExperimentConfig:
         blob = json.dumps(d, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:length]
 
-    def run_name(self, task: str) -> str:
-        """``<adapter>_<task>_<size>_seed<seed>_<hash>``: unique per resolved single-task config."""
-        single = self.for_task(task)
-        return (
-            f"{self.adapter.type}_{task}_{self.model.model_size}_seed{self.seed}_"
-            f"{single.config_hash()}"
-        )
-
 
 def _set_fields(obj: Any) -> dict[str, Any]:
     return {k: v for k, v in dataclasses.asdict(obj).items() if v is not None}
