@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gpart.configs.presets import DomainPresets, freeze
+from gpart.configs.presets.base import DomainPresets, freeze
 
 SIZES = ("base", "large")
 
