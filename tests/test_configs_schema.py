@@ -9,9 +9,9 @@ import pytest
 
 from gpart.configs import (
     ConfigError,
-    ExperimentConfig,
     TaskConfig,
     TrainingConfig,
+    experiment_from_dict,
     get_domain,
     get_task,
     resolve_experiment,
@@ -39,7 +39,7 @@ def test_round_trip_through_json():
         adapter="lora", tasks="sst2,rte", overrides={"task.rte.lr": "2e-4", "seed": "3"}
     )
     data = json.loads(exp.to_json())
-    back = ExperimentConfig.from_dict(data)
+    back = experiment_from_dict(data)
     assert back == exp
     assert type(back.adapter).__name__ == "LoraAdapterConfig"
     assert data["effective"]["rte"]["lr"] == 2e-4
@@ -50,11 +50,11 @@ def test_from_dict_validates():
     data = resolve_experiment().to_dict()
     data["training"]["lrr"] = 1
     with pytest.raises(ConfigError, match=r"training: unknown keys \['lrr'\]"):
-        ExperimentConfig.from_dict(data)
+        experiment_from_dict(data)
     data = resolve_experiment().to_dict()
     data["adapter"]["d"] = "lots"
     with pytest.raises(ConfigError, match="adapter.d: expected an integer"):
-        ExperimentConfig.from_dict(data)
+        experiment_from_dict(data)
 
 
 def test_for_task_is_the_effective_single_task_config():

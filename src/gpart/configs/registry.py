@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gpart.configs.errors import ConfigError, did_you_mean
-from gpart.configs.schema import AdapterConfig
+from gpart.configs.schema import AdapterConfig, field_types
 
 if TYPE_CHECKING:
     import torch.nn as nn
@@ -120,6 +120,4 @@ def peft_adapter_names() -> list[str]:
 
 def adapter_fields(name: str) -> dict[str, Any]:
     """Field name -> annotation of adapter `name`'s config (for help and key validation)."""
-    from gpart.configs.schema import field_types
-
     return field_types(get_adapter(name).config_cls)

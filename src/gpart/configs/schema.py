@@ -266,6 +266,7 @@ class ExperimentConfig:
         """A JSON-ready dict. With `effective`, adds each task's effective training config.
 
         ``task``/``per_task`` list only the fields that are set (None means inherit).
+        `gpart.configs.experiment_from_dict` rebuilds the config from the result.
         """
         out: dict[str, Any] = {
             "domain": self.domain,
@@ -290,39 +291,6 @@ class ExperimentConfig:
     def to_json(self, *, indent: int | None = 2, effective: bool = True) -> str:
         return json.dumps(self.to_dict(effective=effective), indent=indent)
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ExperimentConfig:
-        """Rebuild a config saved with `to_dict` (the ``effective`` section is derived, ignored).
-
-        Values are validated against the annotations like command-line values.
-        """
-        from gpart.configs.registry import get_adapter
-
-        data = copy.deepcopy(data)
-        known = {f.name for f in dataclasses.fields(cls)} | {"effective"}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"config: unknown top-level keys {unknown}; valid: {sorted(known)}")
-        adapter_data = dict(data.get("adapter") or {})
-        adapter_cls = get_adapter(adapter_data.get("type", "")).config_cls
-        return cls(
-            domain=data.get("domain", "glue"),
-            tasks=list(data.get("tasks", ["sst2"])),
-            seed=int(data.get("seed", 42)),
-            output_dir=data.get("output_dir", "logs"),
-            model=_build(ModelConfig, data.get("model"), "model"),
-            adapter=_build(adapter_cls, adapter_data, "adapter"),
-            training=_build(TrainingConfig, data.get("training"), "training"),
-            data=_build(DataConfig, data.get("data"), "data"),
-            generation=_build(GenerationConfig, data.get("generation"), "generation"),
-            task=_build(TaskConfig, data.get("task"), "task"),
-            per_task={
-                name: _build(TaskConfig, tc, f"task.{name}")
-                for name, tc in (data.get("per_task") or {}).items()
-            },
-            sources=dict(data.get("sources") or {}),
-        )
-
     def config_hash(self, length: int = 8) -> str:
         """Short hash of everything that can change results.
 
@@ -346,14 +314,3 @@ def field_types(cls: type) -> dict[str, Any]:
     """Resolved annotations of a dataclass's init fields (postponed annotations evaluated)."""
     hints = typing.get_type_hints(cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.init}
-
-
-def _build(cls: type, data: dict[str, Any] | None, section: str) -> Any:
-    from gpart.configs.coerce import coerce
-
-    data = data or {}
-    types_ = field_types(cls)
-    unknown = sorted(set(data) - set(types_))
-    if unknown:
-        raise ConfigError(f"{section}: unknown keys {unknown}; valid: {sorted(types_)}")
-    return cls(**{k: coerce(v, types_[k], f"{section}.{k}") for k, v in data.items()})

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from gpart.configs import ConfigError, ExperimentConfig, exit_on_config_error
+from gpart.configs import ConfigError, exit_on_config_error, experiment_from_dict
 from gpart.data.glue import get_glue_task, glue_data_collator, load_glue_raw, tokenize_glue
 from gpart.data.loading import DataError
 from gpart.results import read_json, write_json_atomic
@@ -111,7 +111,7 @@ def evaluate_run(
     )
 
     saved = read_json(run / "config.json")
-    cfg = ExperimentConfig.from_dict(saved["config"])
+    cfg = experiment_from_dict(saved["config"])
     task = cfg.tasks[0]
     spec = get_glue_task(task)
     if base_model:
