@@ -1,9 +1,13 @@
-"""Schema: TaskConfig mirrors TrainingConfig, serialisation, hashing, task metadata."""
+"""Schema: per-task overrides (TaskConfig), serialisation, hashing, task metadata."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import pickle
+import types
+import typing
+from typing import Literal
 
 import pytest
 
@@ -19,12 +23,69 @@ from gpart.configs import (
 from gpart.configs.schema import field_types
 
 
-def test_task_config_mirrors_training_config():
-    train, task = field_types(TrainingConfig), field_types(TaskConfig)
-    assert list(task) == list(train)
-    for name, tp in train.items():
-        assert task[name] == tp | None, name
-    assert all(v is None for v in dataclasses.asdict(TaskConfig()).values())
+def _other_value(tp, default):
+    """A valid value of annotation `tp` that differs from `default`."""
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        tp = next(a for a in typing.get_args(tp) if a is not type(None))
+    if typing.get_origin(tp) is Literal:
+        return next(c for c in typing.get_args(tp) if c != default)
+    if tp is bool:
+        return not default
+    if tp is int:
+        return 3 if default is None else default + 1
+    if tp is float:
+        return 0.5 if not default else default / 2
+    raise AssertionError(f"no test value for {tp!r}")
+
+
+def test_task_config_defaults_to_inherit():
+    task = TaskConfig()
+    assert [f.name for f in dataclasses.fields(task)] == [
+        f.name for f in dataclasses.fields(TrainingConfig)
+    ]
+    assert all(v is None for v in dataclasses.asdict(task).values())
+    assert (TaskConfig.__name__, TaskConfig.__module__) == ("TaskConfig", "gpart.configs.schema")
+    assert TaskConfig.__doc__.startswith("Per-task overrides of `TrainingConfig`")
+    assert pickle.loads(pickle.dumps(TaskConfig(lr=0.1))) == TaskConfig(lr=0.1)
+
+
+@pytest.mark.parametrize("name", [f.name for f in dataclasses.fields(TrainingConfig)])
+def test_every_training_field_is_a_task_override(name):
+    # Settable for all tasks (task.<field>) and for one task (task.<task>.<field>), from
+    # command-line text, and reaching only the task(s) it names.
+    base = resolve_experiment(tasks="sst2,rte")
+    default = getattr(base.effective_training("rte"), name)
+    value = _other_value(field_types(TrainingConfig)[name], default)
+    assert getattr(TaskConfig(), name) is None
+    text = _cli_text(value)
+
+    one = resolve_experiment(tasks="sst2,rte", overrides={f"task.rte.{name}": text})
+    assert getattr(one.per_task["rte"], name) == value
+    assert getattr(one.effective_training("rte"), name) == value
+    assert getattr(one.effective_training("sst2"), name) == getattr(
+        base.effective_training("sst2"), name
+    )
+    assert one.effective_keys("rte")[name] == f"task.rte.{name}"
+    assert one.to_dict()["per_task"]["rte"][name] == value
+
+    every = resolve_experiment(tasks="sst2,rte", overrides={f"task.{name}": text})
+    assert getattr(every.task, name) == value
+    for task in ("sst2", "rte"):  # beats the task presets of the earlier layer too
+        assert every.effective_keys(task)[name] == f"task.{name}"
+        assert getattr(every.effective_training(task), name) == value
+    assert every.to_dict()["task"] == {name: value}
+
+
+def test_task_overrides_reject_bad_values_like_training_fields():
+    with pytest.raises(ConfigError, match=r"task\.rte\.scheduler: expected one of linear, cosine"):
+        resolve_experiment(tasks="rte", overrides={"task.rte.scheduler": "cosin"})
+    with pytest.raises(ConfigError, match=r"task\.precision: .*did you mean 'bf16'"):
+        resolve_experiment(tasks="rte", overrides={"task.precision": "bf17"})
+    with pytest.raises(ConfigError, match=r"task\.rte\.epochs: expected an integer"):
+        resolve_experiment(tasks="rte", overrides={"task.rte.epochs": "1.5"})
+    # "none" is a valid value of every override: it means "inherit".
+    exp = resolve_experiment(tasks="rte", overrides={"task.rte.scheduler": "none"})
+    assert exp.effective_training("rte").scheduler == exp.training.scheduler
 
 
 def test_issue_defaults():

@@ -76,37 +76,37 @@ class TrainingConfig:
     label_smoothing: float = 0.0
 
 
-@dataclass
-class TaskConfig:
+def _overrides_of(cls: type, name: str, doc: str) -> type:
+    """A dataclass with every field of dataclass `cls`, each optional and None by default.
+
+    Args:
+        cls: the dataclass whose fields are overridden.
+        name: the new class's name; the caller binds it to the same name in this module,
+            so the class pickles and reprs like one written out by hand.
+        doc: the new class's docstring.
+
+    Returns:
+        The new dataclass: field for field as `cls`, in the same order, each annotated
+        ``<its type> | None`` (resolved, so `field_types` and the command-line coercion
+        read it like any other annotation) with default None.
+    """
+    hints = typing.get_type_hints(cls)
+    return dataclasses.make_dataclass(
+        name,
+        [(f.name, hints[f.name] | None, field(default=None)) for f in dataclasses.fields(cls)],
+        namespace={"__module__": __name__, "__qualname__": name, "__doc__": doc},
+    )
+
+
+TaskConfig = _overrides_of(
+    TrainingConfig,
+    "TaskConfig",
     """Per-task overrides of `TrainingConfig`; every field None ("inherit") by default.
 
-    Mirrors `TrainingConfig` field by field (a test enforces it), so anything that can be
-    set for the run can also be set for one task: ``task.rte.epochs 160``.
-    """
-
-    batch_size: int | None = None
-    eval_batch_size: int | None = None
-    max_seq_length: int | None = None
-    epochs: int | None = None
-    max_steps: int | None = None
-    lr: float | None = None
-    head_lr: float | None = None
-    weight_decay: float | None = None
-    head_weight_decay: float | None = None
-    decay_theta: bool | None = None
-    warmup_ratio: float | None = None
-    scheduler: Literal["linear", "cosine"] | None = None
-    grad_accum: int | None = None
-    max_grad_norm: float | None = None
-    precision: Literal["fp32", "bf16", "fp16"] | None = None
-    model_selection: Literal["best", "last"] | None = None
-    early_stopping_patience: int | None = None
-    eval_every: int | None = None
-    logging_steps: int | None = None
-    save_total_limit: int | None = None
-    num_workers: int | None = None
-    gradient_checkpointing: bool | None = None
-    label_smoothing: float | None = None
+    Generated from `TrainingConfig` (same fields, each ``<type> | None``), so anything that
+    can be set for the run can also be set for one task: ``task.rte.epochs 160``.
+    """,
+)
 
 
 @dataclass
