@@ -34,7 +34,11 @@ FOLLOWS_SEED = "follows_seed"
 
 @dataclass
 class TrainingConfig:
-    """Optimisation and evaluation schedule. Defaults are the issue's GLUE defaults."""
+    """Optimisation and evaluation schedule.
+
+    Defaults follow the GPart paper's GLUE protocol; the GLUE presets
+    (`gpart.configs.presets.glue`) restate the shared protocol and set each method's values.
+    """
 
     batch_size: int = 32
     # None: same as batch_size.
