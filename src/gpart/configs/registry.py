@@ -61,10 +61,27 @@ def register_adapter(
     description: str = "",
     order: int = 100,
 ) -> AdapterSpec:
-    """Register adapter `name`; its config class's default ``type`` must equal `name`.
+    """Register adapter `name`.
 
     Re-registering the same spec is a no-op (modules can be re-imported); a different spec
     under a taken name is an error, so two adapters can never silently shadow each other.
+
+    Args:
+        name: the registry name, chosen with ``--adapter_type``.
+        config_cls: the adapter's `AdapterConfig` subclass; its default ``type`` must be
+            `name`.
+        to_peft: for a peft method, builds peft's config from the adapter config.
+        apply: for any other method, sets ``requires_grad`` on the model in place.
+        description: one line for help texts.
+        order: position in listings (the method first, baselines after).
+
+    Returns:
+        The registered `AdapterSpec`.
+
+    Raises:
+        ValueError: not exactly one of `to_peft` and `apply`, a config class whose ``type``
+            is not `name`, or `name` already taken by a different spec.
+        TypeError: `config_cls` is not an `AdapterConfig` subclass.
     """
     if (to_peft is None) == (apply is None):
         raise ValueError(f"adapter {name!r}: give exactly one of to_peft= and apply=")

@@ -267,10 +267,16 @@ class ExperimentConfig:
     # ---- serialisation ---------------------------------------------------------------
 
     def to_dict(self, *, effective: bool = True) -> dict[str, Any]:
-        """A JSON-ready dict. With `effective`, adds each task's effective training config.
+        """A JSON-ready dict of the config.
 
         ``task``/``per_task`` list only the fields that are set (None means inherit).
         `gpart.configs.experiment_from_dict` rebuilds the config from the result.
+
+        Args:
+            effective: add an ``effective`` section: each task's effective training config.
+
+        Returns:
+            The dict; its layout is saved in run directories, keep it stable.
         """
         out: dict[str, Any] = {
             "domain": self.domain,
