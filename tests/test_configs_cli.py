@@ -25,7 +25,7 @@ def _error(argv, **kw) -> str:
     return msg
 
 
-def test_issue_example_round_trip():
+def test_readme_style_command_round_trip():
     cfg, flags = parse_cli(
         [
             "--adapter_type",

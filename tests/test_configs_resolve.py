@@ -163,7 +163,8 @@ def test_presets_are_read_only():
 
 
 def test_paper_presets_gpart():
-    table = {  # task: (base epochs, base head_lr, large epochs, large head_lr), from issue 3
+    # The GPart paper's GLUE table: task -> (base epochs, base head_lr, large epochs, large head_lr)
+    table = {
         "cola": (80, 2e-3, 60, 2e-2),
         "sst2": (60, 5e-4, 30, 2e-4),
         "mrpc": (30, 1e-3, 40, 2e-3),
@@ -183,7 +184,7 @@ def test_paper_presets_gpart():
     assert exp.model.base_model == "FacebookAI/roberta-large"
 
 
-# The issue's baseline tables: task -> (epochs, head_lr) per size for Uni-LoRA, and
+# The baseline tables of the Uni-LoRA and LoRA papers: task -> (epochs, head_lr) per size for Uni-LoRA, and
 # task -> (epochs, batch size, lr) for LoRA (head_lr 1e-3; VeRA takes LoRA's epochs).
 UNILORA_TABLE = {
     "base": {"cola": (80, 5e-3), "sst2": (60, 1e-4), "mrpc": (30, 2e-2), "qnli": (25, 2e-4),
@@ -216,7 +217,7 @@ def test_paper_presets_lora_family(adapter):
     for task, (epochs, batch_size, lr) in LORA_TABLE.items():
         eff = exp.effective_training(task)
         assert eff.epochs == epochs, task
-        if adapter != "vera":  # the issue gives VeRA only LoRA's epochs
+        if adapter != "vera":  # VeRA's paper gives only LoRA's epochs
             assert (eff.batch_size, eff.lr, eff.head_lr) == (batch_size, lr, 1e-3), task
 
 

@@ -18,13 +18,13 @@ from gpart.configs import (
 )
 from gpart.configs import registry as registry_mod
 
-ISSUE_ADAPTERS = ["gpart", "lora", "dora", "unilora", "vera", "fourierft", "vblora"]
+PAPER_ADAPTERS = ["gpart", "lora", "dora", "unilora", "vera", "fourierft", "vblora"]
 NON_PEFT = ["bitfit", "head", "full"]
 
 
-def test_all_issue_adapters_registered_in_order():
-    assert adapter_names() == ISSUE_ADAPTERS + NON_PEFT
-    for name in ISSUE_ADAPTERS:
+def test_all_paper_adapters_registered_in_order():
+    assert adapter_names() == PAPER_ADAPTERS + NON_PEFT
+    for name in PAPER_ADAPTERS:
         assert get_adapter(name).is_peft, name
     for name in NON_PEFT:
         spec = get_adapter(name)

@@ -55,11 +55,24 @@ def _plural(tp: Any) -> str:
 
 
 def coerce(value: Any, tp: Any, key: str) -> Any:
-    """Return `value` converted to annotation `tp`, or raise `ConfigError` naming `key`.
+    """Convert `value` to annotation `tp`.
 
     Strings are parsed (they come from the command line); other values are validated (they
     come from presets or Python code), with ``int -> float`` widening as the only
     conversion, so a preset typo such as ``"adapter.d": "23040"`` still fails loudly.
+
+    Args:
+        value: a command-line string, or a value from a preset or Python code.
+        tp: the field's resolved annotation (see the module docstring for what is supported).
+        key: the dotted key the value is for, named in the error message.
+
+    Returns:
+        The value as a `tp`.
+
+    Raises:
+        ConfigError: `value` is not a valid `tp`; the message names `key` and what was
+            expected.
+        TypeError: `tp` is an annotation the coercer does not support (a schema bug).
     """
     try:
         return _coerce(value, tp)

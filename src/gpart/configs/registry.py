@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gpart.configs.errors import ConfigError, did_you_mean
-from gpart.configs.schema import AdapterConfig
+from gpart.configs.schema import AdapterConfig, field_types
 
 if TYPE_CHECKING:
     import torch.nn as nn
@@ -61,10 +61,27 @@ def register_adapter(
     description: str = "",
     order: int = 100,
 ) -> AdapterSpec:
-    """Register adapter `name`; its config class's default ``type`` must equal `name`.
+    """Register adapter `name`.
 
     Re-registering the same spec is a no-op (modules can be re-imported); a different spec
     under a taken name is an error, so two adapters can never silently shadow each other.
+
+    Args:
+        name: the registry name, chosen with ``--adapter_type``.
+        config_cls: the adapter's `AdapterConfig` subclass; its default ``type`` must be
+            `name`.
+        to_peft: for a peft method, builds peft's config from the adapter config.
+        apply: for any other method, sets ``requires_grad`` on the model in place.
+        description: one line for help texts.
+        order: position in listings (the method first, baselines after).
+
+    Returns:
+        The registered `AdapterSpec`.
+
+    Raises:
+        ValueError: not exactly one of `to_peft` and `apply`, a config class whose ``type``
+            is not `name`, or `name` already taken by a different spec.
+        TypeError: `config_cls` is not an `AdapterConfig` subclass.
     """
     if (to_peft is None) == (apply is None):
         raise ValueError(f"adapter {name!r}: give exactly one of to_peft= and apply=")
@@ -120,6 +137,4 @@ def peft_adapter_names() -> list[str]:
 
 def adapter_fields(name: str) -> dict[str, Any]:
     """Field name -> annotation of adapter `name`'s config (for help and key validation)."""
-    from gpart.configs.schema import field_types
-
     return field_types(get_adapter(name).config_cls)

@@ -80,7 +80,19 @@ def valid_keys(exp: ExperimentConfig, *, per_task: bool = True) -> list[str]:
 
 
 def parse_key(exp: ExperimentConfig, text: str) -> Key:
-    """Validate dotted key `text` against `exp`; `ConfigError` names the closest valid key."""
+    """Validate dotted key `text` against `exp`.
+
+    Args:
+        exp: the config the key would set (its adapter and tasks decide the valid keys).
+        text: a dotted key such as ``training.lr`` or ``task.rte.epochs``.
+
+    Returns:
+        The parsed `Key`, with the field's annotation.
+
+    Raises:
+        ConfigError: the key is unknown or chosen by a flag; the message names the closest
+            valid key.
+    """
     if text in FLAG_ONLY_KEYS:
         raise ConfigError(f"{text}: set it with {FLAG_ONLY_KEYS[text]}, not as an override")
     parts = text.split(".")
@@ -179,6 +191,16 @@ def apply_layer(exp: ExperimentConfig, layer: Mapping[str, Any] | Iterable, labe
     """Apply one layer of ``key -> value`` to `exp` in place, recording `label` as source.
 
     Values are deep-copied (presets are never aliased) and coerced by the field annotation.
+    Within the layer, general keys apply before specific ones; a general ``training.x`` or
+    ``task.x`` clears the task-level values of ``x`` that earlier layers set.
+
+    Args:
+        exp: the config being resolved; modified in place.
+        layer: dotted key -> value, as a mapping or a sequence of pairs.
+        label: the layer's name, recorded in ``exp.sources`` for every key it sets.
+
+    Raises:
+        ConfigError: an unknown key or a value that does not match its annotation.
     """
     items = layer.items() if isinstance(layer, Mapping) else layer
     parsed = [(parse_key(exp, k), v) for k, v in items]
@@ -242,6 +264,8 @@ def resolve_experiment(
 ) -> ExperimentConfig:
     """Resolve the five layers into a new, validated `ExperimentConfig`.
 
+    Never mutates the presets: each call starts from fresh dataclasses and deep-copies.
+
     Args:
         domain: ``glue``, ``vision`` or ``math``.
         adapter: a registered adapter name (`gpart.configs.adapter_names()`).
@@ -251,8 +275,12 @@ def resolve_experiment(
             parsed by annotation, other values validated. Pairs may be given as a sequence.
         override_label: how `sources` names layer 5.
 
-    Never mutates the presets: each call starts from fresh dataclasses and deep-copies.
-    Raises `ConfigError` for any unknown key or invalid value.
+    Returns:
+        The resolved config, with ``sources`` naming the layer of each non-default value.
+
+    Raises:
+        ConfigError: an unknown adapter, size, task or key, a key given twice, or an
+            invalid value.
     """
     spec = get_adapter(adapter)
     presets = get_presets(domain)
@@ -312,10 +340,16 @@ def _fill_seed_fields(exp: ExperimentConfig) -> None:
 
 
 def validate(exp: ExperimentConfig) -> None:
-    """Cross-field checks that annotations cannot express; `ConfigError` on the first.
+    """Cross-field checks that annotations cannot express.
 
     Training values are checked per task as they will run, and a message names the key
     that set the bad value (``task.rte.lr``, ``training.lr``) and the layer it came from.
+
+    Args:
+        exp: a resolved config.
+
+    Raises:
+        ConfigError: on the first invalid value (peft's own config checks included).
     """
     exp.adapter.validate()
     for task in exp.tasks:

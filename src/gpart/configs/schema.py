@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import json
 import typing
 from dataclasses import dataclass, field
@@ -34,7 +33,11 @@ FOLLOWS_SEED = "follows_seed"
 
 @dataclass
 class TrainingConfig:
-    """Optimisation and evaluation schedule. Defaults are the issue's GLUE defaults."""
+    """Optimisation and evaluation schedule.
+
+    Defaults follow the GPart paper's GLUE protocol; the GLUE presets
+    (`gpart.configs.presets.glue`) restate the shared protocol and set each method's values.
+    """
 
     batch_size: int = 32
     # None: same as batch_size.
@@ -76,37 +79,37 @@ class TrainingConfig:
     label_smoothing: float = 0.0
 
 
-@dataclass
-class TaskConfig:
+def _overrides_of(cls: type, name: str, doc: str) -> type:
+    """A dataclass with every field of dataclass `cls`, each optional and None by default.
+
+    Args:
+        cls: the dataclass whose fields are overridden.
+        name: the new class's name; the caller binds it to the same name in this module,
+            so the class pickles and reprs like one written out by hand.
+        doc: the new class's docstring.
+
+    Returns:
+        The new dataclass: field for field as `cls`, in the same order, each annotated
+        ``<its type> | None`` (resolved, so `field_types` and the command-line coercion
+        read it like any other annotation) with default None.
+    """
+    hints = typing.get_type_hints(cls)
+    return dataclasses.make_dataclass(
+        name,
+        [(f.name, hints[f.name] | None, field(default=None)) for f in dataclasses.fields(cls)],
+        namespace={"__module__": __name__, "__qualname__": name, "__doc__": doc},
+    )
+
+
+TaskConfig = _overrides_of(
+    TrainingConfig,
+    "TaskConfig",
     """Per-task overrides of `TrainingConfig`; every field None ("inherit") by default.
 
-    Mirrors `TrainingConfig` field by field (a test enforces it), so anything that can be
-    set for the run can also be set for one task: ``task.rte.epochs 160``.
-    """
-
-    batch_size: int | None = None
-    eval_batch_size: int | None = None
-    max_seq_length: int | None = None
-    epochs: int | None = None
-    max_steps: int | None = None
-    lr: float | None = None
-    head_lr: float | None = None
-    weight_decay: float | None = None
-    head_weight_decay: float | None = None
-    decay_theta: bool | None = None
-    warmup_ratio: float | None = None
-    scheduler: Literal["linear", "cosine"] | None = None
-    grad_accum: int | None = None
-    max_grad_norm: float | None = None
-    precision: Literal["fp32", "bf16", "fp16"] | None = None
-    model_selection: Literal["best", "last"] | None = None
-    early_stopping_patience: int | None = None
-    eval_every: int | None = None
-    logging_steps: int | None = None
-    save_total_limit: int | None = None
-    num_workers: int | None = None
-    gradient_checkpointing: bool | None = None
-    label_smoothing: float | None = None
+    Generated from `TrainingConfig` (same fields, each ``<type> | None``), so anything that
+    can be set for the run can also be set for one task: ``task.rte.epochs 160``.
+    """,
+)
 
 
 @dataclass
@@ -263,9 +266,16 @@ class ExperimentConfig:
     # ---- serialisation ---------------------------------------------------------------
 
     def to_dict(self, *, effective: bool = True) -> dict[str, Any]:
-        """A JSON-ready dict. With `effective`, adds each task's effective training config.
+        """A JSON-ready dict of the config.
 
         ``task``/``per_task`` list only the fields that are set (None means inherit).
+        `gpart.configs.experiment_from_dict` rebuilds the config from the result.
+
+        Args:
+            effective: add an ``effective`` section: each task's effective training config.
+
+        Returns:
+            The dict; its layout is saved in run directories, keep it stable.
         """
         out: dict[str, Any] = {
             "domain": self.domain,
@@ -290,60 +300,6 @@ class ExperimentConfig:
     def to_json(self, *, indent: int | None = 2, effective: bool = True) -> str:
         return json.dumps(self.to_dict(effective=effective), indent=indent)
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ExperimentConfig:
-        """Rebuild a config saved with `to_dict` (the ``effective`` section is derived, ignored).
-
-        Values are validated against the annotations like command-line values.
-        """
-        from gpart.configs.registry import get_adapter
-
-        data = copy.deepcopy(data)
-        known = {f.name for f in dataclasses.fields(cls)} | {"effective"}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"config: unknown top-level keys {unknown}; valid: {sorted(known)}")
-        adapter_data = dict(data.get("adapter") or {})
-        adapter_cls = get_adapter(adapter_data.get("type", "")).config_cls
-        return cls(
-            domain=data.get("domain", "glue"),
-            tasks=list(data.get("tasks", ["sst2"])),
-            seed=int(data.get("seed", 42)),
-            output_dir=data.get("output_dir", "logs"),
-            model=_build(ModelConfig, data.get("model"), "model"),
-            adapter=_build(adapter_cls, adapter_data, "adapter"),
-            training=_build(TrainingConfig, data.get("training"), "training"),
-            data=_build(DataConfig, data.get("data"), "data"),
-            generation=_build(GenerationConfig, data.get("generation"), "generation"),
-            task=_build(TaskConfig, data.get("task"), "task"),
-            per_task={
-                name: _build(TaskConfig, tc, f"task.{name}")
-                for name, tc in (data.get("per_task") or {}).items()
-            },
-            sources=dict(data.get("sources") or {}),
-        )
-
-    def config_hash(self, length: int = 8) -> str:
-        """Short hash of everything that can change results.
-
-        Leaves out where outputs and local data live (`output_dir`, `data.data_dir`) and the
-        provenance, so the same experiment hashes the same on every machine.
-        """
-        d = self.to_dict(effective=True)
-        for key in ("output_dir", "sources"):
-            d.pop(key, None)
-        d["data"].pop("data_dir", None)
-        blob = json.dumps(d, sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:length]
-
-    def run_name(self, task: str) -> str:
-        """``<adapter>_<task>_<size>_seed<seed>_<hash>``: unique per resolved single-task config."""
-        single = self.for_task(task)
-        return (
-            f"{self.adapter.type}_{task}_{self.model.model_size}_seed{self.seed}_"
-            f"{single.config_hash()}"
-        )
-
 
 def _set_fields(obj: Any) -> dict[str, Any]:
     return {k: v for k, v in dataclasses.asdict(obj).items() if v is not None}
@@ -354,14 +310,3 @@ def field_types(cls: type) -> dict[str, Any]:
     """Resolved annotations of a dataclass's init fields (postponed annotations evaluated)."""
     hints = typing.get_type_hints(cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.init}
-
-
-def _build(cls: type, data: dict[str, Any] | None, section: str) -> Any:
-    from gpart.configs.coerce import coerce
-
-    data = data or {}
-    types_ = field_types(cls)
-    unknown = sorted(set(data) - set(types_))
-    if unknown:
-        raise ConfigError(f"{section}: unknown keys {unknown}; valid: {sorted(types_)}")
-    return cls(**{k: coerce(v, types_[k], f"{section}.{k}") for k, v in data.items()})

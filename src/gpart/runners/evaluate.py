@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from gpart.configs import ConfigError, ExperimentConfig, exit_on_config_error
+from gpart.configs import ConfigError, exit_on_config_error, experiment_from_dict
 from gpart.data.loading import DataError
 from gpart.metrics import strip_metric_prefix
 from gpart.results import RESULTS_FILENAME, read_json, write_json_atomic
@@ -105,7 +105,7 @@ def evaluate_run(
     """Evaluate one run; write and return its ``eval_<which>_<split>.json`` record."""
     from transformers import Trainer, TrainingArguments
 
-    cfg = ExperimentConfig.from_dict(read_json(run / "config.json")["config"])
+    cfg = experiment_from_dict(read_json(run / "config.json")["config"])
     if cfg.domain != domain.name:
         raise ConfigError(f"{run}: a {cfg.domain} run; use that domain's eval script")
     task = cfg.tasks[0]

@@ -9,38 +9,31 @@ A domain's `DomainPresets` holds three of the five resolution layers
 - ``size[size]``                      layer 4: ``{"model.base_model": "FacebookAI/roberta-base"}``
 
 Presets are read-only data: resolution deep-copies every value it takes from them.
+`DomainPresets` and `freeze` live in `presets/base.py`, which the domain modules import;
+this package re-exports them and collects the domains in `get_presets`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
-from types import MappingProxyType
-from typing import Any
-
 from gpart.configs.errors import ConfigError, did_you_mean
+from gpart.configs.presets import glue, math, vision
+from gpart.configs.presets.base import DomainPresets, freeze
 
-
-@dataclass(frozen=True)
-class DomainPresets:
-    domain: str
-    default_size: str
-    size: Mapping[str, Mapping[str, Any]]
-    adapter: Mapping[tuple[str, str], Mapping[str, Any]]
-    task: Mapping[tuple[str, str, str], Mapping[str, Any]]
-
-    def sizes(self) -> list[str]:
-        return list(self.size)
-
-
-def freeze(d: Mapping) -> MappingProxyType:
-    """A read-only view, so code that tries to edit a preset in place fails loudly."""
-    return MappingProxyType(dict(d))
+__all__ = ["DomainPresets", "freeze", "get_presets"]
 
 
 def get_presets(domain: str) -> DomainPresets:
-    from gpart.configs.presets import glue, math, vision
+    """The presets of `domain`.
 
+    Args:
+        domain: a domain name (``glue``, ``vision``, ``math``).
+
+    Returns:
+        The domain's `DomainPresets`.
+
+    Raises:
+        ConfigError: `domain` has no presets; the message names the closest domain.
+    """
     presets = {p.domain: p for p in (glue.PRESETS, vision.PRESETS, math.PRESETS)}
     try:
         return presets[domain]

@@ -1,14 +1,15 @@
 """GLUE presets (RoBERTa base / large): the paper's settings for GPart and its baselines.
 
-Numbers come from the GPart paper's GLUE protocol (issue 3). Where the paper gives no value
-the comment says what was chosen and why; treat those as starting points to sweep.
+Numbers come from the GPart paper's GLUE protocol, except full fine-tuning, which follows
+RoBERTa's own GLUE recipe. Where the paper gives no value the comment says what was chosen
+and why; treat those as starting points to sweep.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from gpart.configs.presets import DomainPresets, freeze
+from gpart.configs.presets.base import DomainPresets, freeze
 
 SIZES = ("base", "large")
 

@@ -6,7 +6,7 @@ what a 7B model needs on one GPU whatever the adapter: bf16 and activation check
 
 from __future__ import annotations
 
-from gpart.configs.presets import DomainPresets, freeze
+from gpart.configs.presets.base import DomainPresets, freeze
 
 _SEVEN_B = {"training.precision": "bf16", "training.gradient_checkpointing": True}
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gpart.configs.presets import DomainPresets, freeze
+from gpart.configs.presets.base import DomainPresets, freeze
 
 # ImageNet-21k checkpoints: the starting point PEFT papers fine-tune on CIFAR and friends.
 PRESETS = DomainPresets(
