@@ -103,6 +103,7 @@ def test_six_tasks_with_gpart_and_lora_and_metrics_match_sklearn(env, tmp_path):
             assert res["params"]["trainable_adapter"] == 64
         cfg = json.loads((run / "config.json").read_text())
         assert cfg["config"]["tasks"] == [res["task"]] and cfg["provenance"]["peft"]
+        assert "train.jsonl" in cfg["data_fingerprint"]["files"]  # what it trained on
 
     gpart_runs = {r.parts[-2]: r for r in runs if r.parent.parent.name.startswith("gpart")}
     for task, checks in {

@@ -243,6 +243,22 @@ def test_single_seed_and_label_clash(tmp_path):
     assert "| 70.0 |" in table.to_markdown()
 
 
+def test_seeds_of_one_cell_on_different_data_are_flagged(tmp_path):
+    data = {0: "aaaaaaaaaaaa", 1: "aaaaaaaaaaaa", 2: "bbbbbbbbbbbb"}
+    for seed, digest in data.items():
+        r = record(task="rte", seed=seed, data_fingerprint=digest)
+        write_json_atomic(run_dir(tmp_path, r["run_name"], "rte", seed) / "results.json", r)
+    other = record(task="sst2", seed=0, data_fingerprint="cccccccccccc")  # another task: fine
+    write_json_atomic(run_dir(tmp_path, other["run_name"], "sst2", 0) / "results.json", other)
+    table = collect_results([tmp_path])
+    (warning,) = [w for w in table.warnings if "different data" in w]
+    assert "task 'rte'" in warning and "data bbbbbbbbbbbb: seeds [2]" in warning
+    assert "--force" in warning
+    # Same data everywhere (or runs that predate fingerprints): no warning.
+    (tmp_path / r["run_name"] / "rte" / "seed_2" / "results.json").unlink()
+    assert not [w for w in collect_results([tmp_path]).warnings if "different data" in w]
+
+
 def test_collection_errors(tmp_path):
     with pytest.raises(ResultsError, match="no such file or directory"):
         collect_results([tmp_path / "missing"])

@@ -216,3 +216,62 @@ def test_the_default_test_metrics_take_the_one_reported_split():
     assert domain.test_metrics("rte", {"validation": {"accuracy": 0.5}}) == {"accuracy": 0.5}
     with pytest.raises(ValueError, match="several test splits"):
         domain.test_metrics("mnli", {"a": {}, "b": {}})
+
+
+def _data(root: Path, *tasks: str) -> Path:
+    """Local data folders the fake domain fingerprints (it trains on its own points)."""
+    for task in tasks:
+        (root / task).mkdir(parents=True, exist_ok=True)
+        (root / task / "train.csv").write_text("sentence,label\nfine,1\nawful,0\n")
+        (root / task / "validation.csv").write_text("sentence,label\ngood,1\n")
+    return root
+
+
+def test_a_finished_run_on_other_data_is_refused_until_forced(tmp_path, capsys):
+    data, out = _data(tmp_path / "data", "sst2", "rte"), tmp_path / "logs"
+    args = ("--tasks", "sst2", "rte", "--data_dir", str(data))
+    assert _main(FakeDomain(), out, *args) == 0
+    runs = _runs(out)
+    rte = next(r for r in runs if r.parts[-2] == "rte")
+    saved = {r: (r / "results.json").read_text() for r in runs}
+    recorded = json.loads((rte / "config.json").read_text())["data_fingerprint"]
+    assert recorded["kind"] == "local" and set(recorded["files"]) == {"train.csv", "validation.csv"}
+
+    # Moved, same content: the same data, skipped.
+    moved = data.rename(tmp_path / "moved")
+    capsys.readouterr()
+    assert _main(FakeDomain(), out, "--tasks", "sst2", "rte", "--data_dir", str(moved)) == 0
+    assert capsys.readouterr().out.count("already finished") == 2
+
+    # One byte changed in one csv: refused before anything runs, nothing touched.
+    csv = moved / "rte" / "train.csv"
+    csv.write_text(csv.read_text().replace("fine,1", "fine,0"))
+    with pytest.raises(SystemExit) as exc:
+        _main(FakeDomain(), out, "--tasks", "sst2", "rte", "--data_dir", str(moved))
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "rte (seed 42)" in err and "sst2" not in err
+    assert "train.csv changed (same size, other content)" in err
+    assert "--force" in err and "--output_dir" in err
+    assert {r: (r / "results.json").read_text() for r in runs} == saved
+
+    # --force re-runs on the new data and records it; the next run skips again.
+    assert _main(FakeDomain(), out, "--tasks", "rte", "--data_dir", str(moved), "--force") == 0
+    new = json.loads((rte / "config.json").read_text())["data_fingerprint"]
+    assert new["files"]["train.csv"] != recorded["files"]["train.csv"]
+    digest = json.loads((rte / "results.json").read_text())["data_fingerprint"]
+    assert digest != json.loads(saved[rte])["data_fingerprint"]
+    capsys.readouterr()
+    assert _main(FakeDomain(), out, "--tasks", "rte", "--data_dir", str(moved)) == 0
+    assert "already finished" in capsys.readouterr().out
+
+
+def test_an_unfinished_run_on_other_data_is_not_resumed(tmp_path, capsys):
+    data, out = _data(tmp_path / "data", "rte"), tmp_path / "logs"
+    assert _main(FakeDomain(), out, "--tasks", "rte", "--data_dir", str(data)) == 0
+    (run,) = _runs(out)
+    (run / "results.json").unlink()  # as if it had crashed after writing config.json
+    (data / "rte" / "extra.csv").write_text("sentence,label\n")
+    with pytest.raises(SystemExit) as exc:
+        _main(FakeDomain(), out, "--tasks", "rte", "--data_dir", str(data), "--resume")
+    assert exc.value.code == 2 and "extra.csv is new" in capsys.readouterr().err

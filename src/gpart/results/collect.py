@@ -52,6 +52,8 @@ class RunResult:
     score: float  # test[primary_metric], raw (not ×100)
     params_adapter: int
     wall_time_s: float
+    # Digest of the data the run trained and was evaluated on (None: older runs).
+    data_fingerprint: str | None = None
 
 
 @dataclass(frozen=True)
@@ -283,6 +285,7 @@ def load_run_result(path: str | Path) -> RunResult:
         score=float(record["test"][record["primary_metric"]]),
         params_adapter=int(record["params"]["trainable_adapter"]),
         wall_time_s=float(record["wall_time_s"]),
+        data_fingerprint=record.get("data_fingerprint"),
     )
 
 
@@ -351,6 +354,16 @@ def summarize(
             if len(metrics) > 1:
                 raise ResultsError(
                     f"run '{name}', task '{task}': seeds disagree on the primary metric {sorted(metrics)}"
+                )
+            data = sorted({r.data_fingerprint for r in seed_runs if r.data_fingerprint})
+            if len(data) > 1:
+                # One cell must average runs on one dataset: a re-export or a fixed label
+                # file between seeds would otherwise pass for seed variance.
+                by_data = {d: [r.seed for r in seed_runs if r.data_fingerprint == d] for d in data}
+                warnings.append(
+                    f"run '{name}', task '{task}': seeds were trained on different data ("
+                    + "; ".join(f"data {d}: seeds {s}" for d, s in by_data.items())
+                    + "); re-run the odd ones with --force on one dataset"
                 )
             values = [100.0 * r.score for r in seed_runs]
             cells[task] = TaskSummary(

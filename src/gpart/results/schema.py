@@ -33,6 +33,9 @@ with :func:`build_results`, which validates it; metric values are raw fractions 
         "total": 125263106              # optional: every parameter, frozen included
       },
       "wall_time_s": 812.4,             # training + evaluation wall time of this run
+      "data_fingerprint": "3f0c9a2e71b4",  # digest of the data (optional; config.json has
+                                        # the full fingerprint); collect warns when seeds
+                                        # of one cell differ
       ...                               # any further keys are kept and ignored by tables
     }
 """

@@ -5,7 +5,8 @@ model, collator and metrics through a `Domain` object.
 past a failing task. `run_task` is one run; it lives in
 ``<output_dir>/<run-name>/<task>/seed_<seed>/``:
 
-    config.json        the resolved single-task config + library versions + git sha
+    config.json        the resolved single-task config, the data's fingerprint
+                       (`gpart.data.fingerprint`), library versions and the git sha
     metrics.jsonl      every evaluation (selection split each epoch, then the test split)
     checkpoint-*/      Trainer checkpoints: the last model's (--resume, eval --which last) and,
                        with best-model selection, the best one's
@@ -15,7 +16,9 @@ past a failing task. `run_task` is one run; it lives in
 The run directory is a small state machine: with ``results.json`` the run is finished and
 is skipped (``--force`` re-runs it); without it, an existing directory is an unfinished run
 that is only touched with ``--resume`` (continue from the last checkpoint) or ``--force``
-(start over). Everything that can fail on user input (data, model, adapter) happens before
+(start over). Either way, a directory whose run recorded other data than the data given
+now is refused until ``--force`` (the run name leaves the data's location out on purpose,
+so the name alone cannot tell). Everything that can fail on user input (data, model, adapter) happens before
 the directory is created, so a mistake leaves nothing half-written.
 
 Training is transformers' `Trainer` (`GroupedTrainer`: adapter at `lr`, head at
@@ -41,11 +44,18 @@ import torch
 
 from gpart.configs import ConfigError, ExperimentConfig, apply_adapter, get_domain, get_task
 from gpart.configs.cli import configs_for_seeds
+from gpart.data.fingerprint import (
+    describe_change,
+    fingerprint_digest,
+    hub_fingerprint,
+    local_fingerprint,
+    same_data,
+)
 from gpart.data.loading import DataError, Splits
 from gpart.heads import head_module_names
 from gpart.metrics import strip_metric_prefix
 from gpart.params import parameter_breakdown
-from gpart.results import RESULTS_FILENAME, build_results, run_dir, write_json_atomic
+from gpart.results import RESULTS_FILENAME, build_results, read_json, run_dir, write_json_atomic
 from gpart.runners.common import ADAPTER_DIR, MetricsJsonlCallback, provenance, save_trained
 from gpart.runners.identity import sweep_run_name
 from gpart.training.trainer import GroupedTrainer
@@ -57,6 +67,10 @@ if TYPE_CHECKING:
 
 class RunStateError(RuntimeError):
     """A run directory is in a state the flags do not allow to touch."""
+
+
+class DataChangedError(ConfigError):
+    """A run directory holds a run on other data than the data given now."""
 
 
 class Domain:
@@ -87,6 +101,17 @@ class Domain:
                 f"--data_dir: no folder for {', '.join(missing)} in {str(root)!r} (it holds: "
                 f"{', '.join(present) or 'nothing'}); expected <data_dir>/<task>/"
             )
+
+    def data_fingerprint(self, cfg: ExperimentConfig, task: str) -> dict[str, Any]:
+        """What identifies the task's data (`gpart.data.fingerprint`), recorded with each run.
+
+        Default: the files of ``<data_dir>/<task>/``, or the task spec's hub id and subset.
+        Domains that load from the hub add the loaded splits' fingerprints.
+        """
+        if cfg.data.data_dir is not None:
+            return local_fingerprint(Path(cfg.data.data_dir) / task)
+        spec = get_task(self.name, task)
+        return hub_fingerprint(spec.source, spec.subset)
 
     def load_splits(self, cfg: ExperimentConfig, task: str) -> Splits:
         """The task's raw data in its train / selection / test roles, for `cfg.seed`."""
@@ -159,19 +184,30 @@ def run_sweep(domain: Domain, cfg: ExperimentConfig, flags: argparse.Namespace) 
     """Run every (seed, task); keep going past a failing task; 1 if any failed, else 0.
 
     `flags` is what `gpart.configs.parse_cli` returned (``seeds``, ``resume``, ``force``).
-    Input errors common to every run are a `ConfigError` before the first run starts.
+    Input errors common to every run are a `ConfigError` before the first run starts, and
+    so is an existing run directory whose run used other data than the data given now
+    (`DataChangedError`; ``--force`` re-runs on the new data).
     """
     domain.check_inputs(cfg)
     for task in cfg.tasks:
         if cfg.effective_training(task).precision == "fp16" and not torch.cuda.is_available():
             raise ConfigError("training.precision fp16: needs a CUDA device; use fp32 or bf16")
     resume, force = getattr(flags, "resume", False), getattr(flags, "force", False)
+    configs = configs_for_seeds(flags)
+    fingerprints = _check_recorded_data(domain, configs, force=force)
     failed: list[str] = []
-    for seed_cfg in configs_for_seeds(flags):
+    for seed_cfg in configs:
         for task in seed_cfg.tasks:
             label = f"{task} (seed {seed_cfg.seed})"
             try:
-                run_task(domain, seed_cfg, task, resume=resume, force=force)
+                run_task(
+                    domain,
+                    seed_cfg,
+                    task,
+                    resume=resume,
+                    force=force,
+                    fingerprint=fingerprints.get(task),
+                )
             except (ConfigError, DataError, RunStateError) as exc:
                 print(f"error: {label}: {' '.join(str(exc).split())}", file=sys.stderr)
                 failed.append(label)
@@ -185,6 +221,53 @@ def run_sweep(domain: Domain, cfg: ExperimentConfig, flags: argparse.Namespace) 
     return 0
 
 
+def _check_recorded_data(
+    domain: Domain, configs: list[ExperimentConfig], *, force: bool
+) -> dict[str, dict[str, Any]]:
+    """Compare every existing run directory's recorded data with today's, before any run.
+
+    Returns the fingerprints computed, by task, for the runs to reuse. Raises one
+    `DataChangedError` naming every run whose data changed, so nothing is touched.
+    """
+    fingerprints: dict[str, dict[str, Any]] = {}
+    if force:
+        return fingerprints
+    problems = []
+    for cfg in configs:
+        for task in cfg.tasks:
+            out = run_dir(cfg.output_dir, sweep_run_name(cfg), task, cfg.seed)
+            if not (out / "config.json").exists():
+                continue
+            if task not in fingerprints:
+                try:
+                    fingerprints[task] = domain.data_fingerprint(cfg.for_task(task), task)
+                except DataError as exc:
+                    raise ConfigError(str(exc)) from None
+            try:
+                check_recorded_data(out, fingerprints[task], f"{task} (seed {cfg.seed})")
+            except DataChangedError as exc:
+                problems.append(str(exc))
+    if problems:
+        raise DataChangedError("; ".join(problems))
+    return fingerprints
+
+
+def check_recorded_data(out: Path, fingerprint: dict[str, Any], label: str) -> None:
+    """Raise `DataChangedError` if the run in `out` recorded other data than `fingerprint`.
+
+    Runs written before fingerprints were recorded have nothing to compare and pass.
+    """
+    path = out / "config.json"
+    if not path.exists():
+        return
+    old = read_json(path).get("data_fingerprint")
+    if old is not None and not same_data(old, fingerprint):
+        raise DataChangedError(
+            f"{label}: {out} holds a run on other data: {describe_change(old, fingerprint)}; "
+            "pass --force to re-run it on this data, or give another --output_dir"
+        )
+
+
 # ------------------------------------------------------------------------ one run
 def run_task(
     domain: Domain,
@@ -193,8 +276,13 @@ def run_task(
     *,
     resume: bool = False,
     force: bool = False,
+    fingerprint: dict[str, Any] | None = None,
 ) -> Path:
     """Train and evaluate one task for `cfg.seed`; return the run directory.
+
+    `fingerprint` is the task's `Domain.data_fingerprint` when the caller has it already.
+    A run directory whose recorded data differ is refused (`DataChangedError`) unless
+    `force`, finished or not.
 
     Under ``accelerate launch`` / torchrun every process runs this: all of them decide from
     the same files (nobody writes before the first barrier), all of them train and
@@ -207,6 +295,10 @@ def run_task(
     tc = single.training
     out = run_dir(cfg.output_dir, sweep_run_name(cfg), task, cfg.seed)
     results_path = out / RESULTS_FILENAME
+    if fingerprint is None:
+        fingerprint = domain.data_fingerprint(single, task)
+    if not force:
+        check_recorded_data(out, fingerprint, f"{task} (seed {cfg.seed})")
     if results_path.exists() and not force:
         if dist.is_main_process:
             print(
@@ -242,6 +334,7 @@ def run_task(
             {
                 "config": single.to_dict(),
                 "run_name": out.parent.parent.name,
+                "data_fingerprint": fingerprint,
                 "provenance": provenance(),
             },
         )
@@ -281,6 +374,7 @@ def run_task(
             base_model=cfg.model.base_model,
             epochs_trained=state.epoch,
             resumed_from=_rel(checkpoint, out),
+            data_fingerprint=fingerprint_digest(fingerprint),
             # processes that trained together: the effective batch is batch_size x this
             world_size=dist.num_processes,
         )

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from gpart.configs import ConfigError, ExperimentConfig, get_task
+from gpart.data.fingerprint import hub_fingerprint
 from gpart.data.glue import glue_data_collator, load_glue_raw, load_glue_splits, tokenize_glue
 from gpart.data.loading import Splits
 from gpart.metrics.glue import make_compute_metrics, merge_split_metrics
@@ -39,6 +40,13 @@ class GlueDomain(Domain):
             seed=cfg.seed,
             max_train_samples=cfg.data.max_train_samples,
         )
+
+    def data_fingerprint(self, cfg: ExperimentConfig, task: str) -> dict[str, Any]:
+        if cfg.data.data_dir is not None:
+            return super().data_fingerprint(cfg, task)
+        spec = get_task("glue", task)
+        # From the local hub cache once downloaded: the splits' `datasets` fingerprints.
+        return hub_fingerprint(spec.source, spec.subset, load_glue_raw(spec, None))
 
     def load_eval_sets(
         self, cfg: ExperimentConfig, task: str, data_dir: str | None, split: str | None
