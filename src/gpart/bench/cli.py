@@ -17,11 +17,12 @@ from pathlib import Path
 import torch
 import transformers
 
+from gpart.bench.dtypes import DTYPES
 from gpart.bench.errors import BenchError
 from gpart.bench.methods import METHODS, HyperParams
 from gpart.bench.models import PRESETS, TARGET_SETS, TASKS
 from gpart.bench.report import markdown, write_json
-from gpart.bench.runner import DTYPES, BenchArgs, run
+from gpart.bench.runner import BenchArgs, run
 
 PROG = "python -m gpart.bench"
 

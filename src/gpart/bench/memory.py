@@ -90,9 +90,9 @@ def probe(req: ProbeRequest) -> dict[str, Any]:
     warnings.filterwarnings(
         "ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning
     )
+    from gpart.bench.dtypes import DTYPES
     from gpart.bench.methods import build_setup
     from gpart.bench.models import ModelSpec, load_config, make_batch, resolve_task
-    from gpart.bench.runner import DTYPES
 
     if req.threads is not None:
         torch.set_num_threads(req.threads)

@@ -15,6 +15,7 @@ import peft
 import torch
 import transformers
 
+from gpart.bench.dtypes import DTYPES
 from gpart.bench.errors import BenchError
 from gpart.bench.memory import Prober, ProbeRequest, metric_name
 from gpart.bench.methods import (
@@ -28,8 +29,6 @@ from gpart.bench.methods import (
     trainable_parameters,
 )
 from gpart.bench.models import ModelSpec, load_config, make_batch, resolve_task
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 @dataclass

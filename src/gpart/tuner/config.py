@@ -12,7 +12,7 @@ from typing import Literal
 
 from peft.config import PeftConfig
 
-from gpart.tuner.registration import GPART_PEFT_TYPE
+from gpart.tuner.peft_type import GPART_PEFT_TYPE
 
 BIAS_CHOICES = ("none", "all", "gpart_only")
 GROUPING_CHOICES = ("random", "balanced")

@@ -1,10 +1,15 @@
-"""Registering GPart with the *released* peft, without forking it.
+"""`PeftType.GPART`: GPart's member of peft's closed `PeftType` enum.
 
 peft keys every method by a member of its `PeftType` enum and `register_peft_method`
 refuses names that are not members (peft 0.21). The enum is closed, so we add one member,
-``GPART``, the way `enum` itself builds members, then call peft's own registration. The
-member is a real `PeftType`: `PeftType("GPART")`, `PeftType.GPART` and `list(PeftType)` all
-see it, and `adapter_config.json` records ``"peft_type": "GPART"``.
+``GPART``, the way `enum` itself builds members. The member is a real `PeftType`:
+`PeftType("GPART")`, `PeftType.GPART` and `list(PeftType)` all see it, and
+`adapter_config.json` records ``"peft_type": "GPART"``.
+
+This module is the bottom of the tuner: it imports nothing of gpart, so `config.py` can
+take `GPART_PEFT_TYPE` from it. Registering the config and tuner classes with peft (peft's
+own `register_peft_method`) happens in `gpart/tuner/__init__.py`, once both classes exist,
+the way peft registers its built-in methods in each method package's `__init__`.
 """
 
 from __future__ import annotations
@@ -36,16 +41,3 @@ def _add_enum_member(enum_cls: type, name: str, value: str):
 
 
 GPART_PEFT_TYPE = _add_enum_member(PeftType, GPART_NAME.upper(), GPART_NAME.upper())
-
-
-def register() -> None:
-    """Register GPart's config and tuner with peft's mappings (idempotent)."""
-    from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
-    from peft.utils import register_peft_method
-
-    from gpart.tuner.config import GPartConfig
-    from gpart.tuner.model import GPartModel
-
-    if PEFT_TYPE_TO_CONFIG_MAPPING.get(GPART_PEFT_TYPE) is GPartConfig:
-        return
-    register_peft_method(name=GPART_NAME, config_cls=GPartConfig, model_cls=GPartModel)
