@@ -43,6 +43,9 @@ SCRIPTS = {
         import gpart.results
         import gpart.results.collect
         import gpart.results.schema
+        # configs and run names too: --print_config and table tools need no torch
+        import gpart.configs
+        import gpart.runners.identity
         import gpart
         import importlib.util
         # transformers asks this to see whether peft is installed: no import, no registration
