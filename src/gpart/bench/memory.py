@@ -92,16 +92,20 @@ def probe(req: ProbeRequest) -> dict[str, Any]:
     )
     from gpart.bench.dtypes import DTYPES
     from gpart.bench.methods import build_setup
-    from gpart.bench.models import ModelSpec, load_config, make_batch, resolve_task
+    from gpart.bench.models import build_workload
 
     if req.threads is not None:
         torch.set_num_threads(req.threads)
     device = torch.device(req.device)
-    dtype = DTYPES[req.dtype]
-    config = load_config(req.model_config)
-    spec = ModelSpec(config, resolve_task(config, req.task))
-    base = spec.build(device, dtype, seed=req.hp.seed)
-    batch = make_batch(spec, req.batch_size, req.seq_len, device)
+    spec, base, batch = build_workload(
+        req.model_config,
+        req.task,
+        device,
+        DTYPES[req.dtype],
+        seed=req.hp.seed,
+        batch_size=req.batch_size,
+        seq_len=req.seq_len,
+    )
     cuda = device.type == "cuda"
     # One throw-away run: compiles kernels and loads library caches, which a long training
     # run pays once and which are not the method's memory.

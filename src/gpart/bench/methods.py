@@ -146,35 +146,28 @@ def build_setup(
     name: str, target_set: str | None, base: nn.Module, spec: ModelSpec, hp: HyperParams
 ) -> Setup:
     """Wrap (a weight-sharing view of) `base` for method `name`."""
-    if name in ("full", "floor"):
-        # full trains every weight in place: its own copy. The floor never steps: shared.
-        model = copy.deepcopy(base) if name == "full" else share_frozen_weights(base)
-        model.requires_grad_(True)
+    if name in ("full", "floor", "head"):
+        if name == "head":
+            model = share_frozen_weights(base)
+            model.requires_grad_(False)
+            heads = output_module_names(model, spec)
+            for h in heads:  # the head is trained: its own copy of the weights
+                setattr(model, h, copy.deepcopy(getattr(base, h)).requires_grad_(True))
+            save = _save_state_dict(model, heads)
+        else:
+            # full trains every weight in place: its own copy. The floor never steps: shared.
+            model = copy.deepcopy(base) if name == "full" else share_frozen_weights(base)
+            model.requires_grad_(True)
+            save = _save_pretrained(model, "*.safetensors")
         model.train()
         params = trainable_parameters(model)
         return Setup(
             name,
             None,
             model,
-            _adamw(params, hp) if name == "full" else None,
+            None if name == "floor" else _adamw(params, hp),
             adapted_weights=sum(p.numel() for p in params),
-            save=_save_pretrained(model, "*.safetensors"),
-        )
-    if name == "head":
-        model = share_frozen_weights(base)
-        model.requires_grad_(False)
-        heads = output_module_names(model, spec)
-        for h in heads:  # the head is trained: its own copy of the weights
-            setattr(model, h, copy.deepcopy(getattr(base, h)).requires_grad_(True))
-        model.train()
-        params = trainable_parameters(model)
-        return Setup(
-            name,
-            None,
-            model,
-            _adamw(params, hp),
-            adapted_weights=sum(p.numel() for p in params),
-            save=_save_state_dict(model, heads),
+            save=save,
         )
     assert target_set is not None
     view = share_frozen_weights(base)

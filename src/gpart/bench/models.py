@@ -189,6 +189,23 @@ def target_modules(model: nn.Module, spec: ModelSpec, target_set: str) -> list[s
     return [n for n in linear if n.split(".")[-1] in set(suffixes)]
 
 
+def build_workload(
+    model_config: str,
+    task: str,
+    device: torch.device,
+    dtype: torch.dtype,
+    *,
+    seed: int,
+    batch_size: int,
+    seq_len: int,
+) -> tuple[ModelSpec, nn.Module, dict[str, torch.Tensor]]:
+    """The benchmark's model and batch: built alike in the timing run and in memory probes."""
+    config = load_config(model_config)
+    spec = ModelSpec(config, resolve_task(config, task))
+    base = spec.build(device, dtype, seed=seed)
+    return spec, base, make_batch(spec, batch_size, seq_len, device)
+
+
 def make_batch(spec: ModelSpec, batch_size: int, seq_len: int, device: torch.device, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     # Skip the first few ids: padding / special tokens in most vocabularies.

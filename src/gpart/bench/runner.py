@@ -28,7 +28,7 @@ from gpart.bench.methods import (
     saved_bytes,
     trainable_parameters,
 )
-from gpart.bench.models import ModelSpec, load_config, make_batch, resolve_task
+from gpart.bench.models import build_workload
 
 
 @dataclass
@@ -93,10 +93,15 @@ def plan(args: BenchArgs) -> list[tuple[str, str | None]]:
 def run(args: BenchArgs, log=print) -> dict[str, Any]:
     device = torch.device(args.device)
     dtype = DTYPES[args.dtype]
-    config = load_config(args.model_config)
-    spec = ModelSpec(config, resolve_task(config, args.task))
-    base = spec.build(device, dtype, seed=args.hp.seed)
-    batch = make_batch(spec, args.batch_size, args.seq_len, device)
+    spec, base, batch = build_workload(
+        args.model_config,
+        args.task,
+        device,
+        dtype,
+        seed=args.hp.seed,
+        batch_size=args.batch_size,
+        seq_len=args.seq_len,
+    )
 
     setups: list[Setup] = []
     for name, target_set in plan(args):

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from typing import Any
 
-from gpart.configs.adapters._bridge import peft_kwargs
-from gpart.configs.adapters.lora import LORA_RENAME, LoraAdapterConfig
+from gpart.configs.adapters.lora import LoraAdapterConfig, lora_to_peft
 from gpart.configs.registry import register_adapter
 
 
@@ -15,25 +14,11 @@ class DoraAdapterConfig(LoraAdapterConfig):
     type: str = "dora"
 
 
-def to_peft(
-    cfg: DoraAdapterConfig, *, task_type: Any = None, modules_to_save: list[str] | None = None
-) -> Any:
-    from peft import LoraConfig
-
-    return peft_kwargs(
-        cfg,
-        LoraConfig,
-        rename=LORA_RENAME,
-        task_type=task_type,
-        modules_to_save=modules_to_save,
-        use_dora=True,
-    )
-
-
 register_adapter(
     "dora",
     DoraAdapterConfig,
-    to_peft=to_peft,
+    # LoRA's bridge with peft's use_dora switch on.
+    to_peft=functools.partial(lora_to_peft, use_dora=True),
     description="DoRA: LoRA direction update plus a trained magnitude",
     order=11,
 )

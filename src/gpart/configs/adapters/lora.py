@@ -28,13 +28,18 @@ class LoraAdapterConfig(AdapterConfig):
             raise ConfigError(f"adapter.r: must be a positive integer, got {self.r}")
 
 
-# Shared with `dora`, which is LoRA plus a learned magnitude vector.
+# Our field names -> peft's.
 LORA_RENAME = {"dropout": "lora_dropout", "alpha": "lora_alpha"}
 
 
-def to_peft(
-    cfg: LoraAdapterConfig, *, task_type: Any = None, modules_to_save: list[str] | None = None
+def lora_to_peft(
+    cfg: LoraAdapterConfig,
+    *,
+    task_type: Any = None,
+    modules_to_save: list[str] | None = None,
+    use_dora: bool = False,
 ) -> Any:
+    """peft's `LoraConfig` for `cfg`; `dora` is the same with ``use_dora=True``."""
     from peft import LoraConfig
 
     return peft_kwargs(
@@ -43,14 +48,14 @@ def to_peft(
         rename=LORA_RENAME,
         task_type=task_type,
         modules_to_save=modules_to_save,
-        use_dora=False,
+        use_dora=use_dora,
     )
 
 
 register_adapter(
     "lora",
     LoraAdapterConfig,
-    to_peft=to_peft,
+    to_peft=lora_to_peft,
     description="LoRA: low-rank update of rank r",
     order=10,
 )
