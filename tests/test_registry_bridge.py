@@ -222,3 +222,45 @@ def test_model_mismatch_is_a_config_error(tiny_roberta_config):
     missing = resolve_experiment(adapter="lora", overrides={"adapter.target_modules": "nosuch"})
     with pytest.raises(ConfigError, match=r"^adapter \(lora\): .*nosuch"):
         apply_adapter(_tiny_model(tiny_roberta_config), missing)
+
+
+def test_query_value_targets_resolve_per_model_family(tiny_roberta_config):
+    from transformers import GPT2Config, GPT2LMHeadModel, ViTConfig, ViTForImageClassification
+
+    from gpart.configs.bridge import resolve_targets
+
+    qv = GPartAdapterConfig(d=64, target_modules=["query-value"])
+    roberta = _tiny_model(tiny_roberta_config)
+    assert resolve_targets(roberta, qv).target_modules == ["query", "value"]
+    vit = ViTForImageClassification(
+        ViTConfig(
+            image_size=16,
+            patch_size=8,
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=24,
+        )  # fmt: skip
+    )
+    names = {n.rsplit(".", 1)[-1] for n, _ in vit.named_modules()}
+    expected = ["q_proj", "v_proj"] if "q_proj" in names else ["query", "value"]
+    assert resolve_targets(vit, qv).target_modules == expected  # transformers 5: q_proj
+    assert qv.target_modules == ["query-value"]  # the config itself is left alone
+    gpt2 = GPT2LMHeadModel(GPT2Config(n_embd=16, n_layer=1, n_head=2, vocab_size=50))
+    with pytest.raises(ConfigError, match="no query/value projections.*c_attn"):
+        resolve_targets(gpt2, qv)
+
+
+def test_targets_that_match_nothing_name_the_linear_layers(tiny_roberta_config):
+    cfg = resolve_experiment(
+        adapter="lora", tasks="sst2", overrides={"adapter.target_modules": "qkv"}
+    )
+    with pytest.raises(ConfigError, match=r"linear layers: .*dense.*query.*value"):
+        apply_adapter(_tiny_model(tiny_roberta_config), cfg)
+
+
+def test_auto_precision_is_fp16_only_on_cuda():
+    from gpart.runners.common import mixed_precision
+
+    assert mixed_precision("auto") == {"bf16": False, "fp16": torch.cuda.is_available()}
+    assert mixed_precision("bf16") == {"bf16": True, "fp16": False}

@@ -68,6 +68,42 @@ def to_peft_config(
     return spec.to_peft(cfg, task_type=_task_type(task_type), modules_to_save=modules_to_save)
 
 
+# `adapter.target_modules query-value` means the attention query and value projections
+# under whatever names the model family gives them: transformers 5 calls them q_proj/v_proj
+# in ViT and DINOv2 but query/value in BERT/RoBERTa, so one preset serves every backbone.
+QUERY_VALUE = "query-value"
+_QUERY_VALUE_NAMES = (("query", "value"), ("q_proj", "v_proj"), ("q", "v"), ("q_lin", "v_lin"))
+
+
+def linear_leaf_names(model: nn.Module) -> list[str]:
+    """The distinct last name components of the model's linear layers (for targets)."""
+    from torch import nn as _nn
+    from transformers.pytorch_utils import Conv1D
+
+    return sorted(
+        {
+            n.rsplit(".", 1)[-1]
+            for n, m in model.named_modules()
+            if isinstance(m, _nn.Linear | Conv1D)
+        }
+    )
+
+
+def resolve_targets(model: nn.Module, adapter: AdapterConfig) -> AdapterConfig:
+    """`adapter` with the symbolic target ``query-value`` replaced by `model`'s names."""
+    if adapter.target_modules != [QUERY_VALUE]:
+        return adapter
+    leaves = set(linear_leaf_names(model))
+    for pair in _QUERY_VALUE_NAMES:
+        if set(pair) <= leaves:
+            return dataclasses.replace(adapter, target_modules=list(pair))
+    raise ConfigError(
+        f"adapter.target_modules {QUERY_VALUE}: no query/value projections in "
+        f"{type(model).__name__} (its linear layers: {', '.join(sorted(leaves)) or 'none'}); "
+        "name the modules, e.g. adapter.target_modules query,value"
+    )
+
+
 def apply_adapter(
     model: nn.Module,
     cfg: ExperimentConfig | AdapterConfig,
@@ -99,10 +135,11 @@ def apply_adapter(
     if spec.is_peft:
         if seed is None:
             raise ValueError("apply_adapter: pass seed= with a bare AdapterConfig")
-        # No explicit `import gpart` needed for GPart's peft registration: this module is
-        # inside the package, so `gpart/__init__` has already run.
+        # GPart's peft registration needs nothing here: `gpart/__init__` registers it as
+        # soon as peft is imported.
         from peft import get_peft_model
 
+        adapter = resolve_targets(model, adapter)
         peft_cfg = to_peft_config(
             adapter, seed=seed, task_type=task_type, modules_to_save=list(head_names) or None
         )
@@ -112,7 +149,9 @@ def apply_adapter(
             # peft (and the GPart tuner) raise ValueError for config/model mismatches --
             # target modules not found, d larger than the adapted space: user mistakes.
             raise ConfigError(
-                f"adapter ({adapter.type}): {exc} [adapter.target_modules={adapter.target_modules}]"
+                f"adapter ({adapter.type}): {' '.join(str(exc).split())} "
+                f"[adapter.target_modules={adapter.target_modules}; the model's linear "
+                f"layers: {', '.join(linear_leaf_names(model))}]"
             ) from None
     else:
         adapter.validate()

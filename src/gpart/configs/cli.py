@@ -81,6 +81,7 @@ def _could_be_task(tok: str) -> bool:
 MULTI_VALUE_FLAGS = {
     "--tasks": _could_be_task,
     "--task": _could_be_task,
+    "--dataset": _could_be_task,
     "--seed": lambda tok: re.fullmatch(r"-?\d+(,-?\d+)*", tok) is not None,
 }
 
@@ -147,6 +148,7 @@ def build_parser(
     parser.add_argument(
         "--tasks",
         "--task",
+        *(["--dataset"] if domain == "vision" else []),  # the ViT reference's flag
         dest="tasks",
         default=None,
         help=f"tasks (space- or comma-separated) or 'all'; choices: {', '.join(dom.tasks)} "

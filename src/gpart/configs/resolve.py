@@ -242,7 +242,7 @@ def _normalise_tasks(domain: str, tasks: Sequence[str] | str | None) -> list[str
             out += [n for n in dom.tasks if n not in out]
             continue
         try:
-            get_task(domain, t)
+            t = get_task(domain, t).name  # the canonical name of an alias
         except ConfigError as exc:
             raise ConfigError(f"--tasks: {exc}") from None
         if t in out:

@@ -64,7 +64,8 @@ class TrainingConfig:
     grad_accum: int = 1
     # None: no clipping.
     max_grad_norm: float | None = 1.0
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    # "auto": fp16 on a CUDA device, fp32 on the CPU (the ViT recipes' fp16, runnable anywhere).
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
     # "best": reload the checkpoint with the best primary metric at the end.
     model_selection: Literal["best", "last"] = "best"
     # None: off. Otherwise the number of evaluations without improvement before stopping.
@@ -132,6 +133,8 @@ class DataConfig:
     max_eval_samples: int | None = None
     # Vision: side of the square input images.
     image_size: int = 224
+    # Vision: train-time RandomResizedCrop + horizontal flip; false: the eval transform.
+    augment: bool = True
 
 
 @dataclass

@@ -54,6 +54,8 @@ class RunResult:
     wall_time_s: float
     # Digest of the data the run trained and was evaluated on (None: older runs).
     data_fingerprint: str | None = None
+    # The size preset of the backbone (base, large, ...); None: older runs.
+    model_size: str | None = None
 
 
 @dataclass(frozen=True)
@@ -286,6 +288,7 @@ def load_run_result(path: str | Path) -> RunResult:
         params_adapter=int(record["params"]["trainable_adapter"]),
         wall_time_s=float(record["wall_time_s"]),
         data_fingerprint=record.get("data_fingerprint"),
+        model_size=record.get("model_size"),
     )
 
 

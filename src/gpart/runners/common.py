@@ -68,6 +68,14 @@ def provenance() -> dict[str, Any]:
     return info
 
 
+# ------------------------------------------------------------------------ precision
+def mixed_precision(precision: str) -> dict[str, bool]:
+    """`TrainingArguments`' ``bf16`` / ``fp16`` for ``training.precision`` on this machine."""
+    if precision == "auto":
+        precision = "fp16" if torch.cuda.is_available() else "fp32"
+    return {"bf16": precision == "bf16", "fp16": precision == "fp16"}
+
+
 # ------------------------------------------------------------------------ models
 def load_base_model(cfg: ExperimentConfig, task: str, auto_class: Any, **kwargs: Any) -> nn.Module:
     """The pretrained model (hub id or local directory) with the task's head size."""

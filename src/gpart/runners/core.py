@@ -56,7 +56,13 @@ from gpart.heads import head_module_names
 from gpart.metrics import strip_metric_prefix
 from gpart.params import parameter_breakdown
 from gpart.results import RESULTS_FILENAME, build_results, read_json, run_dir, write_json_atomic
-from gpart.runners.common import ADAPTER_DIR, MetricsJsonlCallback, provenance, save_trained
+from gpart.runners.common import (
+    ADAPTER_DIR,
+    MetricsJsonlCallback,
+    mixed_precision,
+    provenance,
+    save_trained,
+)
 from gpart.runners.identity import sweep_run_name
 from gpart.training.trainer import GroupedTrainer
 
@@ -372,6 +378,7 @@ def run_task(
             params={k: v for k, v in params.items() if isinstance(v, int)},
             wall_time_s=time.time() - start,
             base_model=cfg.model.base_model,
+            model_size=cfg.model.model_size,  # tables are per backbone size
             epochs_trained=state.epoch,
             resumed_from=_rel(checkpoint, out),
             data_fingerprint=fingerprint_digest(fingerprint),
@@ -408,8 +415,7 @@ def training_arguments(cfg: ExperimentConfig, task: str, primary: str, out: Path
         gradient_accumulation_steps=tc.grad_accum,
         max_grad_norm=tc.max_grad_norm if tc.max_grad_norm is not None else 0.0,
         use_cpu=not torch.cuda.is_available(),  # else bf16 on a CPU machine is refused
-        bf16=tc.precision == "bf16",
-        fp16=tc.precision == "fp16",
+        **mixed_precision(tc.precision),
         eval_strategy=every if best else "no",
         eval_steps=tc.eval_every,
         save_strategy=every,
@@ -426,6 +432,9 @@ def training_arguments(cfg: ExperimentConfig, task: str, primary: str, out: Path
         label_smoothing_factor=tc.label_smoothing,
         activation_checkpointing=tc.gradient_checkpointing,  # transformers 5's name
         remove_unused_columns=False,
+        # Named, not inferred: Trainer reads label names off forward()'s signature, which a
+        # peft wrapper without a task type hides (image classification).
+        label_names=["labels"],
         dataloader_pin_memory=torch.cuda.is_available(),
         disable_tqdm=False,
     )

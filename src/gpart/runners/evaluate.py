@@ -21,7 +21,7 @@ from gpart.configs import ConfigError, exit_on_config_error, experiment_from_dic
 from gpart.data.loading import DataError
 from gpart.metrics import strip_metric_prefix
 from gpart.results import RESULTS_FILENAME, read_json, write_json_atomic
-from gpart.runners.common import ADAPTER_DIR, load_trained
+from gpart.runners.common import ADAPTER_DIR, load_trained, mixed_precision
 from gpart.runners.core import Domain, last_checkpoint
 
 WHICH = ("best", "last")
@@ -134,10 +134,10 @@ def evaluate_run(
             per_device_eval_batch_size=batch_size or tc.eval_batch_size or tc.batch_size,
             report_to=[],
             remove_unused_columns=False,
+            label_names=["labels"],
             dataloader_pin_memory=torch.cuda.is_available(),
             use_cpu=not torch.cuda.is_available(),
-            bf16=tc.precision == "bf16",
-            fp16=tc.precision == "fp16",
+            **mixed_precision(tc.precision),
         )
         trainer = Trainer(
             model=model,

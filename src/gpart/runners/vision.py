@@ -1,0 +1,146 @@
+"""The vision domain: ViT (or any `AutoModelForImageClassification` backbone: DeiT, DINOv2,
+Swin) on image classification, on the shared run life cycle.
+
+What is the domain's own: its data (`gpart.data.vision`: hub, torchvision or a local
+folder; the reference's splits), the backbone with a new classifier head sized for the
+dataset, the checkpoint's image transforms, and top-1 accuracy. The sweep, run
+directories, Trainer, results and re-evaluation are `gpart.runners.core` /
+`gpart.runners.evaluate`'s.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from gpart.configs import ConfigError, ExperimentConfig, get_task
+from gpart.data.loading import DataError, Splits
+from gpart.data.vision import (
+    image_collator,
+    image_transforms,
+    load_vision_raw,
+    load_vision_splits,
+    verify_images,
+    with_image_transform,
+)
+from gpart.metrics.vision import make_compute_metrics
+from gpart.runners.cli import build_runner_parser, cli_main
+from gpart.runners.common import load_base_model
+from gpart.runners.core import Domain, run_sweep
+from gpart.runners.evaluate import eval_main as _eval_main
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+
+
+class VisionDomain(Domain):
+    """Image classification data, backbone, transforms and accuracy for `gpart.runners.core`."""
+
+    name = "vision"
+
+    def check_inputs(self, cfg: ExperimentConfig) -> None:
+        """Also open every local image once: a corrupt file is named before training."""
+        super().check_inputs(cfg)
+        if cfg.data.data_dir is None:
+            return
+        for task in cfg.tasks:
+            try:
+                verify_images(Path(cfg.data.data_dir) / task)
+            except DataError as exc:
+                raise ConfigError(str(exc)) from None
+
+    def load_splits(self, cfg: ExperimentConfig, task: str) -> Splits:
+        return load_vision_splits(
+            task,
+            cfg.data.data_dir,
+            model_selection=cfg.training.model_selection,
+            seed=cfg.seed,
+            max_train_samples=cfg.data.max_train_samples,
+        )
+
+    def load_eval_sets(
+        self, cfg: ExperimentConfig, task: str, data_dir: str | None, split: str | None
+    ) -> dict[str, Dataset]:
+        if split is None or split == "test":
+            # The run's own roles (DTD's test part is cut from the pooled images by seed).
+            return dict(load_vision_splits(task, data_dir, seed=cfg.seed).test)
+        raw = load_vision_raw(task, data_dir)
+        if split not in raw:
+            raise ConfigError(f"--split {split!r}: {task} has splits {', '.join(raw)}")
+        return {split: raw[split]}
+
+    def load_model(self, cfg: ExperimentConfig, task: str) -> tuple[Any, Any]:
+        """The checkpoint's image processor and the backbone with a new classifier head."""
+        from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+        spec = get_task("vision", task)
+        try:
+            processor = AutoImageProcessor.from_pretrained(cfg.model.base_model)
+        except (OSError, ValueError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ConfigError(
+                f"--base_model: cannot load an image processor from {cfg.model.base_model!r} "
+                f"({first})"
+            ) from None
+        base = load_base_model(
+            cfg,
+            task,
+            AutoModelForImageClassification,
+            num_labels=spec.num_labels,
+            ignore_mismatched_sizes=True,  # the head is new for every dataset
+        )
+        return processor, base
+
+    def prepare_splits(self, splits: Splits, task: str, processor: Any, cfg: ExperimentConfig):
+        train_tf, eval_tf = image_transforms(
+            processor, cfg.data.image_size, augment=cfg.data.augment
+        )
+        return Splits(
+            task=splits.task,
+            train=with_image_transform(splits.train, train_tf),
+            selection=None
+            if splits.selection is None
+            else with_image_transform(splits.selection, eval_tf),
+            test={k: with_image_transform(v, eval_tf) for k, v in splits.test.items()},
+            info=splits.info,
+        )
+
+    def prepare_dataset(
+        self, dataset: Dataset, task: str, processor: Any, cfg: ExperimentConfig
+    ) -> Dataset:
+        _, eval_tf = image_transforms(processor, cfg.data.image_size, augment=False)
+        return with_image_transform(dataset, eval_tf)
+
+    def data_collator(self, processor: Any) -> Any:
+        return image_collator
+
+    def compute_metrics(self, task: str) -> Any:
+        return make_compute_metrics()
+
+
+VISION = VisionDomain()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``finetune_ViT.py``: every (seed, dataset) of the command line, one run each."""
+    parser = build_runner_parser(
+        "vision",
+        prog="finetune_ViT.py",
+        description="Fine-tune a ViT (or any image backbone) on image classification.",
+    )
+    return cli_main(functools.partial(run_sweep, VISION), argv, domain="vision", parser=parser)
+
+
+def eval_main(argv: Sequence[str] | None = None) -> int:
+    """``eval_ViT.py``: re-evaluate saved vision runs without touching results.json."""
+    return _eval_main(
+        VISION,
+        argv,
+        prog="eval_ViT.py",
+        description="Re-evaluate saved image-classification runs without touching results.json.",
+    )
+
+
+__all__ = ["VISION", "VisionDomain", "eval_main", "main"]
