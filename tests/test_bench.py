@@ -104,6 +104,20 @@ def test_bf16_and_a_qwen2_shaped_decoder(tmp_path):
     assert data["args"]["task"] == "causal_lm" and data["args"]["dtype"] == "bf16"
 
 
+def test_an_image_model_with_pixel_inputs(tmp_path):
+    # ViT-shaped, q/v under transformers 5's names: GPart against LoRA and the floor.
+    out = tmp_path / "vit.json"
+    args = ["--model_config", "vit-tiny", "--batch_size", "2", "--warmup", "0", "--steps", "1",
+            "--gpart_d", "64", "--no_memory", "--targets", "qv", "--output", str(out)]  # fmt: skip
+    assert main([*args, "--methods", "floor,lora,gpart-stateless-random"]) == 0
+    data = json.loads(out.read_text())
+    assert data["args"]["task"] == "image_cls"
+    rows = _rows(data)
+    gpart = next(r for label, r in rows.items() if label.startswith("gpart"))
+    # 2 layers x (q, v) of 32 x 32 weights: exactly the query/value projections adapted.
+    assert gpart["adapted_weights"] == 2 * 2 * 32 * 32 and gpart["trainable_params"] == 64
+
+
 def test_local_config_file(tmp_path):
     from gpart.bench.models import PRESETS
 

@@ -124,6 +124,18 @@ def test_classes_must_agree_across_splits(tmp_path):
         load_vision_raw("cifar10", data)
 
 
+def test_profile_data_times_the_loader_and_trains_nothing(env, tmp_path, capsys):
+    out = tmp_path / "logs"
+    assert _run(env, out, "--adapter_type", "gpart", "--tasks", "cifar10",
+                "--profile_data", "2", *FAST) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "cifar10: loader" in printed and "images/s with 0 worker(s), batch 8" in printed
+    assert not out.exists()
+    with pytest.raises(SystemExit) as exc:
+        _run(env, out, "--adapter_type", "gpart", "--profile_data", "-1")
+    assert exc.value.code == 2
+
+
 def test_the_reference_spelling_and_dataset_flag_are_accepted():
     from gpart.configs import parse_cli
 

@@ -2,7 +2,7 @@
 
 A model shape is a preset name or a local config (a directory holding ``config.json`` or a
 ``.json`` file). The task decides the head: sequence classification for encoders, causal LM
-for decoders.
+for decoders, image classification (pixel inputs) for vision transformers.
 """
 
 from __future__ import annotations
@@ -13,25 +13,28 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
 from torch import nn
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
+    AutoModelForImageClassification,
     AutoModelForSequenceClassification,
     PretrainedConfig,
     Qwen2Config,
     RobertaConfig,
+    ViTConfig,
 )
 from transformers.pytorch_utils import Conv1D
 
 from gpart.bench.errors import BenchError
+from gpart.configs.bridge import query_value_names
 from gpart.heads import head_module_names, is_head_param
 
-TASKS = ("auto", "seq_cls", "causal_lm")
+TASKS = ("auto", "seq_cls", "causal_lm", "image_cls")
 TARGET_SETS = ("qv", "all-linear")
 
 # Model families that are decoders: `--task auto` trains them as causal LMs.
+_IMAGE_TYPES = {"vit", "deit", "dinov2", "beit", "swin", "convnext"}
 _DECODER_TYPES = {"qwen2", "qwen3", "llama", "mistral", "gpt2", "gpt_neox", "phi", "gemma"}
 
 
@@ -70,7 +73,19 @@ PRESETS: dict[str, Callable[[], PretrainedConfig]] = {
         num_key_value_heads=2,
         max_position_embeddings=4096,
     ),
+    # transformers' ViTConfig defaults are ViT-B/16 at 224 pixels (86M parameters), the
+    # paper's image backbone; 100 classes as CIFAR-100.
+    "vit-base": lambda: ViTConfig(num_labels=100),
     # Tiny shapes for tests and smoke runs (seconds).
+    "vit-tiny": lambda: ViTConfig(
+        image_size=32,
+        patch_size=8,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=10,
+    ),
     "roberta-tiny": lambda: _roberta(
         vocab_size=128,
         hidden_size=32,
@@ -123,17 +138,21 @@ def resolve_task(config: PretrainedConfig, task: str) -> str:
         return "causal_lm"
     if any(a.endswith("ForSequenceClassification") for a in archs):
         return "seq_cls"
+    if any(a.endswith("ForImageClassification") for a in archs):
+        return "image_cls"
+    if config.model_type in _IMAGE_TYPES:
+        return "image_cls"
     return "causal_lm" if config.model_type in _DECODER_TYPES else "seq_cls"
 
 
 @dataclass
 class ModelSpec:
     config: PretrainedConfig
-    task: str  # "seq_cls" | "causal_lm"
+    task: str  # "seq_cls" | "causal_lm" | "image_cls"
 
     @property
-    def peft_task_type(self) -> str:
-        return "SEQ_CLS" if self.task == "seq_cls" else "CAUSAL_LM"
+    def peft_task_type(self) -> str | None:
+        return {"seq_cls": "SEQ_CLS", "causal_lm": "CAUSAL_LM"}.get(self.task)
 
     @property
     def vocab_size(self) -> int:
@@ -145,9 +164,11 @@ class ModelSpec:
 
     def build(self, device: torch.device, dtype: torch.dtype, seed: int = 0) -> nn.Module:
         torch.manual_seed(seed)
-        auto = (
-            AutoModelForSequenceClassification if self.task == "seq_cls" else AutoModelForCausalLM
-        )
+        auto = {
+            "seq_cls": AutoModelForSequenceClassification,
+            "causal_lm": AutoModelForCausalLM,
+            "image_cls": AutoModelForImageClassification,
+        }[self.task]
         model = auto.from_config(self.config, attn_implementation="sdpa")
         return model.to(device=device, dtype=dtype)
 
@@ -171,10 +192,10 @@ def output_module_names(model: nn.Module, spec: ModelSpec) -> list[str]:
 def target_modules(model: nn.Module, spec: ModelSpec, target_set: str) -> list[str]:
     """Full module names of the adapted layers.
 
-    ``qv``: peft's (and LoRA's) default query/value projections of the family;
+    ``qv``: the attention query/value projections, under the family's names (LoRA's default
+    targets; `gpart.configs.bridge.query_value_names`);
     ``all-linear``: every linear layer of the encoder/decoder stack, heads excluded.
     """
-    model_type = model.config.model_type
     heads = output_module_names(model, spec)
     linear = [
         n
@@ -183,9 +204,9 @@ def target_modules(model: nn.Module, spec: ModelSpec, target_set: str) -> list[s
     ]
     if target_set == "all-linear":
         return linear
-    suffixes = TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING.get(model_type)
+    suffixes = query_value_names(model)
     if not suffixes:
-        raise BenchError(f"--targets qv: no query/value module names known for {model_type!r}")
+        raise BenchError(f"--targets qv: no query/value projections in {model.config.model_type!r}")
     return [n for n in linear if n.split(".")[-1] in set(suffixes)]
 
 
@@ -208,6 +229,11 @@ def build_workload(
 
 def make_batch(spec: ModelSpec, batch_size: int, seq_len: int, device: torch.device, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
+    if spec.task == "image_cls":  # seq_len does not apply: the config's image size does
+        size = int(spec.config.image_size)
+        pixels = torch.randn(batch_size, int(spec.config.num_channels), size, size, generator=g)
+        labels = torch.randint(0, spec.num_labels, (batch_size,), generator=g)
+        return {"pixel_values": pixels.to(device), "labels": labels.to(device)}
     # Skip the first few ids: padding / special tokens in most vocabularies.
     low = min(3, spec.vocab_size - 1)
     input_ids = torch.randint(low, spec.vocab_size, (batch_size, seq_len), generator=g)
@@ -219,6 +245,8 @@ def make_batch(spec: ModelSpec, batch_size: int, seq_len: int, device: torch.dev
 
 
 def check_seq_len(config: PretrainedConfig, seq_len: int) -> None:
+    if config.model_type in _IMAGE_TYPES:
+        return  # pixel inputs: the image size is the config's
     limit = getattr(config, "max_position_embeddings", None)
     if limit is None:
         return

@@ -89,17 +89,23 @@ def linear_leaf_names(model: nn.Module) -> list[str]:
     )
 
 
+def query_value_names(model: nn.Module) -> tuple[str, str] | None:
+    """The names `model`'s family gives its attention query and value projections."""
+    leaves = set(linear_leaf_names(model))
+    return next((pair for pair in _QUERY_VALUE_NAMES if set(pair) <= leaves), None)
+
+
 def resolve_targets(model: nn.Module, adapter: AdapterConfig) -> AdapterConfig:
     """`adapter` with the symbolic target ``query-value`` replaced by `model`'s names."""
     if adapter.target_modules != [QUERY_VALUE]:
         return adapter
-    leaves = set(linear_leaf_names(model))
-    for pair in _QUERY_VALUE_NAMES:
-        if set(pair) <= leaves:
-            return dataclasses.replace(adapter, target_modules=list(pair))
+    pair = query_value_names(model)
+    if pair is not None:
+        return dataclasses.replace(adapter, target_modules=list(pair))
+    leaves = linear_leaf_names(model)
     raise ConfigError(
         f"adapter.target_modules {QUERY_VALUE}: no query/value projections in "
-        f"{type(model).__name__} (its linear layers: {', '.join(sorted(leaves)) or 'none'}); "
+        f"{type(model).__name__} (its linear layers: {', '.join(leaves) or 'none'}); "
         "name the modules, e.g. adapter.target_modules query,value"
     )
 

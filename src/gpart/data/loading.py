@@ -214,3 +214,43 @@ def require_columns(dataset: Dataset, columns: Iterable[str], *, where: str) -> 
         nulls = dataset.data.column(c).null_count
         if nulls:
             raise DataError(f"{where}: column '{c}' has {nulls} empty/null value(s)")
+
+
+def loader_throughput(
+    dataset: Any,
+    collate_fn: Any,
+    *,
+    batch_size: int,
+    num_workers: int,
+    max_batches: int,
+) -> dict[str, float]:
+    """Examples per second of the input pipeline alone (decode, transform, collate).
+
+    Iterates a shuffled `torch.utils.data.DataLoader` as `Trainer` builds it; the first batch
+    (worker start-up) is not timed. Compare with the training step's examples per second
+    (`python -m gpart.bench`) to see whether the loader keeps the accelerator busy.
+    """
+    import time
+
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        num_workers=num_workers,
+        collate_fn=collate_fn,
+        persistent_workers=False,
+    )
+    it = iter(loader)
+    next(it)  # start-up: workers spawn, first files open
+    start, seen, batches = time.perf_counter(), 0, 0
+    for batch in it:
+        seen += len(next(iter(batch.values())))
+        batches += 1
+        if batches >= max_batches:
+            break
+    seconds = time.perf_counter() - start
+    if batches == 0:
+        raise DataError("too few examples to time the loader: give more data or a smaller batch")
+    return {"examples_per_s": seen / seconds, "batches": batches, "seconds": seconds}

@@ -10,7 +10,6 @@ directories, Trainer, results and re-evaluation are `gpart.runners.core` /
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -123,6 +122,53 @@ class VisionDomain(Domain):
 VISION = VisionDomain()
 
 
+def profile_data(cfg: ExperimentConfig, batches: int) -> dict[str, float]:
+    """Images per second of the training input pipeline of the run's first dataset.
+
+    Same data, transforms, batch size and ``training.num_workers`` as training, no model
+    step: if this is below the training step's images/s, the accelerator waits for data.
+    """
+    from transformers import AutoImageProcessor
+
+    from gpart.data.loading import loader_throughput
+
+    task = cfg.tasks[0]
+    single = cfg.for_task(task)
+    splits = VISION.load_splits(single, task)
+    processor = AutoImageProcessor.from_pretrained(cfg.model.base_model)
+    train_tf, _ = image_transforms(processor, cfg.data.image_size, augment=cfg.data.augment)
+    tc = single.training
+    stats = loader_throughput(
+        with_image_transform(splits.train, train_tf),
+        image_collator,
+        batch_size=tc.batch_size,
+        num_workers=tc.num_workers,
+        max_batches=batches,
+    )
+    print(
+        f"{task}: loader {stats['examples_per_s']:.0f} images/s with {tc.num_workers} "
+        f"worker(s), batch {tc.batch_size}, {cfg.data.image_size} px "
+        f"({stats['batches']} batches in {stats['seconds']:.1f} s)"
+    )
+    return stats
+
+
+def _positive_int(text: str) -> int:
+    import argparse
+
+    if not text.isdigit() or int(text) == 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of batches, got {text!r}")
+    return int(text)
+
+
+def _run(cfg: ExperimentConfig, flags: Any) -> int:
+    if flags.profile_data:
+        VISION.check_inputs(cfg)
+        profile_data(cfg, flags.profile_data)
+        return 0
+    return run_sweep(VISION, cfg, flags)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``finetune_ViT.py``: every (seed, dataset) of the command line, one run each."""
     parser = build_runner_parser(
@@ -130,7 +176,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="finetune_ViT.py",
         description="Fine-tune a ViT (or any image backbone) on image classification.",
     )
-    return cli_main(functools.partial(run_sweep, VISION), argv, domain="vision", parser=parser)
+    parser.add_argument(
+        "--profile_data",
+        type=_positive_int,
+        default=0,
+        metavar="N",
+        help="time N batches of the input pipeline alone (images/s), then exit; no training",
+    )
+    return cli_main(_run, argv, domain="vision", parser=parser)
 
 
 def eval_main(argv: Sequence[str] | None = None) -> int:
