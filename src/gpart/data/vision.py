@@ -215,17 +215,17 @@ def load_vision_raw(
         raw = {s: _standardise(ds, spec, f"{spec.source} [{s}]") for s, ds in loaded.items()}
         origin = spec.source
     for split, ds in raw.items():
-        labels = np.asarray(ds.with_format("numpy", columns=["label"])[:]["label"])
-        if labels.size and (labels.min() < 0 or labels.max() >= spec.num_labels):
-            raise DataError(
-                f"{origin} [{split}]: labels outside [0, {spec.num_labels}) -- {spec.name} has "
-                f"{spec.num_labels} classes"
-            )
         feature = ds.features["label"]
         if isinstance(feature, ClassLabel) and feature.num_classes != spec.num_labels:
             raise DataError(
                 f"{origin} [{split}]: {feature.num_classes} classes, {spec.name} has "
                 f"{spec.num_labels}"
+            )
+        labels = np.asarray(ds.with_format("numpy", columns=["label"])[:]["label"])
+        if labels.size and (labels.min() < 0 or labels.max() >= spec.num_labels):
+            raise DataError(
+                f"{origin} [{split}]: labels outside [0, {spec.num_labels}) -- {spec.name} has "
+                f"{spec.num_labels} classes"
             )
     if "test" not in raw and POOLED_DIR not in raw:
         raise DataError(f"{origin}: no test split (the reported score); found {sorted(raw)}")
