@@ -1,0 +1,355 @@
+"""Answer extraction and normalisation for GSM8K and MATH (no sympy, no model: pure text).
+
+GSM8K (Cobbe et al., 2021): a reference solution ends with ``#### <number>``; a completion's
+answer is the number after its last answer marker, else its last number. Beside our rule,
+lm-evaluation-harness's two filters of its ``gsm8k`` task (``strict-match`` and
+``flexible-extract``, ``lm_eval/tasks/gsm8k/gsm8k.yaml``) are reimplemented from their
+documented regexes, so accuracies compare across papers.
+
+MATH (Hendrycks et al., 2021): the answer is the last ``\\boxed{...}``; strings are
+normalised as the MATH reference's ``strip_string`` (``math_equivalence.py``) does, with a few
+extensions listed in `normalize_math`. Deciding equality (numbers, tuples, sympy) is
+`gpart.evaluation.equivalence`'s job.
+"""
+
+from __future__ import annotations
+
+import re
+from fractions import Fraction
+
+# ------------------------------------------------------------------------------- GSM8K
+# A number as people and models write it: sign, `$`, thousands commas, decimals, `a/b`,
+# `\frac{a}{b}`. A minus counts as a sign only where it cannot be a binary minus (`5-3`).
+_SIGN = r"(?:(?<![\w).])(?P<sign>[-−]))?"
+_NUMBER_RE = re.compile(
+    _SIGN
+    + r"""\s*\\?\$?\s*(?:
+        \\[dt]?frac\{\s*(?P<fnum>\d+(?:\.\d+)?)\s*\}\{\s*(?P<fden>\d+(?:\.\d+)?)\s*\}
+      | (?P<num>\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)
+        (?:\s*/\s*(?P<den>\d+(?:\.\d+)?)(?![\d/]))?
+    )""",
+    re.VERBOSE,
+)
+# Where a completion states its answer; the last one wins (`\boxed{}` is found separately).
+GSM8K_MARKERS = re.compile(r"answer\s+is|answer\s*:|####", re.IGNORECASE)
+
+
+def _number_text(match: re.Match[str]) -> str:
+    """The canonical text of a `_NUMBER_RE` match: ``-1000``, ``18.00``, ``3/4``."""
+    sign = "-" if match.group("sign") else ""
+    if match.group("fnum") is not None:
+        return f"{sign}{match.group('fnum')}/{match.group('fden')}"
+    text = sign + match.group("num").replace(",", "")
+    if match.group("den") is not None:
+        text += "/" + match.group("den")
+    return text
+
+
+def parse_number(text: str) -> Fraction | None:
+    """The exact value of a canonical number text (``-1000``, ``18.00``, ``3/4``), or None."""
+    try:
+        if "/" in text:
+            num, den = text.split("/")
+            return Fraction(num) / Fraction(den)
+        return Fraction(text)
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def first_number(text: str) -> str | None:
+    """The first number in `text` (canonical text), or None."""
+    match = _NUMBER_RE.search(text)
+    return _number_text(match) if match else None
+
+
+def last_number(text: str) -> str | None:
+    """The last number in `text` (canonical text), or None."""
+    matches = list(_NUMBER_RE.finditer(text))
+    return _number_text(matches[-1]) if matches else None
+
+
+def gsm8k_reference(answer: str | int | float) -> str:
+    """The reference number of a GSM8K answer: the text after ``####``, commas removed.
+
+    A bare number (a ground truth stored without its solution) is accepted as is.
+
+    Raises:
+        ValueError: no number after ``####`` (or, without ``####``, not a number).
+    """
+    text = str(answer)
+    tail = text.rsplit("####", 1)[-1].strip()
+    match = _NUMBER_RE.fullmatch(tail.rstrip("."))
+    if match is None:
+        where = "after '####'" if "####" in text else "(no '####' either)"
+        raise ValueError(f"GSM8K reference has no number {where}: {text[-80:]!r}")
+    return _number_text(match)
+
+
+def gsm8k_prediction(completion: str) -> str | None:
+    """A completion's answer: the number after its last answer marker, else its last number.
+
+    Markers are ``The answer is``, ``answer:``, ``####`` (case-insensitive) and
+    ``\\boxed{}``, whichever comes last. A marker followed by no number falls back to the
+    last number of the completion. Returns the canonical number text, or None.
+    """
+    spans = [(m.start(), completion[m.end() :]) for m in GSM8K_MARKERS.finditer(completion)]
+    box = _last_box(completion)
+    if box is not None:
+        spans.append((box[0], box[1]))
+    if spans:
+        found = first_number(max(spans, key=lambda span: span[0])[1])
+        if found is not None:
+            return found
+    return last_number(completion)
+
+
+def gsm8k_equal(prediction: str | None, reference: str) -> bool:
+    """Numerically equal (exactly: ``18.00`` == ``18``, ``1/2`` == ``0.5``)."""
+    if prediction is None:
+        return False
+    a, b = parse_number(prediction), parse_number(reference)
+    return a is not None and b is not None and a == b
+
+
+# lm-evaluation-harness, lm_eval/tasks/gsm8k/gsm8k.yaml (version 3): the two filters, the
+# value a filter yields when its regex finds nothing, and exact_match's normalisation
+# (`regexes_to_ignore` removed from both sides, then `ignore_case`).
+HARNESS_STRICT_REGEX = r"#### (\-?[0-9\.\,]+)"  # strict-match: first match
+HARNESS_FLEXIBLE_REGEX = r"(-?[$0-9.,]{2,})|(-?[0-9]+)"  # flexible-extract: last match
+HARNESS_FALLBACK = "[invalid]"
+HARNESS_IGNORE = (",", r"\$", r"(?s).*#### ", r"\.$")
+
+
+def _harness_filter(completion: str, pattern: str, group_select: int) -> str:
+    """The harness's ``regex`` filter: the `group_select`-th match of ``findall``; from a
+    match of several groups, the first non-empty one; stripped."""
+    matches = re.findall(pattern, completion)
+    if not matches:
+        return HARNESS_FALLBACK
+    match = matches[group_select]
+    if isinstance(match, tuple):
+        match = next(m for m in match if m)
+    return match.strip()
+
+
+def harness_strict_extract(completion: str) -> str:
+    """lm-evaluation-harness ``strict-match``: the first ``#### <number>``."""
+    return _harness_filter(completion, HARNESS_STRICT_REGEX, 0)
+
+
+def harness_flexible_extract(completion: str) -> str:
+    """lm-evaluation-harness ``flexible-extract``: the last number-like run."""
+    return _harness_filter(completion, HARNESS_FLEXIBLE_REGEX, -1)
+
+
+def harness_normalize(text: str) -> str:
+    """exact_match's normalisation in the harness's gsm8k task (string, not numeric)."""
+    for pattern in HARNESS_IGNORE:
+        text = re.sub(pattern, "", text)
+    return text.lower()
+
+
+def harness_exact_match(prediction: str, ground_truth: str | int | float) -> bool:
+    """The harness's exact_match of a filtered prediction against the full reference."""
+    return harness_normalize(prediction) == harness_normalize(str(ground_truth))
+
+
+# -------------------------------------------------------------------------------- MATH
+_BOX_RE = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
+# A stated answer without a box: "The final answer is $5$.", "Answer: 5".
+MATH_MARKERS = re.compile(r"answer\s+is\s*:?|answer\s*:", re.IGNORECASE)
+
+
+def _braced(text: str, start: int) -> tuple[str, int] | None:
+    """The content of the brace group opening at ``text[start] == "{"`` and the index after
+    it, or None when it never closes (a truncated completion)."""
+    depth = 0
+    for i in range(start, len(text)):
+        if text[i] == "{":
+            depth += 1
+        elif text[i] == "}":
+            depth -= 1
+            if depth == 0:
+                return text[start + 1 : i], i + 1
+    return None
+
+
+def _last_box(text: str) -> tuple[int, str] | None:
+    """(position, content) of the last complete ``\\boxed{...}`` / ``\\fbox{...}`` (nested
+    braces included) or ``\\boxed 5`` (up to ``$`` or the line's end, as the MATH
+    reference's ``last_boxed_only_string`` reads it). An unclosed last box is skipped."""
+    for match in reversed(list(_BOX_RE.finditer(text))):
+        rest = match.end()
+        if text.startswith("{", rest):
+            group = _braced(text, rest)
+            if group is not None:
+                return match.start(), group[0]
+        elif text[rest : rest + 1].isspace():
+            content = re.split(r"[$\n]", text[rest:].lstrip(" \t"), maxsplit=1)[0].strip()
+            if content:
+                return match.start(), content
+    return None
+
+
+def last_boxed(text: str) -> str | None:
+    """The content of the last ``\\boxed{}`` / ``\\fbox{}`` in `text`, or None."""
+    box = _last_box(text)
+    return None if box is None else box[1]
+
+
+def math_reference(solution: str) -> str:
+    """The reference answer of a MATH solution: its last box; a solution without a box is
+    taken as the bare answer (MATH-500's ``answer`` field).
+
+    Raises:
+        ValueError: an empty solution.
+    """
+    boxed = last_boxed(solution)
+    answer = boxed if boxed is not None else solution.strip()
+    if not answer.strip():
+        raise ValueError(f"MATH reference has no answer: {solution[-80:]!r}")
+    return answer
+
+
+def math_prediction(completion: str) -> str | None:
+    """A completion's answer: its last boxed expression, else the text after its last answer
+    marker (up to the line's or sentence's end; the first ``$...$`` in it if any), else None.
+    """
+    boxed = last_boxed(completion)
+    if boxed is not None:
+        return boxed
+    markers = list(MATH_MARKERS.finditer(completion))
+    if not markers:
+        return None
+    tail = completion[markers[-1].end() :].strip().split("\n", 1)[0]
+    math_span = re.search(r"\$+([^$]+)\$+", tail)
+    if math_span:
+        tail = math_span.group(1)
+    else:
+        tail = re.split(r"\.(?:\s|$)", tail, maxsplit=1)[0]  # "5. I hope it is correct."
+    tail = tail.strip().strip("$").strip()
+    return tail or None
+
+
+def _read_arg(text: str, i: int) -> tuple[str, int] | None:
+    """One TeX argument at `i`: a brace group's content, a control word, or one character."""
+    if i >= len(text):
+        return None
+    if text[i] == "{":
+        return _braced(text, i)
+    if text[i] == "\\":
+        word = re.match(r"\\[A-Za-z]+|\\.", text[i:])
+        return (word.group(0), i + word.end()) if word else None
+    return text[i], i + 1
+
+
+def _brace_args(text: str, command: str, count: int) -> str:
+    """Give every argument of `command` braces: ``\\frac12`` -> ``\\frac{1}{2}``,
+    ``\\sqrt3`` -> ``\\sqrt{3}`` (the reference's ``_fix_fracs`` / ``_fix_sqrt``, which
+    read one character per argument; this also reads ``\\frac\\pi2`` and ``\\frac{1}2``).
+    ``\\sqrt[3]{x}`` is left alone."""
+    out, i = [], 0
+    pattern = re.compile(re.escape(command) + r"(?![A-Za-z])")
+    while (match := pattern.search(text, i)) is not None:
+        out.append(text[i : match.end()])
+        j, args = match.end(), []
+        if text.startswith("[", j):  # an optional argument: leave as written
+            i = j
+            continue
+        for _ in range(count):
+            arg = _read_arg(text, j)
+            if arg is None:
+                break
+            args.append(arg[0])
+            j = arg[1]
+        if len(args) < count:  # malformed: keep the rest as written
+            i = match.end()
+            continue
+        out.append("".join("{" + a + "}" for a in args))
+        i = j
+    out.append(text[i:])
+    return "".join(out)
+
+
+_TEXT_CMD = r"\\(?:text|textbf|textit|mbox|mathrm|mathbf)"
+_UNITS_RE = re.compile(
+    r"^(?P<value>.*[\d}])\s*" + _TEXT_CMD + r"\{\s*[A-Za-z][A-Za-z\s.]*\}(?:\^\{?\d\}?)?$"
+)
+_THOUSANDS_RE = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
+_SHORT_LHS_RE = re.compile(r"[A-Za-z]\w?|\\[A-Za-z]+")
+_INT_SLASH_RE = re.compile(r"(-?\d+)/(\d+)")
+
+
+def normalize_math(answer: str) -> str:
+    """Normalise a MATH answer string as the MATH reference's ``strip_string`` does.
+
+    In order: drop newlines, ``\\!``, ``\\left``/``\\right``, degrees (``^\\circ``), ``\\$``,
+    a trailing unit (``\\text{ units}``), ``\\%``; ``dfrac``/``tfrac`` -> ``frac``; add a
+    leading zero (``.5`` -> ``0.5``); drop a short left-hand side (``x = 4`` -> ``4``);
+    remove spaces; brace ``\\sqrt3`` and ``\\frac12``; ``0.5`` -> ``\\frac{1}{2}``; ``a/b``
+    -> ``\\frac{a}{b}`` for integers.
+
+    Extensions (answers models write that MATH solutions do not): a bare ``$`` or ``%``,
+    ``°``, thin spaces (``\\,``, ``\\;``, ``\\:``), ``\\displaystyle``, a trailing period,
+    ``\\text{...}`` unwrapped, thousands separators (``1,000`` and ``1{,}000``), and the
+    unit rule also for ``10\\text{cm}`` (no space). The reference gives up (compares raw
+    strings) on two ``\\text{ `` parts; this keeps the part before the first.
+    """
+    s = answer.replace("\n", "").strip()
+    for junk in (r"\!", r"\,", r"\;", r"\:", r"\displaystyle", r"\left", r"\right"):
+        s = s.replace(junk, "")
+    s = s.replace("\\\\", "\\")
+    s = s.replace("tfrac", "frac").replace("dfrac", "frac")
+    for degree in ("^{\\circ}", "^\\circ", "°"):
+        s = s.replace(degree, "")
+    s = s.replace("\\$", "").replace("$", "")
+    # MATH reference: "\text{ " (a space first) only ever introduces units
+    unit = s.find("\\text{ ")
+    if unit > 0:
+        s = s[:unit]
+    s = _UNITS_RE.sub(r"\g<value>", s.strip())
+    s = re.sub(_TEXT_CMD + r"\{([^{}]*)\}", r"\1", s)
+    s = s.replace("\\%", "").replace("%", "")
+    s = s.replace("{,}", ",")
+    s = s.strip().rstrip(".").strip()
+    s = s.replace(" .", " 0.").replace("{.", "{0.").replace("-.", "-0.")
+    if s.startswith("."):
+        s = "0" + s
+    if s.count("=") == 1:
+        lhs, rhs = s.split("=")
+        if _SHORT_LHS_RE.fullmatch(lhs.strip()):
+            s = rhs
+    # spaces go, except one that ends a control word before a letter (`\pi r`)
+    s = re.sub(r"(\\[A-Za-z]+)\s+(?=[A-Za-z])", "\\1\x00", s)
+    s = re.sub(r"\s+", "", s).replace("\x00", " ")
+    s = _brace_args(s, "\\sqrt", 1)
+    s = _brace_args(s, "\\frac", 2)
+    if _THOUSANDS_RE.fullmatch(s):
+        s = s.replace(",", "")
+    if s == "0.5":
+        s = "\\frac{1}{2}"
+    slash = _INT_SLASH_RE.fullmatch(s)
+    if slash:
+        s = f"\\frac{{{slash.group(1)}}}{{{slash.group(2)}}}"
+    return s
+
+
+_DECIMAL = r"-?(?:\d+(?:\.\d+)?|\.\d+)"
+_MATH_NUMBER_RE = re.compile(
+    rf"(?P<neg>-)?\\frac\{{(?P<num>{_DECIMAL})\}}\{{(?P<den>{_DECIMAL})\}}|(?P<plain>{_DECIMAL})"
+)
+
+
+def math_number(normalized: str) -> Fraction | None:
+    """The exact value of a normalised answer that is a plain number or a numeric fraction
+    (``-3``, ``0.25``, ``\\frac{1}{2}``, ``-\\frac{3}{4}``), else None."""
+    match = _MATH_NUMBER_RE.fullmatch(normalized)
+    if match is None:
+        return None
+    if match.group("plain") is not None:
+        return Fraction(match.group("plain"))
+    den = Fraction(match.group("den"))
+    if den == 0:
+        return None
+    value = Fraction(match.group("num")) / den
+    return -value if match.group("neg") else value
