@@ -314,7 +314,7 @@ def test_all_tasks_and_domains():
     exp = resolve_experiment(tasks="all")
     assert exp.tasks == ["cola", "sst2", "mrpc", "qnli", "rte", "stsb", "mnli", "qqp"]
     vision = resolve_experiment(domain="vision", adapter="lora")
-    assert vision.tasks == ["cifar10"] and "vit" in vision.model.base_model
+    assert len(vision.tasks) == 9 and "vit" in vision.model.base_model  # the paper's nine
     math = resolve_experiment(domain="math", adapter="lora", tasks="gsm8k,math")
     assert math.effective_training("gsm8k").precision == "bf16"
 

@@ -53,3 +53,9 @@ def test_names_are_stable_across_releases():
     assert lora == "lora_r8_lr0.001_7d0a30b1"
     vera = ("--adapter_type", "vera", "--model_size", "large", "--tasks", "cola", "stsb")
     assert _name(*vera, "adapter.r", "4") == "vera_r4_lr0.005_481c2172"
+
+
+def test_fields_added_later_keep_old_names_at_their_default():
+    base = _name("--tasks", "sst2")
+    assert _name("--tasks", "sst2", "data.augment", "true") == base
+    assert _name("--tasks", "sst2", "data.augment", "false") != base

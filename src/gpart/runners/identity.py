@@ -13,6 +13,15 @@ from gpart.configs import ExperimentConfig
 from gpart.configs.registry import adapter_fields
 from gpart.results.rundir import run_name
 
+# Config fields added after run names were first published, with the default they were
+# added at. At that default a field stays out of the identity, so every existing run
+# directory keeps its name (and is still found by skip, resume and collect); set to anything
+# else it enters the hash like every other field. Adding a field to the schema? Add it here
+# -- tests/test_run_identity.py pins names and fails until you do.
+ADDED_LATER: dict[tuple[str, str], Any] = {
+    ("data", "augment"): True,
+}
+
 
 def sweep_identity(cfg: ExperimentConfig) -> dict[str, Any]:
     """What identifies a sweep: the resolved config minus what varies inside one sweep.
@@ -27,6 +36,9 @@ def sweep_identity(cfg: ExperimentConfig) -> dict[str, Any]:
     for key in ("tasks", "seed", "output_dir", "sources"):
         d.pop(key, None)
     d["data"].pop("data_dir", None)
+    for (section, name), default in ADDED_LATER.items():
+        if d[section].get(name, default) == default:
+            d[section].pop(name, None)
     for key, label in cfg.sources.items():
         section, _, name = key.partition(".")
         if label == "seed" and section == "adapter":
