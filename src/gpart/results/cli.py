@@ -39,6 +39,13 @@ def build_collect_parser(
         help=f"columns, in order (default: every task found). Choices: {' '.join(tasks)}",
     )
     parser.add_argument("--model_size", help="only runs of this size preset (default: all)")
+    parser.add_argument(
+        "--by",
+        choices=("run", "d"),
+        default="run",
+        help="rows: one per run (default), or d: per method and trainable-parameter count, "
+        "sorted (a d sweep)",
+    )
     parser.add_argument("--latex", metavar="FILE", help="also write a LaTeX (booktabs) table")
     parser.add_argument("--csv", metavar="FILE", help="also write a CSV table")
     parser.add_argument(
@@ -87,6 +94,8 @@ def collect_main(
                 task_labels=dict(task_labels),
                 average_label=average_label,
             )
+            if args.by == "d":
+                table = table.by_d()
             for message in table.warnings:
                 print(f"warning: {message}", file=sys.stderr)
             label = size or "unknown size"

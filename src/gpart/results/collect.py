@@ -24,6 +24,7 @@ raise :class:`~gpart.results.schema.ResultsError` naming the path.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
@@ -149,6 +150,19 @@ class ResultsTable:
         if m.average is None:
             return MISSING_MARK
         return f"{m.average:.{decimals}f}" + (mark if m.missing else "")
+
+    def by_d(self) -> ResultsTable:
+        """The same cells, one row per method and trainable-parameter count (a `d` sweep),
+        sorted by method then count and labelled ``<method> d=<count>``."""
+        rows = []
+        for m in self.methods:
+            base = m.label.split(" [", 1)[0]
+            params = "/".join(format_param_count(p) for p in m.params_adapter)
+            rows.append(
+                (base, m.params_adapter, dataclasses.replace(m, label=f"{base} d={params}"))
+            )
+        rows.sort(key=lambda r: (r[0], r[1]))
+        return dataclasses.replace(self, methods=[r[2] for r in rows])
 
     def to_markdown(self, decimals: int = 1) -> str:
         """GitHub-flavoured markdown table, with a footnote when an average is partial."""
