@@ -23,8 +23,12 @@ class GPartAdapterConfig(AdapterConfig):
     proj_seed: int | None = field(default=None, metadata={FOLLOWS_SEED: True})
     init_bound: float = 0.0
     bias: Literal["none", "all", "gpart_only"] = "none"
-    grouping: Literal["random", "balanced"] = "random"
+    grouping: Literal["random", "balanced", "signed_magnitude"] = "random"
     assignment: Literal["stateless", "materialized"] = "stateless"
+    # The paper's ablations (see GPartConfig): one space per transformer block, and the
+    # dense Fastfood projection as the structured random baseline.
+    partition_scope: Literal["global", "transformer_block"] = "global"
+    projection: Literal["partition", "fastfood"] = "partition"
     exclude_modules: list[str] | None = None
     layers_to_transform: list[int] | None = None
     layers_pattern: list[str] | None = None
