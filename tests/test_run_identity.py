@@ -53,3 +53,11 @@ def test_names_are_stable_across_releases():
     assert lora == "lora_r8_lr0.001_7d0a30b1"
     vera = ("--adapter_type", "vera", "--model_size", "large", "--tasks", "cola", "stsb")
     assert _name(*vera, "adapter.r", "4") == "vera_r4_lr0.005_481c2172"
+
+
+def test_fields_added_later_rename_runs_only_when_changed():
+    base = _name("--tasks", "sst2")
+    assert _name("--tasks", "sst2", "adapter.partition_scope", "global") == base
+    scoped = _name("--tasks", "sst2", "adapter.partition_scope", "transformer_block")
+    fastfood = _name("--tasks", "sst2", "adapter.projection", "fastfood")
+    assert len({base, scoped, fastfood}) == 3

@@ -7,10 +7,12 @@ on purpose (configs and results only), so tools that list or collect runs need n
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from gpart.configs import ExperimentConfig
 from gpart.configs.registry import adapter_fields
+from gpart.configs.schema import IDENTITY_IF_CHANGED
 from gpart.results.rundir import run_name
 
 
@@ -21,7 +23,9 @@ def sweep_identity(cfg: ExperimentConfig) -> dict[str, Any]:
     `proj_seed` when it follows `--seed`), where data and outputs live, and the per-task
     *preset* values (fixed by adapter and size, which are in the identity); per-task values
     given on the command line stay in. So `--tasks sst2` and `--tasks rte` with the same
-    settings share a run name, and any hyperparameter change gives a new one.
+    settings share a run name, and any hyperparameter change gives a new one. Adapter
+    fields marked `IDENTITY_IF_CHANGED` (added after names were in use) are left out while
+    at their default, so adding a field does not rename existing runs.
     """
     d = cfg.to_dict(effective=False)
     for key in ("tasks", "seed", "output_dir", "sources"):
@@ -31,6 +35,10 @@ def sweep_identity(cfg: ExperimentConfig) -> dict[str, Any]:
         section, _, name = key.partition(".")
         if label == "seed" and section == "adapter":
             d["adapter"].pop(name, None)
+    for f in dataclasses.fields(cfg.adapter):
+        # Fields added later enter the identity only when changed: old names stay valid.
+        if f.metadata.get(IDENTITY_IF_CHANGED) and getattr(cfg.adapter, f.name) == f.default:
+            d["adapter"].pop(f.name, None)
     per_task: dict[str, dict[str, Any]] = {}
     for task, values in d.pop("per_task", {}).items():
         kept = {

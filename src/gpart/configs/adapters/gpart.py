@@ -8,7 +8,7 @@ from typing import Any, Literal
 from gpart.configs.adapters._bridge import peft_kwargs
 from gpart.configs.errors import ConfigError
 from gpart.configs.registry import register_adapter
-from gpart.configs.schema import FOLLOWS_SEED, AdapterConfig
+from gpart.configs.schema import FOLLOWS_SEED, IDENTITY_IF_CHANGED, AdapterConfig
 
 
 @dataclass
@@ -27,8 +27,13 @@ class GPartAdapterConfig(AdapterConfig):
     assignment: Literal["stateless", "materialized"] = "stateless"
     # The paper's ablations (see GPartConfig): one space per transformer block, and the
     # dense Fastfood projection as the structured random baseline.
-    partition_scope: Literal["global", "transformer_block"] = "global"
-    projection: Literal["partition", "fastfood"] = "partition"
+    # Added after run names were in use: at their defaults they leave names unchanged.
+    partition_scope: Literal["global", "transformer_block"] = field(
+        default="global", metadata={IDENTITY_IF_CHANGED: True}
+    )
+    projection: Literal["partition", "fastfood"] = field(
+        default="partition", metadata={IDENTITY_IF_CHANGED: True}
+    )
     exclude_modules: list[str] | None = None
     layers_to_transform: list[int] | None = None
     layers_pattern: list[str] | None = None
