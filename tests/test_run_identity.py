@@ -59,3 +59,11 @@ def test_fields_added_later_keep_old_names_at_their_default():
     base = _name("--tasks", "sst2")
     assert _name("--tasks", "sst2", "data.augment", "true") == base
     assert _name("--tasks", "sst2", "data.augment", "false") != base
+
+
+def test_fields_added_later_rename_runs_only_when_changed():
+    base = _name("--tasks", "sst2")
+    assert _name("--tasks", "sst2", "adapter.partition_scope", "global") == base
+    scoped = _name("--tasks", "sst2", "adapter.partition_scope", "transformer_block")
+    fastfood = _name("--tasks", "sst2", "adapter.projection", "fastfood")
+    assert len({base, scoped, fastfood}) == 3

@@ -30,6 +30,11 @@ from gpart.configs.errors import ConfigError
 # the random projection/partition varies with --seed exactly like the data order does.
 FOLLOWS_SEED = "follows_seed"
 
+# Field metadata flag: a field added after run names were in use. Left at its default it
+# stays out of the run identity (`gpart.runners.identity`), so existing run directories
+# keep their names; set to anything else, it enters the identity like every other field.
+IDENTITY_IF_CHANGED = "identity_if_changed"
+
 
 @dataclass
 class TrainingConfig:
@@ -134,7 +139,7 @@ class DataConfig:
     # Vision: side of the square input images.
     image_size: int = 224
     # Vision: train-time RandomResizedCrop + horizontal flip; false: the eval transform.
-    augment: bool = True
+    augment: bool = field(default=True, metadata={IDENTITY_IF_CHANGED: True})
 
 
 @dataclass

@@ -7,20 +7,13 @@ on purpose (configs and results only), so tools that list or collect runs need n
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from gpart.configs import ExperimentConfig
 from gpart.configs.registry import adapter_fields
+from gpart.configs.schema import IDENTITY_IF_CHANGED
 from gpart.results.rundir import run_name
-
-# Config fields added after run names were first published, with the default they were
-# added at. At that default a field stays out of the identity, so every existing run
-# directory keeps its name (and is still found by skip, resume and collect); set to anything
-# else it enters the hash like every other field. Adding a field to the schema? Add it here
-# -- tests/test_run_identity.py pins names and fails until you do.
-ADDED_LATER: dict[tuple[str, str], Any] = {
-    ("data", "augment"): True,
-}
 
 
 def sweep_identity(cfg: ExperimentConfig) -> dict[str, Any]:
@@ -30,19 +23,25 @@ def sweep_identity(cfg: ExperimentConfig) -> dict[str, Any]:
     `proj_seed` when it follows `--seed`), where data and outputs live, and the per-task
     *preset* values (fixed by adapter and size, which are in the identity); per-task values
     given on the command line stay in. So `--tasks sst2` and `--tasks rte` with the same
-    settings share a run name, and any hyperparameter change gives a new one.
+    settings share a run name, and any hyperparameter change gives a new one. Fields marked
+    `IDENTITY_IF_CHANGED` (added after names were in use) are left out while at their
+    default, so adding a field does not rename existing runs: mark every field you add
+    (tests/test_run_identity.py pins names and fails until you do).
     """
     d = cfg.to_dict(effective=False)
     for key in ("tasks", "seed", "output_dir", "sources"):
         d.pop(key, None)
     d["data"].pop("data_dir", None)
-    for (section, name), default in ADDED_LATER.items():
-        if d[section].get(name, default) == default:
-            d[section].pop(name, None)
     for key, label in cfg.sources.items():
         section, _, name = key.partition(".")
         if label == "seed" and section == "adapter":
             d["adapter"].pop(name, None)
+    for section in ("model", "adapter", "training", "data", "generation"):
+        obj = getattr(cfg, section)
+        for f in dataclasses.fields(obj):
+            # Fields added later enter the identity only when changed: old names stay valid.
+            if f.metadata.get(IDENTITY_IF_CHANGED) and getattr(obj, f.name) == f.default:
+                d[section].pop(f.name, None)
     per_task: dict[str, dict[str, Any]] = {}
     for task, values in d.pop("per_task", {}).items():
         kept = {

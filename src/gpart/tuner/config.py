@@ -15,8 +15,10 @@ from peft.config import PeftConfig
 from gpart.tuner.peft_type import GPART_PEFT_TYPE
 
 BIAS_CHOICES = ("none", "all", "gpart_only")
-GROUPING_CHOICES = ("random", "balanced")
+GROUPING_CHOICES = ("random", "balanced", "signed_magnitude")
 ASSIGNMENT_CHOICES = ("stateless", "materialized")
+SCOPE_CHOICES = ("global", "transformer_block")
+PROJECTION_CHOICES = ("partition", "fastfood")
 
 
 @dataclass
@@ -47,6 +49,22 @@ class GPartConfig(PeftConfig):
             (4 bytes per adapted weight, less compute).
         fan_in_fan_out: Set automatically for transformers' ``Conv1D`` (GPT-2); only the
             storage order of the weight depends on it.
+        partition_scope: ``"global"``: one adapted space over every target module;
+            ``"transformer_block"``: each numbered child of the model's block container
+            (``layers``, ``layer``, ``h``, ``block``, ``blocks``, or ``layers_pattern``) is its
+            own space with its own slice of `theta` (`d` split evenly, the first `d mod B`
+            blocks one larger), its own groups, scales and seed. Adapted modules outside
+            every block form one last extra block.
+        projection: ``"partition"``: the GPart map (one group per entry); ``"fastfood"``: the
+            dense structured random baseline `H G Pi H B` (Fastfood), scaled so that
+            `E[P^T P] = I`; with ``isometric=False`` a fixed anisotropic gain (4:1 spread)
+            multiplies `theta`. Fastfood has no groups: `grouping` stays ``"random"`` and
+            `assignment` ``"stateless"``.
+
+    ``grouping="signed_magnitude"`` sorts the entries of each sign of the *pretrained*
+    weights by magnitude and cuts them into equal-count bins; its ids depend on the base
+    weights, so it needs ``assignment="materialized"`` (computed at injection, never saved)
+    and a reload reproduces it exactly only on the same base weights.
     """
 
     d: int | None = field(default=None, metadata={"help": "Length of theta (number of groups)."})
@@ -71,13 +89,20 @@ class GPartConfig(PeftConfig):
     )
     layers_to_transform: list[int] | int | None = field(default=None)
     layers_pattern: list[str] | str | None = field(default=None)
-    grouping: Literal["random", "balanced"] = field(
-        default="random", metadata={"help": "'random' (i.i.d. hash) or 'balanced'."}
+    grouping: Literal["random", "balanced", "signed_magnitude"] = field(
+        default="random",
+        metadata={"help": "'random' (i.i.d. hash), 'balanced' or 'signed_magnitude'."},
     )
     assignment: Literal["stateless", "materialized"] = field(
         default="stateless", metadata={"help": "'stateless' or 'materialized' (int32 ids)."}
     )
     fan_in_fan_out: bool = field(default=False)
+    partition_scope: Literal["global", "transformer_block"] = field(
+        default="global", metadata={"help": "'global' or 'transformer_block'."}
+    )
+    projection: Literal["partition", "fastfood"] = field(
+        default="partition", metadata={"help": "'partition' (GPart) or 'fastfood'."}
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -107,12 +132,46 @@ class GPartConfig(PeftConfig):
         _check_choice("bias", self.bias, BIAS_CHOICES)
         _check_choice("grouping", self.grouping, GROUPING_CHOICES)
         _check_choice("assignment", self.assignment, ASSIGNMENT_CHOICES)
+        _check_choice("partition_scope", self.partition_scope, SCOPE_CHOICES)
+        _check_choice("projection", self.projection, PROJECTION_CHOICES)
+        _check_combination(self.projection, self.grouping, self.assignment)
         if isinstance(self.target_modules, str) and self.layers_to_transform is not None:
             raise ValueError(
                 "layers_to_transform needs target_modules as a list, not a regex string."
             )
-        if self.layers_pattern and self.layers_to_transform is None:
-            raise ValueError("layers_pattern is only used together with layers_to_transform.")
+        if (
+            self.layers_pattern
+            and self.layers_to_transform is None
+            and self.partition_scope != "transformer_block"
+        ):
+            raise ValueError(
+                "layers_pattern is only used together with layers_to_transform or "
+                "partition_scope='transformer_block'."
+            )
+
+
+def _check_combination(projection: str, grouping: str, assignment: str) -> None:
+    """Reject option combinations that have no meaning, naming the valid ones."""
+    if projection == "fastfood":
+        # Fastfood is dense: no groups to draw, no ids to cache.
+        if grouping != "random":
+            raise ValueError(
+                f"GPartConfig: projection='fastfood' has no groups, so grouping must stay at "
+                f"its default 'random' (valid with fastfood: random); got {grouping!r}. "
+                "Groupings random, balanced and signed_magnitude need projection='partition'."
+            )
+        if assignment != "stateless":
+            raise ValueError(
+                f"GPartConfig: projection='fastfood' has no group ids to cache, so assignment "
+                f"must be 'stateless' (valid with fastfood: stateless); got {assignment!r}."
+            )
+    if grouping == "signed_magnitude" and assignment != "materialized":
+        raise ValueError(
+            "GPartConfig: grouping='signed_magnitude' depends on the base weights, so its ids "
+            "are computed at injection and cached: it needs assignment='materialized' (valid "
+            f"with signed_magnitude: materialized); got {assignment!r}. Groupings that work "
+            "with assignment='stateless': random, balanced."
+        )
 
 
 def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:

@@ -20,8 +20,9 @@ from peft.tuners._buffer_dict import BufferDict
 from peft.tuners.tuners_utils import BaseTunerLayer, check_adapters_to_merge
 from torch import nn
 
+from gpart.tuner.fastfood import FastfoodProjection
 from gpart.tuner.ops import AdapterTerm, gpart_generic, gpart_linear, merged_weight
-from gpart.tuner.partition import Partition
+from gpart.tuner.partition import Partition, ScopedPartition
 
 
 @dataclass
@@ -31,6 +32,7 @@ class LayerSlot:
     offset: int
     weight_numel: int
     bias_numel: int
+    block: int = 0  # index of its block under partition_scope="transformer_block"
 
     @property
     def numel(self) -> int:
@@ -48,7 +50,9 @@ class GPartShared:
     def __init__(self) -> None:
         self.theta = nn.ParameterDict({})
         self.scales = BufferDict({}, persistent=False)
-        self.partitions: dict[str, Partition] = {}
+        # The partition (or Fastfood map) of the whole adapted space; a ScopedPartition of
+        # per-block ones under partition_scope="transformer_block".
+        self.partitions: dict[str, Partition | FastfoodProjection | ScopedPartition] = {}
 
 
 class GPartLayer(BaseTunerLayer):
@@ -86,20 +90,34 @@ class GPartLayer(BaseTunerLayer):
         self.gpart_slot[adapter_name] = LayerSlot(-1, base.weight.numel(), bias_numel)
         self.set_adapter(self.active_adapters)
 
-    def set_offset(self, adapter_name: str, offset: int, materialize: bool) -> None:
+    def set_offset(self, adapter_name: str, offset: int, materialize: bool, block: int = 0) -> None:
         self.gpart_slot[adapter_name].offset = offset
+        self.gpart_slot[adapter_name].block = block
         if adapter_name in self.gpart_ids:
             del self.gpart_ids[adapter_name]
         if materialize:
             self.materialize_ids(adapter_name)
 
-    def materialize_ids(self, adapter_name: str) -> None:
+    def _projection(self, adapter_name: str) -> tuple[Partition | FastfoodProjection, int, int]:
+        """(partition of this layer's block, offset inside the block, block's theta start)."""
         slot = self.gpart_slot[adapter_name]
         partition = self._gpart_shared.partitions[adapter_name]
+        if isinstance(partition, ScopedPartition):
+            block = partition.blocks[slot.block]
+            return block.projection, slot.offset - block.start, block.theta_start
+        return partition, slot.offset, 0
+
+    def materialize_ids(self, adapter_name: str) -> None:
+        slot = self.gpart_slot[adapter_name]
+        partition, offset, _ = self._projection(adapter_name)
         device = self.weight_in_storage.device
         if device.type == "meta":
             device = torch.device("cpu")
-        ids = partition.group_ids(slot.offset, slot.numel, device=device)
+        ids = partition.group_ids(offset, slot.numel, device=device)
+        self.set_ids(adapter_name, ids)
+
+    def set_ids(self, adapter_name: str, ids: torch.Tensor) -> None:
+        """Cache the group ids of this layer's entries (ids inside its block's groups)."""
         self.gpart_ids[adapter_name] = ids.to(torch.int32)
 
     def _move_adapter_to_device_of_base_layer(self, adapter_name: str, device=None) -> None:
@@ -117,11 +135,13 @@ class GPartLayer(BaseTunerLayer):
             # drawn from torch's global RNG, so torch.manual_seed reproduces the masks
             key = int(torch.randint(0, 2**62, (1,)).item())
         ids = self.gpart_ids[adapter_name] if adapter_name in self.gpart_ids else None
+        partition, offset, theta_start = self._projection(adapter_name)
         return AdapterTerm(
             theta=shared.theta[adapter_name],
             scales=shared.scales[adapter_name],
-            partition=shared.partitions[adapter_name],
-            offset=slot.offset,
+            partition=partition,
+            offset=offset,
+            theta_start=theta_start,
             weight_numel=slot.weight_numel,
             bias_numel=slot.bias_numel,
             ids=ids,

@@ -12,8 +12,16 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from gpart.tuner.config import GPartConfig
+from gpart.tuner.fastfood import FastfoodProjection
 from gpart.tuner.layer import Conv2d, Embedding, GPartLayer, GPartShared, Linear
-from gpart.tuner.partition import Partition
+from gpart.tuner.partition import (
+    Partition,
+    ScopeBlock,
+    ScopedPartition,
+    block_seed,
+    signed_magnitude_ids,
+    split_evenly,
+)
 
 # GPart's default targets are the attention query/value projections, exactly LoRA's defaults.
 TARGET_MODULES_MAPPING = dict(TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING)
@@ -41,6 +49,55 @@ def _set_direct_biases_trainable(model: nn.Module, trainable: bool) -> None:
     params = dict(model.named_parameters())
     for name in direct_bias_names(model):
         params[name].requires_grad_(trainable)
+
+
+# Names of the container whose numbered children are the transformer blocks, as in peft's
+# layers_pattern defaults (BERT/RoBERTa `layer`, Llama `layers`, GPT-2 `h`, T5 `block`).
+BLOCK_CONTAINERS = ("layers", "layer", "h", "block", "blocks")
+EXTRA_BLOCK = "(modules outside the blocks)"
+
+
+def _transformer_blocks(
+    named: list[tuple[str, GPartLayer]], config: GPartConfig
+) -> list[tuple[str, list[GPartLayer]]]:
+    """The adapted layers grouped by transformer block, blocks in natural numeric order.
+
+    The container is the first module (in model order) named like `BLOCK_CONTAINERS` (or
+    `layers_pattern`) that holds an adapted module under a numbered child; its numbered
+    children holding adapted modules are the blocks. Adapted modules outside every block
+    (e.g. a pooler or embeddings with 'all-linear') form one extra block, last, with its own
+    share of d like any block.
+    """
+    pattern = config.layers_pattern
+    names = (pattern,) if isinstance(pattern, str) else tuple(pattern or BLOCK_CONTAINERS)
+    container = None
+    for name, _ in named:
+        parts = name.split(".")
+        for i in range(len(parts) - 1):
+            if parts[i] in names and parts[i + 1].isdigit():
+                container = ".".join(parts[: i + 1])
+                break
+        if container is not None:
+            break
+    if container is None:
+        raise ValueError(
+            "GPart partition_scope='transformer_block' found no container named "
+            f"{', '.join(names)} with numbered children holding target modules; set "
+            "layers_pattern to the name of the model's block list, or use partition_scope='global'."
+        )
+    prefix = container + "."
+    blocks: dict[int, list[GPartLayer]] = {}
+    extra: list[GPartLayer] = []
+    for name, layer in named:
+        rest = name[len(prefix) :].split(".", 1)[0] if name.startswith(prefix) else ""
+        if rest.isdigit():
+            blocks.setdefault(int(rest), []).append(layer)
+        else:
+            extra.append(layer)
+    groups = [(f"{container}.{i}", blocks[i]) for i in sorted(blocks)]
+    if extra:
+        groups.append((EXTRA_BLOCK, extra))
+    return groups
 
 
 class GPartModel(BaseTuner):
@@ -208,43 +265,71 @@ class GPartModel(BaseTuner):
         )
 
     def _layout_adapter(self, model: nn.Module, adapter_name: str) -> None:
-        """Assign offsets in model order, check `d`, create theta and the group scales."""
+        """Assign offsets, check `d`, create theta and the group scales.
+
+        Global scope: one adapted space, modules in model order. ``transformer_block``:
+        one space per block (see `_transformer_blocks`), laid out block after block, each
+        with its own slice of theta, partition (or Fastfood map), seed and scales.
+        """
         config: GPartConfig = self.peft_config[adapter_name]
-        layers = [
-            m for m in model.modules() if isinstance(m, GPartLayer) and adapter_name in m.gpart_slot
+        named = [
+            (n, m)
+            for n, m in model.named_modules()
+            if isinstance(m, GPartLayer) and adapter_name in m.gpart_slot
         ]
-        if not layers:
+        if not named:
             raise ValueError(
                 f"GPart target_modules={config.target_modules!r} matched no module of the model."
             )
+        layers = [m for _, m in named]
         total = sum(layer.gpart_slot[adapter_name].numel for layer in layers)
         if config.d > total:
             raise ValueError(
                 f"GPartConfig.d={config.d} is larger than the {total} adapted entries of the target "
                 f"modules; choose d <= {total} or target more modules (e.g. target_modules='all-linear')."
             )
+        if config.partition_scope == "global":
+            groups = [("", layers)]
+        else:
+            groups = _transformer_blocks(named, config)
         shared = self._shared()
-        partition = Partition(
-            total=total, d=config.d, seed=config.proj_seed, grouping=config.grouping
-        )
-        shared.partitions[adapter_name] = partition
         device = next(
             (w.device for w in (m.weight_in_storage for m in layers) if w.device.type != "meta"),
             torch.device("cpu"),
         )
-        sizes = partition.group_sizes(device=device)
-        empty = int((sizes == 0).sum())
-        if empty:
-            # Random grouping draws groups i.i.d.: with d close to the adapted size some stay
-            # empty, and their theta entries change nothing (||dW|| < ||theta|| then).
-            warnings.warn(
-                f"GPart adapter {adapter_name!r}: {empty} of d={config.d} groups are empty "
-                f"({total} adapted entries, grouping={config.grouping!r}); their theta entries "
-                "have no effect. Use grouping='balanced' or a smaller d.",
-                UserWarning,
-                stacklevel=2,
+        shares = split_evenly(config.d, len(groups))
+        blocks: list[ScopeBlock] = []
+        scales: list[torch.Tensor] = []
+        block_ids: list[torch.Tensor | None] = []
+        start = theta_start = 0
+        for b, ((block_name, block_layers), d_b) in enumerate(zip(groups, shares, strict=True)):
+            n_b = sum(layer.gpart_slot[adapter_name].numel for layer in block_layers)
+            if not 0 < d_b <= n_b:
+                raise ValueError(
+                    f"GPart partition_scope='transformer_block': block {block_name} has {n_b} "
+                    f"adapted entries and its share of d={config.d} over {len(groups)} blocks "
+                    f"is {d_b}; each block needs 1 <= share <= its entries. Choose d between "
+                    f"{len(groups)} and {len(groups)} x the smallest block, or "
+                    "partition_scope='global'."
+                )
+            scoped = config.partition_scope != "global"
+            seed = block_seed(config.proj_seed, b) if scoped else config.proj_seed
+            projection, sizes, ids = self._block_projection(
+                config, adapter_name, block_layers, n_b, d_b, seed, device
             )
-        shared.scales[adapter_name] = partition.scales(config.isometric, device, sizes=sizes)
+            if sizes is not None:
+                self._warn_empty_groups(config, adapter_name, sizes, n_b, block_name)
+            scales.append(projection.scales(config.isometric, device, sizes=sizes))
+            blocks.append(ScopeBlock(block_name, start, theta_start, projection))
+            block_ids.append(ids)
+            start += n_b
+            theta_start += d_b
+        if config.partition_scope == "global":
+            shared.partitions[adapter_name] = blocks[0].projection
+            shared.scales[adapter_name] = scales[0]
+        else:
+            shared.partitions[adapter_name] = ScopedPartition(tuple(blocks))
+            shared.scales[adapter_name] = torch.cat(scales)
         if adapter_name not in shared.theta:
             theta = torch.zeros(config.d, dtype=torch.float32, device=device)
             if config.init_bound > 0:
@@ -253,10 +338,55 @@ class GPartModel(BaseTuner):
                 theta, requires_grad=adapter_name in self.active_adapters
             )
         offset = 0
-        materialize = config.assignment == "materialized"
+        materialize = config.assignment == "materialized" and config.grouping != "signed_magnitude"
+        for b, ((_, block_layers), ids) in enumerate(zip(groups, block_ids, strict=True)):
+            local = 0
+            for layer in block_layers:
+                numel = layer.gpart_slot[adapter_name].numel
+                layer.set_offset(adapter_name, offset, materialize, block=b)
+                if ids is not None:
+                    layer.set_ids(adapter_name, ids[local : local + numel])
+                offset += numel
+                local += numel
+
+    def _block_projection(self, config, adapter_name, layers, total, d, seed, device):
+        """(partition or Fastfood map, group sizes or None, signed_magnitude ids or None)."""
+        if config.projection == "fastfood":
+            return FastfoodProjection(total=total, d=d, seed=seed), None, None
+        partition = Partition(total=total, d=d, seed=seed, grouping=config.grouping)
+        if config.grouping != "signed_magnitude":
+            return partition, partition.group_sizes(device=device), None
+        values = []
         for layer in layers:
-            layer.set_offset(adapter_name, offset, materialize)
-            offset += layer.gpart_slot[adapter_name].numel
+            base = layer.get_base_layer()
+            params = [layer.weight_in_storage]
+            if layer.gpart_slot[adapter_name].bias_numel:
+                params.append(base.bias)
+            for p in params:
+                if p.device.type == "meta":
+                    raise ValueError(
+                        "GPart grouping='signed_magnitude' groups the base weights by sign "
+                        "and magnitude, so they must be loaded (not on the meta device) "
+                        "when the adapter is created or reloaded."
+                    )
+                values.append(p.detach().reshape(-1).to(device))
+        ids, sizes = signed_magnitude_ids(torch.cat(values), d)
+        return partition, sizes, ids
+
+    def _warn_empty_groups(self, config, adapter_name, sizes, total, block_name) -> None:
+        empty = int((sizes == 0).sum())
+        if not empty:
+            return
+        where = f" in block {block_name}" if block_name else ""
+        # Random grouping draws groups i.i.d.: with d close to the adapted size some stay
+        # empty, and their theta entries change nothing (||dW|| < ||theta|| then).
+        warnings.warn(
+            f"GPart adapter {adapter_name!r}: {empty} of d={sizes.numel()} groups{where} are "
+            f"empty ({total} adapted entries, grouping={config.grouping!r}); their theta "
+            "entries have no effect. Use grouping='balanced' or a smaller d.",
+            UserWarning,
+            stacklevel=3,
+        )
 
     def _cast_adapter_dtype(self, adapter_name: str, autocast_adapter_dtype: bool = True) -> None:
         # theta is created fp32 and stays fp32 whatever the base model's dtype.

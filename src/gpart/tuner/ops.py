@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from gpart.tuner import fused
+from gpart.tuner.fastfood import FastfoodProjection
 from gpart.tuner.partition import (
     Partition,
     hash_keyed,
@@ -133,17 +134,35 @@ def segment_sum_(g: torch.Tensor, ids: torch.Tensor, flat: torch.Tensor) -> torc
 
 @dataclass
 class AdapterTerm:
-    """One adapter's contribution to one layer: `dW_p = s_g(p) * theta_g(p)` (masked)."""
+    """One adapter's contribution to one layer: `dW_p = s_g(p) * theta_g(p)` (masked), or
+    with a Fastfood `partition` the entries of `P (s * theta)`.
+
+    Under ``partition_scope="transformer_block"`` the term sees only its block: `partition`
+    is the block's, `offset` is relative to the block's first entry, and the block's groups
+    are `theta[theta_start : theta_start + partition.d]`.
+    """
 
     theta: torch.Tensor  # (d,) fp32 parameter
     scales: torch.Tensor  # (d,) fp32
-    partition: Partition
-    offset: int  # global position of this layer's first adapted entry
+    partition: Partition | FastfoodProjection
+    offset: int  # position of this layer's first adapted entry in its (block's) space
     weight_numel: int
     bias_numel: int  # 0 when the bias is not adapted
     ids: torch.Tensor | None = None  # materialized int32 ids of weight (+ bias) entries
     dropout: float = 0.0
     dropout_key: int | None = None  # set per training call when dropout > 0
+    theta_start: int = 0  # the block's first entry of theta (0: the whole of theta)
+
+    @property
+    def dense(self) -> bool:
+        """Fastfood: every entry depends on all of theta (no group ids)."""
+        return isinstance(self.partition, FastfoodProjection)
+
+    def _block(self, full: torch.Tensor) -> torch.Tensor:
+        """The block's slice of a (d,) tensor (the tensor itself for the global scope)."""
+        if self.partition.d == full.shape[0]:
+            return full
+        return full[self.theta_start : self.theta_start + self.partition.d]
 
     @property
     def numel(self) -> int:
@@ -173,13 +192,16 @@ class AdapterTerm:
 
     def _coef(self, device: torch.device) -> torch.Tensor:
         """`s_j * theta_j` for every group (d entries: computed per call, it is tiny)."""
-        return self.theta.detach().to(device, self.acc_dtype) * self.scales.to(
-            device, self.acc_dtype
-        )
+        return self._block(self.theta.detach()).to(device, self.acc_dtype) * self._block(
+            self.scales
+        ).to(device, self.acc_dtype)
 
     def values(self, start: int, count: int, device: torch.device) -> torch.Tensor:
         """fp32 update of entries `start .. start + count - 1` of this layer."""
-        out = self._coef(device)[self.group_ids(start, count, device)]
+        if self.dense:
+            out = self.partition.apply(self._coef(device), self.offset + start, count)
+        else:
+            out = self._coef(device)[self.group_ids(start, count, device)]
         if self._masked():
             out = out * self._keep_scale(start, count, device)
         return out
@@ -197,6 +219,9 @@ class AdapterTerm:
         flat = grad.reshape(-1).to(self.acc_dtype)
         if self._masked():
             flat = flat * self._keep_scale(start, flat.numel(), flat.device)
+        if self.dense:
+            grad_theta += self.partition.transpose(flat, self.offset + start)
+            return
         grad_theta.index_add_(0, self.group_ids(start, flat.numel(), flat.device), flat)
 
     # ------------------------------------------------------------ fused path (large weights)
@@ -230,6 +255,8 @@ class AdapterTerm:
         # i.e. once per weight shape; tensors get one shape-generic graph.
         w = w.detach()
         device = w.device
+        if self.dense:  # Fastfood: its transforms are plain torch ops, not fused kernels
+            return _merge(w, self.values(0, self.weight_numel, device), out_dtype), None
         coef = self._coef(device)
         if coef.numel() != self.partition.d:  # the kernels index coef without bounds checks
             raise ValueError(f"theta has {coef.numel()} entries, the partition {self.partition.d}")
@@ -256,9 +283,11 @@ class AdapterTerm:
         grad_b: torch.Tensor | None,
         weight_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """`s * segment_sum(grad, by g)` in fp32 (ids of the weight entries reused if given)."""
-        g = torch.zeros(self.theta.shape[0], dtype=self.acc_dtype, device=grad_w.device)
-        if fused.enabled(self.weight_numel, grad_w.device):
+        """`s * segment_sum(grad, by g)` in fp32 (ids of the weight entries reused if given);
+        with Fastfood `s * P^T grad`. Always the full length of theta (zero outside the
+        term's block)."""
+        g = torch.zeros(self.partition.d, dtype=self.acc_dtype, device=grad_w.device)
+        if not self.dense and fused.enabled(self.weight_numel, grad_w.device):
             if weight_ids is None:
                 weight_ids = self.weight_ids32(grad_w.device)
             if self._masked():
@@ -272,7 +301,12 @@ class AdapterTerm:
             self.accumulate_grad(g, 0, grad_w)
         if self.bias_numel and grad_b is not None:
             self.accumulate_grad(g, self.weight_numel, grad_b)
-        return (g * self.scales.to(g.device, g.dtype)).to(self.theta.dtype)
+        g = g * self._block(self.scales).to(g.device, g.dtype)
+        if self.partition.d != self.theta.shape[0]:
+            full = torch.zeros(self.theta.shape[0], dtype=g.dtype, device=g.device)
+            full[self.theta_start : self.theta_start + self.partition.d] = g
+            g = full
+        return g.to(self.theta.dtype)
 
 
 def merged_weight(

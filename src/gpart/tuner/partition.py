@@ -223,8 +223,20 @@ class Partition:
             raise ValueError(f"d must be a positive integer, got {self.d}.")
         if self.d > _MAX_D:
             raise ValueError(f"d must be < 2**31, got {self.d}.")
-        if self.grouping not in ("random", "balanced"):
-            raise ValueError(f"grouping must be 'random' or 'balanced', got {self.grouping!r}.")
+        if self.grouping not in ("random", "balanced", "signed_magnitude"):
+            raise ValueError(
+                "grouping must be 'random', 'balanced' or 'signed_magnitude', "
+                f"got {self.grouping!r}."
+            )
+
+    def _check_stateless(self) -> None:
+        if self.grouping == "signed_magnitude":
+            # Its ids are a function of the base weights, not of the position: see
+            # `signed_magnitude_ids`, called once at injection.
+            raise ValueError(
+                "grouping='signed_magnitude' ids depend on the base weights: they are computed "
+                "at injection (signed_magnitude_ids) and cached, never hashed from positions."
+            )
 
     @property
     def feistel(self) -> FeistelSpec:
@@ -238,6 +250,7 @@ class Partition:
         dtype: torch.dtype = torch.int64,
     ) -> torch.Tensor:
         """Group ids of positions `start .. start + count - 1` (int64, or `dtype`)."""
+        self._check_stateless()
         dev = torch.device(device) if device is not None else torch.get_default_device()
         if count > 0 and fused.enabled(count, dev):
             d_t = torch.tensor(self.d, dtype=torch.int64, device=dev)
@@ -256,6 +269,7 @@ class Partition:
         self, chunk_size: int = 1 << 22, device: torch.device | str | None = None
     ) -> torch.Tensor:
         """`n_j` for every group (int64), by streaming over [0, D) in chunks."""
+        self._check_stateless()
         if self.grouping == "balanced":
             base, extra = divmod(self.total, self.d)
             sizes = torch.full((self.d,), base, dtype=torch.int64, device=device)
@@ -283,3 +297,119 @@ class Partition:
         sizes = sizes.to(device=device, dtype=torch.float64)
         scales = torch.where(sizes > 0, sizes.clamp(min=1).rsqrt(), torch.zeros_like(sizes))
         return scales.to(torch.float32)
+
+
+# ---------------------------------------------------------------- ablation groupings / scopes
+_BLOCK_STREAM = 11  # separates per-block seeds from every other use of the hash
+
+
+def block_seed(seed: int, block: int) -> int:
+    """The seed of block `block` under `partition_scope="transformer_block"`: the hash of the
+    block index under `seed`, so blocks draw unrelated partitions from one `proj_seed`."""
+    h = hash_positions(torch.tensor([block], dtype=torch.int64), seed, stream=_BLOCK_STREAM)
+    return int(h[0])
+
+
+def split_evenly(d: int, parts: int) -> list[int]:
+    """`d` split into `parts` shares; the first `d mod parts` get one more."""
+    base, extra = divmod(d, parts)
+    return [base + (1 if b < extra else 0) for b in range(parts)]
+
+
+def signed_magnitude_ids(values: torch.Tensor, d: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Group ids (int64) and group sizes of the ``signed_magnitude`` grouping.
+
+    The entries are split by the sign of the base weight (negative: `w < 0`; zeros join the
+    non-negative pool). The negative pool gets `round(d * n_neg / N)` groups (half up, exact
+    integer arithmetic), clamped so that each non-empty pool has at least one group and no
+    pool more groups than entries; the non-negative pool gets the rest and the ids after the
+    negative pool's. Inside a pool the entries are sorted by `|w|` (ties by position) and cut
+    into equal-count contiguous bins (sizes differ by at most one), smallest magnitudes first.
+
+    Args:
+        values: the base weights (and adapted biases) in adapted-space order, 1-D.
+        d: number of groups.
+
+    Returns:
+        (ids, sizes): ids in `[0, d)` for every entry, `n_j` for every group.
+
+    Raises:
+        ValueError: when `d > N`, or `d < 2` while both signs occur.
+    """
+    values = values.reshape(-1)
+    if values.dtype not in (torch.float32, torch.float64):
+        values = values.float()  # exact for bf16/fp16
+    n = values.numel()
+    if d > n:
+        raise ValueError(f"signed_magnitude: d={d} is larger than the {n} entries to group.")
+    neg = values < 0
+    n_neg = int(neg.sum())
+    n_pos = n - n_neg
+    if n_neg == 0:
+        d_neg = 0
+    elif n_pos == 0:
+        d_neg = d
+    else:
+        if d < 2:
+            raise ValueError(
+                "signed_magnitude: both signs occur, so d must be >= 2 (one group per sign)."
+            )
+        d_neg = (2 * d * n_neg + n) // (2 * n)
+        d_neg = min(max(d_neg, 1, d - n_pos), n_neg, d - 1)
+    ids = torch.empty(n, dtype=torch.int64, device=values.device)
+    for pool, groups, first in ((neg, d_neg, 0), (~neg, d - d_neg, d_neg)):
+        idx = pool.nonzero().squeeze(1)  # ascending positions
+        m = idx.numel()
+        if m == 0:
+            continue
+        order = torch.sort(values[idx].abs(), stable=True).indices
+        ranks = torch.arange(m, dtype=torch.int64, device=values.device)
+        ids[idx[order]] = ranks * groups // m + first
+    sizes = torch.bincount(ids, minlength=d)
+    return ids, sizes
+
+
+@dataclass(frozen=True)
+class ScopeBlock:
+    """One block of a scoped adapted space: positions `[start, start + projection.total)`
+    map to `theta[theta_start : theta_start + projection.d]`."""
+
+    name: str
+    start: int
+    theta_start: int
+    projection: object  # a Partition, or a FastfoodProjection (gpart.tuner.fastfood)
+
+
+@dataclass(frozen=True)
+class ScopedPartition:
+    """The adapted space cut into blocks (``partition_scope="transformer_block"``), each with
+    its own partition (or Fastfood map) of its slice of `theta`; positions are block-major."""
+
+    blocks: tuple[ScopeBlock, ...]
+
+    @property
+    def total(self) -> int:
+        return sum(b.projection.total for b in self.blocks)
+
+    @property
+    def d(self) -> int:
+        return sum(b.projection.d for b in self.blocks)
+
+    def group_ids(
+        self,
+        start: int,
+        count: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.int64,
+    ) -> torch.Tensor:
+        """Global group ids (the index into `theta`) of global positions `start ..`."""
+        parts = []
+        for b in self.blocks:
+            lo = max(start, b.start)
+            hi = min(start + count, b.start + b.projection.total)
+            if lo < hi:
+                local = b.projection.group_ids(lo - b.start, hi - lo, device=device)
+                parts.append(local + b.theta_start)
+        if not parts:
+            return torch.empty(0, dtype=dtype, device=device)
+        return torch.cat(parts).to(dtype)

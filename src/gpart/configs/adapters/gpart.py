@@ -8,7 +8,7 @@ from typing import Any, Literal
 from gpart.configs.adapters._bridge import peft_kwargs
 from gpart.configs.errors import ConfigError
 from gpart.configs.registry import register_adapter
-from gpart.configs.schema import FOLLOWS_SEED, AdapterConfig
+from gpart.configs.schema import FOLLOWS_SEED, IDENTITY_IF_CHANGED, AdapterConfig
 
 
 @dataclass
@@ -23,8 +23,17 @@ class GPartAdapterConfig(AdapterConfig):
     proj_seed: int | None = field(default=None, metadata={FOLLOWS_SEED: True})
     init_bound: float = 0.0
     bias: Literal["none", "all", "gpart_only"] = "none"
-    grouping: Literal["random", "balanced"] = "random"
+    grouping: Literal["random", "balanced", "signed_magnitude"] = "random"
     assignment: Literal["stateless", "materialized"] = "stateless"
+    # The paper's ablations (see GPartConfig): one space per transformer block, and the
+    # dense Fastfood projection as the structured random baseline.
+    # Added after run names were in use: at their defaults they leave names unchanged.
+    partition_scope: Literal["global", "transformer_block"] = field(
+        default="global", metadata={IDENTITY_IF_CHANGED: True}
+    )
+    projection: Literal["partition", "fastfood"] = field(
+        default="partition", metadata={IDENTITY_IF_CHANGED: True}
+    )
     exclude_modules: list[str] | None = None
     layers_to_transform: list[int] | None = None
     layers_pattern: list[str] | None = None

@@ -1,0 +1,141 @@
+"""The Fastfood projection: the dense structured random baseline of the GPart ablations.
+
+`P` maps `theta` (length `d`) to the `D` adapted entries. `theta` is zero-padded to
+`L` (the next power of two >= `d`); the adapted space is covered by `ceil(D/L)` blocks of
+`L` rows, block `k` being
+
+    c * H G_k Pi_k H B_k
+
+with `H` the (unnormalised, symmetric) Walsh-Hadamard matrix, `B_k` random signs, `Pi_k` a
+random permutation and `G_k` i.i.d. standard Gaussians (Le, Sarlos & Smola, "Fastfood",
+ICML 2013; the structured projection of Li et al., "Measuring the intrinsic dimension",
+ICLR 2018). Every row `r` of `H G Pi H B` satisfies `E[m_r m_r^T] = L I`, so
+`c = 1/sqrt(D L)` gives `E[P^T P] = I`: isometric in expectation, not exactly (unlike the
+partition). The scale `c` (times the anisotropic gain when ``isometric=False``) is folded
+into the per-entry `scales` of `theta`, so the map itself has no scale.
+
+`B`, `G` and `Pi` are regenerated from the seed on every use (a counter-based hash of the
+row's position, like the partition), never saved. A layer computes only the blocks that
+cover its positions; the transpose (for `theta`'s gradient) is exact: `B H Pi^T G H`.
+Cost per layer: two fast Walsh-Hadamard transforms, `O(n log L)` for `n` entries.
+
+The Gaussians come from a Box-Muller transform in float64 (`log`, `cos`): on another device
+they can differ in the last bit, so a reload on the same kind of device is bit-identical,
+on another one equal to rounding.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from gpart.tuner.partition import _lsr, hash_positions
+
+# Streams of the hash (the partition uses 0, the Feistel keys 1-4, dropout 7, blocks 11).
+_SIGN_STREAM = 12
+_GAUSS_STREAM_1 = 13
+_GAUSS_STREAM_2 = 14
+_PERM_STREAM = 15
+_TWO_POW_M53 = 2.0**-53
+# isometric=False: theta is multiplied by gains spaced geometrically from 2 to 1/2 (a 4:1
+# spread), normalised to mean square 1, so the map keeps E||P theta||^2 = ||theta||^2 only
+# on average over directions: the non-isometric control.
+_GAIN_SPREAD = 4.0
+
+
+def fwht(x: torch.Tensor) -> torch.Tensor:
+    """Unnormalised fast Walsh-Hadamard transform along the last dimension (a power of two):
+    `x @ H` with `H` the Sylvester Hadamard matrix (symmetric, `H H = L I`)."""
+    shape = x.shape
+    n = shape[-1]
+    x = x.reshape(-1, n)
+    h = 1
+    while h < n:
+        v = x.view(-1, n // (2 * h), 2, h)
+        a, b = v[:, :, 0, :], v[:, :, 1, :]
+        x = torch.stack((a + b, a - b), dim=2).view(-1, n)
+        h *= 2
+    return x.view(shape)
+
+
+def _uniform53(h: torch.Tensor) -> torch.Tensor:
+    """The top 53 bits of a 64-bit hash as a float64 in [0, 1)."""
+    return _lsr(h, 11).to(torch.float64) * _TWO_POW_M53
+
+
+@dataclass(frozen=True)
+class FastfoodProjection:
+    """The Fastfood map of an adapted space of `total` entries from `d` parameters."""
+
+    total: int
+    d: int
+    seed: int
+
+    def __post_init__(self) -> None:
+        if self.d <= 0 or self.total <= 0:
+            raise ValueError(f"Fastfood needs d, D > 0, got d={self.d}, D={self.total}.")
+
+    @property
+    def length(self) -> int:
+        """`L`: the next power of two >= d."""
+        return 1 << max(0, (self.d - 1).bit_length())
+
+    def scales(
+        self, isometric: bool, device: torch.device | str | None = None, sizes=None
+    ) -> torch.Tensor:
+        """Per-entry factor on `theta` (fp32): `c = 1/sqrt(D L)`, times the anisotropic gain
+        when not `isometric`. `sizes` is ignored (there are no groups)."""
+        c = 1.0 / math.sqrt(self.total * self.length)
+        if isometric or self.d == 1:
+            return torch.full((self.d,), c, dtype=torch.float32, device=device)
+        exps = torch.linspace(0.5, -0.5, self.d, dtype=torch.float64, device=device)
+        gain = _GAIN_SPREAD**exps
+        gain = gain / gain.pow(2).mean().sqrt()
+        return (gain * c).to(torch.float32)
+
+    def _randoms(self, k0: int, nb: int, device: torch.device, dtype: torch.dtype):
+        """(signs B, Gaussians G, permutations Pi) of blocks `k0 .. k0 + nb - 1`, (nb, L)."""
+        n = self.length
+        q = torch.arange(k0 * n, (k0 + nb) * n, dtype=torch.int64, device=device)
+        sign = 1 - 2 * (hash_positions(q, self.seed, _SIGN_STREAM) & 1)
+        u1 = 1.0 - _uniform53(hash_positions(q, self.seed, _GAUSS_STREAM_1))  # (0, 1]
+        u2 = _uniform53(hash_positions(q, self.seed, _GAUSS_STREAM_2))
+        gauss = torch.sqrt(-2.0 * torch.log(u1)) * torch.cos((2.0 * math.pi) * u2)
+        keys = hash_positions(q, self.seed, _PERM_STREAM).view(nb, n)
+        perm = torch.sort(keys, dim=1, stable=True).indices
+        return sign.view(nb, n).to(dtype), gauss.view(nb, n).to(dtype), perm
+
+    def _blocks(self, start: int, count: int) -> tuple[int, int, int]:
+        n = self.length
+        k0 = start // n
+        nb = (start + count - 1) // n - k0 + 1
+        return k0, nb, start - k0 * n
+
+    def apply(self, coef: torch.Tensor, start: int, count: int) -> torch.Tensor:
+        """Entries `start .. start + count - 1` of `P coef` (coef: the scaled theta, (d,))."""
+        if count == 0:
+            return coef.new_zeros(0)
+        k0, nb, skip = self._blocks(start, count)
+        sign, gauss, perm = self._randoms(k0, nb, coef.device, coef.dtype)
+        x = torch.zeros(self.length, dtype=coef.dtype, device=coef.device)
+        x[: self.d] = coef
+        x = fwht(sign * x)  # H B theta, per block
+        x = torch.gather(x, 1, perm)  # Pi
+        x = fwht(x * gauss)  # H G
+        return x.reshape(-1)[skip : skip + count]
+
+    def transpose(self, grad: torch.Tensor, start: int) -> torch.Tensor:
+        """`P^T` of a gradient over entries `start .. start + grad.numel() - 1`, (d,)."""
+        count = grad.numel()
+        if count == 0:
+            return grad.new_zeros(self.d)
+        k0, nb, skip = self._blocks(start, count)
+        sign, gauss, perm = self._randoms(k0, nb, grad.device, grad.dtype)
+        y = grad.new_zeros(nb * self.length)
+        y[skip : skip + count] = grad.reshape(-1)
+        y = fwht(y.view(nb, self.length)) * gauss  # G H
+        z = torch.zeros_like(y).scatter_(1, perm, y)  # Pi^T
+        z = fwht(z) * sign  # B H
+        return z.sum(0)[: self.d]
