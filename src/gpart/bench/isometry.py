@@ -3,7 +3,9 @@
 For random pairs of trainable vectors ``(a, b)`` of one method on one model and target set,
 the ratio ``||dW(a) - dW(b)|| / ||a - b||`` (Frobenius norm over every adapted weight) is
 what the paper's argument rests on: GPart's map from theta to the updates is an isometry,
-so its ratio is exactly 1 for every pair; the non-isometric control spreads it; LoRA's and
+so its ratio is exactly 1 for every pair; the non-isometric control moves it off 1; the
+dense Fastfood projection is isometric only in expectation, so its ratio scatters around 1;
+LoRA's and
 Uni-LoRA's updates are products of trained factors, so distances in their trainable space
 say little about distances between the updates they make.
 
@@ -37,6 +39,10 @@ METHODS: dict[str, Callable[[list[str], int, int], PeftConfig]] = {
     "GPart": lambda t, d, s: GPartConfig(d=d, target_modules=t, proj_seed=s),
     "GPart (non-isometric)": lambda t, d, s: GPartConfig(
         d=d, target_modules=t, proj_seed=s, isometric=False
+    ),
+    # The dense structured random baseline: isometric only in expectation (E[P^T P] = I).
+    "Fastfood": lambda t, d, s: GPartConfig(
+        d=d, target_modules=t, proj_seed=s, projection="fastfood"
     ),
     "Uni-LoRA": lambda t, d, s: UniLoraConfig(r=4, theta_d_length=d, target_modules=t, proj_seed=s),
     "LoRA": lambda t, d, s: LoraConfig(r=4, lora_alpha=4, target_modules=t),
