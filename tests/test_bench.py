@@ -168,3 +168,17 @@ def test_cuda_bf16_run(tmp_path):
     data = json.loads(out.read_text())
     assert data["memory_metric"].startswith("torch.cuda.max_memory_allocated")
     assert all(r["peak_bytes"] is not None and r["peak_bytes"] > 0 for r in data["rows"])
+
+
+def test_the_ablation_variants_run_on_request(tmp_path):
+    out = tmp_path / "abl.json"
+    args = [*TINY, "--warmup", "0", "--steps", "1", "--gpart_d", "64", "--threads", "1",
+            "--no_memory", "--targets", "qv", "--methods", "floor,ablations", "--output", str(out)]  # fmt: skip
+    assert main(args) == 0
+    labels = [r["label"] for r in json.loads(out.read_text())["rows"]]
+    assert any("gpart-block" in x for x in labels) and any("gpart-fastfood" in x for x in labels)
+    assert any("gpart-signed" in x for x in labels)
+    from gpart.bench.cli import build_parser
+
+    default = build_parser().parse_args([]).methods
+    assert "fastfood" not in default  # opt-in: the README's default table is unchanged

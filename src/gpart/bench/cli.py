@@ -19,7 +19,7 @@ import transformers
 
 from gpart.bench.dtypes import DTYPES
 from gpart.bench.errors import BenchError
-from gpart.bench.methods import METHODS, HyperParams
+from gpart.bench.methods import ABLATIONS, DEFAULT_METHODS, GPART_VARIANTS, METHODS, HyperParams
 from gpart.bench.models import PRESETS, TARGET_SETS, TASKS
 from gpart.bench.report import markdown, write_json
 from gpart.bench.runner import BenchArgs, run
@@ -70,8 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=_positive, default=5, help="timed rounds (median reported)")
     p.add_argument(
         "--methods",
-        default=",".join(METHODS),
-        help=f"comma-separated subset of: {', '.join(METHODS)}; 'gpart' = all four GPart modes",
+        default=",".join(DEFAULT_METHODS),
+        help=f"comma-separated subset of: {', '.join(METHODS)}; 'gpart' = the four GPart "
+        "modes; 'ablations' = the paper's ablation variants (default: all but those)",
     )
     p.add_argument("--targets", choices=(*TARGET_SETS, "both"), default="both")
     p.add_argument("--no_memory", action="store_true", help="skip the peak-memory probes")
@@ -97,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _methods(text: str) -> list[str]:
     out: list[str] = []
     for name in (t.strip() for t in text.split(",")):
-        expanded = [m for m in METHODS if m.startswith("gpart-")] if name == "gpart" else [name]
+        groups = {"gpart": list(GPART_VARIANTS), "ablations": list(ABLATIONS)}
+        expanded = groups.get(name, [name])
         for m in expanded:
             if m not in METHODS:
                 raise BenchError(f"--methods: unknown method {m!r}; valid: {', '.join(METHODS)}")
