@@ -162,6 +162,10 @@ class ResultsTable:
                 (base, m.params_adapter, dataclasses.replace(m, label=f"{base} d={params}"))
             )
         rows.sort(key=lambda r: (r[0], r[1]))
+        labels = [r[2].label for r in rows]
+        for _, _, m in rows:  # two variants of one method at one count: name the run
+            if labels.count(m.label) > 1:
+                m.label = f"{m.label} [{m.run_name}]"
         return dataclasses.replace(self, methods=[r[2] for r in rows])
 
     def to_markdown(self, decimals: int = 1) -> str:
