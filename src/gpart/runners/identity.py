@@ -20,6 +20,13 @@ from gpart.results.rundir import run_name
 # -- tests/test_run_identity.py pins names and fails until you do.
 ADDED_LATER: dict[tuple[str, str], Any] = {
     ("data", "augment"): True,
+    ("data", "train_file"): None,
+    ("data", "subset"): "first",
+    ("data", "heldout_samples"): 1000,
+    ("data", "prompt_template"): "alpaca",
+    ("data", "system_prompt"): None,
+    ("data", "train_on_prompt"): False,
+    ("data", "length_policy"): "truncate",
 }
 
 
@@ -36,6 +43,7 @@ def sweep_identity(cfg: ExperimentConfig) -> dict[str, Any]:
     for key in ("tasks", "seed", "output_dir", "sources"):
         d.pop(key, None)
     d["data"].pop("data_dir", None)
+    d["data"].pop("train_file", None)  # a location too; the data fingerprint is checked
     for (section, name), default in ADDED_LATER.items():
         if d[section].get(name, default) == default:
             d[section].pop(name, None)
