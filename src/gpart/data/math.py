@@ -404,7 +404,12 @@ def cut_splits(
         )
     pool = ds.select(range(n - heldout))
     held = ds.select(range(n - heldout, n))
-    info: dict[str, Any] = {"source": "heldout_tail", "size": heldout, "subset": subset}
+    info: dict[str, Any] = {
+        "strategy": model_selection,
+        "source": "heldout_tail",
+        "size": heldout,
+        "subset": subset,
+    }
     if max_train_samples is not None and max_train_samples < len(pool):
         if subset == "seeded":
             pool = pool.shuffle(seed=seed).select(range(max_train_samples))

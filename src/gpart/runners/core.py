@@ -369,7 +369,7 @@ def run_task(
     test = evaluate_test(trainer, domain, task, data.test)  # every process: it is sharded
     primary = domain.primary_metric(task)
     state = trainer.state
-    selection: dict[str, Any] = dict(splits.info)
+    selection: dict[str, Any] = dict(data.info)  # as prepared (e.g. length-policy counts)
     if tc.model_selection == "best":
         selection.update(
             metric=primary,
@@ -563,7 +563,7 @@ def evaluate_test(
     per_split = {}
     for split, ds in test_sets.items():
         metrics = trainer.evaluate(eval_dataset=ds, metric_key_prefix="test")
-        per_split[split] = strip_metric_prefix(metrics, "test")
+        per_split[split] = strip_metric_prefix(metrics, "test", keep=[domain.primary_metric(task)])
     return domain.test_metrics(task, per_split)
 
 
