@@ -414,6 +414,8 @@ def _validate_data_and_generation(exp: ExperimentConfig) -> None:
         value = getattr(data, name)
         if value is not None and value <= 0:
             fail(f"data.{name}", "must be > 0 (or none for all rows)", value)
+    if data.heldout_samples <= 0:
+        fail("data.heldout_samples", "must be > 0", data.heldout_samples)
     if data.image_size <= 0:
         fail("data.image_size", "must be > 0", data.image_size)
     if gen.max_new_tokens <= 0:

@@ -140,6 +140,33 @@ class DataConfig:
     image_size: int = 224
     # Vision: train-time RandomResizedCrop + horizontal flip; false: the eval transform.
     augment: bool = field(default=True, metadata={IDENTITY_IF_CHANGED: True})
+    # Math: a local MetaMathQA-shaped file (json / jsonl / parquet with query, response);
+    # None: <data_dir>/metamathqa/train.*, else the hub. A location, like data_dir: not
+    # part of the run name (the data's fingerprint is recorded and checked instead).
+    train_file: str | None = None
+    # Math: which rows max_train_samples keeps. "first": the first N rows, Uni-LoRA's 100K
+    # protocol (MetaMathQA's order); "seeded": a sample drawn with the run's seed.
+    subset: Literal["first", "seeded"] = field(
+        default="first", metadata={IDENTITY_IF_CHANGED: True}
+    )
+    # Math: rows held out at the end of the data; the run reports the loss on them (the
+    # score comes from generation on GSM8K / MATH, a separate evaluation).
+    heldout_samples: int = field(default=1000, metadata={IDENTITY_IF_CHANGED: True})
+    # Math: how a (query, response) pair becomes text; see gpart.data.math.TEMPLATES.
+    # "alpaca" is the prompt MetaMath and Uni-LoRA train with.
+    prompt_template: Literal["plain", "alpaca", "chat"] = field(
+        default="alpaca", metadata={IDENTITY_IF_CHANGED: True}
+    )
+    # Math: text before the prompt ("plain", "alpaca") or a system turn ("chat"); None: none.
+    system_prompt: str | None = field(default=None, metadata={IDENTITY_IF_CHANGED: True})
+    # Math: false puts the loss on the response only (the prompt's labels are -100), as
+    # instruction tuning usually does; true supervises the prompt tokens too.
+    train_on_prompt: bool = field(default=False, metadata={IDENTITY_IF_CHANGED: True})
+    # Math: examples longer than training.max_seq_length are cut to their last tokens
+    # ("truncate", keeps the response) or left out ("drop"); the count is reported.
+    length_policy: Literal["truncate", "drop"] = field(
+        default="truncate", metadata={IDENTITY_IF_CHANGED: True}
+    )
 
 
 @dataclass

@@ -33,6 +33,9 @@ class TaskSpec:
     )
     metrics: tuple[str, ...]
     primary_metric: str
+    # Whether a larger primary metric is better (accuracy) or worse (a loss): model
+    # selection and early stopping read it.
+    greater_is_better: bool = True
 
     def __post_init__(self) -> None:
         # A typo here would make model selection silently track the wrong number.
@@ -110,6 +113,19 @@ class MathReasoningTask(TaskSpec):
     question_column: str
     answer_column: str
     answer_format: Literal["gsm8k", "boxed", "plain"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class CausalLMTrainingTask(TaskSpec):
+    """Supervised fine-tuning of a decoder on (`query_column`, `response_column`) pairs.
+
+    The run's own score is the language-model loss on a held-out slice of the training
+    data (lower is better); what the fine-tuned model is worth is measured by generation
+    on the evaluation tasks (`MathReasoningTask`), a separate step.
+    """
+
+    query_column: str = "query"
+    response_column: str = "response"
 
 
 def _splits(train: str = "train", eval: str = "validation") -> MappingProxyType:
@@ -226,11 +242,28 @@ VISION_TASKS: dict[str, ImageClassificationTask] = {
     )
 }
 
-# Math trains on MetaMathQA and evaluates on GSM8K / MATH: the task names the evaluation
-# set; `train_source` in the domain spec names the shared training set.
-MATH_TASKS: dict[str, MathReasoningTask] = {
+# Math trains on MetaMathQA and evaluates on GSM8K / MATH. Training is one task,
+# `metamathqa` (what `finetune_metamath.py --tasks` runs, and its default): a run is one
+# fine-tuning of the model, whose held-out loss is its own number. `gsm8k` and `math` are
+# the evaluation sets the trained model is scored on by generation; they are tasks of the
+# domain so that evaluation, presets and tables name them, but nothing trains on them (the
+# training runner refuses them with a pointer to `metamathqa`).
+METAMATHQA = CausalLMTrainingTask(
+    name="metamathqa",
+    display_name="MetaMathQA",
+    domain="math",
+    source="meta-math/MetaMathQA",
+    # one split on the hub; the held-out slice is cut from its end (gpart.data.math)
+    splits=MappingProxyType({"train": "train", "eval": "train"}),
+    metrics=("loss",),
+    primary_metric="loss",
+    greater_is_better=False,
+)
+
+MATH_TASKS: dict[str, TaskSpec] = {
     t.name: t
     for t in (
+        METAMATHQA,
         MathReasoningTask(
             name="gsm8k",
             domain="math",
@@ -296,7 +329,7 @@ DOMAINS: dict[str, DomainSpec] = {
     "math": DomainSpec(
         "math",
         MappingProxyType(MATH_TASKS),
-        ("gsm8k",),
+        ("metamathqa",),
         "AutoModelForCausalLM",
         "CAUSAL_LM",
         train_source="meta-math/MetaMathQA",

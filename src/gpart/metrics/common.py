@@ -12,7 +12,7 @@ conventions, and a NaN first evaluation would otherwise stall `Trainer`'s best-m
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -117,18 +117,22 @@ METRIC_FNS: dict[str, Callable[[Any, Any], float]] = {
 # Trainer's metric dictionaries
 
 
-def strip_metric_prefix(metrics: Mapping[str, Any], prefix: str) -> dict[str, float]:
+def strip_metric_prefix(
+    metrics: Mapping[str, Any], prefix: str, keep: Iterable[str] = ()
+) -> dict[str, float]:
     """``{"test_accuracy": .9, "test_loss": .3, "test_runtime": 1}`` -> ``{"accuracy": .9}``.
 
-    Drops `Trainer`'s bookkeeping (loss, runtime, throughput, epoch), keeps the metrics.
+    Drops `Trainer`'s bookkeeping (loss, runtime, throughput, epoch), keeps the metrics and
+    the names in `keep` (a task whose metric is the loss keeps ``loss``).
     """
+    keep = set(keep)
     head = f"{prefix}_" if prefix else ""
     out = {}
     for key, value in metrics.items():
         if not key.startswith(head):
             continue
         name = key[len(head) :]
-        if name.endswith(_NON_METRIC_SUFFIXES):
+        if name not in keep and name.endswith(_NON_METRIC_SUFFIXES):
             continue
         out[name] = float(value)
     return out

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from transformers import TrainerCallback
 
 from gpart.configs import ConfigError, ExperimentConfig, apply_adapter, get_domain, get_task
 from gpart.configs.cli import configs_for_seeds
@@ -177,9 +178,19 @@ class Domain:
             raise ValueError(f"{task}: several test splits {sorted(per_split)}; merge them")
         return dict(next(iter(per_split.values())))
 
+    # ---- training -------------------------------------------------------------------
+    def training_overrides(self, cfg: ExperimentConfig) -> dict[str, Any]:
+        """Extra `TrainingArguments` the domain needs (single-task `cfg`); they win over
+        the shared ones. Default: none. (Math: length-grouped batches, loss-only eval.)"""
+        return {}
+
     # ---- derived --------------------------------------------------------------------
     def primary_metric(self, task: str) -> str:
         return get_task(self.name, task).primary_metric
+
+    def greater_is_better(self, task: str) -> bool:
+        """Whether a larger primary metric is better (the task spec says; False for a loss)."""
+        return get_task(self.name, task).greater_is_better
 
     def head_names(self, model: nn.Module) -> list[str]:
         return head_module_names(model, get_domain(self.name).peft_task_type or "SEQ_CLS")
@@ -349,14 +360,16 @@ def run_task(
     start = time.time()
     if resume and checkpoint is None and dist.is_main_process:
         print(f"{task} (seed {cfg.seed}): no checkpoint in {out}; starting from scratch")
-    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    throughput = ThroughputCallback()
+    trainer.add_callback(throughput)
+    output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     if dist.is_main_process:
         save_trained(trainer.model, out / ADAPTER_DIR)
 
     test = evaluate_test(trainer, domain, task, data.test)  # every process: it is sharded
     primary = domain.primary_metric(task)
     state = trainer.state
-    selection: dict[str, Any] = dict(splits.info)
+    selection: dict[str, Any] = dict(data.info)  # as prepared (e.g. length-policy counts)
     if tc.model_selection == "best":
         selection.update(
             metric=primary,
@@ -384,6 +397,7 @@ def run_task(
             data_fingerprint=fingerprint_digest(fingerprint),
             # processes that trained together: the effective batch is batch_size x this
             world_size=dist.num_processes,
+            train=train_summary(output, throughput),
         )
         write_json_atomic(results_path, record)
         print(f"{task} (seed {cfg.seed}): {primary} = {test[primary]:.4f} -> {out}")
@@ -391,8 +405,20 @@ def run_task(
     return out
 
 
-def training_arguments(cfg: ExperimentConfig, task: str, primary: str, out: Path) -> Any:
-    """`TrainingConfig` (single-task `cfg`) -> `transformers.TrainingArguments`."""
+def training_arguments(
+    cfg: ExperimentConfig,
+    task: str,
+    primary: str,
+    out: Path,
+    *,
+    greater_is_better: bool = True,
+    overrides: dict[str, Any] | None = None,
+) -> Any:
+    """`TrainingConfig` (single-task `cfg`) -> `transformers.TrainingArguments`.
+
+    `greater_is_better` is the primary metric's direction (`Domain.greater_is_better`);
+    `overrides` are the domain's own arguments (`Domain.training_overrides`), applied last.
+    """
     from transformers import TrainingArguments
 
     tc = cfg.training
@@ -403,7 +429,7 @@ def training_arguments(cfg: ExperimentConfig, task: str, primary: str, out: Path
         # With one checkpoint kept, Trainer deletes the last one at the end when the best is
         # older: keep both, so the last model stays available (eval --which last, resume).
         keep = 2
-    return TrainingArguments(
+    kwargs: dict[str, Any] = dict(
         output_dir=str(out),
         per_device_train_batch_size=tc.batch_size,
         per_device_eval_batch_size=tc.eval_batch_size or tc.batch_size,
@@ -423,7 +449,7 @@ def training_arguments(cfg: ExperimentConfig, task: str, primary: str, out: Path
         save_total_limit=keep,
         load_best_model_at_end=best,
         metric_for_best_model=primary if best else None,
-        greater_is_better=True,
+        greater_is_better=greater_is_better,
         logging_steps=tc.logging_steps,
         report_to=["tensorboard"],
         seed=cfg.seed,
@@ -438,6 +464,8 @@ def training_arguments(cfg: ExperimentConfig, task: str, primary: str, out: Path
         dataloader_pin_memory=torch.cuda.is_available(),
         disable_tqdm=False,
     )
+    kwargs.update(overrides or {})
+    return TrainingArguments(**kwargs)
 
 
 def build_trainer(
@@ -455,7 +483,14 @@ def build_trainer(
 
     tc = cfg.training
     best = tc.model_selection == "best"
-    args = training_arguments(cfg, task, domain.primary_metric(task), out)
+    args = training_arguments(
+        cfg,
+        task,
+        domain.primary_metric(task),
+        out,
+        greater_is_better=domain.greater_is_better(task),
+        overrides=domain.training_overrides(cfg),
+    )
     callbacks = [MetricsJsonlCallback(out / "metrics.jsonl")]
     if tc.early_stopping_patience is not None:
         if not best:
@@ -480,6 +515,47 @@ def build_trainer(
     )
 
 
+class ThroughputCallback(TrainerCallback):
+    """Input tokens seen and wall time of this training session (a resumed run counts
+    from where it resumed), for ``results.json["train"]``.
+
+    Tokens are what `Trainer` counts with ``include_num_input_tokens_seen`` (a domain turns
+    it on through `Domain.training_overrides`); without it, only the time is known.
+    """
+
+    def __init__(self) -> None:
+        self._start_tokens = 0
+        self._start_time: float | None = None
+        self.tokens = 0
+        self.seconds = 0.0
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._start_tokens = int(getattr(state, "num_input_tokens_seen", 0) or 0)
+        self._start_time = time.perf_counter()
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self._start_time is not None:
+            self.seconds = time.perf_counter() - self._start_time
+        self.tokens = int(getattr(state, "num_input_tokens_seen", 0) or 0) - self._start_tokens
+
+
+def train_summary(output: Any, throughput: ThroughputCallback) -> dict[str, float]:
+    """``results.json["train"]``: the mean training loss of this session and its speed."""
+    out: dict[str, float] = {}
+    loss = getattr(output, "training_loss", None)
+    if loss is not None:
+        out["loss"] = float(loss)
+    metrics = getattr(output, "metrics", None) or {}
+    if "train_samples_per_second" in metrics:
+        out["samples_per_s"] = float(metrics["train_samples_per_second"])
+    if throughput.seconds > 0:
+        out["seconds"] = throughput.seconds
+        if throughput.tokens > 0:
+            out["tokens"] = throughput.tokens
+            out["tokens_per_s"] = throughput.tokens / throughput.seconds
+    return out
+
+
 def evaluate_test(
     trainer: Any, domain: Domain, task: str, test_sets: dict[str, Dataset]
 ) -> dict[str, float]:
@@ -487,7 +563,7 @@ def evaluate_test(
     per_split = {}
     for split, ds in test_sets.items():
         metrics = trainer.evaluate(eval_dataset=ds, metric_key_prefix="test")
-        per_split[split] = strip_metric_prefix(metrics, "test")
+        per_split[split] = strip_metric_prefix(metrics, "test", keep=[domain.primary_metric(task)])
     return domain.test_metrics(task, per_split)
 
 

@@ -148,7 +148,9 @@ def evaluate_run(
         for name, ds in raw.items():
             prepared = domain.prepare_dataset(ds, task, processor, cfg)
             metrics = trainer.evaluate(eval_dataset=prepared, metric_key_prefix="eval")
-            record["splits"][name] = strip_metric_prefix(metrics, "eval")
+            record["splits"][name] = strip_metric_prefix(
+                metrics, "eval", keep=[domain.primary_metric(task)]
+            )
     record["wall_time_s"] = time.time() - start
     write_json_atomic(run / f"eval_{which}_{split or 'test'}.json", record)
     return record

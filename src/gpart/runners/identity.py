@@ -32,6 +32,7 @@ def sweep_identity(cfg: ExperimentConfig) -> dict[str, Any]:
     for key in ("tasks", "seed", "output_dir", "sources"):
         d.pop(key, None)
     d["data"].pop("data_dir", None)
+    d["data"].pop("train_file", None)  # a location too; the data fingerprint is checked
     for key, label in cfg.sources.items():
         section, _, name = key.partition(".")
         if label == "seed" and section == "adapter":

@@ -1,24 +1,127 @@
-"""Math presets (MetaMathQA -> GSM8K / MATH). Adapter/task settings come with the runner.
+"""Math presets: decoder LLMs fine-tuned on MetaMathQA (then scored on GSM8K / MATH).
 
-Sizes name the 7B models Uni-LoRA-style math experiments fine-tune. The size layer forces
-what a 7B model needs on one GPU whatever the adapter: bf16 and activation checkpointing.
+Values follow the GPart paper's LLM protocol (the reference code's settings, which restate
+Uni-LoRA's MetaMathQA setup); where it gives none, the comment says what was chosen and
+why. Every adapter shares one training protocol; the adapter layer sets the method's own
+values and the size layer the checkpoint, bf16 and activation checkpointing.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from gpart.configs.presets.base import DomainPresets, freeze
 
-_SEVEN_B = {"training.precision": "bf16", "training.gradient_checkpointing": True}
+# size -> hub checkpoint (base models, not the instruct variants: MetaMathQA is the tuning).
+CHECKPOINTS = {
+    "qwen2.5-0.5b": "Qwen/Qwen2.5-0.5B",
+    "qwen2.5-3b": "Qwen/Qwen2.5-3B",
+    "qwen2.5-7b": "Qwen/Qwen2.5-7B",
+    "llama-3.1-8b": "meta-llama/Llama-3.1-8B",
+    "gemma-7b": "google/gemma-7b",
+    "mistral-7b": "mistralai/Mistral-7B-v0.1",
+}
+SIZES = tuple(CHECKPOINTS)
+# Activation checkpointing from 3B up: without it a 2,048-token batch of 4 does not fit
+# next to a 3B+ model's weights on one 80 GB GPU; 0.5B fits without.
+_CHECKPOINTING = {"qwen2.5-0.5b": False}
+
+# Layer 4: the checkpoint, bf16 (the reference trains in bf16; the dtype the models were
+# released in) and activation checkpointing. Here, not in the adapter layer, because the
+# size decides them whatever the adapter (this layer comes after the adapter's).
+SIZE_PRESETS = {
+    size: freeze(
+        {
+            "model.base_model": hub_id,
+            "training.precision": "bf16",
+            "training.gradient_checkpointing": _CHECKPOINTING.get(size, True),
+        }
+    )
+    for size, hub_id in CHECKPOINTS.items()
+}
+
+# The protocol every method shares (the reference / Uni-LoRA MetaMathQA setup): 2 epochs,
+# AdamW, cosine schedule with 5 % warmup, weight decay 0.01, a per-device batch of 4 with 4
+# accumulation steps, 2,048-token examples, and the last model (a fixed budget; the score
+# comes from generation afterwards, not from a selection split). lr 2e-4 unless the method
+# says otherwise. No task head: the LM head is pretrained (head_lr none).
+_PROTOCOL: dict[str, Any] = {
+    "training.epochs": 2,
+    "training.lr": 2e-4,
+    "training.head_lr": None,
+    "training.scheduler": "cosine",
+    "training.warmup_ratio": 0.05,
+    "training.weight_decay": 0.01,
+    "training.batch_size": 4,
+    "training.grad_accum": 4,
+    "training.max_seq_length": 2048,
+    "training.model_selection": "last",
+    "training.logging_steps": 10,
+    "training.save_total_limit": 2,
+}
+# The attention projections of every decoder family above (Llama, Qwen2, Gemma, Mistral).
+_QKVO = ("q_proj", "k_proj", "v_proj", "o_proj")
+# GPart's d: the reference's 131,072 for 0.5B and 524,288 for 7B / 8B. 3B: 262,144, the
+# geometric midpoint, because its q/k/v/o weights (about 340M numbers) sit between
+# 0.5B's (44M) and the 7B/8B models' (0.8-1.3G) on a log scale; sweep before reporting.
+_GPART_D = {"qwen2.5-0.5b": 131_072, "qwen2.5-3b": 262_144}
+_GPART_D_LARGE = 524_288
+
+
+def _adapter_presets() -> dict[tuple[str, str], Any]:
+    out: dict[tuple[str, str], Any] = {}
+    for size in SIZES:
+        out["gpart", size] = freeze(
+            {
+                **_PROTOCOL,
+                "adapter.d": _GPART_D.get(size, _GPART_D_LARGE),
+                "adapter.dropout": 0.05,
+                "adapter.target_modules": _QKVO,
+            }
+        )
+        # LoRA r=4, alpha=4, dropout 0.05 on q/k/v/o (the reference's LoRA baseline);
+        # DoRA, LoRA with a learned magnitude, at the same settings.
+        lora = {
+            **_PROTOCOL,
+            "adapter.r": 4,
+            "adapter.alpha": 4,
+            "adapter.dropout": 0.05,
+            "adapter.target_modules": _QKVO,
+        }
+        out["lora", size] = freeze(lora)
+        out["dora", size] = freeze(lora)
+        # Uni-LoRA's MetaMathQA setting: d 524,288, r=4, every linear layer, lr 2e-3, init
+        # bound 0.02 (a zero init gives it zero gradients).
+        out["unilora", size] = freeze(
+            {
+                **_PROTOCOL,
+                "training.lr": 2e-3,
+                "adapter.r": 4,
+                "adapter.d": 524_288,
+                "adapter.init_bound": 0.02,
+                "adapter.target_modules": ("all-linear",),
+            }
+        )
+        # VeRA, FourierFT, VB-LoRA: no MetaMathQA setting published with this protocol;
+        # their own defaults on q/k/v/o at Uni-LoRA's 2e-3 (methods with few trained
+        # numbers train at adapter-scale rates). Starting points: sweep before reporting.
+        few = {**_PROTOCOL, "training.lr": 2e-3, "adapter.target_modules": _QKVO}
+        for name in ("vera", "fourierft", "vblora"):
+            out[name, size] = freeze(few)
+        # BitFit trains the biases (Qwen2 has q/k/v biases; Llama, Mistral and Gemma have
+        # none, so it finds nothing to train there); "head" has no new head on a causal
+        # LM. Both kept for completeness with the protocol's values.
+        out["bitfit", size] = freeze(_PROTOCOL)
+        out["head", size] = freeze(_PROTOCOL)
+        # Full fine-tuning: MetaMath's full fine-tuning rate (2e-5, Llama-2-7B).
+        out["full", size] = freeze({**_PROTOCOL, "training.lr": 2e-5})
+    return out
+
 
 PRESETS = DomainPresets(
     domain="math",
-    default_size="mistral-7b",
-    size=freeze(
-        {
-            "mistral-7b": freeze({"model.base_model": "mistralai/Mistral-7B-v0.1", **_SEVEN_B}),
-            "gemma-7b": freeze({"model.base_model": "google/gemma-7b", **_SEVEN_B}),
-        }
-    ),
-    adapter=freeze({}),
+    default_size="qwen2.5-0.5b",
+    size=freeze(SIZE_PRESETS),
+    adapter=freeze(_adapter_presets()),
     task=freeze({}),
 )

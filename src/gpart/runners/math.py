@@ -1,0 +1,241 @@
+"""The math domain, training side: a decoder LLM fine-tuned on MetaMathQA, on the shared
+run life cycle (``finetune_metamath.py``).
+
+What is the domain's own: the data (`gpart.data.math`: the hub or a local file, the prompt
+template, labels on the response only, the length policy, cached tokens), the causal LM
+and its tokenizer (a pad token set to EOS when it has none, never a new token), dynamic
+padding with length-grouped batches, and what a run reports: the training loss and
+tokens/s (``results.json["train"]``, written by core for every domain) and the loss on
+the held-out slice of MetaMathQA (``results.json["test"]["loss"]``, lower is better).
+That loss tracks the fit, not the skill: GSM8K / MATH accuracy comes from generation with
+the trained adapter, a separate evaluation step (`gpart.evaluation` checks the answers).
+
+Only the `metamathqa` task trains; `gsm8k` and `math` are the domain's evaluation sets
+(see `gpart.configs.tasks`) and are refused here with a pointer.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from gpart.configs import ConfigError, ExperimentConfig, get_task
+from gpart.configs.tasks import CausalLMTrainingTask
+from gpart.data.fingerprint import file_digest, hub_fingerprint
+from gpart.data.loading import DataError, Splits
+from gpart.data.math import (
+    causal_lm_collator,
+    cut_splits,
+    load_metamath_raw,
+    tokenize_math,
+    train_file,
+)
+from gpart.runners.cli import build_runner_parser, cli_main
+from gpart.runners.common import load_base_model
+from gpart.runners.core import Domain, run_sweep
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+
+
+class MathDomain(Domain):
+    """MetaMathQA fine-tuning of a causal LM for `gpart.runners.core`."""
+
+    name = "math"
+
+    # ---- inputs -----------------------------------------------------------------------
+    def check_inputs(self, cfg: ExperimentConfig) -> None:
+        """Only training tasks run; a local file, when named, exists."""
+        for task in cfg.tasks:
+            if not isinstance(get_task("math", task), CausalLMTrainingTask):
+                raise ConfigError(
+                    f"--tasks {task}: an evaluation set (scored by generation), not a training "
+                    "task; fine-tune on metamathqa and evaluate the trained run on it"
+                )
+        try:
+            train_file(cfg.data.train_file, cfg.data.data_dir)
+        except DataError as exc:
+            raise ConfigError(str(exc)) from None
+
+    def data_fingerprint(self, cfg: ExperimentConfig, task: str) -> dict[str, Any]:
+        path = train_file(cfg.data.train_file, cfg.data.data_dir)
+        spec = get_task("math", task)
+        if path is not None:
+            return {
+                "kind": "local",
+                "root": str(path.resolve().parent),
+                "files": {path.name: {"size": path.stat().st_size, "sha256": file_digest(path)}},
+            }
+        return hub_fingerprint(spec.source, None, {"train": self._raw(cfg, task)})
+
+    def _raw(self, cfg: ExperimentConfig, task: str) -> Dataset:
+        return load_metamath_raw(
+            get_task("math", task).source, train_file(cfg.data.train_file, cfg.data.data_dir)
+        )
+
+    def load_splits(self, cfg: ExperimentConfig, task: str) -> Splits:
+        return cut_splits(
+            self._raw(cfg, task),
+            get_task("math", task),
+            heldout=cfg.data.heldout_samples,
+            max_train_samples=cfg.data.max_train_samples,
+            subset=cfg.data.subset,
+            seed=cfg.seed,
+            model_selection=cfg.training.model_selection,
+        )
+
+    def load_eval_sets(
+        self, cfg: ExperimentConfig, task: str, data_dir: str | None, split: str | None
+    ) -> dict[str, Dataset]:
+        if split not in (None, "heldout"):
+            raise ConfigError(f"--split {split!r}: {task} has the split heldout")
+        local = replace_data_dir(cfg, data_dir)
+        return dict(self.load_splits(local, task).test)
+
+    # ---- model and batches ------------------------------------------------------------
+    def load_model(self, cfg: ExperimentConfig, task: str) -> tuple[Any, Any]:
+        """The tokenizer (pad = EOS when it has no pad token) and the causal LM.
+
+        With bf16 on a CUDA device and a parameter-efficient adapter the frozen weights
+        load in bf16 (half the memory; the adapter's parameters stay fp32, as peft and
+        GPart keep them); full fine-tuning and CPU runs load fp32.
+        """
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(cfg.model.base_model)
+        except (OSError, ValueError, TypeError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ConfigError(
+                f"--base_model: cannot load a tokenizer from {cfg.model.base_model!r} ({first})"
+            ) from None
+        set_pad_token(tokenizer)
+        tokenizer.padding_side = "right"
+        kwargs: dict[str, Any] = {}
+        if (
+            cfg.training.precision == "bf16"
+            and torch.cuda.is_available()
+            and cfg.adapter.type != "full"
+        ):
+            kwargs["dtype"] = torch.bfloat16
+        model = load_base_model(cfg, task, AutoModelForCausalLM, **kwargs)
+        model.config.pad_token_id = tokenizer.pad_token_id
+        model.config.use_cache = False  # no KV cache while training (and checkpointing)
+        return tokenizer, model
+
+    def prepare_dataset(
+        self, dataset: Dataset, task: str, processor: Any, cfg: ExperimentConfig
+    ) -> Dataset:
+        return self._tokenize(dataset, processor, cfg)[0]
+
+    def prepare_splits(
+        self, splits: Splits, task: str, processor: Any, cfg: ExperimentConfig
+    ) -> Splits:
+        """Tokenise (cached) every split; the length policy's counts go into ``info``."""
+        train, counts = self._tokenize(splits.train, processor, cfg)
+        test = {k: self._tokenize(v, processor, cfg) for k, v in splits.test.items()}
+        info = dict(splits.info)
+        info["length_policy"] = cfg.data.length_policy
+        info["max_seq_length"] = cfg.training.max_seq_length
+        info["train_tokens"] = counts["tokens"]
+        for key in ("over_length", "truncated", "dropped"):
+            info[f"train_{key}"] = counts[key]
+            info[f"heldout_{key}"] = sum(c[key] for _, c in test.values())
+        info["token_cache"] = counts["cache"]
+        over = counts["over_length"] + sum(c["over_length"] for _, c in test.values())
+        if over:
+            verb = "dropped" if cfg.data.length_policy == "drop" else "truncated (front)"
+            print(
+                f"{task}: {over} example(s) longer than training.max_seq_length "
+                f"{cfg.training.max_seq_length} tokens {verb} (data.length_policy "
+                f"{cfg.data.length_policy}; train {counts['over_length']}, held-out "
+                f"{over - counts['over_length']})"
+            )
+        selection = None
+        if splits.selection is not None:
+            selection = test["heldout"][0]
+        return Splits(
+            task=splits.task,
+            train=train,
+            selection=selection,
+            test={k: v[0] for k, v in test.items()},
+            info=info,
+        )
+
+    def _tokenize(
+        self, dataset: Dataset, tokenizer: Any, cfg: ExperimentConfig
+    ) -> tuple[Dataset, dict[str, Any]]:
+        d = cfg.data
+        return tokenize_math(
+            dataset,
+            tokenizer,
+            data_key=dataset._fingerprint,  # the rows: source and selection
+            template=d.prompt_template,
+            system_prompt=d.system_prompt,
+            train_on_prompt=d.train_on_prompt,
+            max_len=cfg.training.max_seq_length,
+            policy=d.length_policy,
+            num_proc=cfg.training.num_workers or None,
+        )
+
+    def data_collator(self, processor: Any) -> Any:
+        # multiples of 8 feed tensor cores on CUDA; no gain on a CPU
+        return causal_lm_collator(processor, 8 if torch.cuda.is_available() else None)
+
+    def training_overrides(self, cfg: ExperimentConfig) -> dict[str, Any]:
+        """Length-grouped batches (less padding), the loss alone at evaluation (no
+        vocabulary-sized logits gathered), input tokens counted (tokens/s), and
+        non-reentrant activation checkpointing (works with a frozen embedding)."""
+        out: dict[str, Any] = {
+            "train_sampling_strategy": "group_by_length",
+            "length_column_name": "length",
+            "prediction_loss_only": True,
+            "include_num_input_tokens_seen": "non_padding",
+        }
+        if cfg.training.gradient_checkpointing:
+            out["activation_checkpointing_kwargs"] = {"use_reentrant": False}
+        return out
+
+    # ---- metrics ----------------------------------------------------------------------
+    def compute_metrics(self, task: str) -> Any:
+        return None  # the loss is Trainer's own: eval_loss -> results.json test.loss
+
+
+def set_pad_token(tokenizer: Any) -> None:
+    """Give a tokenizer without a pad token its EOS as pad (the vocabulary is unchanged;
+    padded positions are masked out of attention and loss anyway)."""
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ConfigError("the tokenizer has neither a pad nor an EOS token")
+        tokenizer.pad_token = tokenizer.eos_token
+
+
+def replace_data_dir(cfg: ExperimentConfig, data_dir: str | None) -> ExperimentConfig:
+    """`cfg` reading its data from `data_dir` (a re-evaluation's own), when given."""
+    if data_dir is None:
+        return cfg
+    import copy
+
+    out = copy.deepcopy(cfg)
+    out.data.data_dir = data_dir
+    out.data.train_file = None
+    return out
+
+
+MATH = MathDomain()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``finetune_metamath.py``: every (seed, task) of the command line, one run each."""
+    parser = build_runner_parser(
+        "math",
+        prog="finetune_metamath.py",
+        description="Fine-tune a decoder LLM on MetaMathQA with GPart or a baseline.",
+    )
+    return cli_main(functools.partial(run_sweep, MATH), argv, domain="math", parser=parser)
+
+
+__all__ = ["MATH", "MathDomain", "main", "set_pad_token"]
