@@ -141,3 +141,30 @@ def test_the_reference_spelling_and_dataset_flag_are_accepted():
 
     cfg, _ = parse_cli(["--dataset", "standfordcars"], domain="vision")
     assert cfg.tasks == ["stanfordcars"]
+
+
+def test_an_interrupted_vision_run_resumes(env, tmp_path, monkeypatch, capsys):
+    from transformers import TrainerCallback
+
+    from gpart.runners import core
+
+    build = core.build_trainer
+
+    class CrashAfterFirstSave(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            raise RuntimeError("simulated crash")
+
+    def crashing(*a, **k):
+        trainer = build(*a, **k)
+        trainer.add_callback(CrashAfterFirstSave())
+        return trainer
+
+    out = tmp_path / "logs"
+    args = ["--adapter_type", "gpart", "--tasks", "eurosat", *FAST, "adapter.d", "256"]
+    monkeypatch.setattr(core, "build_trainer", crashing)
+    assert _run(env, out, *args) == 1
+    monkeypatch.setattr(core, "build_trainer", build)
+    assert _run(env, out, "--resume", *args) == 0
+    (run,) = _runs(out)
+    res = json.loads((run / "results.json").read_text())
+    assert res["resumed_from"].startswith("checkpoint-") and res["selection"]["last_step"] == 10
