@@ -28,9 +28,11 @@ def _ratio(x: float | None) -> str:
 def markdown(result: dict[str, Any]) -> str:
     args = result["args"]
     env = result["environment"]
+    # Image models take the config's image size, not a sequence length.
+    shape = "images" if args["task"] == "image_cls" else f"x {args['seq_len']}"
     lines = [
-        f"model `{args['model_config']}` ({args['task']}), batch {args['batch_size']} x "
-        f"{args['seq_len']}, {args['dtype']}, {env['device']}, {env['threads']} threads; "
+        f"model `{args['model_config']}` ({args['task']}), batch {args['batch_size']} "
+        f"{shape}, {args['dtype']}, {env['device']}, {env['threads']} threads; "
         f"median of {args['steps']} interleaved steps after {args['warmup']} warm-up",
         "",
         "| method | targets | step (s) | x floor | x LoRA | peak mem (MiB) | trainable "
