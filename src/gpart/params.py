@@ -12,7 +12,7 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any, TextIO
 
-from gpart.configs.errors import ConfigError
+from gpart.configs.errors import ConfigError, first_line
 from gpart.heads import is_head_param
 from gpart.results.io import write_json_atomic
 
@@ -119,7 +119,7 @@ def build_model_from_config(
         try:
             model_config = transformers.AutoConfig.from_pretrained(path)
         except (OSError, ValueError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise ConfigError(
                 f"model.base_model: cannot load a config from {path!r} ({first})"
             ) from None

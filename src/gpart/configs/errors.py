@@ -41,3 +41,9 @@ def format_choices(choices: Iterable[str], limit: int = 60) -> str:
     choices = list(choices)
     shown = ", ".join(choices[:limit])
     return shown + (f", ... ({len(choices) - limit} more)" if len(choices) > limit else "")
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when empty): enough to say
+    why a model, tokenizer or dataset failed to load in a one-line error."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

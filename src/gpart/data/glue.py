@@ -34,6 +34,7 @@ import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Value
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
+from gpart.configs.errors import first_line
 from gpart.configs.tasks import TextClassificationTask, get_task
 from gpart.data.loading import DataError, Splits, load_local_splits, require_columns
 
@@ -146,7 +147,7 @@ def load_glue_raw(
             )
         except (ConnectionError, OSError) as exc:
             # Offline machines land here: say how to run without the hub.
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            first = first_line(exc)
             raise DataError(
                 f"cannot load {GLUE_HUB_ID}/{spec.name} from the hub ({first}); offline, pass "
                 f"--data_dir DIR with {spec.name}/train.jsonl (or csv/parquet, or a "

@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gpart.configs.errors import first_line
 from gpart.data.loading import DataError, Splits, find_split_file, read_split_file, require_columns
 
 if TYPE_CHECKING:
@@ -371,7 +372,7 @@ def load_metamath_raw(source: str, path: Path | None) -> Dataset:
         try:
             ds = load_dataset(source, split="train")
         except Exception as exc:  # offline, unknown id: one line, the cause kept
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            first = first_line(exc)
             raise DataError(
                 f"could not load {source!r} from the hub ({first}); give a local file with "
                 "data.train_file PATH or --data_dir (<data_dir>/metamathqa/train.jsonl)"

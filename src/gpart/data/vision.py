@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 from datasets import ClassLabel, Dataset, Features, Image, load_from_disk
 
+from gpart.configs.errors import first_line
 from gpart.configs.tasks import ImageClassificationTask, get_task
 from gpart.data.loading import DataError, Splits
 
@@ -155,7 +156,7 @@ def _torchvision_splits(spec: ImageClassificationTask, cache_dir: str | None) ->
         try:
             ds = getattr(tvd, name)(str(root), split=theirs, download=True, **kwargs)
         except (OSError, RuntimeError) as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            first = first_line(exc)
             raise DataError(
                 f"cannot download {spec.name} with torchvision ({first}); offline, pass "
                 f"--data_dir DIR with {spec.name}/train/<class>/*.jpg (and validation/, test/)"
@@ -207,7 +208,7 @@ def load_vision_raw(
         try:
             loaded = load_dataset(spec.source, cache_dir=cache_dir)
         except (ConnectionError, OSError) as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            first = first_line(exc)
             raise DataError(
                 f"cannot load {spec.source} from the hub ({first}); offline, pass --data_dir "
                 f"DIR with {spec.name}/train/<class>/*.jpg (or a save_to_disk folder)"

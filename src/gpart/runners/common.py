@@ -18,6 +18,7 @@ from torch import nn
 from transformers import TrainerCallback
 
 from gpart.configs import ConfigError, ExperimentConfig
+from gpart.configs.errors import first_line
 from gpart.results import append_jsonl
 
 ADAPTER_DIR = "adapter"  # the selected model's trained weights (best or last)
@@ -85,7 +86,7 @@ def load_base_model(cfg: ExperimentConfig, task: str, auto_class: Any, **kwargs:
     try:
         return auto_class.from_pretrained(path, **kwargs)
     except (OSError, ValueError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         raise ConfigError(f"--base_model: cannot load {path!r} ({first})") from None
 
 

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from gpart.configs import ConfigError, ExperimentConfig, get_task
+from gpart.configs.errors import first_line
 from gpart.data.fingerprint import hub_fingerprint
 from gpart.data.glue import glue_data_collator, load_glue_raw, load_glue_splits, tokenize_glue
 from gpart.data.loading import Splits
@@ -67,7 +68,7 @@ class GlueDomain(Domain):
         try:
             tokenizer = AutoTokenizer.from_pretrained(cfg.model.base_model)
         except (OSError, ValueError) as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            first = first_line(exc)
             raise ConfigError(
                 f"--base_model: cannot load a tokenizer from {cfg.model.base_model!r} ({first})"
             ) from None

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from gpart.configs import ConfigError, ExperimentConfig, get_task
+from gpart.configs.errors import first_line
 from gpart.configs.tasks import CausalLMTrainingTask
 from gpart.data.fingerprint import file_digest, hub_fingerprint
 from gpart.data.loading import DataError, Splits
@@ -108,7 +109,7 @@ class MathDomain(Domain):
         try:
             tokenizer = AutoTokenizer.from_pretrained(cfg.model.base_model)
         except (OSError, ValueError, TypeError) as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            first = first_line(exc)
             raise ConfigError(
                 f"--base_model: cannot load a tokenizer from {cfg.model.base_model!r} ({first})"
             ) from None

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gpart.configs import ConfigError, ExperimentConfig, get_task
+from gpart.configs.errors import first_line
 from gpart.data.loading import DataError, Splits
 from gpart.data.vision import (
     image_collator,
@@ -78,7 +79,7 @@ class VisionDomain(Domain):
         try:
             processor = AutoImageProcessor.from_pretrained(cfg.model.base_model)
         except (OSError, ValueError) as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            first = first_line(exc)
             raise ConfigError(
                 f"--base_model: cannot load an image processor from {cfg.model.base_model!r} "
                 f"({first})"
