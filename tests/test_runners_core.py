@@ -275,3 +275,26 @@ def test_an_unfinished_run_on_other_data_is_not_resumed(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         _main(FakeDomain(), out, "--tasks", "rte", "--data_dir", str(data), "--resume")
     assert exc.value.code == 2 and "extra.csv is new" in capsys.readouterr().err
+
+
+def test_a_base_model_that_cannot_load_is_one_line(tmp_path):
+    from transformers import AutoTokenizer
+
+    from gpart.configs import ConfigError, resolve_experiment
+    from gpart.runners.common import load_pretrained
+
+    cfg = resolve_experiment(overrides={"model.base_model": str(tmp_path / "nope")})
+    with pytest.raises(ConfigError, match=r"--base_model: cannot load a tokenizer from .*nope"):
+        load_pretrained(cfg, AutoTokenizer, "a tokenizer")
+
+
+def test_the_data_is_fingerprinted_once_per_task_not_per_seed(tmp_path):
+    calls = []
+
+    class Counting(FakeDomain):
+        def data_fingerprint(self, cfg, task):
+            calls.append(task)
+            return super().data_fingerprint(cfg, task)
+
+    assert _main(Counting(), tmp_path / "logs", "--tasks", "sst2", "--seed", "1", "2") == 0
+    assert calls == ["sst2"]

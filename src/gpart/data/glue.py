@@ -34,9 +34,14 @@ import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Value
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
-from gpart.configs.errors import first_line
 from gpart.configs.tasks import TextClassificationTask, get_task
-from gpart.data.loading import DataError, Splits, load_local_splits, require_columns
+from gpart.data.loading import (
+    DataError,
+    Splits,
+    load_hub_dataset,
+    load_local_splits,
+    require_columns,
+)
 
 GLUE_HUB_ID = "nyu-mll/glue"
 MODEL_SELECTION_CHOICES = ("best", "last")
@@ -139,20 +144,13 @@ def load_glue_raw(
     """
     spec = _spec(task)
     if data_dir is None:
-        from datasets import load_dataset
-
-        try:
-            loaded = load_dataset(
-                GLUE_HUB_ID, spec.name, cache_dir=None if cache_dir is None else str(cache_dir)
-            )
-        except (ConnectionError, OSError) as exc:
-            # Offline machines land here: say how to run without the hub.
-            first = first_line(exc)
-            raise DataError(
-                f"cannot load {GLUE_HUB_ID}/{spec.name} from the hub ({first}); offline, pass "
-                f"--data_dir DIR with {spec.name}/train.jsonl (or csv/parquet, or a "
-                "save_to_disk folder) and its validation split"
-            ) from None
+        loaded = load_hub_dataset(
+            GLUE_HUB_ID,
+            spec.name,
+            cache_dir=cache_dir,
+            offline_hint=f"pass --data_dir DIR with {spec.name}/train.jsonl (or csv/parquet, or "
+            "a save_to_disk folder) and its validation split",
+        )
         raw = DatasetDict({s: loaded[s] for s in spec.split_names})
         origin = f"{GLUE_HUB_ID}/{spec.name}"
     else:

@@ -27,6 +27,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from datasets import Dataset, DatasetDict, load_from_disk
 
+from gpart.configs.errors import first_line
+
 # File extension -> reader. ".json" is read as JSON Lines because that is what
 # `Dataset.to_json` writes by default.
 FILE_FORMATS: dict[str, str] = {
@@ -39,6 +41,30 @@ FILE_FORMATS: dict[str, str] = {
 
 class DataError(ValueError):
     """A dataset could not be loaded because of the user's data (path, split, columns)."""
+
+
+def load_hub_dataset(
+    source: str,
+    subset: str | None = None,
+    *,
+    split: str | None = None,
+    cache_dir: str | Path | None = None,
+    offline_hint: str,
+) -> Any:
+    """`datasets.load_dataset` for every domain; an unreachable hub or unknown id becomes one
+    `DataError` line: the first line of the cause, then `offline_hint` (how to run from local
+    files)."""
+    from datasets import load_dataset
+
+    try:
+        return load_dataset(
+            source, subset, split=split, cache_dir=None if cache_dir is None else str(cache_dir)
+        )
+    except (ConnectionError, OSError, ValueError) as exc:
+        name = source + (f"/{subset}" if subset else "")
+        raise DataError(
+            f"cannot load {name} from the hub ({first_line(exc)}); offline, {offline_hint}"
+        ) from None
 
 
 @dataclass

@@ -28,8 +28,14 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gpart.configs.errors import first_line
-from gpart.data.loading import DataError, Splits, find_split_file, read_split_file, require_columns
+from gpart.data.loading import (
+    DataError,
+    Splits,
+    find_split_file,
+    load_hub_dataset,
+    read_split_file,
+    require_columns,
+)
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -367,16 +373,12 @@ def load_metamath_raw(source: str, path: Path | None) -> Dataset:
         ds = read_split_file(path, split="train", string_columns=(QUERY, RESPONSE))
         where = str(path)
     else:
-        from datasets import load_dataset
-
-        try:
-            ds = load_dataset(source, split="train")
-        except Exception as exc:  # offline, unknown id: one line, the cause kept
-            first = first_line(exc)
-            raise DataError(
-                f"could not load {source!r} from the hub ({first}); give a local file with "
-                "data.train_file PATH or --data_dir (<data_dir>/metamathqa/train.jsonl)"
-            ) from exc
+        ds = load_hub_dataset(
+            source,
+            split="train",
+            offline_hint="give a local file with data.train_file PATH or --data_dir "
+            "(<data_dir>/metamathqa/train.jsonl)",
+        )
         where = source
     require_columns(ds, (QUERY, RESPONSE), where=where)
     return ds.select_columns([QUERY, RESPONSE])

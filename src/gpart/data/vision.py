@@ -35,7 +35,7 @@ from datasets import ClassLabel, Dataset, Features, Image, load_from_disk
 
 from gpart.configs.errors import first_line
 from gpart.configs.tasks import ImageClassificationTask, get_task
-from gpart.data.loading import DataError, Splits
+from gpart.data.loading import DataError, Splits, load_hub_dataset
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 SPLIT_DIRS = ("train", "validation", "test")
@@ -203,16 +203,12 @@ def load_vision_raw(
     elif spec.source.startswith("torchvision:"):
         raw, origin = _torchvision_splits(spec, cache_dir), spec.source
     else:
-        from datasets import load_dataset
-
-        try:
-            loaded = load_dataset(spec.source, cache_dir=cache_dir)
-        except (ConnectionError, OSError) as exc:
-            first = first_line(exc)
-            raise DataError(
-                f"cannot load {spec.source} from the hub ({first}); offline, pass --data_dir "
-                f"DIR with {spec.name}/train/<class>/*.jpg (or a save_to_disk folder)"
-            ) from None
+        loaded = load_hub_dataset(
+            spec.source,
+            cache_dir=cache_dir,
+            offline_hint=f"pass --data_dir DIR with {spec.name}/train/<class>/*.jpg (or a "
+            "save_to_disk folder)",
+        )
         raw = {s: _standardise(ds, spec, f"{spec.source} [{s}]") for s, ds in loaded.items()}
         origin = spec.source
     for split, ds in raw.items():

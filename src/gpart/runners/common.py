@@ -78,16 +78,23 @@ def mixed_precision(precision: str) -> dict[str, bool]:
 
 
 # ------------------------------------------------------------------------ models
-def load_base_model(cfg: ExperimentConfig, task: str, auto_class: Any, **kwargs: Any) -> nn.Module:
-    """The pretrained model (hub id or local directory) with the task's head size."""
+def load_pretrained(cfg: ExperimentConfig, auto_class: Any, what: str, **kwargs: Any) -> Any:
+    """`auto_class.from_pretrained(--base_model)`; a missing or unreadable one is a
+    `ConfigError` naming `what` (a model, a tokenizer, an image processor) and the cause."""
     path = cfg.model.base_model
     if not path:
         raise ConfigError("model.base_model: not set; give --base_model (hub id or directory)")
     try:
         return auto_class.from_pretrained(path, **kwargs)
-    except (OSError, ValueError) as exc:
-        first = first_line(exc)
-        raise ConfigError(f"--base_model: cannot load {path!r} ({first})") from None
+    except (OSError, ValueError, TypeError) as exc:
+        raise ConfigError(
+            f"--base_model: cannot load {what} from {path!r} ({first_line(exc)})"
+        ) from None
+
+
+def load_base_model(cfg: ExperimentConfig, task: str, auto_class: Any, **kwargs: Any) -> nn.Module:
+    """The pretrained model (hub id or local directory) with the task's head size."""
+    return load_pretrained(cfg, auto_class, "a model", **kwargs)
 
 
 def is_peft_model(model: nn.Module) -> bool:

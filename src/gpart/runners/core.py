@@ -217,13 +217,15 @@ def run_sweep(domain: Domain, cfg: ExperimentConfig, flags: argparse.Namespace) 
         for task in seed_cfg.tasks:
             label = f"{task} (seed {seed_cfg.seed})"
             try:
+                if task not in fingerprints:  # once per task: every seed reads the same data
+                    fingerprints[task] = domain.data_fingerprint(seed_cfg.for_task(task), task)
                 run_task(
                     domain,
                     seed_cfg,
                     task,
                     resume=resume,
                     force=force,
-                    fingerprint=fingerprints.get(task),
+                    fingerprint=fingerprints[task],
                 )
             except (ConfigError, DataError, RunStateError) as exc:
                 print(f"error: {label}: {' '.join(str(exc).split())}", file=sys.stderr)

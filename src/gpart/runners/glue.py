@@ -14,13 +14,12 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from gpart.configs import ConfigError, ExperimentConfig, get_task
-from gpart.configs.errors import first_line
 from gpart.data.fingerprint import hub_fingerprint
 from gpart.data.glue import glue_data_collator, load_glue_raw, load_glue_splits, tokenize_glue
 from gpart.data.loading import Splits
 from gpart.metrics.glue import make_compute_metrics, merge_split_metrics
 from gpart.runners.cli import build_runner_parser, cli_main
-from gpart.runners.common import load_base_model
+from gpart.runners.common import load_base_model, load_pretrained
 from gpart.runners.core import Domain, run_sweep
 from gpart.runners.evaluate import eval_main as _eval_main
 
@@ -65,13 +64,7 @@ class GlueDomain(Domain):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         spec = get_task("glue", task)
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(cfg.model.base_model)
-        except (OSError, ValueError) as exc:
-            first = first_line(exc)
-            raise ConfigError(
-                f"--base_model: cannot load a tokenizer from {cfg.model.base_model!r} ({first})"
-            ) from None
+        tokenizer = load_pretrained(cfg, AutoTokenizer, "a tokenizer")
         base = load_base_model(
             cfg,
             task,

@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from gpart.configs import ConfigError, ExperimentConfig, get_task
-from gpart.configs.errors import first_line
 from gpart.configs.tasks import CausalLMTrainingTask
 from gpart.data.fingerprint import file_digest, hub_fingerprint
 from gpart.data.loading import DataError, Splits
@@ -35,7 +34,7 @@ from gpart.data.math import (
     train_file,
 )
 from gpart.runners.cli import build_runner_parser, cli_main
-from gpart.runners.common import load_base_model
+from gpart.runners.common import load_base_model, load_pretrained
 from gpart.runners.core import Domain, run_sweep
 
 if TYPE_CHECKING:
@@ -106,13 +105,7 @@ class MathDomain(Domain):
         """
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(cfg.model.base_model)
-        except (OSError, ValueError, TypeError) as exc:
-            first = first_line(exc)
-            raise ConfigError(
-                f"--base_model: cannot load a tokenizer from {cfg.model.base_model!r} ({first})"
-            ) from None
+        tokenizer = load_pretrained(cfg, AutoTokenizer, "a tokenizer")
         set_pad_token(tokenizer)
         tokenizer.padding_side = "right"
         kwargs: dict[str, Any] = {}

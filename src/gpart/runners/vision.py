@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gpart.configs import ConfigError, ExperimentConfig, get_task
-from gpart.configs.errors import first_line
 from gpart.data.loading import DataError, Splits
 from gpart.data.vision import (
     image_collator,
@@ -27,7 +26,7 @@ from gpart.data.vision import (
 )
 from gpart.metrics.vision import make_compute_metrics
 from gpart.runners.cli import build_runner_parser, cli_main
-from gpart.runners.common import load_base_model
+from gpart.runners.common import load_base_model, load_pretrained
 from gpart.runners.core import Domain, run_sweep
 from gpart.runners.evaluate import eval_main as _eval_main
 
@@ -76,14 +75,7 @@ class VisionDomain(Domain):
         from transformers import AutoImageProcessor, AutoModelForImageClassification
 
         spec = get_task("vision", task)
-        try:
-            processor = AutoImageProcessor.from_pretrained(cfg.model.base_model)
-        except (OSError, ValueError) as exc:
-            first = first_line(exc)
-            raise ConfigError(
-                f"--base_model: cannot load an image processor from {cfg.model.base_model!r} "
-                f"({first})"
-            ) from None
+        processor = load_pretrained(cfg, AutoImageProcessor, "an image processor")
         base = load_base_model(
             cfg,
             task,
@@ -136,7 +128,7 @@ def profile_data(cfg: ExperimentConfig, batches: int) -> dict[str, float]:
     task = cfg.tasks[0]
     single = cfg.for_task(task)
     splits = VISION.load_splits(single, task)
-    processor = AutoImageProcessor.from_pretrained(cfg.model.base_model)
+    processor = load_pretrained(cfg, AutoImageProcessor, "an image processor")
     train_tf, _ = image_transforms(processor, cfg.data.image_size, augment=cfg.data.augment)
     tc = single.training
     stats = loader_throughput(
