@@ -57,8 +57,9 @@ def load_hub_dataset(
     from datasets import load_dataset
 
     try:
+        kwargs = {} if split is None else {"split": split}  # None: every split, as a dict
         return load_dataset(
-            source, subset, split=split, cache_dir=None if cache_dir is None else str(cache_dir)
+            source, subset, cache_dir=None if cache_dir is None else str(cache_dir), **kwargs
         )
     except (ConnectionError, OSError, ValueError) as exc:
         name = source + (f"/{subset}" if subset else "")
