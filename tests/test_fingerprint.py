@@ -45,3 +45,56 @@ def test_hub_and_local_describe_a_source_change():
         "the data source changed (hub nyu-mll/glue/rte -> /data/rte)"
     )
     assert fp.same_data(hub, fp.hub_fingerprint("nyu-mll/glue", "rte"))
+
+
+def _folder(root, n):
+    for i in range(n):
+        sub = root / f"class_{i % 3}"
+        sub.mkdir(parents=True, exist_ok=True)
+        (sub / f"img_{i}.png").write_bytes(f"pixels {i}".encode())
+
+
+def test_large_folders_are_summarised_and_read_only_a_sample(tmp_path, monkeypatch):
+    monkeypatch.setattr(fp, "MAX_LISTED_FILES", 20)
+    monkeypatch.setattr(fp, "SAMPLED_FILES", 4)
+    _folder(tmp_path / "a", 30)
+    read = []
+    digest = fp.file_digest
+    monkeypatch.setattr(fp, "file_digest", lambda path: read.append(path) or digest(path))
+    first = fp.local_fingerprint(tmp_path / "a")
+    assert "files" not in first and first["summary"]["files"] == 30
+    assert len(read) == 4 and set(first["summary"]["sample"]) == {
+        p.relative_to(tmp_path / "a").as_posix() for p in read
+    }
+    moved = fp.local_fingerprint((tmp_path / "a").rename(tmp_path / "b"))
+    assert fp.same_data(first, moved)  # the sample does not depend on the location
+    root = tmp_path / "b"
+
+    (root / "class_0" / "img_0.png").rename(root / "class_1" / "img_0.png")
+    renamed = fp.local_fingerprint(root)
+    assert not fp.same_data(first, renamed)
+    assert fp.describe_change(first, renamed).startswith("files were renamed or resized")
+    (root / "class_1" / "img_0.png").rename(root / "class_0" / "img_0.png")
+
+    (root / "class_2" / "new.png").write_bytes(b"more")
+    grown = fp.local_fingerprint(root)
+    assert fp.describe_change(first, grown).startswith("the folder changed (30 files")
+    (root / "class_2" / "new.png").unlink()
+
+    sampled = next(iter(first["summary"]["sample"]))
+    (root / sampled).write_bytes((root / sampled).read_bytes()[:-1] + b"X")  # same size
+    edited = fp.local_fingerprint(root)
+    assert fp.describe_change(first, edited).startswith(f"{sampled} changed (same size")
+
+
+def test_a_full_listing_recorded_before_summaries_still_matches(tmp_path, monkeypatch):
+    _folder(tmp_path, 30)
+    listed = fp.local_fingerprint(tmp_path)  # the threshold is 1000: a full listing
+    assert len(listed["files"]) == 30
+    monkeypatch.setattr(fp, "MAX_LISTED_FILES", 20)
+    monkeypatch.setattr(fp, "SAMPLED_FILES", 4)
+    summarised = fp.local_fingerprint(tmp_path)
+    assert fp.same_data(listed, summarised)
+    assert fp.fingerprint_digest(listed) == fp.fingerprint_digest(summarised)
+    (tmp_path / "class_0" / "img_0.png").write_bytes(b"resized image")
+    assert not fp.same_data(listed, fp.local_fingerprint(tmp_path))
