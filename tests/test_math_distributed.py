@@ -112,3 +112,35 @@ def test_ddp_two_processes_train_the_same_theta_as_one(tmp_path):
     assert a.abs().max() > 1e-3
     assert (a - b).abs().max().item() < 1e-6, (a - b).abs().max().item()
     assert r_ddp["test"]["loss"] == pytest.approx(r_one["test"]["loss"], abs=1e-5)
+
+
+def test_saving_from_a_gathered_state_dict_writes_the_same_files(tmp_path):
+    """Under FSDP the runner saves from the gathered full state dict (`save_trained_from`);
+    that path writes exactly what saving the model's own tensors writes, for a peft adapter
+    (GPart's theta) and for plain trainable tensors (bitfit-like)."""
+    import torch
+    from peft import get_peft_model
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from gpart import GPartConfig
+    from gpart.runners.common import TRAINABLE_FILE, save_trained
+
+    path = write_tiny_decoder(tmp_path / "m", "llama")
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(path), GPartConfig(d=32))
+    with torch.no_grad():
+        model.base_model.gpart_theta["default"].normal_()
+    save_trained(model, tmp_path / "own")
+    save_trained(model, tmp_path / "gathered", state_dict=model.state_dict())
+    own = load_file(tmp_path / "own" / "adapter_model.safetensors")
+    gathered = load_file(tmp_path / "gathered" / "adapter_model.safetensors")
+    assert own.keys() == gathered.keys() == {"base_model.gpart_theta"}
+    assert torch.equal(own["base_model.gpart_theta"], gathered["base_model.gpart_theta"])
+
+    plain = AutoModelForCausalLM.from_pretrained(path).requires_grad_(False)
+    plain.model.norm.weight.requires_grad_(True)
+    state = {k: v + 1 for k, v in plain.state_dict().items()}  # the gathered values win
+    save_trained(plain, tmp_path / "plain", state_dict=state)
+    saved = load_file(tmp_path / "plain" / TRAINABLE_FILE)
+    assert saved.keys() == {"model.norm.weight"}
+    assert torch.equal(saved["model.norm.weight"], state["model.norm.weight"])

@@ -62,7 +62,7 @@ from gpart.runners.common import (
     MetricsJsonlCallback,
     mixed_precision,
     provenance,
-    save_trained,
+    save_trained_from,
 )
 from gpart.runners.identity import sweep_run_name
 from gpart.training.trainer import GroupedTrainer
@@ -365,8 +365,7 @@ def run_task(
     throughput = ThroughputCallback()
     trainer.add_callback(throughput)
     output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    if dist.is_main_process:
-        save_trained(trainer.model, out / ADAPTER_DIR)
+    save_trained_from(trainer, out / ADAPTER_DIR, is_main=dist.is_main_process)
 
     test = evaluate_test(trainer, domain, task, data.test)  # every process: it is sharded
     primary = domain.primary_metric(task)
