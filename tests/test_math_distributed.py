@@ -182,3 +182,35 @@ def test_fsdp_two_processes_train_the_same_theta_as_one(tmp_path):
     base = AutoModelForCausalLM.from_pretrained(model)
     loaded = PeftModel.from_pretrained(base, tmp_path / "fsdp" / "adapter")
     assert torch.equal(loaded.base_model.gpart_theta["default"].detach(), got)
+
+
+@pytest.mark.parametrize("is_main", [True, False])
+def test_under_fsdp_every_process_gathers_and_only_the_main_one_writes(tmp_path, is_main):
+    """Gathering a sharded state dict is a collective: a process that skipped it would
+    leave the others waiting forever. So every process gathers; only the main one saves."""
+    from types import SimpleNamespace
+
+    import torch
+    from torch import nn
+
+    from gpart.runners.common import TRAINABLE_FILE, save_trained_from
+
+    inner = nn.Linear(2, 2)
+    calls = []
+
+    def get_state_dict(model):
+        calls.append(model)
+        return {k: torch.full_like(v, 7.0) for k, v in inner.state_dict().items()}
+
+    wrapped = object()  # what Trainer holds under FSDP: not the model itself
+    accelerator = SimpleNamespace(get_state_dict=get_state_dict, unwrap_model=lambda m: inner)
+    trainer = SimpleNamespace(model=wrapped, is_fsdp_enabled=True, accelerator=accelerator)
+    save_trained_from(trainer, tmp_path / "adapter", is_main=is_main)
+    assert calls == [wrapped]
+    if is_main:
+        from safetensors.torch import load_file
+
+        saved = load_file(tmp_path / "adapter" / TRAINABLE_FILE)
+        assert set(saved) == {"weight", "bias"} and bool((saved["weight"] == 7).all())
+    else:
+        assert not (tmp_path / "adapter").exists()
