@@ -120,3 +120,43 @@ def test_a_bad_export_dir_is_refused_before_training(env, tmp_path, capsys, bad)
     assert exc.value.code == 2
     assert message in capsys.readouterr().err and not out.exists()
     assert dest.is_file() or (dest / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("adapter", ["gpart", "bitfit"])
+def test_the_glue_runner_exports_a_classifier_too(tmp_path, adapter):
+    """The flag is the shared runner's: a GLUE run (peft GPart with its trained head, or
+    bitfit's plain trained tensors) exports a sequence classifier that loads with
+    `AutoModelForSequenceClassification` alone and gives the trained model's logits."""
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModelForSequenceClassification
+
+    from glue_env import write_glue_data, write_tiny_model
+    from gpart.runners import glue
+
+    data = write_glue_data(tmp_path / "data", tasks=("rte",), n_train=32, n_val=8)
+    model = write_tiny_model(tmp_path / "roberta", "roberta")
+    out, dest = tmp_path / "logs", tmp_path / "merged"
+    argv = ["--adapter_type", adapter, "--tasks", "rte", "--base_model", str(model),
+            "--data_dir", str(data), "--output_dir", str(out), "--export_merged", str(dest),
+            "--export_dtype", "fp32", "training.epochs", "1", "task.epochs", "1",
+            "training.batch_size", "16", "training.max_seq_length", "32",
+            "training.num_workers", "0", "training.model_selection", "last"]  # fmt: skip
+    if adapter == "gpart":
+        argv += ["adapter.d", "512"]
+    assert glue.main(argv) == 0
+    (run,) = out.glob("*/rte/seed_*")
+    files = {p.name for p in dest.iterdir()}
+    assert not files & ADAPTER_FILES and "tokenizer.json" in files
+
+    base = AutoModelForSequenceClassification.from_pretrained(model).eval()
+    if adapter == "gpart":
+        trained = PeftModel.from_pretrained(base, run / "adapter").eval()
+    else:
+        base.load_state_dict(load_file(run / "adapter" / "trainable.safetensors"), strict=False)
+        trained = base
+    exported = AutoModelForSequenceClassification.from_pretrained(dest).eval()
+    ids = torch.tensor([[0, 7, 9, 11, 2, 2, 13, 8, 2]])
+    torch.testing.assert_close(_logits(exported, ids), _logits(trained, ids), atol=1e-5, rtol=1e-5)
+    fresh = AutoModelForSequenceClassification.from_pretrained(model).eval()
+    assert (_logits(exported, ids) - _logits(fresh, ids)).abs().max() > 1e-4
