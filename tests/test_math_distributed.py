@@ -79,7 +79,7 @@ def test_ddp_two_processes_train_the_same_theta_as_one(tmp_path):
 
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(DDP_YAML),
               "--num_processes", "2", "--main_process_port", str(_free_port()),
-              str(SCRIPT), *argv("ddp", 2)]  # fmt: skip
+              str(SCRIPT), "--export_merged", str(tmp_path / "merged"), *argv("ddp", 2)]  # fmt: skip
     single = [sys.executable, str(SCRIPT), *argv("one", 4)]
     procs = [subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) for cmd in (launch, single)]  # fmt: skip
@@ -102,6 +102,9 @@ def test_ddp_two_processes_train_the_same_theta_as_one(tmp_path):
     assert sorted(p.name for p in ddp.iterdir() if p.is_file()) == sorted(
         p.name for p in one.iterdir() if p.is_file()
     )
+
+    # --export_merged: the main process merged and saved while the other one waited
+    assert (tmp_path / "merged" / "model.safetensors").is_file()
 
     a, b = _theta(one), _theta(ddp)
     assert a.shape == b.shape == (64,)
