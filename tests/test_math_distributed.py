@@ -95,6 +95,7 @@ def test_ddp_two_processes_train_the_same_theta_as_one(tmp_path):
     # the premise: two processes really trained, every example was cut to one length,
     # and both took the same 3 optimizer steps of 4 examples
     assert r_ddp["world_size"] == 2 and r_one["world_size"] == 1
+    assert r_ddp["distributed_type"] == "MULTI_CPU" and r_one["distributed_type"] == "NO"
     assert r_ddp["selection"]["train_truncated"] == r_ddp["selection"]["train_size"] == 12
     assert r_ddp["selection"]["last_step"] == r_one["selection"]["last_step"] == 3
     # only the main process wrote: one of each file, one line per evaluation

@@ -419,6 +419,9 @@ def run_task(
             data_fingerprint=fingerprint_digest(fingerprint),
             # processes that trained together: the effective batch is batch_size x this
             world_size=dist.num_processes,
+            # how they did (NO, MULTI_GPU, MULTI_CPU, FSDP, ...): accelerate falls back from
+            # FSDP to DDP on a CPU without a word, so the record says what really ran
+            distributed_type=str(trainer.accelerator.distributed_type.value),
             train=train_summary(output, throughput),
         )
         write_json_atomic(results_path, record)
