@@ -11,8 +11,10 @@ from gpart.results.collect import (
     collect_results,
     find_results_files,
     format_param_count,
+    load_eval_results,
     load_run_result,
     summarize,
+    with_evaluations,
 )
 from gpart.results.io import (
     append_jsonl,
@@ -44,6 +46,7 @@ __all__ = [
     "config_hash",
     "find_results_files",
     "format_param_count",
+    "load_eval_results",
     "load_run_result",
     "parse_run_dir",
     "read_json",
@@ -52,6 +55,7 @@ __all__ = [
     "run_name",
     "summarize",
     "validate_results",
+    "with_evaluations",
     "write_json_atomic",
     "write_text_atomic",
 ]

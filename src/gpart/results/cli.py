@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from gpart.results.collect import (
     ResultsError,
+    RunResult,
     find_results_files,
     load_run_result,
     summarize,
@@ -70,13 +71,22 @@ def collect_main(
     prog: str,
     description: str,
     task_labels: Mapping[str, str],
-    average_label: str,
+    average_label: str | None,
     by_model_size: bool = False,
+    expand: Callable[[RunResult], list[RunResult]] | None = None,
+    task_decimals: Mapping[str, int] | None = None,
 ) -> int:
-    """Parse, collect, print; 0 on success, 2 on any error (one line on stderr)."""
+    """Parse, collect, print; 0 on success, 2 on any error (one line on stderr).
+
+    `expand` turns each run read into the table entries it contributes (math: its
+    evaluations, `gpart.results.collect.load_eval_results`, plus its held-out loss);
+    default: the run itself. `average_label` None leaves the average column out;
+    `task_decimals` sets some columns' decimals (``--decimals`` sets the rest).
+    """
     args = build_collect_parser(prog, description, list(task_labels)).parse_args(argv)
     try:
-        results = [load_run_result(p) for p in find_results_files(args.paths)]
+        runs = [load_run_result(p) for p in find_results_files(args.paths)]
+        results = [r for run in runs for r in (expand(run) if expand else [run])]
         if args.model_size is not None:
             results = [r for r in results if r.model_size == args.model_size]
             if not results:
@@ -93,6 +103,7 @@ def collect_main(
                 task_order=list(task_labels),
                 task_labels=dict(task_labels),
                 average_label=average_label,
+                task_decimals=task_decimals,
             )
             if args.by == "d":
                 table = table.by_d()

@@ -10,12 +10,19 @@ Aggregation:
   by their ``method`` (default ``adapter_type``; the run name is appended when two rows would
   share a label) and listed in the order they are first found;
 * a cell is the task's primary metric ×100 over seeds: mean ± sample std (``ddof=1``;
-  none with one seed) and the number of seeds;
+  none with one seed) and the number of seeds (a loss column, `RunResult.scale` 1, is
+  shown as it is);
 * the average (e.g. the GLUE average) is the mean of the cell means over the tasks present;
   a row missing some of the table's tasks is marked, its average covers the tasks it has,
   and a warning says so;
 * the parameter column is the trainable parameter count excluding the head, as papers
   report it (``23.0K``).
+
+Evaluations made after training (math: GSM8K / MATH accuracy by generation) live in the run
+directory as ``eval/<dataset>/results.json`` with at least ``accuracy`` (a fraction) and
+``total``; :func:`load_eval_results` turns them into more cells of the run's row, one column
+per dataset (`collect_main`'s ``expand`` hook). A run without some evaluation has an empty
+cell there. The directory search never takes those files for runs of their own.
 
 Errors (missing path, no results, malformed file, the same seed twice for one run and task)
 raise :class:`~gpart.results.schema.ResultsError` naming the path.
@@ -32,10 +39,11 @@ from dataclasses import dataclass, field
 from json import JSONDecodeError
 from pathlib import Path
 
-from gpart.results.io import read_json
+from gpart.results.io import is_finite_number, read_json
 from gpart.results.schema import RESULTS_FILENAME, ResultsError, validate_results
 
 MISSING_MARK = "—"
+EVAL_DIR = "eval"  # <run dir>/eval/<dataset>/results.json: evaluations after training
 PARTIAL_MARK = "*"
 
 
@@ -57,6 +65,10 @@ class RunResult:
     data_fingerprint: str | None = None
     # The size preset of the backbone (base, large, ...); None: older runs.
     model_size: str | None = None
+    # Table value = scale * score: 100 for metrics that are fractions, 1 for a loss.
+    scale: float = 100.0
+    # Examples an after-training evaluation scored (`load_eval_results`); None otherwise.
+    eval_size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +81,7 @@ class TaskSummary:
     std: float | None  # sample std; None with a single seed
     n: int
     seeds: tuple[int, ...]
+    scale: float = 100.0  # the cell's values are scale x the raw metric
 
 
 @dataclass
@@ -125,10 +138,24 @@ class ResultsTable:
     methods: list[MethodSummary]
     warnings: list[str] = field(default_factory=list)
     task_labels: dict[str, str] = field(default_factory=dict)
-    average_label: str = "Avg."
+    average_label: str | None = "Avg."  # None: no average column (math: no mean of datasets)
+    task_decimals: dict[str, int] = field(default_factory=dict)  # per column, e.g. a loss
 
     def _label(self, task: str) -> str:
         return self.task_labels.get(task, task)
+
+    def _decimals(self, task: str, default: int) -> int:
+        return self.task_decimals.get(task, default)
+
+    def _cell(self, s: TaskSummary | None, decimals: int, *, latex: bool = False) -> str:
+        if s is None:
+            return "--" if latex else MISSING_MARK
+        d = self._decimals(s.task, decimals)
+        if s.std is None:
+            return f"{s.mean:.{d}f}"
+        if latex:
+            return f"${s.mean:.{d}f}_{{\\pm {s.std:.{d}f}}}$"
+        return f"{s.mean:.{d}f} ± {s.std:.{d}f}"
 
     @staticmethod
     def _seeds(m: MethodSummary) -> str:
@@ -170,37 +197,41 @@ class ResultsTable:
 
     def to_markdown(self, decimals: int = 1) -> str:
         """GitHub-flavoured markdown table, with a footnote when an average is partial."""
-        header = ["Method", "Params", "Seeds", *map(self._label, self.tasks), self.average_label]
+        avg = [] if self.average_label is None else [self.average_label]
+        header = ["Method", "Params", "Seeds", *map(self._label, self.tasks), *avg]
         lines = [
             "| " + " | ".join(header) + " |",
             "|:--|" + "--:|" * (len(header) - 1),
         ]
         for m in self.methods:
-            cells = []
-            for task in self.tasks:
-                s = m.tasks.get(task)
-                if s is None:
-                    cells.append(MISSING_MARK)
-                elif s.std is None:
-                    cells.append(f"{s.mean:.{decimals}f}")
-                else:
-                    cells.append(f"{s.mean:.{decimals}f} ± {s.std:.{decimals}f}")
+            cells = [self._cell(m.tasks.get(task), decimals) for task in self.tasks]
             row = [m.label, self._params(m), self._seeds(m), *cells]
-            row.append(self._average(m, decimals, "\\" + PARTIAL_MARK))
+            if self.average_label is not None:
+                row.append(self._average(m, decimals, "\\" + PARTIAL_MARK))
             lines.append("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |")
         if any(m.missing for m in self.methods):
             lines.append("")
-            lines.append(
-                f"\\{PARTIAL_MARK} average over the tasks present; {MISSING_MARK} = no results."
-            )
+            if self.average_label is None:
+                lines.append(f"{MISSING_MARK} = no results.")
+            else:
+                lines.append(
+                    f"\\{PARTIAL_MARK} average over the tasks present; {MISSING_MARK} = no results."
+                )
         return "\n".join(lines) + "\n"
 
     def to_latex(self, decimals: int = 1) -> str:
         """A booktabs ``tabular`` (needs ``\\usepackage{booktabs}``): ``mean_{±std}`` cells."""
-        cols = "lr" + "r" * len(self.tasks) + "r"
-        header = ["Method", "Params", *map(self._label, self.tasks), self.average_label]
+        avg = [] if self.average_label is None else [self.average_label]
+        cols = "lr" + "r" * len(self.tasks) + "r" * len(avg)
+        header = ["Method", "Params", *map(self._label, self.tasks), *avg]
+        unscaled = [
+            self._label(t)
+            for t in self.tasks
+            if any(m.tasks[t].scale != 100.0 for m in self.methods if t in m.tasks)
+        ]
+        scaled = "x100" + (f"; {', '.join(unscaled)} as is" if unscaled else "")
         lines = [
-            "% mean and sample std over seeds (x100); params: trainable, head excluded",
+            f"% mean and sample std over seeds ({scaled}); params: trainable, head excluded",
             f"\\begin{{tabular}}{{{cols}}}",
             "\\toprule",
             " & ".join(_latex_escape(h) for h in header) + " \\\\",
@@ -208,30 +239,25 @@ class ResultsTable:
         ]
         for m in self.methods:
             cells = [_latex_escape(m.label), _latex_escape(self._params(m))]
-            for task in self.tasks:
-                s = m.tasks.get(task)
-                if s is None:
-                    cells.append("--")
-                elif s.std is None:
-                    cells.append(f"{s.mean:.{decimals}f}")
-                else:
-                    cells.append(f"${s.mean:.{decimals}f}_{{\\pm {s.std:.{decimals}f}}}$")
-            avg = "--" if m.average is None else f"{m.average:.{decimals}f}"
-            cells.append(avg + ("$^{*}$" if m.missing and m.average is not None else ""))
+            cells += [self._cell(m.tasks.get(t), decimals, latex=True) for t in self.tasks]
+            if self.average_label is not None:
+                value = "--" if m.average is None else f"{m.average:.{decimals}f}"
+                cells.append(value + ("$^{*}$" if m.missing and m.average is not None else ""))
             lines.append(" & ".join(cells) + " \\\\")
         lines += ["\\bottomrule", "\\end{tabular}"]
         return "\n".join(lines) + "\n"
 
     def to_csv(self) -> str:
         """One row per method; per task ``<task>_mean``, ``<task>_std``, ``<task>_n`` (×100,
-        unrounded; empty when missing), then the average, the number of tasks in it and the
-        summed wall time of the runs."""
+        unrounded; empty when missing), then the average (when the table has one), the number
+        of tasks in it and the summed wall time of the runs."""
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
         header = ["method", "run_name", "adapter_type", "params_adapter"]
         for task in self.tasks:
             header += [f"{task}_mean", f"{task}_std", f"{task}_n"]
-        header += ["average", "n_tasks", "wall_time_s"]
+        header += (["average"] if self.average_label is not None else []) + ["n_tasks"]
+        header += ["wall_time_s"]
         writer.writerow(header)
         for m in self.methods:
             row: list[object] = [
@@ -243,7 +269,9 @@ class ResultsTable:
             for task in self.tasks:
                 s = m.tasks.get(task)
                 row += ["", "", 0] if s is None else [s.mean, "" if s.std is None else s.std, s.n]
-            row += ["" if m.average is None else m.average, len(m.tasks), m.wall_time_s]
+            if self.average_label is not None:
+                row.append("" if m.average is None else m.average)
+            row += [len(m.tasks), m.wall_time_s]
             writer.writerow(row)
         return buf.getvalue()
 
@@ -274,7 +302,7 @@ def find_results_files(paths: Iterable[str | Path]) -> list[Path]:
         if path.is_file():
             files = [path]
         else:
-            files = sorted(path.rglob(RESULTS_FILENAME))
+            files = [f for f in sorted(path.rglob(RESULTS_FILENAME)) if not is_eval_file(f)]
             if not files:
                 raise ResultsError(
                     f"no {RESULTS_FILENAME} under {path} (expected "
@@ -283,6 +311,59 @@ def find_results_files(paths: Iterable[str | Path]) -> list[Path]:
         for f in files:
             found.setdefault(f.resolve(), None)
     return list(found)
+
+
+def is_eval_file(path: Path) -> bool:
+    """Whether `path` is an after-training evaluation (``.../eval/<dataset>/results.json``),
+    read with its run by :func:`load_eval_results`, not a run of its own."""
+    return path.parent.parent.name == EVAL_DIR
+
+
+def load_eval_results(run: RunResult, metric: str = "accuracy") -> list[RunResult]:
+    """The after-training evaluations of `run`, one `RunResult` per dataset (its column).
+
+    Reads ``<run dir>/eval/<dataset>/results.json``: `metric` (a fraction in [0, 1]) is the
+    score and ``total`` (examples scored) the cell's size, which must agree across seeds;
+    ``seconds``, when present, the wall time. A dataset folder without ``results.json``
+    (an evaluation still running) is no result. Everything else is the run's own.
+
+    Raises:
+        ResultsError: an unreadable file, or one without a valid `metric` / ``total``.
+    """
+    root = run.path.parent / EVAL_DIR
+    found = []
+    for path in sorted(root.glob(f"*/{RESULTS_FILENAME}")) if root.is_dir() else []:
+        try:
+            record = read_json(path)
+        except JSONDecodeError as err:
+            raise ResultsError(f"{path}: not valid JSON ({err})") from err
+        except OSError as err:
+            raise ResultsError(f"{path}: cannot read ({err.strerror or err})") from err
+        value, total = record.get(metric), record.get("total")
+        if not is_finite_number(value) or not 0.0 <= value <= 1.0:
+            raise ResultsError(f"{path}: '{metric}' must be a fraction in [0, 1], got {value!r}")
+        if not isinstance(total, int) or isinstance(total, bool) or total < 1:
+            raise ResultsError(f"{path}: 'total' must be a positive int, got {total!r}")
+        seconds = record.get("seconds")
+        found.append(
+            dataclasses.replace(
+                run,
+                path=path,
+                task=path.parent.name,
+                primary_metric=metric,
+                score=float(value),
+                scale=100.0,
+                wall_time_s=float(seconds) if is_finite_number(seconds) else 0.0,
+                eval_size=total,
+            )
+        )
+    return found
+
+
+def with_evaluations(run: RunResult) -> list[RunResult]:
+    """`run`'s own result followed by its after-training evaluations (`load_eval_results`):
+    the entries a math run adds to a table (held-out loss, GSM8K, MATH, ...)."""
+    return [run, *load_eval_results(run)]
 
 
 def load_run_result(path: str | Path) -> RunResult:
@@ -307,6 +388,8 @@ def load_run_result(path: str | Path) -> RunResult:
         wall_time_s=float(record["wall_time_s"]),
         data_fingerprint=record.get("data_fingerprint"),
         model_size=record.get("model_size"),
+        # a loss is shown as it is: x100 only makes sense for fractions and correlations
+        scale=1.0 if record["primary_metric"] == "loss" else 100.0,
     )
 
 
@@ -320,7 +403,8 @@ def summarize(
     tasks: Sequence[str] | None = None,
     task_order: Sequence[str] = (),
     task_labels: Mapping[str, str] | None = None,
-    average_label: str = "Avg.",
+    average_label: str | None = "Avg.",
+    task_decimals: Mapping[str, int] | None = None,
 ) -> ResultsTable:
     """Aggregate run results into a :class:`ResultsTable`.
 
@@ -329,7 +413,8 @@ def summarize(
             found, ordered by ``task_order`` then alphabetically.
         task_order: Preferred column order when ``tasks`` is None.
         task_labels: Column headers (``{"sst2": "SST-2"}``).
-        average_label: Header of the average column (``GLUE Avg.``).
+        average_label: Header of the average column (``GLUE Avg.``); None: no such column.
+        task_decimals: Decimals of some columns, overriding the table's (a loss: 3).
     """
     if not results:
         raise ResultsError("no results to summarize")
@@ -386,7 +471,19 @@ def summarize(
                     + "; ".join(f"data {d}: seeds {s}" for d, s in by_data.items())
                     + "); re-run the odd ones with --force on one dataset"
                 )
-            values = [100.0 * r.score for r in seed_runs]
+            sizes = sorted({r.eval_size for r in seed_runs if r.eval_size is not None})
+            if len(sizes) > 1:
+                warnings.append(
+                    f"run '{name}', task '{task}': seeds were evaluated on different numbers of "
+                    + "examples ("
+                    + "; ".join(
+                        f"{n}: seeds {[r.seed for r in seed_runs if r.eval_size == n]}"
+                        for n in sizes
+                    )
+                    + "); evaluate every seed on the same set"
+                )
+            scale = seed_runs[0].scale
+            values = [scale * r.score for r in seed_runs]
             cells[task] = TaskSummary(
                 task=task,
                 metric=metrics.pop(),
@@ -394,6 +491,7 @@ def summarize(
                 std=statistics.stdev(values) if len(values) > 1 else None,
                 n=len(values),
                 seeds=tuple(r.seed for r in seed_runs),
+                scale=scale,
             )
         if not cells:
             warnings.append(f"run '{name}' has no results for the tasks {list(columns)}; left out")
@@ -425,16 +523,15 @@ def summarize(
     for m in rows:
         if m.missing:
             present = [t for t in columns if t in m.tasks]
-            warnings.append(
-                f"{m.label}: no results for {list(m.missing)}; its {average_label} covers "
-                f"{present} only"
-            )
+            note = "" if average_label is None else f"; its {average_label} covers {present} only"
+            warnings.append(f"{m.label}: no results for {list(m.missing)}{note}")
     return ResultsTable(
         tasks=columns,
         methods=rows,
         warnings=warnings,
         task_labels=dict(task_labels or {}),
         average_label=average_label,
+        task_decimals=dict(task_decimals or {}),
     )
 
 

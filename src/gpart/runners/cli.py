@@ -14,6 +14,7 @@ from typing import Any
 
 from gpart.configs import ExperimentConfig, build_parser, exit_on_config_error, parse_cli
 from gpart.results.rundir import config_hash
+from gpart.runners.export import EXPORT_DTYPES
 from gpart.runners.identity import sweep_identity
 
 
@@ -25,6 +26,19 @@ def build_runner_parser(domain: str, *, prog: str, description: str) -> argparse
     )
     parser.add_argument(
         "--force", action="store_true", help="re-run finished runs (their directory is replaced)"
+    )
+    parser.add_argument(
+        "--export_merged",
+        metavar="DIR",
+        help="after each run (trained now or already finished), save the adapter merged into "
+        "the base model as a plain transformers model: DIR for one run, "
+        "DIR/<task>/seed_<seed>/ for several",
+    )
+    parser.add_argument(
+        "--export_dtype",
+        choices=EXPORT_DTYPES,
+        default="bf16",
+        help="dtype of the --export_merged weights (default bf16; the merge itself is fp32)",
     )
     return parser
 

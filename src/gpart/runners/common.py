@@ -7,6 +7,7 @@ Kept free of any one domain, so the vision and math runners reuse it unchanged.
 from __future__ import annotations
 
 import copy
+import os
 import platform
 import shutil
 import subprocess
@@ -103,27 +104,61 @@ def is_peft_model(model: nn.Module) -> bool:
     return isinstance(model, PeftModel)
 
 
-def save_trained(model: nn.Module, out_dir: Path) -> None:
+def save_trained(
+    model: nn.Module, out_dir: Path, state_dict: dict[str, torch.Tensor] | None = None
+) -> None:
     """Save exactly what was trained: a peft adapter, or the trainable tensors.
 
     peft adapters go through `save_pretrained` (adapter_config.json + safetensors; for GPart
     `theta` and the head). bitfit / head / full save their `requires_grad` tensors, which
     on top of the base model reproduce the trained model.
+
+    `state_dict` is the full state dict when the model's own tensors are not whole (FSDP
+    shards them: `save_trained_from` gathers it first); by default the model's tensors.
     """
     from safetensors.torch import save_file
 
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     if is_peft_model(model):
-        model.save_pretrained(tmp)
+        model.save_pretrained(tmp, state_dict=state_dict)
     else:
         tmp.mkdir(parents=True)
+        trained = [(_unwrapped_name(n), p) for n, p in model.named_parameters() if p.requires_grad]
         tensors = {
-            n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad
+            n: (p if state_dict is None else state_dict[n]).detach().contiguous().cpu()
+            for n, p in trained
         }
         save_file(tensors, str(tmp / TRAINABLE_FILE))
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.rename(out_dir)
+
+
+def _unwrapped_name(name: str) -> str:
+    """A parameter name without FSDP's wrapper prefixes (the state dict's name)."""
+    return name.replace("_fsdp_wrapped_module.", "").replace("_checkpoint_wrapped_module.", "")
+
+
+def save_trained_from(trainer: Any, out_dir: Path, *, is_main: bool) -> None:
+    """`save_trained` of a `Trainer`'s model, in every process of a distributed run.
+
+    Under DDP the model holds whole tensors: the main process saves them. Under FSDP each
+    process holds a shard, so every process takes part in gathering the full state dict
+    (accelerate's `get_state_dict`, a collective that leaves it on the main process) and
+    the main process saves what was trained from it.
+    """
+    model, state = trainer.model, None
+    if getattr(trainer, "is_fsdp_enabled", False):
+        state = trainer.accelerator.get_state_dict(trainer.model)
+        model = trainer.accelerator.unwrap_model(trainer.model)
+    if is_main:
+        save_trained(model, out_dir, state_dict=state)
+
+
+def fsdp_launched() -> bool:
+    """Whether ``accelerate launch`` started this process with FSDP (its config sets
+    ``ACCELERATE_USE_FSDP``); the model is then loaded whole in fp32 and FSDP shards it."""
+    return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true")
 
 
 def load_trained(base: nn.Module, cfg: ExperimentConfig, weights_dir: Path) -> nn.Module:

@@ -62,8 +62,9 @@ from gpart.runners.common import (
     MetricsJsonlCallback,
     mixed_precision,
     provenance,
-    save_trained,
+    save_trained_from,
 )
+from gpart.runners.export import check_export_targets, export_merged, export_targets
 from gpart.runners.identity import sweep_run_name
 from gpart.training.trainer import GroupedTrainer
 
@@ -211,6 +212,11 @@ def run_sweep(domain: Domain, cfg: ExperimentConfig, flags: argparse.Namespace) 
             raise ConfigError("training.precision fp16: needs a CUDA device; use fp32 or bf16")
     resume, force = getattr(flags, "resume", False), getattr(flags, "force", False)
     configs = configs_for_seeds(flags)
+    export = getattr(flags, "export_merged", None)
+    targets: dict[tuple[str, int], Path] = {}
+    if export is not None:
+        targets = export_targets(export, [(t, c.seed) for c in configs for t in c.tasks])
+        check_export_targets(targets, force=force)
     fingerprints = _check_recorded_data(domain, configs, force=force)
     failed: list[str] = []
     for seed_cfg in configs:
@@ -219,7 +225,7 @@ def run_sweep(domain: Domain, cfg: ExperimentConfig, flags: argparse.Namespace) 
             try:
                 if task not in fingerprints:  # once per task: every seed reads the same data
                     fingerprints[task] = domain.data_fingerprint(seed_cfg.for_task(task), task)
-                run_task(
+                out = run_task(
                     domain,
                     seed_cfg,
                     task,
@@ -227,6 +233,8 @@ def run_sweep(domain: Domain, cfg: ExperimentConfig, flags: argparse.Namespace) 
                     force=force,
                     fingerprint=fingerprints[task],
                 )
+                if export is not None:
+                    _export(domain, seed_cfg, task, out, targets[(task, seed_cfg.seed)], flags)
             except (ConfigError, DataError, RunStateError) as exc:
                 print(f"error: {label}: {' '.join(str(exc).split())}", file=sys.stderr)
                 failed.append(label)
@@ -238,6 +246,19 @@ def run_sweep(domain: Domain, cfg: ExperimentConfig, flags: argparse.Namespace) 
         print(f"{len(failed)} run(s) failed: {', '.join(failed)}", file=sys.stderr)
         return 1
     return 0
+
+
+def _export(
+    domain: Domain, cfg: ExperimentConfig, task: str, out: Path, dest: Path, flags: Any
+) -> None:
+    """``--export_merged``: the main process merges and saves; the others wait for it."""
+    from accelerate import PartialState
+
+    dist = PartialState()
+    if dist.is_main_process:
+        path = export_merged(domain, cfg, task, out, dest, getattr(flags, "export_dtype", "bf16"))
+        print(f"{task} (seed {cfg.seed}): merged model -> {path}")
+    dist.wait_for_everyone()
 
 
 def _check_recorded_data(
@@ -365,8 +386,7 @@ def run_task(
     throughput = ThroughputCallback()
     trainer.add_callback(throughput)
     output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    if dist.is_main_process:
-        save_trained(trainer.model, out / ADAPTER_DIR)
+    save_trained_from(trainer, out / ADAPTER_DIR, is_main=dist.is_main_process)
 
     test = evaluate_test(trainer, domain, task, data.test)  # every process: it is sharded
     primary = domain.primary_metric(task)
@@ -399,6 +419,9 @@ def run_task(
             data_fingerprint=fingerprint_digest(fingerprint),
             # processes that trained together: the effective batch is batch_size x this
             world_size=dist.num_processes,
+            # how they did (NO, MULTI_GPU, MULTI_CPU, FSDP, ...): accelerate falls back from
+            # FSDP to DDP on a CPU without a word, so the record says what really ran
+            distributed_type=str(trainer.accelerator.distributed_type.value),
             train=train_summary(output, throughput),
         )
         write_json_atomic(results_path, record)

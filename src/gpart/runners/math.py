@@ -34,7 +34,7 @@ from gpart.data.math import (
     train_file,
 )
 from gpart.runners.cli import build_runner_parser, cli_main
-from gpart.runners.common import load_base_model, load_pretrained
+from gpart.runners.common import fsdp_launched, load_base_model, load_pretrained
 from gpart.runners.core import Domain, run_sweep
 
 if TYPE_CHECKING:
@@ -101,7 +101,11 @@ class MathDomain(Domain):
 
         With bf16 on a CUDA device and a parameter-efficient adapter the frozen weights
         load in bf16 (half the memory; the adapter's parameters stay fp32, as peft and
-        GPart keep them); full fine-tuning and CPU runs load fp32.
+        GPart keep them); full fine-tuning and CPU runs load fp32. Under FSDP the model
+        loads fp32 too: FSDP1 flattens the root unit's tensors (embeddings, final norm,
+        LM head and GPart's `theta`, which belongs to no decoder layer) into one tensor of
+        one dtype, so a bf16 base beside the fp32 theta cannot be wrapped; FSDP's mixed
+        precision casts to bf16 for compute instead, and the shards keep fp32 masters.
         """
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -113,6 +117,7 @@ class MathDomain(Domain):
             cfg.training.precision == "bf16"
             and torch.cuda.is_available()
             and cfg.adapter.type != "full"
+            and not fsdp_launched()
         ):
             kwargs["dtype"] = torch.bfloat16
         model = load_base_model(cfg, task, AutoModelForCausalLM, **kwargs)
