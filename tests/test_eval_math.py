@@ -284,6 +284,35 @@ def test_bad_input_is_one_error_line_and_writes_nothing(env, tmp_path, capsys, c
     assert not out.exists()
 
 
+@pytest.mark.slow
+def test_accelerate_launch_shards_and_the_main_process_writes_everything(env, tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    root = Path(__file__).resolve().parents[1]
+    flags = ["--model_path", str(env["llama"]), "--dataset", "gsm8k", "--data_file",
+             str(env["gsm8k"]), "--max_new_tokens", "10", "--batch_size", "2"]  # fmt: skip
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+              str(root / "configs" / "accelerate" / "ddp.yaml"), "--num_processes", "2",
+              "--main_process_port", str(port), str(root / "src/scripts/math/eval_math.py")]  # fmt: skip
+    done = subprocess.run([*launch, *flags, "--output_dir", str(tmp_path / "ddp")],
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("gsm8k: accuracy") == 1  # only the main process reports
+    assert main([*flags, "--output_dir", str(tmp_path / "one"), "--device", "cpu"]) == 0
+    shards, results = _read(tmp_path / "ddp", "gsm8k")
+    alone, _ = _read(tmp_path / "one", "gsm8k")
+    assert results["settings"]["processes"] == 2
+    keep = ("index", "prompt", "completion", "correct", "generated_tokens")
+    assert [{k: r[k] for k in keep} for r in shards] == [{k: r[k] for k in keep} for r in alone]
+
+
 # ------------------------------------------------------------------------ trained runs
 @pytest.fixture(scope="module")
 def trained_run(env, tmp_path_factory):
@@ -347,22 +376,36 @@ def test_the_adapter_folder_of_a_run_resolves_to_the_run(env, trained_run, tmp_p
     assert other.base_model == str(env["qwen2"]) and other.out_root == tmp_path
 
 
+def test_profile_times_batches_sorting_and_merging(env, trained_run, capsys, tmp_path):
+    argv = ["--adapter_path", str(trained_run), "--profile", "--dataset", "gsm8k",
+            "--data_file", str(env["gsm8k"]), "--max_samples", "5", "--batch_size", "2",
+            "--max_new_tokens", "6", "--device", "cpu", "--output_dir", str(tmp_path)]  # fmt: skip
+    assert main(argv) == 0
+    table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in table[1:]]
+    assert [r[:4] for r in rows] == [["merged", "1", "yes", "2"], ["merged", "2", "yes", "5"],
+                                     ["merged", "2", "no", "5"], ["unmerged", "2", "yes", "5"]]  # fmt: skip
+    assert [r[-1] for r in rows[:3]] == ["2/2"] * 3  # batching and order change no completion
+    assert not list(tmp_path.iterdir())  # writes nothing
+
+
 # ------------------------------------------------------------------------ real weights
 @pytest.mark.slow
 def test_smollm2_answers_real_gsm8k_questions(smollm2_dir, tmp_path, capsys):
     if not SHARED_GSM8K.is_file():
         pytest.skip(f"{SHARED_GSM8K} absent")
     argv = ["--model_path", str(smollm2_dir), "--dataset", "gsm8k", "--data_file",
-            str(SHARED_GSM8K), "--max_samples", "4", "--max_new_tokens", "128",
+            str(SHARED_GSM8K), "--max_samples", "4", "--max_new_tokens", "64",
             "--batch_size", "4", "--prompt_template", "chat", "--output_dir", str(tmp_path),
             "--device", "cpu"]  # fmt: skip
     assert main(argv) == 0
     records, results = _read(tmp_path, "gsm8k")
-    _check_complete_chat = [r for r in records if all(k in r for k in FIELDS)]
-    assert len(_check_complete_chat) == 4 == results["total"]
+    assert [r["index"] for r in records] == [0, 1, 2, 3] and results["total"] == 4
+    assert all(all(k in r for k in FIELDS) for r in records)
+    assert all(r["prompt"].endswith("<|im_start|>assistant\n") for r in records)
     assert [r["ground_truth"] for r in records] == ["18", "3", "70000", "540"]
     assert all(r["completion"].strip() for r in records)  # it says something
-    assert sum(r["prediction"] is not None for r in records) >= 3  # and gives numbers
+    assert sum(r["prediction"] is not None for r in records) >= 2  # and numbers
     path = tmp_path / "eval" / "gsm8k" / "predictions.jsonl"
     assert main(["--rescore", str(path)]) == 0
     again = json.loads(path.with_name("results.rescored.json").read_text())

@@ -191,6 +191,16 @@ def generate_hf(
     return Generations(completions, tokens, time.perf_counter() - start)
 
 
+def process_state() -> Any:
+    """accelerate's `PartialState` of this process: one of ``accelerate launch`` /
+    ``torchrun``'s processes (gloo on a machine without CUDA, so CPU runs shard too), or
+    the only one."""
+    import torch
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
 def generate_sharded(
     model: Any, tokenizer: Any, prompts: Sequence[str], **kwargs: Any
 ) -> Generations | None:
@@ -205,10 +215,9 @@ def generate_sharded(
         On the main process, the `Generations` of all prompts (``seconds``: the slowest
         process's); None on the others.
     """
-    from accelerate import PartialState
     from accelerate.utils import gather_object
 
-    state = PartialState()
+    state = process_state()
     indices = list(range(len(prompts)))
     with state.split_between_processes(indices) as mine:
         mine = list(mine)
@@ -282,6 +291,7 @@ __all__ = [
     "generate_vllm",
     "length_order",
     "merge_adapter",
+    "process_state",
     "require_vllm",
     "stop_markers",
 ]

@@ -185,8 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--profile",
         action="store_true",
-        help="measure tokens/s of batch 1 against --batch_size (sorted and unsorted) on the "
-        "first --dataset; prints a table, writes nothing",
+        help="measure tokens/s of batch 1 against --batch_size (sorted and unsorted; merged "
+        "and unmerged adapter) on the first --dataset; prints a table, writes nothing",
     )
     return p
 
@@ -194,9 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
 # ------------------------------------------------------------------------ the model
 def _device(name: str | None) -> Any:
     import torch
-    from accelerate import PartialState
 
-    state = PartialState()
+    from gpart.evaluation.generate import process_state
+
+    state = process_state()
     if name is None:
         return state.device
     if state.num_processes > 1:
@@ -210,9 +211,12 @@ def _device(name: str | None) -> Any:
     return device
 
 
-def load_for_generation(source: Source, device: Any) -> tuple[Any, Any, str]:
+def load_for_generation(
+    source: Source, device: Any, *, bf16: bool | None = None, merge: bool = True
+) -> tuple[Any, Any, str]:
     """The tokenizer (left padding, pad = EOS if it has none) and the model with its
-    adapter merged, in eval mode on `device`: bf16 on CUDA, fp32 elsewhere.
+    adapter merged (unless not `merge`: ``--profile`` compares), in eval mode on
+    `device`: bf16 on CUDA, fp32 elsewhere (`bf16` decides instead when given).
 
     Returns:
         ``(tokenizer, model, dtype name)``.
@@ -223,7 +227,9 @@ def load_for_generation(source: Source, device: Any) -> tuple[Any, Any, str]:
     from gpart.evaluation.generate import merge_adapter
     from gpart.runners.math import set_pad_token
 
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    if bf16 is None:
+        bf16 = device.type == "cuda"
+    dtype = torch.bfloat16 if bf16 else torch.float32
     try:
         tokenizer = AutoTokenizer.from_pretrained(source.base_model)
         model = AutoModelForCausalLM.from_pretrained(source.base_model, dtype=dtype)
@@ -240,7 +246,8 @@ def load_for_generation(source: Source, device: Any) -> tuple[Any, Any, str]:
     tokenizer.padding_side = "left"
     model.config.pad_token_id = tokenizer.pad_token_id
     if source.weights is not None:
-        model = merge_adapter(load_trained(model, source.cfg, source.weights))
+        model = load_trained(model, source.cfg, source.weights)
+        model = merge_adapter(model) if merge else model
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return tokenizer, model.to(device).eval(), str(dtype).removeprefix("torch.")
 
@@ -340,11 +347,18 @@ def evaluate(args: argparse.Namespace) -> int:
     if not todo:
         return 0
 
-    from accelerate import PartialState
+    from gpart.evaluation.generate import process_state
 
-    device = _device(args.device)
-    tokenizer, model, dtype = load_for_generation(source, device)
-    state = PartialState()
+    if args.backend == "vllm":
+        # vLLM takes the GPU itself: merge on the CPU, in the bf16 it will serve
+        import torch
+
+        device = torch.device("cpu")
+        tokenizer, model, dtype = load_for_generation(source, device, bf16=True)
+    else:
+        device = _device(args.device)
+        tokenizer, model, dtype = load_for_generation(source, device)
+    state = process_state()
     for dataset, data_file, out, items in todo:
         prompts = [
             render_prompt(template, it.question, system_prompt=system, tokenizer=tokenizer)
@@ -366,7 +380,7 @@ def evaluate(args: argparse.Namespace) -> int:
             "max_samples": args.max_samples,
             "backend": args.backend,
             "dtype": dtype,
-            "device": str(device),
+            "device": "vllm" if args.backend == "vllm" else str(device),
             "processes": state.num_processes,
             "sorted_by_length": not args.no_sort,
             "greedy": True,
@@ -389,14 +403,16 @@ def evaluate(args: argparse.Namespace) -> int:
 
 
 def profile(args: argparse.Namespace) -> int:
-    """Tokens/s of batch 1 (sorted), ``--batch_size`` sorted and unsorted, on the first
-    ``--dataset`` (``--max_samples`` problems, ``--max_new_tokens`` each); one untimed
-    warm-up call first. Prints a markdown table and the settings as JSON."""
+    """How fast generation is, and why: tokens/s of batch 1 against ``--batch_size``,
+    sorted by length and not, and (with a peft adapter) merged against unmerged, on the
+    first ``--dataset`` (``--max_samples`` problems, default 16; ``--max_new_tokens`` each,
+    default 64). Batch 1 runs on the first ``--batch_size`` problems only (its tokens/s
+    does not depend on how many); every other run on all. One untimed warm-up call comes
+    first. Prints a markdown table (with how many completions equal batch 1's) and the
+    settings as JSON; writes nothing."""
     from gpart.evaluation.generate import generate_hf
 
-    if args.adapter_path is None and args.output_dir is None:
-        args.output_dir = "."  # nothing is written
-    source = resolve_source(args.adapter_path, args.model_path, args.output_dir)
+    source = resolve_source(args.adapter_path, args.model_path, args.output_dir or ".")
     template = args.prompt_template or source.template or "plain"
     system = args.system_prompt if args.system_prompt is not None else source.system_prompt
     dataset = args.dataset[0]
@@ -405,28 +421,42 @@ def profile(args: argparse.Namespace) -> int:
     )
     device = _device(args.device)
     tokenizer, model, dtype = load_for_generation(source, device)
+    models = {"merged" if source.weights else "base": model}
+    if source.weights is not None and (source.weights / "adapter_config.json").is_file():
+        models["unmerged"] = load_for_generation(source, device, merge=False)[1]
     prompts = [render_prompt(template, it.question, system_prompt=system, tokenizer=tokenizer)
                for it in items]  # fmt: skip
-    max_new = args.max_new_tokens or 64
+    batch, max_new = args.batch_size, args.max_new_tokens or 64
+    first = min(batch, len(prompts))
     kw = dict(template=template, max_new_tokens=max_new, progress=False)
     generate_hf(model, tokenizer, prompts[:1], batch_size=1, **{**kw, "max_new_tokens": 4})
-    rows = []
+    plan = [(next(iter(models)), 1, True, first), (next(iter(models)), batch, True, None),
+            (next(iter(models)), batch, False, None)]  # fmt: skip
+    if "unmerged" in models:
+        plan.append(("unmerged", batch, True, None))
     reference = None
-    for batch, sort in ((1, True), (args.batch_size, True), (args.batch_size, False)):
-        gen = generate_hf(model, tokenizer, prompts, batch_size=batch, sort=sort, **kw)
+    print("| weights | batch | sorted | problems | tokens | seconds | tokens/s | "
+          "first completions equal to batch 1's |")  # fmt: skip
+    print("|---|---:|---|---:|---:|---:|---:|---:|")
+    for name, size, sort, count in plan:
+        chosen = prompts[:count] if count else prompts
+        gen = generate_hf(models[name], tokenizer, chosen, batch_size=size, sort=sort, **kw)
         reference = reference or gen.completions
-        same = sum(a == b for a, b in zip(gen.completions, reference, strict=True))
-        rows.append((batch, sort, sum(gen.tokens), gen.seconds, gen.tokens_per_s, same))
-    print("| batch | sorted | tokens | seconds | tokens/s | same completions as batch 1 |")
-    print("|---|---|---|---|---|---|")
-    for batch, sort, tokens, seconds, tps, same in rows:
-        print(f"| {batch} | {'yes' if sort else 'no'} | {tokens} | {seconds:.1f} | {tps:.1f} | "
-              f"{same}/{len(prompts)} |")  # fmt: skip
-    info = {"model": source.base_model, "dataset": dataset, "problems": len(prompts),
+        same = sum(a == b for a, b in zip(gen.completions[:first], reference, strict=True))
+        print(f"| {name} | {size} | {'yes' if sort else 'no'} | {len(chosen)} | "
+              f"{sum(gen.tokens)} | {gen.seconds:.1f} | {gen.tokens_per_s:.1f} | "
+              f"{same}/{first} |", flush=True)  # fmt: skip
+    info = {"model": source.base_model, "adapter": str(source.weights), "dataset": dataset,
             "max_new_tokens": max_new, "template": template, "dtype": dtype,
-            "device": str(device)}  # fmt: skip
+            "device": str(device), "threads": _threads()}  # fmt: skip
     print(json.dumps(info))
     return 0
+
+
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
