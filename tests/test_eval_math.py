@@ -234,6 +234,42 @@ def test_local_files_keep_the_reference_answer(env, tmp_path):
     assert load_local_items("gsm8k", comma)[0].ground_truth == "1000"
 
 
+def test_hub_sets_read_their_sources_in_the_fixed_order(monkeypatch):
+    from datasets import Dataset
+
+    from gpart.evaluation import eval_sets
+
+    calls = []
+
+    def hub(source, subset=None, *, split=None, offline_hint):
+        calls.append((source, subset, split))
+        if source == "openai/gsm8k":
+            return Dataset.from_dict({"question": ["q"], "answer": ["s\n#### 1,234"]})
+        if source == "HuggingFaceH4/MATH-500":
+            return Dataset.from_dict({"problem": ["p"], "solution": [r"\boxed{9}"],
+                                      "answer": [r"\frac{1}{2}"]})  # fmt: skip
+        return Dataset.from_dict({"problem": [f"{subset} problem"],
+                                  "solution": [rf"so \boxed{{{subset}}}"]})  # fmt: skip
+
+    monkeypatch.setattr(eval_sets, "load_hub_dataset", hub)
+    assert [i.ground_truth for i in eval_sets.load_eval_items("gsm8k")] == ["1234"]
+    assert calls == [("openai/gsm8k", "main", "test")]
+    subjects = ["algebra", "counting_and_probability", "geometry", "intermediate_algebra",
+                "number_theory", "prealgebra", "precalculus"]  # fmt: skip
+    items = eval_sets.load_eval_items("math")
+    assert [i.ground_truth for i in items] == subjects and [i.index for i in items] == list(
+        range(7)
+    )
+    assert calls[1:] == [("EleutherAI/hendrycks_math", s, "test") for s in subjects]
+    (item,) = eval_sets.load_eval_items("math500")
+    assert item.ground_truth == r"\frac{1}{2}" and calls[-1] == (
+        "HuggingFaceH4/MATH-500",
+        None,
+        "test",
+    )
+    assert len(eval_sets.load_eval_items("math", max_samples=2)) == 2
+
+
 # ------------------------------------------------------------------------ bad input
 @pytest.mark.parametrize(
     "case,message",
