@@ -46,6 +46,8 @@ SCRIPTS = {
         # configs and run names too: --print_config and table tools need no torch
         import gpart.configs
         import gpart.runners.identity
+        # answer checking and re-scoring (gpart.evaluation.generate is the torch side)
+        import gpart.evaluation
         import gpart
         import importlib.util
         # transformers asks this to see whether peft is installed: no import, no registration

