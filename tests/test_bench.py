@@ -87,7 +87,7 @@ def test_markdown_table_lists_every_row(capsys, tmp_path):
         main([*args, "--methods", "floor,lora,gpart", "--targets", "qv", "--output", str(out)]) == 0
     )
     table = capsys.readouterr().out
-    assert "| method | targets | step (s) | x floor | x LoRA | peak mem (MiB) |" in table
+    assert "| method | targets | step (s) | tokens/s | x floor | x LoRA | peak mem (MiB) |" in table
     for name in ("floor", "lora", "gpart-stateless-random", "gpart-materialized-balanced"):
         assert f"| {name} |" in table
     data = json.loads(out.read_text())
@@ -103,6 +103,9 @@ def test_bf16_and_a_qwen2_shaped_decoder(tmp_path):
     assert main([*args, "--methods", "gpart-stateless-random", "--output", str(out)]) == 0
     data = json.loads(out.read_text())
     assert data["args"]["task"] == "causal_lm" and data["args"]["dtype"] == "bf16"
+    assert data["throughput_unit"] == "tokens"
+    row = data["rows"][0]  # tokens per second: batch x seq_len over the median step
+    assert row["throughput_per_s"] == pytest.approx(2 * 8 / row["step_s_median"])
 
 
 def test_an_image_model_with_pixel_inputs(tmp_path):
@@ -183,3 +186,32 @@ def test_the_ablation_variants_run_on_request(tmp_path):
 
     default = build_parser().parse_args([]).methods
     assert "fastfood" not in default  # opt-in: the README's default table is unchanged
+
+
+def test_decoder_row_options_qkvo_num_layers_and_lora_rank(tmp_path):
+    # The decoder row of the README: q,k,v,o targets, a shortened stack, LoRA r=4 alpha 4.
+    out = tmp_path / "dec.json"
+    args = ["--model_config", "qwen2-tiny", "--batch_size", "2", "--seq_len", "8", "--warmup",
+            "0", "--steps", "1", "--gpart_d", "64", "--no_memory", "--num_layers", "1",
+            "--targets", "qkvo,all-linear", "--lora_r", "4", "--lora_alpha", "4",
+            "--methods", "floor,lora,gpart-stateless-random", "--output", str(out)]  # fmt: skip
+    assert main(args) == 0
+    data = json.loads(out.read_text())
+    rows = _rows(data)
+    assert data["args"]["num_layers"] == 1 and data["args"]["target_sets"] == ["qkvo", "all-linear"]
+    gpart = rows["gpart-stateless-random [qkvo]"]
+    # one block of qwen2-tiny: q (32x32), k and v (16x32, 2 kv heads of 8), o (32x32)
+    assert gpart["adapted_modules"] == 4
+    assert gpart["adapted_weights"] == 2 * 32 * 32 + 2 * 16 * 32
+    assert rows["lora [qkvo]"]["trainable_params"] == 4 * (32 + 32) * 2 + 4 * (32 + 16) * 2
+    assert rows["gpart-stateless-random [all-linear]"]["adapted_modules"] == 7
+
+
+def test_qkvo_on_an_encoder_and_bad_target_sets(capsys):
+    from gpart.bench.models import ModelSpec, load_config, target_modules
+
+    spec = ModelSpec(load_config("roberta-tiny"), "seq_cls")
+    names = target_modules(spec.build(torch.device("cpu"), torch.float32), spec, "qkvo")
+    assert len(names) == 2 * 4 and sum(n.endswith("attention.output.dense") for n in names) == 2
+    assert main([*TINY, "--targets", "qv,kv", "--no_memory"]) == 2
+    assert "--targets: unknown 'kv'" in capsys.readouterr().err

@@ -455,3 +455,37 @@ def test_configs_side_fields_bridge_and_fail_as_config_errors():
         )
     with pytest.raises(ConfigError, match="partition_scope"):
         resolve_experiment(overrides={"adapter.partition_scope": "per_layer"})
+
+
+def test_fastfood_layers_cache_their_randoms_unsaved_and_exact(tmp_path):
+    # Each layer keeps B, G, Pi of its blocks (regenerated at injection, not per forward):
+    # non-persistent buffers, never in the adapter file; the cached update equals the
+    # regenerated one bit for bit, and so does theta's gradient.
+    model = get_peft_model(
+        tiny_roberta(),
+        GPartConfig(d=48, projection="fastfood", init_bound=0.1, task_type="SEQ_CLS"),
+    )
+    layers = _layers(model)
+    assert all("default" in layer.gpart_ff_sign for layer in layers)
+    layer = layers[0]
+    assert layer.gpart_ff_sign["default"].dtype == torch.int8
+    assert layer.gpart_ff_perm["default"].dtype == torch.int16
+    assert not any("gpart_ff" in k for k in model.state_dict())
+    model.save_pretrained(tmp_path)
+    saved = load_file(str(tmp_path / "adapter_model.safetensors"))
+    assert sum(v.numel() for k, v in saved.items() if "gpart_theta" in k) == 48
+    assert not any("gpart_ff" in k for k in saved)
+
+    term = layer._term("default", training=False)
+    assert term.fastfood is not None
+    weight = layer.get_base_layer().weight
+    cached = term.values(0, term.numel, weight.device)
+    term.fastfood = None
+    torch.testing.assert_close(cached, term.values(0, term.numel, weight.device), rtol=0, atol=0)
+    grad = torch.randn(term.numel)
+    g_regen = torch.zeros(48)
+    term.accumulate_grad(g_regen, 0, grad)
+    term.fastfood = layer._term("default", training=False).fastfood
+    g_cached = torch.zeros(48)
+    term.accumulate_grad(g_cached, 0, grad)
+    torch.testing.assert_close(g_cached, g_regen, rtol=0, atol=0)

@@ -20,7 +20,7 @@ import transformers
 from gpart.bench.dtypes import DTYPES
 from gpart.bench.errors import BenchError
 from gpart.bench.methods import ABLATIONS, DEFAULT_METHODS, GPART_VARIANTS, METHODS, HyperParams
-from gpart.bench.models import PRESETS, TARGET_SETS, TASKS
+from gpart.bench.models import EXTRA_TARGET_SETS, PRESETS, TARGET_SETS, TASKS
 from gpart.bench.report import markdown, write_json
 from gpart.bench.runner import BenchArgs, run
 
@@ -74,7 +74,23 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"comma-separated subset of: {', '.join(METHODS)}; 'gpart' = the four GPart "
         "modes; 'ablations' = the paper's ablation variants (default: all but those)",
     )
-    p.add_argument("--targets", choices=(*TARGET_SETS, "both"), default="both")
+    p.add_argument(
+        "--targets",
+        default="both",
+        help="adapted layers: qv, all-linear, qkvo (attention q, k, v, o), or a comma-separated "
+        "list of them; both = qv,all-linear (default)",
+    )
+    p.add_argument(
+        "--num_layers",
+        type=_positive,
+        default=None,
+        help="keep only the first N blocks of the model (e.g. a 24-layer decoder on 2 CPU "
+        "cores); the per-block shapes stay the preset's",
+    )
+    p.add_argument("--lora_r", type=_positive, default=HyperParams.lora_r, help="LoRA rank")
+    p.add_argument(
+        "--lora_alpha", type=_positive, default=None, help="LoRA alpha (default: 2 * lora_r)"
+    )
     p.add_argument("--no_memory", action="store_true", help="skip the peak-memory probes")
     p.add_argument(
         "--compile",
@@ -110,12 +126,30 @@ def _methods(text: str) -> list[str]:
     return out
 
 
+def _target_sets(text: str) -> list[str]:
+    valid = (*TARGET_SETS, *EXTRA_TARGET_SETS)
+    out: list[str] = []
+    for name in (t.strip() for t in text.split(",")):
+        for t in TARGET_SETS if name == "both" else [name]:
+            if t not in valid:
+                raise BenchError(f"--targets: unknown {t!r}; valid: {', '.join(valid)}, both")
+            if t not in out:
+                out.append(t)
+    return out
+
+
 def parse(argv: list[str] | None) -> tuple[BenchArgs, Path | None, int | None]:
     ns = build_parser().parse_args(argv)
     if ns.compile is not None:
         # An environment variable, so the memory probes' processes inherit it.
         os.environ["GPART_COMPILE"] = ns.compile
-    hp = HyperParams(gpart_d=ns.gpart_d, unilora_d=ns.gpart_d, seed=ns.seed)
+    hp = HyperParams(
+        gpart_d=ns.gpart_d,
+        unilora_d=ns.gpart_d,
+        seed=ns.seed,
+        lora_r=ns.lora_r,
+        lora_alpha=ns.lora_alpha,
+    )
     args = BenchArgs(
         model_config=ns.model_config,
         task=ns.task,
@@ -126,9 +160,10 @@ def parse(argv: list[str] | None) -> tuple[BenchArgs, Path | None, int | None]:
         warmup=ns.warmup,
         steps=ns.steps,
         methods=_methods(ns.methods),
-        target_sets=list(TARGET_SETS) if ns.targets == "both" else [ns.targets],
+        target_sets=_target_sets(ns.targets),
         memory=not ns.no_memory,
         hp=hp,
+        num_layers=ns.num_layers,
     )
     if ns.output is not None and ns.output.exists() and ns.output.is_dir():
         raise BenchError(f"--output: {str(ns.output)!r} is a directory, expected a file path")
@@ -154,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
             torch.set_num_threads(threads)
         from gpart.bench.models import check_seq_len, load_config
 
-        check_seq_len(load_config(args.model_config), args.seq_len)
+        check_seq_len(load_config(args.model_config, args.num_layers), args.seq_len)
         result = run(args, log=_log)
     except BenchError as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)

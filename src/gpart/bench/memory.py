@@ -79,6 +79,7 @@ class ProbeRequest:
     dtype: str
     hp: Any  # methods.HyperParams
     threads: int | None = None  # torch threads (None: the library default)
+    num_layers: int | None = None  # the config's stack, shortened (None: as configured)
     warmup: int = 1
     steps: int = 1
 
@@ -105,6 +106,7 @@ def probe(req: ProbeRequest) -> dict[str, Any]:
         seed=req.hp.seed,
         batch_size=req.batch_size,
         seq_len=req.seq_len,
+        num_layers=req.num_layers,
     )
     cuda = device.type == "cuda"
     # One throw-away run: compiles kernels and loads library caches, which a long training

@@ -47,7 +47,7 @@ DESCRIPTIONS = {
     "full": "full fine-tuning (AdamW step)",
     "floor": "full fine-tuning, forward+backward only (no optimizer step)",
     "head": "output head only",
-    "lora": "LoRA r=8",
+    "lora": "LoRA (r=8 unless --lora_r)",
     "unilora": "Uni-LoRA (peft UniLoraConfig)",
     "vera": "VeRA r=256",
     **{name: f"GPart {a}/{g}" for name, (a, g) in GPART_VARIANTS.items()},
@@ -61,6 +61,7 @@ DESCRIPTIONS = {
 class HyperParams:
     gpart_d: int = 23040
     lora_r: int = 8
+    lora_alpha: int | None = None  # None: 2 * lora_r (the GLUE runs' convention)
     unilora_r: int = 4
     unilora_d: int = 23040
     vera_r: int = 256
@@ -142,7 +143,8 @@ def _save_pretrained(model: nn.Module, pattern: str) -> Callable[[Path], list[Pa
 def _peft_config(name: str, spec: ModelSpec, targets: list[str], hp: HyperParams):
     common = dict(target_modules=targets, task_type=spec.peft_task_type)
     if name == "lora":
-        return LoraConfig(r=hp.lora_r, lora_alpha=2 * hp.lora_r, **common)
+        alpha = 2 * hp.lora_r if hp.lora_alpha is None else hp.lora_alpha
+        return LoraConfig(r=hp.lora_r, lora_alpha=alpha, **common)
     if name == "unilora":
         return UniLoraConfig(
             r=hp.unilora_r, theta_d_length=hp.unilora_d, proj_seed=hp.seed, **common

@@ -19,6 +19,7 @@ from transformers import (
     AutoModelForCausalLM,
     AutoModelForImageClassification,
     AutoModelForSequenceClassification,
+    LlamaConfig,
     PretrainedConfig,
     Qwen2Config,
     RobertaConfig,
@@ -32,6 +33,15 @@ from gpart.heads import head_module_names, is_head_param
 
 TASKS = ("auto", "seq_cls", "causal_lm", "image_cls")
 TARGET_SETS = ("qv", "all-linear")
+# Also selectable (`--targets qkvo`), not part of `both`: all four attention projections,
+# the decoder fine-tuning targets of the math runs.
+EXTRA_TARGET_SETS = ("qkvo",)
+# Leaf names of the attention projections q, k, v, o per family: decoders (Llama, Qwen2,
+# Mistral, ...), then BERT/RoBERTa/ViT (whose output projection is `attention.output.dense`).
+_QKVO_NAMES = (
+    ("q_proj", "k_proj", "v_proj", "o_proj"),
+    ("query", "key", "value", "attention.output.dense"),
+)
 
 # Model families that are decoders: `--task auto` trains them as causal LMs.
 _IMAGE_TYPES = {"vit", "deit", "dinov2", "beit", "swin", "convnext"}
@@ -73,6 +83,18 @@ PRESETS: dict[str, Callable[[], PretrainedConfig]] = {
         num_key_value_heads=2,
         max_position_embeddings=4096,
     ),
+    # SmolLM2-135M's shape (Llama: GQA 9/3 heads, SwiGLU, tied embeddings).
+    "smollm2-135m": lambda: LlamaConfig(
+        vocab_size=49152,
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        max_position_embeddings=8192,
+        tie_word_embeddings=True,
+        pad_token_id=0,
+    ),
     # transformers' ViTConfig defaults are ViT-B/16 at 224 pixels (86M parameters), the
     # paper's image backbone; 100 classes as CIFAR-100.
     "vit-base": lambda: ViTConfig(num_labels=100),
@@ -106,8 +128,20 @@ PRESETS: dict[str, Callable[[], PretrainedConfig]] = {
 }
 
 
-def load_config(spec: str) -> PretrainedConfig:
-    """A preset name, a directory with config.json, or a config .json file."""
+def load_config(spec: str, num_layers: int | None = None) -> PretrainedConfig:
+    """A preset name, a directory with config.json, or a config .json file; `num_layers`
+    keeps only the first blocks (same shape per block, a shorter stack)."""
+    config = _load_config(spec)
+    if num_layers is not None:
+        if not hasattr(config, "num_hidden_layers"):
+            raise BenchError(f"--num_layers: {spec!r} has no num_hidden_layers to change")
+        config.num_hidden_layers = num_layers
+        if getattr(config, "layer_types", None) is not None:  # per-layer lists follow
+            config.layer_types = list(config.layer_types)[:num_layers]
+    return config
+
+
+def _load_config(spec: str) -> PretrainedConfig:
     if spec in PRESETS:
         return PRESETS[spec]()
     path = Path(spec)
@@ -194,6 +228,7 @@ def target_modules(model: nn.Module, spec: ModelSpec, target_set: str) -> list[s
 
     ``qv``: the attention query/value projections, under the family's names (LoRA's default
     targets; `gpart.configs.bridge.query_value_names`);
+    ``qkvo``: the attention's query, key, value and output projections;
     ``all-linear``: every linear layer of the encoder/decoder stack, heads excluded.
     """
     heads = output_module_names(model, spec)
@@ -204,6 +239,14 @@ def target_modules(model: nn.Module, spec: ModelSpec, target_set: str) -> list[s
     ]
     if target_set == "all-linear":
         return linear
+    if target_set == "qkvo":
+        for names in _QKVO_NAMES:
+            chosen = [n for n in linear if any(n.endswith("." + leaf) for leaf in names)]
+            if chosen and all(any(n.endswith("." + leaf) for n in chosen) for leaf in names):
+                return chosen
+        raise BenchError(
+            f"--targets qkvo: no q/k/v/o attention projections in {model.config.model_type!r}"
+        )
     suffixes = query_value_names(model)
     if not suffixes:
         raise BenchError(f"--targets qv: no query/value projections in {model.config.model_type!r}")
@@ -219,9 +262,10 @@ def build_workload(
     seed: int,
     batch_size: int,
     seq_len: int,
+    num_layers: int | None = None,
 ) -> tuple[ModelSpec, nn.Module, dict[str, torch.Tensor]]:
     """The benchmark's model and batch: built alike in the timing run and in memory probes."""
-    config = load_config(model_config)
+    config = load_config(model_config, num_layers)
     spec = ModelSpec(config, resolve_task(config, task))
     base = spec.build(device, dtype, seed=seed)
     return spec, base, make_batch(spec, batch_size, seq_len, device)

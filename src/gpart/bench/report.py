@@ -35,13 +35,15 @@ def markdown(result: dict[str, Any]) -> str:
         f"{shape}, {args['dtype']}, {env['device']}, {env['threads']} threads; "
         f"median of {args['steps']} interleaved steps after {args['warmup']} warm-up",
         "",
-        "| method | targets | step (s) | x floor | x LoRA | peak mem (MiB) | trainable "
+        f"| method | targets | step (s) | {result.get('throughput_unit', 'items')}/s "
+        "| x floor | x LoRA | peak mem (MiB) | trainable "
         "| state (B/weight) | state total | saved |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in result["rows"]:
         lines.append(
             f"| {r['method']} | {r['target_set'] or '-'} | {r['step_s_median']:.3f} "
+            f"| {r.get('throughput_per_s', 0):,.0f} "
             f"| {_ratio(r['ratio_floor'])} | {_ratio(r['ratio_lora'])} | {_mib(r['peak_bytes'])} "
             f"| {r['trainable_params']:,} | {r['state_bytes_per_weight']:.2f} "
             f"| {_size(r['state_bytes'])} | {_size(r['saved_bytes'])} |"

@@ -45,6 +45,7 @@ class BenchArgs:
     target_sets: list[str] = field(default_factory=list)
     memory: bool = True
     hp: HyperParams = field(default_factory=HyperParams)
+    num_layers: int | None = None  # keep the first blocks of the config's stack
 
 
 def _sync(device: torch.device) -> None:
@@ -101,6 +102,7 @@ def run(args: BenchArgs, log=print) -> dict[str, Any]:
         seed=args.hp.seed,
         batch_size=args.batch_size,
         seq_len=args.seq_len,
+        num_layers=args.num_layers,
     )
 
     setups: list[Setup] = []
@@ -129,6 +131,8 @@ def run(args: BenchArgs, log=print) -> dict[str, Any]:
         log(f"round {r + 1}/{args.warmup + args.steps} ({phase}) done")
 
     rows: list[dict[str, Any]] = []
+    unit = "images" if spec.task == "image_cls" else "tokens"
+    units = args.batch_size * (1 if unit == "images" else args.seq_len)
     for setup in setups:
         total_state, local_state = adapter_state_bytes(setup, base)
         rows.append(
@@ -138,6 +142,8 @@ def run(args: BenchArgs, log=print) -> dict[str, Any]:
                 "label": setup.label,
                 "description": DESCRIPTIONS[setup.name],
                 "step_s_median": statistics.median(times[setup.label]),
+                # training throughput in the task's unit: tokens (text) or images per second
+                "throughput_per_s": units / statistics.median(times[setup.label]),
                 "step_s": times[setup.label],
                 "trainable_params": sum(p.numel() for p in trainable_parameters(setup.model)),
                 "adapted_weights": setup.adapted_weights,
@@ -164,6 +170,7 @@ def run(args: BenchArgs, log=print) -> dict[str, Any]:
                 dtype=args.dtype,
                 hp=args.hp,
                 threads=torch.get_num_threads(),
+                num_layers=args.num_layers,
             )
             row.update(prober.run(req))
             log(f"memory {row['label']}: {row['peak_bytes'] / 2**20:.0f} MiB")
@@ -186,6 +193,7 @@ def run(args: BenchArgs, log=print) -> dict[str, Any]:
         },
         "memory_metric": metric_name(device) if args.memory else None,
         "floor": "full fine-tuning's forward+backward without its optimizer step",
+        "throughput_unit": unit,
         "rows": rows,
     }
 

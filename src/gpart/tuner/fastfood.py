@@ -14,10 +14,17 @@ ICLR 2018). Every row `r` of `H G Pi H B` satisfies `E[m_r m_r^T] = L I`, so
 partition). The scale `c` (times the anisotropic gain when ``isometric=False``) is folded
 into the per-entry `scales` of `theta`, so the map itself has no scale.
 
-`B`, `G` and `Pi` are regenerated from the seed on every use (a counter-based hash of the
-row's position, like the partition), never saved. A layer computes only the blocks that
-cover its positions; the transpose (for `theta`'s gradient) is exact: `B H Pi^T G H`.
-Cost per layer: two fast Walsh-Hadamard transforms, `O(n log L)` for `n` entries.
+`B`, `G` and `Pi` are functions of the seed (a counter-based hash of the row's position,
+like the partition), never saved. Each adapted layer generates those of the blocks covering
+its positions once, at injection, and keeps them as non-persistent buffers
+(`FastfoodCache`: int8 signs, fp32 Gaussians, int16/int32 permutations, 7-9 bytes per
+covered entry): generating them (hashes, Box-Muller, a sort per block) costs ~10x the
+transforms themselves, so regenerating on every forward and backward made the baseline
+look slower than it is. Without a cache (e.g. in float64) they are regenerated, with the
+same numbers. The saved adapter stays exactly `d` numbers. A layer computes only the
+blocks that cover its positions; the transpose (for `theta`'s gradient) is exact:
+`B H Pi^T G H`. Cost per layer: two fast Walsh-Hadamard transforms, `O(n log L)` for `n`
+entries.
 
 The Gaussians come from a Box-Muller transform in float64 (`log`, `cos`): on another device
 they can differ in the last bit, so a reload on the same kind of device is bit-identical,
@@ -58,6 +65,27 @@ def fwht(x: torch.Tensor) -> torch.Tensor:
         x = torch.stack((a + b, a - b), dim=2).view(-1, n)
         h *= 2
     return x.view(shape)
+
+
+@dataclass(frozen=True)
+class FastfoodCache:
+    """`B`, `G`, `Pi` of blocks `k0 .. k0 + nb - 1`, as a layer keeps them (see module doc)."""
+
+    k0: int
+    sign: torch.Tensor  # (nb, L) int8, +-1
+    gauss: torch.Tensor  # (nb, L), the dtype they were cast to
+    perm: torch.Tensor  # (nb, L) int16 when L <= 2**15, else int32
+
+    def rows(self, k0: int, nb: int, dtype: torch.dtype):
+        """(sign, gauss, perm as int64) of blocks `k0 ..`, or None when not covered here."""
+        lo = k0 - self.k0
+        if lo < 0 or lo + nb > self.sign.shape[0] or self.gauss.dtype != dtype:
+            return None
+        return (
+            self.sign[lo : lo + nb].to(dtype),
+            self.gauss[lo : lo + nb],
+            self.perm[lo : lo + nb].to(torch.int64),
+        )
 
 
 def _uniform53(h: torch.Tensor) -> torch.Tensor:
@@ -113,12 +141,33 @@ class FastfoodProjection:
         nb = (start + count - 1) // n - k0 + 1
         return k0, nb, start - k0 * n
 
-    def apply(self, coef: torch.Tensor, start: int, count: int) -> torch.Tensor:
-        """Entries `start .. start + count - 1` of `P coef` (coef: the scaled theta, (d,))."""
+    def cache(
+        self, start: int, count: int, device: torch.device, dtype: torch.dtype = torch.float32
+    ) -> FastfoodCache | None:
+        """The randoms of the blocks covering entries `start .. start + count - 1`, compact
+        (what a layer keeps instead of regenerating them per call); None when count is 0."""
+        if count == 0:
+            return None
+        k0, nb, _ = self._blocks(start, count)
+        sign, gauss, perm = self._randoms(k0, nb, device, dtype)
+        perm_dtype = torch.int16 if self.length <= 1 << 15 else torch.int32
+        return FastfoodCache(k0, sign.to(torch.int8), gauss, perm.to(perm_dtype))
+
+    def _randoms_for(self, k0: int, nb: int, like: torch.Tensor, cache: FastfoodCache | None):
+        rows = cache.rows(k0, nb, like.dtype) if cache is not None else None
+        if rows is not None and rows[0].device == like.device:
+            return rows
+        return self._randoms(k0, nb, like.device, like.dtype)
+
+    def apply(
+        self, coef: torch.Tensor, start: int, count: int, cache: FastfoodCache | None = None
+    ) -> torch.Tensor:
+        """Entries `start .. start + count - 1` of `P coef` (coef: the scaled theta, (d,)).
+        `cache`: the layer's randoms (`cache()`), else they are regenerated."""
         if count == 0:
             return coef.new_zeros(0)
         k0, nb, skip = self._blocks(start, count)
-        sign, gauss, perm = self._randoms(k0, nb, coef.device, coef.dtype)
+        sign, gauss, perm = self._randoms_for(k0, nb, coef, cache)
         x = torch.zeros(self.length, dtype=coef.dtype, device=coef.device)
         x[: self.d] = coef
         x = fwht(sign * x)  # H B theta, per block
@@ -126,13 +175,15 @@ class FastfoodProjection:
         x = fwht(x * gauss)  # H G
         return x.reshape(-1)[skip : skip + count]
 
-    def transpose(self, grad: torch.Tensor, start: int) -> torch.Tensor:
+    def transpose(
+        self, grad: torch.Tensor, start: int, cache: FastfoodCache | None = None
+    ) -> torch.Tensor:
         """`P^T` of a gradient over entries `start .. start + grad.numel() - 1`, (d,)."""
         count = grad.numel()
         if count == 0:
             return grad.new_zeros(self.d)
         k0, nb, skip = self._blocks(start, count)
-        sign, gauss, perm = self._randoms(k0, nb, grad.device, grad.dtype)
+        sign, gauss, perm = self._randoms_for(k0, nb, grad, cache)
         y = grad.new_zeros(nb * self.length)
         y[skip : skip + count] = grad.reshape(-1)
         y = fwht(y.view(nb, self.length)) * gauss  # G H

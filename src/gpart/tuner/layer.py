@@ -4,7 +4,8 @@ A layer owns no trainable tensor: `theta` and the group scales live once on the
 `GPartModel` and every layer reads them through `self._gpart_shared` (deliberately not a
 registered submodule, so the state dict holds `theta` exactly once). Per adapter a layer
 keeps only integers (its offset in the global adapted space) and, in the `materialized`
-assignment, an int32 id cache that is never saved.
+assignment, an int32 id cache that is never saved; with the Fastfood projection, the
+random signs, Gaussians and permutations of the blocks covering it (never saved either).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from peft.tuners._buffer_dict import BufferDict
 from peft.tuners.tuners_utils import BaseTunerLayer, check_adapters_to_merge
 from torch import nn
 
-from gpart.tuner.fastfood import FastfoodProjection
+from gpart.tuner.fastfood import FastfoodCache, FastfoodProjection
 from gpart.tuner.ops import AdapterTerm, gpart_generic, gpart_linear, merged_weight
 from gpart.tuner.partition import Partition, ScopedPartition
 
@@ -59,7 +60,15 @@ class GPartLayer(BaseTunerLayer):
     # `gpart_theta` is a property onto the shared ParameterDict: peft toggles requires_grad
     # of the active adapter's theta through it, as for every other method.
     adapter_layer_names = ("gpart_theta",)
-    other_param_names = ("gpart_slot", "gpart_dropout", "gpart_ids")
+    other_param_names = (
+        "gpart_slot",
+        "gpart_dropout",
+        "gpart_ids",
+        "gpart_ff_sign",
+        "gpart_ff_gauss",
+        "gpart_ff_perm",
+    )
+    _FASTFOOD_BUFFERS = ("gpart_ff_sign", "gpart_ff_gauss", "gpart_ff_perm")
 
     def __init__(self, base_layer: nn.Module, shared: GPartShared, **kwargs: Any) -> None:
         self.base_layer = base_layer
@@ -68,6 +77,11 @@ class GPartLayer(BaseTunerLayer):
         self.gpart_dropout: dict[str, float] = {}
         self.gpart_adapt_bias: dict[str, bool] = {}
         self.gpart_ids = BufferDict({}, persistent=False)
+        # Fastfood's B, G, Pi of this layer's blocks (FastfoodCache), regenerated from the
+        # seed at injection, never saved.
+        self.gpart_ff_sign = BufferDict({}, persistent=False)
+        self.gpart_ff_gauss = BufferDict({}, persistent=False)
+        self.gpart_ff_perm = BufferDict({}, persistent=False)
         self._disable_adapters = False
         self.merged_adapters: list[str] = []
         self.kwargs = kwargs
@@ -95,8 +109,36 @@ class GPartLayer(BaseTunerLayer):
         self.gpart_slot[adapter_name].block = block
         if adapter_name in self.gpart_ids:
             del self.gpart_ids[adapter_name]
+        self.drop_fastfood_cache(adapter_name)
         if materialize:
             self.materialize_ids(adapter_name)
+        partition, offset, _ = self._projection(adapter_name)
+        if isinstance(partition, FastfoodProjection):
+            device = self.weight_in_storage.device
+            cache = partition.cache(
+                offset, self.gpart_slot[adapter_name].numel, device=_real(device)
+            )
+            if cache is not None:
+                self.gpart_ff_sign[adapter_name] = cache.sign
+                self.gpart_ff_gauss[adapter_name] = cache.gauss
+                self.gpart_ff_perm[adapter_name] = cache.perm
+
+    def drop_fastfood_cache(self, adapter_name: str) -> None:
+        for attr in self._FASTFOOD_BUFFERS:
+            if adapter_name in getattr(self, attr):
+                del getattr(self, attr)[adapter_name]
+
+    def _fastfood_cache(
+        self, adapter_name: str, partition: FastfoodProjection, offset: int
+    ) -> FastfoodCache | None:
+        if adapter_name not in self.gpart_ff_sign:
+            return None
+        return FastfoodCache(
+            k0=offset // partition.length,
+            sign=self.gpart_ff_sign[adapter_name],
+            gauss=self.gpart_ff_gauss[adapter_name],
+            perm=self.gpart_ff_perm[adapter_name],
+        )
 
     def _projection(self, adapter_name: str) -> tuple[Partition | FastfoodProjection, int, int]:
         """(partition of this layer's block, offset inside the block, block's theta start)."""
@@ -110,10 +152,7 @@ class GPartLayer(BaseTunerLayer):
     def materialize_ids(self, adapter_name: str) -> None:
         slot = self.gpart_slot[adapter_name]
         partition, offset, _ = self._projection(adapter_name)
-        device = self.weight_in_storage.device
-        if device.type == "meta":
-            device = torch.device("cpu")
-        ids = partition.group_ids(offset, slot.numel, device=device)
+        ids = partition.group_ids(offset, slot.numel, device=_real(self.weight_in_storage.device))
         self.set_ids(adapter_name, ids)
 
     def set_ids(self, adapter_name: str, ids: torch.Tensor) -> None:
@@ -123,8 +162,12 @@ class GPartLayer(BaseTunerLayer):
     def _move_adapter_to_device_of_base_layer(self, adapter_name: str, device=None) -> None:
         # theta stays fp32 on the tuner; only the id cache follows the base layer's device.
         target = device if device is not None else self.weight_in_storage.device
-        if adapter_name in self.gpart_ids and target.type != "meta":
-            self.gpart_ids[adapter_name] = self.gpart_ids[adapter_name].to(target)
+        if target.type == "meta":
+            return
+        for attr in ("gpart_ids", *self._FASTFOOD_BUFFERS):
+            buffers = getattr(self, attr)
+            if adapter_name in buffers:
+                buffers[adapter_name] = buffers[adapter_name].to(target)
 
     def _term(self, adapter_name: str, training: bool) -> AdapterTerm:
         shared = self._gpart_shared
@@ -136,6 +179,9 @@ class GPartLayer(BaseTunerLayer):
             key = int(torch.randint(0, 2**62, (1,)).item())
         ids = self.gpart_ids[adapter_name] if adapter_name in self.gpart_ids else None
         partition, offset, theta_start = self._projection(adapter_name)
+        fastfood = None
+        if isinstance(partition, FastfoodProjection):
+            fastfood = self._fastfood_cache(adapter_name, partition, offset)
         return AdapterTerm(
             theta=shared.theta[adapter_name],
             scales=shared.scales[adapter_name],
@@ -147,6 +193,7 @@ class GPartLayer(BaseTunerLayer):
             ids=ids,
             dropout=dropout,
             dropout_key=key,
+            fastfood=fastfood,
         )
 
     def _active_terms(self) -> list[AdapterTerm]:
@@ -222,6 +269,11 @@ class GPartLayer(BaseTunerLayer):
 
     def __repr__(self) -> str:
         return "gpart." + super().__repr__()
+
+
+def _real(device: torch.device) -> torch.device:
+    """Where injection-time caches are built: the weight's device, CPU for a meta one."""
+    return torch.device("cpu") if device.type == "meta" else device
 
 
 class _GPartModule(nn.Module, GPartLayer):

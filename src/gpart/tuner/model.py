@@ -229,6 +229,7 @@ class GPartModel(BaseTuner):
                     getattr(module, attr).pop(adapter_name, None)
                 if adapter_name in module.gpart_ids:
                     del module.gpart_ids[adapter_name]
+                module.drop_fastfood_cache(adapter_name)
                 if not module.gpart_slot:
                     restore.append((name, module.get_base_layer()))
             elif isinstance(module, AuxiliaryTrainingWrapper):

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from gpart.tuner import fused
-from gpart.tuner.fastfood import FastfoodProjection
+from gpart.tuner.fastfood import FastfoodCache, FastfoodProjection
 from gpart.tuner.partition import (
     Partition,
     hash_keyed,
@@ -152,6 +152,7 @@ class AdapterTerm:
     dropout: float = 0.0
     dropout_key: int | None = None  # set per training call when dropout > 0
     theta_start: int = 0  # the block's first entry of theta (0: the whole of theta)
+    fastfood: FastfoodCache | None = None  # Fastfood: the layer's cached B, G, Pi
 
     @property
     def dense(self) -> bool:
@@ -199,7 +200,9 @@ class AdapterTerm:
     def values(self, start: int, count: int, device: torch.device) -> torch.Tensor:
         """fp32 update of entries `start .. start + count - 1` of this layer."""
         if self.dense:
-            out = self.partition.apply(self._coef(device), self.offset + start, count)
+            out = self.partition.apply(
+                self._coef(device), self.offset + start, count, cache=self.fastfood
+            )
         else:
             out = self._coef(device)[self.group_ids(start, count, device)]
         if self._masked():
@@ -220,7 +223,7 @@ class AdapterTerm:
         if self._masked():
             flat = flat * self._keep_scale(start, flat.numel(), flat.device)
         if self.dense:
-            grad_theta += self.partition.transpose(flat, self.offset + start)
+            grad_theta += self.partition.transpose(flat, self.offset + start, cache=self.fastfood)
             return
         grad_theta.index_add_(0, self.group_ids(start, flat.numel(), flat.device), flat)
 
