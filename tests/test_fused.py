@@ -175,3 +175,34 @@ def test_fused_cuda_bf16_equals_eager_cpu_ids_and_close_outputs(grouping):
     fast = _run("on", x.cuda(), w.cuda(), None, theta.cuda(), part, **kw)
     assert torch.equal(eager[0], fast[0])  # same W, same matmul
     torch.testing.assert_close(eager[1], fast[1])  # atomics: summation order may differ
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("mode", ["on", "off"])
+@pytest.mark.parametrize("materialized", [False, True])
+def test_a_cuda_training_step_never_waits_for_the_gpu(mode, materialized):
+    # A host-device sync per layer (a blocking copy of a Python scalar, .item(), nonzero)
+    # stalls the GPU while Python queues the next kernel: GPart's random grouping must
+    # run its forward and backward without one, with dropout on, fused or eager.
+    part = Partition(total=600_000, d=4099, seed=5, grouping="random")
+    w = (torch.randn(512, 1024, device="cuda") * 0.02).to(torch.bfloat16)
+    x = torch.randn(4, 64, 1024, device="cuda", dtype=torch.bfloat16)
+    theta = torch.randn(4099, device="cuda").requires_grad_(True)
+    ids = part.group_ids(7, w.numel(), "cuda", torch.int32) if materialized else None
+    terms = _terms(theta, part, 7, tuple(w.shape), False, 0.1, 77, ids)
+    terms[0].scales = terms[0].scales.cuda()  # a model's scales live on its device
+
+    def step():
+        with fused.forced(mode):
+            gpart_linear(x, w, None, terms, transposed=False).float().pow(2).sum().backward()
+
+    step()  # compiles; may sync
+    torch.cuda.synchronize()
+    theta.grad = None
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        step()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(theta.grad).all() and theta.grad.abs().sum() > 0

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from gpart.data.loading import read_split_file
 from gpart.data.math import (
@@ -177,6 +178,11 @@ def test_a_few_steps_through_main(env, tmp_path, capsys, family, adapter, extra)
     assert res["test"]["loss"] > 0
     train = res["train"]
     assert train["loss"] > 0 and train["tokens"] > 0 and train["tokens_per_s"] > 0
+    # Trainer takes the GPU where there is one; the record says which measure it holds
+    on_gpu = torch.cuda.is_available()
+    metric = "torch.cuda.max_memory_allocated" if on_gpu else "peak RSS (ru_maxrss)"
+    assert train["peak_memory_metric"] == metric
+    assert train["peak_memory_bytes"] > (0 if on_gpu else 50 * 2**20)  # a Python+torch process
     sel = res["selection"]
     assert sel["train_size"] == 32 and sel["size"] == 8 and sel["token_cache"] == "miss"
     assert sel["length_policy"] == "truncate" and sel["train_truncated"] == 0
@@ -251,3 +257,31 @@ def test_the_default_task_and_size():
     cfg, _ = parse_cli(["--adapter_type", "gpart"], domain="math")
     assert cfg.tasks == ["metamathqa"] and cfg.model.base_model == "Qwen/Qwen2.5-0.5B"
     assert cfg.adapter.d == 131_072 and cfg.training.model_selection == "last"
+
+
+@pytest.mark.parametrize("fsdp", [False, True])
+def test_a_bf16_checkpoint_trains_from_fp32_weights_and_pads_inside_the_vocabulary(
+    env, tmp_path, monkeypatch, fsdp
+):
+    # Qwen2.5 / Llama-3.1 checkpoints are saved in bf16, and transformers 5 loads a
+    # checkpoint's own dtype unless told otherwise: the runner asks for fp32 (bf16 only for
+    # a frozen base on a GPU, never under FSDP, where theta's fp32 would not flatten with it).
+    from transformers import AutoModelForCausalLM
+
+    from gpart.configs import parse_cli
+
+    saved = tmp_path / "bf16"
+    AutoModelForCausalLM.from_pretrained(env["qwen2"], dtype=torch.bfloat16).save_pretrained(saved)
+    for f in env["qwen2"].glob("*token*"):
+        (saved / f.name).write_bytes(f.read_bytes())
+    if fsdp:
+        monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    cfg, _ = parse_cli(["--adapter_type", "gpart", "--base_model", str(saved),
+                        "training.precision", "bf16"], domain="math")  # fmt: skip
+    tokenizer, model = runner.MATH.load_model(cfg.for_task("metamathqa"), "metamathqa")
+    if fsdp or not torch.cuda.is_available():
+        assert {p.dtype for p in model.parameters()} == {torch.float32}
+    # The Qwen2 tokenizer class adds <|endoftext|> as pad past the 300-entry vocabulary of
+    # this tokenizer folder; the runner pads with EOS instead (an index inside the table).
+    assert tokenizer.pad_token_id == tokenizer.eos_token_id
+    assert tokenizer.pad_token_id < model.get_input_embeddings().num_embeddings

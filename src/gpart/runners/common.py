@@ -94,7 +94,14 @@ def load_pretrained(cfg: ExperimentConfig, auto_class: Any, what: str, **kwargs:
 
 
 def load_base_model(cfg: ExperimentConfig, task: str, auto_class: Any, **kwargs: Any) -> nn.Module:
-    """The pretrained model (hub id or local directory) with the task's head size."""
+    """The pretrained model (hub id or local directory) with the task's head size.
+
+    fp32 unless the caller passes ``dtype``: transformers 5 otherwise loads a checkpoint in
+    the dtype it was saved in (``dtype="auto"``), so a bf16 checkpoint (Qwen2.5, Llama-3.1,
+    ...) would train full fine-tuning's weights, or sit beside GPart's fp32 theta under
+    FSDP, in bf16 without anyone asking for it.
+    """
+    kwargs.setdefault("dtype", torch.float32)
     return load_pretrained(cfg, auto_class, "a model", **kwargs)
 
 

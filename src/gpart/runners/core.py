@@ -546,27 +546,54 @@ class ThroughputCallback(TrainerCallback):
 
     Tokens are what `Trainer` counts with ``include_num_input_tokens_seen`` (a domain turns
     it on through `Domain.training_overrides`); without it, only the time is known.
+
+    Peak memory is this process's: on CUDA ``torch.cuda.max_memory_allocated`` of its device
+    since training began (what the tensors held, as `gpart.bench` reports it; the caching
+    allocator reserves more), elsewhere the process's peak resident set (``ru_maxrss``, since
+    the process started, so it includes loading). Under DDP / FSDP every process holds its
+    own; the main process's is recorded.
     """
 
     def __init__(self) -> None:
         self._start_tokens = 0
         self._start_time: float | None = None
+        self._cuda_device: Any = None
         self.tokens = 0
         self.seconds = 0.0
+        self.peak_memory: tuple[int, str] | None = None
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._start_tokens = int(getattr(state, "num_input_tokens_seen", 0) or 0)
+        device = getattr(args, "device", None)
+        if getattr(device, "type", None) == "cuda" and torch.cuda.is_available():
+            self._cuda_device = device
+            torch.cuda.reset_peak_memory_stats(device)
         self._start_time = time.perf_counter()
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self._start_time is not None:
             self.seconds = time.perf_counter() - self._start_time
         self.tokens = int(getattr(state, "num_input_tokens_seen", 0) or 0) - self._start_tokens
+        self.peak_memory = _peak_memory(self._cuda_device)
 
 
-def train_summary(output: Any, throughput: ThroughputCallback) -> dict[str, float]:
-    """``results.json["train"]``: the mean training loss of this session and its speed."""
-    out: dict[str, float] = {}
+def _peak_memory(cuda_device: Any) -> tuple[int, str] | None:
+    """(bytes, how it was measured) for `ThroughputCallback`, or None where unknown."""
+    if cuda_device is not None:
+        return int(torch.cuda.max_memory_allocated(cuda_device)), "torch.cuda.max_memory_allocated"
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return None
+    # Linux reports ru_maxrss in KiB, macOS in bytes.
+    scale = 1 if sys.platform == "darwin" else 1024
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * scale, "peak RSS (ru_maxrss)"
+
+
+def train_summary(output: Any, throughput: ThroughputCallback) -> dict[str, Any]:
+    """``results.json["train"]``: the mean training loss of this session, its speed and its
+    peak memory."""
+    out: dict[str, Any] = {}
     loss = getattr(output, "training_loss", None)
     if loss is not None:
         out["loss"] = float(loss)
@@ -578,6 +605,8 @@ def train_summary(output: Any, throughput: ThroughputCallback) -> dict[str, floa
         if throughput.tokens > 0:
             out["tokens"] = throughput.tokens
             out["tokens_per_s"] = throughput.tokens / throughput.seconds
+    if throughput.peak_memory is not None:
+        out["peak_memory_bytes"], out["peak_memory_metric"] = throughput.peak_memory
     return out
 
 

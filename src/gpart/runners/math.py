@@ -110,7 +110,6 @@ class MathDomain(Domain):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         tokenizer = load_pretrained(cfg, AutoTokenizer, "a tokenizer")
-        set_pad_token(tokenizer)
         tokenizer.padding_side = "right"
         kwargs: dict[str, Any] = {}
         if (
@@ -121,6 +120,7 @@ class MathDomain(Domain):
         ):
             kwargs["dtype"] = torch.bfloat16
         model = load_base_model(cfg, task, AutoModelForCausalLM, **kwargs)
+        set_pad_token(tokenizer, model.get_input_embeddings().num_embeddings)
         model.config.pad_token_id = tokenizer.pad_token_id
         model.config.use_cache = False  # no KV cache while training (and checkpointing)
         return tokenizer, model
@@ -203,12 +203,27 @@ class MathDomain(Domain):
         return None  # the loss is Trainer's own: eval_loss -> results.json test.loss
 
 
-def set_pad_token(tokenizer: Any) -> None:
+def set_pad_token(tokenizer: Any, num_embeddings: int | None = None) -> None:
     """Give a tokenizer without a pad token its EOS as pad (the vocabulary is unchanged;
-    padded positions are masked out of attention and loss anyway)."""
-    if tokenizer.pad_token is None:
+    padded positions are masked out of attention and loss anyway).
+
+    With the model's `num_embeddings`, a pad token outside the embedding table is replaced
+    by EOS too: transformers' Qwen2 tokenizer class adds ``<|endoftext|>`` as a *new* token
+    when a tokenizer folder names no pad token, and its id then indexes past the model's
+    embeddings (an IndexError on CPU, a device-side assert on CUDA, at the first padded
+    batch).
+    """
+    pad_id = tokenizer.pad_token_id
+    outside = num_embeddings is not None and pad_id is not None and pad_id >= num_embeddings
+    if tokenizer.pad_token is None or outside:
         if tokenizer.eos_token is None:
             raise ConfigError("the tokenizer has neither a pad nor an EOS token")
+        if outside:
+            print(
+                f"note: the tokenizer's pad token {tokenizer.pad_token!r} (id {pad_id}) is "
+                f"not among the model's {num_embeddings} embeddings; padding with EOS "
+                f"{tokenizer.eos_token!r} instead"
+            )
         tokenizer.pad_token = tokenizer.eos_token
 
 

@@ -238,11 +238,9 @@ def load_for_generation(
             f"cannot load the base model {source.base_model!r} ({first_line(exc)}); "
             "give --model_path"
         ) from None
-    set_pad_token(tokenizer)
-    if tokenizer.pad_token_id >= model.get_input_embeddings().num_embeddings:
-        # A pad token the tokenizer added past the model's vocabulary (no embedding row):
-        # generate feeds pad ids to the model (left padding, finished rows), so use EOS.
-        tokenizer.pad_token = tokenizer.eos_token
+    # generate feeds pad ids to the model (left padding, finished rows): one with no
+    # embedding row is replaced by EOS
+    set_pad_token(tokenizer, model.get_input_embeddings().num_embeddings)
     tokenizer.padding_side = "left"
     model.config.pad_token_id = tokenizer.pad_token_id
     if source.weights is not None:

@@ -102,6 +102,18 @@ class Kernel:
             return self.fn(*args)
 
 
+def scalar(value: int, device: torch.device | str) -> torch.Tensor:
+    """`value` as a 0-d int64 tensor on `device`, for a kernel's scalar argument.
+
+    Not ``torch.tensor(value, device=device)``: on CUDA that copies from host memory and
+    synchronizes the stream (PyTorch waits for every blocking copy), once per call, i.e.
+    several times per adapted layer and step: the GPU then idles while Python catches up,
+    which cost GPart 1.7x LoRA's step time on a GPU (README, "Performance on a GPU").
+    ``torch.full`` passes the value as a kernel argument instead: no copy, no wait.
+    """
+    return torch.full((), value, dtype=torch.int64, device=device)
+
+
 def kernel(fn: Callable[..., Any], *, ids_in_range: bool = False) -> Kernel:
     """`ids_in_range`: every gather index is in bounds by construction (callers check the
     table length), so inductor's per-element bounds assertion is dropped (~20% faster)."""

@@ -235,8 +235,8 @@ class AdapterTerm:
         # The same division as `_keep_scale`, so the kept value is bit-identical.
         kept = torch.ones((), dtype=self.acc_dtype, device=device) / (1.0 - self.dropout)
         return (
-            torch.tensor(keyed0, dtype=torch.int64, device=device),
-            torch.tensor(round(self.dropout * (1 << _DROPOUT_BITS)), device=device),
+            fused.scalar(keyed0, device),
+            fused.scalar(round(self.dropout * (1 << _DROPOUT_BITS)), device),
             kept,
         )
 
@@ -266,10 +266,8 @@ class AdapterTerm:
         drop = self._dropout_args(device) if self._masked() else ()
         if self.ids is None and self.partition.grouping == "random":
             # Stateless random grouping: hash, gather and add in one loop, no id tensor.
-            keyed0 = torch.tensor(
-                keyed_start(self.offset, self.partition.seed), dtype=torch.int64, device=device
-            )
-            d = torch.tensor(self.partition.d, dtype=torch.int64, device=device)
+            keyed0 = fused.scalar(keyed_start(self.offset, self.partition.seed), device)
+            d = fused.scalar(self.partition.d, device)
             if want_ids:
                 kernel = _MERGE_HASHED_DROP_IDS if drop else _MERGE_HASHED_IDS
                 return kernel(w, coef, keyed0, d, *drop, out_dtype)

@@ -191,21 +191,19 @@ class FeistelSpec:
     def tensors(self, device: torch.device) -> tuple[torch.Tensor, ...]:
         """(keys, half_bits, mask, total) as int64 tensors on `device`, for the kernels."""
 
-        def i64(v):
-            return torch.tensor(v, dtype=torch.int64, device=device)
-
+        keys = torch.stack([fused.scalar(k, device) for k in self.keys])
         return (
-            i64(list(self.keys)),
-            i64(self.half_bits),
-            i64((1 << self.half_bits) - 1),
-            i64(self.total),
+            keys,
+            fused.scalar(self.half_bits, device),
+            fused.scalar((1 << self.half_bits) - 1, device),
+            fused.scalar(self.total, device),
         )
 
     def permute_range(self, start: int, count: int, device: torch.device) -> torch.Tensor:
         """`permute(arange(start, start + count))` by the fused kernels (bit-identical)."""
         keys, half_bits, mask, total = self.tensors(device)
         nkeys = len(self.keys)
-        start_t = torch.tensor(start, dtype=torch.int64, device=device)
+        start_t = fused.scalar(start, device)
         out = _PERMUTE(count, start_t, keys, nkeys, half_bits, mask, total, _FIRST_ROUNDS)
         while True:
             idx = (out >= self.total).nonzero().squeeze(1)
@@ -220,12 +218,12 @@ class FeistelSpec:
         permutation, walk and `mod d` in one pass; only the stragglers still outside
         `[0, D)` after it are compacted and walked further."""
         if self.total >= _EXACT_F64:
-            d_t = torch.tensor(d, dtype=torch.int64, device=device)
+            d_t = fused.scalar(d, device)
             return _MOD(self.permute_range(start, count, device), d_t, dtype)
         keys, half_bits, mask, total = self.tensors(device)
         nkeys = len(self.keys)
-        start_t = torch.tensor(start, dtype=torch.int64, device=device)
-        d_t = torch.tensor(d, dtype=torch.int64, device=device)
+        start_t = fused.scalar(start, device)
+        d_t = fused.scalar(d, device)
         out, ids = _BALANCED_IDS(
             count, start_t, keys, nkeys, half_bits, mask, total, d_t, _BALANCED_ROUNDS, dtype
         )
@@ -299,9 +297,9 @@ class Partition:
         self._check_stateless()
         dev = torch.device(device) if device is not None else torch.get_default_device()
         if count > 0 and fused.enabled(count, dev):
-            d_t = torch.tensor(self.d, dtype=torch.int64, device=dev)
+            d_t = fused.scalar(self.d, dev)
             if self.grouping == "random":
-                keyed0 = torch.tensor(keyed_start(start, self.seed), dtype=torch.int64, device=dev)
+                keyed0 = fused.scalar(keyed_start(start, self.seed), dev)
                 return _RANDOM_IDS(count, keyed0, d_t, dtype)
             return self.feistel.group_ids_range(start, count, self.d, dev, dtype)
         positions = torch.arange(start, start + count, dtype=torch.int64, device=dev)
