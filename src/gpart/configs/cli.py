@@ -132,7 +132,7 @@ def build_parser(
             "overrides: after the flags, `key value` pairs, e.g.\n"
             "  adapter.d 16384 adapter.isometric false training.lr 1e-3 task.sst2.epochs 3\n"
             "keys: seed, output_dir, model.*, adapter.* (per --adapter_type), training.*,\n"
-            "  data.*, generation.*, task.* (every task), task.<task>.* (one task).\n"
+            "  data.*, task.* (every task), task.<task>.* (one task).\n"
             "precedence: defaults < adapter preset < task preset < size preset < command line.\n"
             "--print_config shows every key with its value and source."
         ),
@@ -216,7 +216,6 @@ def _unknown_flag_message(flag: str, parser: argparse.ArgumentParser) -> str:
 def _all_override_fields() -> list[str]:
     from gpart.configs.schema import (
         DataConfig,
-        GenerationConfig,
         ModelConfig,
         TrainingConfig,
         field_types,
@@ -226,7 +225,6 @@ def _all_override_fields() -> list[str]:
     for section, cls in (
         ("training", TrainingConfig),
         ("data", DataConfig),
-        ("generation", GenerationConfig),
         ("model", ModelConfig),
     ):
         out += [f"{section}.{f}" for f in field_types(cls)]

@@ -15,9 +15,9 @@ from gpart.configs.coerce import coerce
 from gpart.configs.errors import ConfigError
 from gpart.configs.registry import get_adapter
 from gpart.configs.schema import (
+    REMOVED_SECTIONS,
     DataConfig,
     ExperimentConfig,
-    GenerationConfig,
     ModelConfig,
     TaskConfig,
     TrainingConfig,
@@ -43,7 +43,9 @@ def experiment_from_dict(data: dict[str, Any]) -> ExperimentConfig:
             not match its field's annotation.
     """
     data = copy.deepcopy(data)
+    # REMOVED_SECTIONS: older runs' config.json files still hold them; nothing reads them
     known = {f.name for f in dataclasses.fields(ExperimentConfig)} | {"effective"}
+    known |= set(REMOVED_SECTIONS)
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"config: unknown top-level keys {unknown}; valid: {sorted(known)}")
@@ -58,7 +60,6 @@ def experiment_from_dict(data: dict[str, Any]) -> ExperimentConfig:
         adapter=_build(adapter_cls, adapter_data, "adapter"),
         training=_build(TrainingConfig, data.get("training"), "training"),
         data=_build(DataConfig, data.get("data"), "data"),
-        generation=_build(GenerationConfig, data.get("generation"), "generation"),
         task=_build(TaskConfig, data.get("task"), "task"),
         per_task={
             name: _build(TaskConfig, tc, f"task.{name}")

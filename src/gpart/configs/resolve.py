@@ -30,6 +30,7 @@ from gpart.configs.registry import adapter_names, get_adapter
 from gpart.configs.schema import (
     FLAG_ONLY_KEYS,
     FOLLOWS_SEED,
+    REMOVED_SECTIONS,
     SECTIONS,
     TOP_LEVEL_KEYS,
     ExperimentConfig,
@@ -99,6 +100,10 @@ def parse_key(exp: ExperimentConfig, text: str) -> Key:
     top_types = field_types(ExperimentConfig)
     if len(parts) == 1 and text in TOP_LEVEL_KEYS:
         return Key(text, None, text, None, top_types[text])
+    if parts[0] in REMOVED_SECTIONS:
+        raise ConfigError(
+            f"{text}: the {parts[0]} section was removed; {REMOVED_SECTIONS[parts[0]]}"
+        )
     if len(parts) == 2 and parts[0] in SECTIONS:
         section, name = parts
         fields = _section_fields(exp, section)
@@ -354,7 +359,7 @@ def validate(exp: ExperimentConfig) -> None:
     exp.adapter.validate()
     for task in exp.tasks:
         _validate_training(exp, task)
-    _validate_data_and_generation(exp)
+    _validate_data(exp)
     spec = get_adapter(exp.adapter.type)
     if spec.is_peft:
         # Build the peft config once now: peft's own checks fail here, before any output.
@@ -404,12 +409,12 @@ def _validate_training(exp: ExperimentConfig, task: str) -> None:
         fail("early_stopping_patience", "needs training.model_selection best")
 
 
-def _validate_data_and_generation(exp: ExperimentConfig) -> None:
+def _validate_data(exp: ExperimentConfig) -> None:
     def fail(key: str, what: str, value: Any) -> None:
         label = exp.sources.get(key, "default")
         raise ConfigError(f"{key}: {what}, got {value!r} (from {label})")
 
-    data, gen = exp.data, exp.generation
+    data = exp.data
     for name in ("max_train_samples", "max_eval_samples"):
         value = getattr(data, name)
         if value is not None and value <= 0:
@@ -418,7 +423,3 @@ def _validate_data_and_generation(exp: ExperimentConfig) -> None:
         fail("data.heldout_samples", "must be > 0", data.heldout_samples)
     if data.image_size <= 0:
         fail("data.image_size", "must be > 0", data.image_size)
-    if gen.max_new_tokens <= 0:
-        fail("generation.max_new_tokens", "must be > 0", gen.max_new_tokens)
-    if gen.temperature < 0:
-        fail("generation.temperature", "must be >= 0 (0: greedy)", gen.temperature)

@@ -6,7 +6,6 @@ An `ExperimentConfig` composes
 - `AdapterConfig`    one subclass per adapter (`gpart`, `lora`, ...; see `configs/adapters/`),
 - `TrainingConfig`   optimisation and evaluation schedule,
 - `DataConfig`       where data comes from and how it is cut down for smoke runs,
-- `GenerationConfig` decoding for generative evaluation (math),
 - `TaskConfig`       overrides of training fields: ``task`` for every task of the run,
                      ``per_task[name]`` for one task; ``None`` means "inherit".
 
@@ -170,16 +169,6 @@ class DataConfig:
 
 
 @dataclass
-class GenerationConfig:
-    """Decoding for generative evaluation (GSM8K / MATH)."""
-
-    max_new_tokens: int = 512
-    # 0: greedy decoding, the convention math benchmarks are reported with.
-    temperature: float = 0.0
-    prompt_template: str = "alpaca"
-
-
-@dataclass
 class AdapterConfig:
     """Base of every adapter's config. Subclasses live in `gpart.configs.adapters`.
 
@@ -198,7 +187,21 @@ class AdapterConfig:
 
 
 # Sections of ExperimentConfig that hold a dataclass reachable as `section.field`.
-SECTIONS = ("model", "adapter", "training", "data", "generation", "task")
+SECTIONS = ("model", "adapter", "training", "data", "task")
+# Sections that were removed, with what replaced them: their keys are refused with this
+# message, and the config.json files of older runs, which still hold them, load without.
+REMOVED_SECTIONS = {
+    "generation": (
+        "decoding is chosen when evaluating, not when training: eval_math.py "
+        "--max_new_tokens / --prompt_template (greedy; by default a run is evaluated in its "
+        "own data.prompt_template)"
+    ),
+}
+# What every run name hashed for those sections while they existed (their defaults, which
+# nothing could usefully change): `sweep_identity` adds it back, so no run is renamed.
+LEGACY_IDENTITY = {
+    "generation": {"max_new_tokens": 512, "temperature": 0.0, "prompt_template": "alpaca"}
+}
 # Top-level fields settable from the command line.
 TOP_LEVEL_KEYS = ("seed", "output_dir")
 # Keys chosen by flags because they select presets; overriding them would silently bypass
@@ -227,7 +230,6 @@ class ExperimentConfig:
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    generation: GenerationConfig = field(default_factory=GenerationConfig)
     # Overrides for every task of the run (`task.lr`), then for one task (`task.sst2.lr`).
     task: TaskConfig = field(default_factory=TaskConfig)
     per_task: dict[str, TaskConfig] = field(default_factory=dict)
@@ -321,7 +323,6 @@ class ExperimentConfig:
             "adapter": dataclasses.asdict(self.adapter),
             "training": dataclasses.asdict(self.training),
             "data": dataclasses.asdict(self.data),
-            "generation": dataclasses.asdict(self.generation),
             "task": _set_fields(self.task),
             "per_task": {name: _set_fields(tc) for name, tc in self.per_task.items()},
         }

@@ -7,12 +7,13 @@ on purpose (configs and results only), so tools that list or collect runs need n
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from typing import Any
 
 from gpart.configs import ExperimentConfig
 from gpart.configs.registry import adapter_fields
-from gpart.configs.schema import IDENTITY_IF_CHANGED
+from gpart.configs.schema import IDENTITY_IF_CHANGED, LEGACY_IDENTITY
 from gpart.results.rundir import run_name
 
 
@@ -37,7 +38,7 @@ def sweep_identity(cfg: ExperimentConfig) -> dict[str, Any]:
         section, _, name = key.partition(".")
         if label == "seed" and section == "adapter":
             d["adapter"].pop(name, None)
-    for section in ("model", "adapter", "training", "data", "generation"):
+    for section in ("model", "adapter", "training", "data"):
         obj = getattr(cfg, section)
         for f in dataclasses.fields(obj):
             # Fields added later enter the identity only when changed: old names stay valid.
@@ -53,6 +54,7 @@ def sweep_identity(cfg: ExperimentConfig) -> dict[str, Any]:
         if kept:
             per_task[task] = kept
     d["per_task_cli"] = per_task
+    d.update(copy.deepcopy(LEGACY_IDENTITY))  # removed sections, as they were always hashed
     return d
 
 
