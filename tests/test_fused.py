@@ -206,3 +206,22 @@ def test_a_cuda_training_step_never_waits_for_the_gpu(mode, materialized):
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert torch.isfinite(theta.grad).all() and theta.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("grouping", ["random", "balanced"])
+def test_a_step_after_an_inference_mode_evaluation_trains_the_same(grouping):
+    # The kernels' per-layer constants are made once and reused: the first ones may be
+    # made under inference_mode (an evaluation before training) and must still serve
+    # autograd afterwards, with the same result as a process that never evaluated.
+    torch.manual_seed(0)
+    w, x = torch.randn(48, 40) * 0.1, torch.randn(3, 5, 40)
+    part = Partition(total=1920 + 7, d=97, seed=17, grouping=grouping)
+    theta = torch.randn(97)
+    kw = dict(offset=7, bias=False, dropout=0.2, materialized=False, transposed=False)
+    fresh = _run("on", x, w, None, theta, part, **kw)
+    with torch.inference_mode(), fused.forced("on"):
+        terms = _terms(theta, part, 7, tuple(w.shape), False, 0.0, None, None)
+        gpart_linear(x, w, None, terms)
+    again = _run("on", x, w, None, theta, part, **kw)
+    for a, b in zip(fresh, again, strict=True):
+        assert torch.equal(a, b)

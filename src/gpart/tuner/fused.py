@@ -23,6 +23,7 @@ fails (no C++ compiler, an unsupported device), GPart warns once and runs eagerl
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import warnings
 from collections.abc import Callable, Iterator
@@ -109,9 +110,22 @@ def scalar(value: int, device: torch.device | str) -> torch.Tensor:
     synchronizes the stream (PyTorch waits for every blocking copy), once per call, i.e.
     several times per adapted layer and step: the GPU then idles while Python catches up,
     which cost GPart 1.7x LoRA's step time on a GPU (README, "Performance on a GPU").
-    ``torch.full`` passes the value as a kernel argument instead: no copy, no wait.
+    ``torch.full`` passes the value as a kernel argument instead: no copy, no wait. The
+    values are per-layer constants (offsets, seeds, ``d``), so each is made once per device
+    and reused (kernels never write their inputs).
     """
-    return torch.full((), value, dtype=torch.int64, device=device)
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:  # the tensor must stay on this GPU
+        device = torch.device("cuda", torch.cuda.current_device())
+    return _scalar(int(value), device)
+
+
+@functools.lru_cache(maxsize=8192)
+def _scalar(value: int, device: torch.device) -> torch.Tensor:
+    # A normal tensor even when first asked for under inference_mode (an evaluation before
+    # training), which autograd-recorded code could not use later.
+    with torch.inference_mode(False), torch.no_grad():
+        return torch.full((), value, dtype=torch.int64, device=device)
 
 
 def kernel(fn: Callable[..., Any], *, ids_in_range: bool = False) -> Kernel:

@@ -16,7 +16,7 @@ evaluated twice per step, never stored between forward and backward. Small weigh
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -153,6 +153,11 @@ class AdapterTerm:
     dropout_key: int | None = None  # set per training call when dropout > 0
     theta_start: int = 0  # the block's first entry of theta (0: the whole of theta)
     fastfood: FastfoodCache | None = None  # Fastfood: the layer's cached B, G, Pi
+    # Per device: what forward computed and backward reuses (a term lives for one forward
+    # and its backward, during which theta and the dropout key do not change).
+    _memo: dict[tuple[str, torch.device], object] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     @property
     def dense(self) -> bool:
@@ -192,10 +197,12 @@ class AdapterTerm:
         return self.dropout > 0.0 and self.dropout_key is not None
 
     def _coef(self, device: torch.device) -> torch.Tensor:
-        """`s_j * theta_j` for every group (d entries: computed per call, it is tiny)."""
-        return self._block(self.theta.detach()).to(device, self.acc_dtype) * self._block(
-            self.scales
-        ).to(device, self.acc_dtype)
+        """`s_j * theta_j` for every group (d entries; once per forward, reused backward)."""
+        key = ("coef", device)
+        if key not in self._memo:
+            theta = self._block(self.theta.detach()).to(device, self.acc_dtype)
+            self._memo[key] = theta * self._block(self.scales).to(device, self.acc_dtype)
+        return self._memo[key]
 
     def values(self, start: int, count: int, device: torch.device) -> torch.Tensor:
         """fp32 update of entries `start .. start + count - 1` of this layer."""
@@ -231,14 +238,17 @@ class AdapterTerm:
     def _dropout_args(self, device: torch.device) -> tuple[torch.Tensor, ...]:
         """(keyed start, threshold, kept value) of the weight entries' dropout mask."""
         assert self.dropout_key is not None
-        keyed0 = keyed_start(self.offset, self.dropout_key, _DROPOUT_STREAM)
-        # The same division as `_keep_scale`, so the kept value is bit-identical.
-        kept = torch.ones((), dtype=self.acc_dtype, device=device) / (1.0 - self.dropout)
-        return (
-            fused.scalar(keyed0, device),
-            fused.scalar(round(self.dropout * (1 << _DROPOUT_BITS)), device),
-            kept,
-        )
+        key = ("dropout", device)
+        if key not in self._memo:
+            keyed0 = keyed_start(self.offset, self.dropout_key, _DROPOUT_STREAM)
+            # The same division as `_keep_scale`, so the kept value is bit-identical.
+            kept = torch.ones((), dtype=self.acc_dtype, device=device) / (1.0 - self.dropout)
+            self._memo[key] = (
+                torch.full((), keyed0, dtype=torch.int64, device=device),  # new each step
+                fused.scalar(round(self.dropout * (1 << _DROPOUT_BITS)), device),
+                kept,
+            )
+        return self._memo[key]
 
     def weight_ids32(self, device: torch.device) -> torch.Tensor:
         """int32 group ids of the weight entries (the cache, else computed now)."""
