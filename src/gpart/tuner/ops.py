@@ -99,6 +99,22 @@ def _k_masked_grad(grad, drop_keyed0, threshold, kept):
     return flat * _dropout_scale(flat.numel(), drop_keyed0, threshold, kept)
 
 
+# Backward with dropout: W rebuilt and the weight gradient masked in one pass (the mask is
+# hashed once for both), i.e. `_k_merge_*_drop*` and `_k_masked_grad` in one kernel call.
+def _k_backward_hashed_drop(w, coef, keyed0, d, grad, drop_keyed0, threshold, kept, out_dtype):
+    keyed = torch.arange(w.numel(), dtype=torch.int64, device=w.device) + keyed0
+    ids = random_ids_of_keyed(keyed, d)
+    scale = _dropout_scale(w.numel(), drop_keyed0, threshold, kept)
+    flat = grad.reshape(-1).to(kept.dtype) * scale
+    return _merge(w, coef[ids] * scale, out_dtype), ids, flat
+
+
+def _k_backward_ids_drop(w, coef, ids, grad, drop_keyed0, threshold, kept, out_dtype):
+    scale = _dropout_scale(w.numel(), drop_keyed0, threshold, kept)
+    flat = grad.reshape(-1).to(kept.dtype) * scale
+    return _merge(w, coef[ids.reshape(-1)] * scale, out_dtype), flat
+
+
 # Gather indices are group ids: in [0, d) by construction (multiply-shift, `% d`, or the
 # cache built from them), and `merge_fused` checks that the table has d entries.
 _MERGE_HASHED = fused.kernel(_k_merge_hashed, ids_in_range=True)
@@ -108,6 +124,8 @@ _MERGE_HASHED_DROP_IDS = fused.kernel(_k_merge_hashed_drop_ids, ids_in_range=Tru
 _MERGE_IDS = fused.kernel(_k_merge_ids, ids_in_range=True)
 _MERGE_IDS_DROP = fused.kernel(_k_merge_ids_drop, ids_in_range=True)
 _MASKED_GRAD = fused.kernel(_k_masked_grad)
+_BACKWARD_HASHED_DROP = fused.kernel(_k_backward_hashed_drop, ids_in_range=True)
+_BACKWARD_IDS_DROP = fused.kernel(_k_backward_ids_drop, ids_in_range=True)
 
 # CPU segment sum: `index_add_` into one vector runs on one thread. Splitting the entries
 # into a fixed number of rows, each reduced into its own accumulator by `scatter_add_`
@@ -259,11 +277,16 @@ class AdapterTerm:
         )
 
     def merge_fused(
-        self, w: torch.Tensor, out_dtype: torch.dtype, want_ids: bool
+        self,
+        w: torch.Tensor,
+        out_dtype: torch.dtype,
+        want_ids: bool,
+        grad_w: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """`w + dW` over the weight entries, cast to `out_dtype`, in one fused pass; with
         `want_ids` also the group ids (int64, or the int32 cache), so backward hashes once
-        for both W and the gradient."""
+        for both W and the gradient. With `grad_w` (backward) and dropout on, the same pass
+        also masks the weight gradient; `grad_theta` then takes it from the term."""
         # A plain tensor, not the Parameter: dynamo compiles parameters with static shapes,
         # i.e. once per weight shape; tensors get one shape-generic graph.
         w = w.detach()
@@ -274,7 +297,20 @@ class AdapterTerm:
         if coef.numel() != self.partition.d:  # the kernels index coef without bounds checks
             raise ValueError(f"theta has {coef.numel()} entries, the partition {self.partition.d}")
         drop = self._dropout_args(device) if self._masked() else ()
-        if self.ids is None and self.partition.grouping == "random":
+        stateless_random = self.ids is None and self.partition.grouping == "random"
+        if drop and grad_w is not None:  # one kernel call for W, ids and the masked grad
+            if stateless_random:
+                keyed0 = fused.scalar(keyed_start(self.offset, self.partition.seed), device)
+                d = fused.scalar(self.partition.d, device)
+                new_w, ids, flat = _BACKWARD_HASHED_DROP(
+                    w, coef, keyed0, d, grad_w, *drop, out_dtype
+                )
+            else:
+                ids = self.weight_ids32(device)
+                new_w, flat = _BACKWARD_IDS_DROP(w, coef, ids, grad_w, *drop, out_dtype)
+            self._memo[("masked_grad", grad_w.device)] = flat
+            return new_w, ids
+        if stateless_random:
             # Stateless random grouping: hash, gather and add in one loop, no id tensor.
             keyed0 = fused.scalar(keyed_start(self.offset, self.partition.seed), device)
             d = fused.scalar(self.partition.d, device)
@@ -301,9 +337,11 @@ class AdapterTerm:
         if not self.dense and fused.enabled(self.weight_numel, grad_w.device):
             if weight_ids is None:
                 weight_ids = self.weight_ids32(grad_w.device)
-            if self._masked():
+            # masked already when backward's merge_fused rebuilt W with it
+            flat = self._memo.pop(("masked_grad", grad_w.device), None)
+            if flat is None and self._masked():
                 flat = _MASKED_GRAD(grad_w, *self._dropout_args(grad_w.device))
-            else:
+            elif flat is None:
                 flat = grad_w.reshape(-1).to(self.acc_dtype)
             # Not bincount (fp64 output, slower) nor a compiled atomic scatter (sums in a
             # run-dependent order): see segment_sum_.
@@ -325,10 +363,12 @@ def merged_weight(
     bias: torch.Tensor | None,
     terms: list[AdapterTerm],
     want_ids: bool = False,
+    grad_w: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, list[torch.Tensor | None]]:
     """`W0 + sum dW` and `b0 + sum db` in the base layer's dtype (bias=None: weight only),
     and per term the group ids of the weight entries when `want_ids` and they were computed
-    anyway (fused path: int64 hashed, int32 cached), else None."""
+    anyway (fused path: int64 hashed, int32 cached), else None. `grad_w` (backward): the
+    fused path masks it for each term with dropout in the same pass (`merge_fused`)."""
     ids: list[torch.Tensor | None] = [None] * len(terms)
     if terms and fused.enabled(weight.numel(), weight.device):
         new_w = weight
@@ -336,7 +376,7 @@ def merged_weight(
         for i, term in enumerate(terms):
             # Accumulate across adapters in fp32 and round once, exactly like the eager path.
             out_dtype = weight.dtype if i == len(terms) - 1 else acc_dtype
-            new_w, ids[i] = term.merge_fused(new_w, out_dtype, want_ids)
+            new_w, ids[i] = term.merge_fused(new_w, out_dtype, want_ids, grad_w)
     else:
         new_w = _acc(weight)
         for term in terms:
@@ -380,14 +420,23 @@ class _GPartLinearFn(torch.autograd.Function):
         # One 2-D view (a copy when grad_y arrives strided, e.g. from attention heads) serves
         # both matmuls; `grad_y @ w` on a strided 3-D grad would run as a broadcast bmm.
         gy2 = grad_y.reshape(-1, grad_y.shape[-1])
+        x2 = x.reshape(-1, x.shape[-1]).to(compute_dtype)
+        # With dropout on the fused path, grad_w comes first so that the pass rebuilding W
+        # also masks it (one kernel call instead of two; grad_w and W are alive together).
+        early = any(t._masked() and not t.dense for t in terms) and fused.enabled(
+            weight.numel(), weight.device
+        )
+        grad_w = None
+        if early:
+            grad_w = x2.t() @ gy2 if transposed else gy2.t() @ x2
         if ctx.needs_input_grad[0]:
             # Rebuilt, not kept from forward; the fused path hands back the ids it hashed.
-            w, _, ids = merged_weight(weight, None, terms, want_ids=True)
+            w, _, ids = merged_weight(weight, None, terms, want_ids=True, grad_w=grad_w)
             w = w.to(compute_dtype)
             grad_x = (gy2 @ (w.t() if transposed else w)).view(x.shape)
             del w
-        x2 = x.reshape(-1, x.shape[-1]).to(compute_dtype)
-        grad_w = x2.t() @ gy2 if transposed else gy2.t() @ x2
+        if grad_w is None:
+            grad_w = x2.t() @ gy2 if transposed else gy2.t() @ x2
         grad_b = gy2.sum(0) if any(t.bias_numel for t in terms) else None
         grad_thetas = tuple(
             t.grad_theta(grad_w, grad_b, i) for t, i in zip(terms, ids, strict=True)
