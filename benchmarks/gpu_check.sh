@@ -52,10 +52,14 @@ RUN=(src/scripts/math/finetune_metamath.py --model_size qwen2.5-0.5b
 OVR=(data.train_file "$WORK/standin/train.jsonl" data.heldout_samples 64
     training.save_total_limit 1 ${GPU_CHECK_OVERRIDES:-})
 
-copy_results() { # copy_results RUNS_DIR NAME: the run's results.json as OUT_DIR/NAME.json
-    local f
-    f=$(find "$1" -name results.json 2>/dev/null | head -n 1)
-    if [ -n "$f" ]; then cp "$f" "$OUT/$2.json"; else echo "$2: no results.json" >>"$SUMMARY"; fi
+run_of() { # run_of DIR PATTERN: the first run directory under DIR matching *PATTERN*
+    find "$1" -path "*$2*" -name results.json -printf '%h\n' 2>/dev/null | head -n 1
+}
+
+copy_results() { # copy_results RUN_DIR NAME: a results.json as OUT_DIR/NAME.json
+    if [ -f "$1/results.json" ]; then cp "$1/results.json" "$OUT/$2.json"; else
+        echo "$2: no results.json" >>"$SUMMARY"
+    fi
 }
 
 {
@@ -78,10 +82,10 @@ step standin 120 $PY benchmarks/stand_in_decoder.py --model_config "$STANDIN" \
     --out "$WORK/standin" --rows 2000
 step train_gpart 150 $PY "${RUN[@]}" --adapter_type gpart --output_dir "$WORK/runs" \
     "${OVR[@]}" training.max_steps 30
-copy_results "$WORK/runs" results_gpart
+copy_results "$(run_of "$WORK/runs" gpart)" results_gpart
 step train_lora 120 $PY "${RUN[@]}" --adapter_type lora --output_dir "$WORK/runs" \
     "${OVR[@]}" training.max_steps 30
-find "$WORK/runs" -path '*lora*' -name results.json -exec cp {} "$OUT/results_lora.json" \;
+copy_results "$(run_of "$WORK/runs" lora)" results_lora
 
 # 3. The README's benchmark rows in bf16. No fresh-process memory probes: on an H200 they
 #    took the qwen row's whole budget; the math runs above record peak memory instead.
@@ -98,16 +102,16 @@ step bench_qwen 150 $PY -m gpart.bench --model_config qwen2-0.5b --targets qkvo,
 step train_fsdp 120 $PY -m accelerate.commands.launch --config_file configs/accelerate/fsdp.yaml \
     --num_processes 1 "${RUN[@]}" --adapter_type gpart --output_dir "$WORK/runs_fsdp" \
     "${OVR[@]}" training.max_steps 10
-copy_results "$WORK/runs_fsdp" results_fsdp
+copy_results "$(run_of "$WORK/runs_fsdp" gpart)" results_fsdp
 
 # 5. Generation throughput: the GPart run merged, 128 prompts in batches of 64 (a random
 #    model rarely stops, so nearly every completion runs to max_new_tokens).
-run=$(find "$WORK/runs" -path '*gpart*' -name results.json -printf '%h\n' 2>/dev/null | head -n 1)
+run=$(run_of "$WORK/runs" gpart)
 [ -n "$run" ] || run="$WORK/runs/no-gpart-run" # the step then fails with one clear line
 step eval_math 120 $PY src/scripts/math/eval_math.py --adapter_path "$run" \
     --dataset gsm8k --data_file "$WORK/standin/gsm8k.jsonl" --max_samples 128 \
     --batch_size 64 --max_new_tokens 256
-find "$run/eval" -name results.json -exec cp {} "$OUT/eval_gsm8k.json" \; 2>/dev/null
+copy_results "$run/eval/gsm8k" eval_gsm8k
 
 step bench_ablations 120 $PY -m gpart.bench --model_config roberta-base --targets all-linear \
     --batch_size 16 --seq_len 128 --device cuda --dtype bf16 --warmup 3 --steps 10 \

@@ -583,7 +583,7 @@ def _peak_memory(cuda_device: Any) -> tuple[int, str] | None:
         return int(torch.cuda.max_memory_allocated(cuda_device)), "torch.cuda.max_memory_allocated"
     try:
         import resource
-    except ImportError:  # not on Windows
+    except ImportError:  # Windows has no `resource` module
         return None
     # Linux reports ru_maxrss in KiB, macOS in bytes.
     scale = 1 if sys.platform == "darwin" else 1024

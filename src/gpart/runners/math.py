@@ -203,18 +203,18 @@ class MathDomain(Domain):
         return None  # the loss is Trainer's own: eval_loss -> results.json test.loss
 
 
-def set_pad_token(tokenizer: Any, num_embeddings: int | None = None) -> None:
+def set_pad_token(tokenizer: Any, num_embeddings: int) -> None:
     """Give a tokenizer without a pad token its EOS as pad (the vocabulary is unchanged;
     padded positions are masked out of attention and loss anyway).
 
-    With the model's `num_embeddings`, a pad token outside the embedding table is replaced
-    by EOS too: transformers' Qwen2 tokenizer class adds ``<|endoftext|>`` as a *new* token
+    A pad token outside the model's embedding table (`num_embeddings` rows) is replaced by
+    EOS too: transformers' Qwen2 tokenizer class adds ``<|endoftext|>`` as a *new* token
     when a tokenizer folder names no pad token, and its id then indexes past the model's
     embeddings (an IndexError on CPU, a device-side assert on CUDA, at the first padded
     batch).
     """
     pad_id = tokenizer.pad_token_id
-    outside = num_embeddings is not None and pad_id is not None and pad_id >= num_embeddings
+    outside = pad_id is not None and pad_id >= num_embeddings
     if tokenizer.pad_token is None or outside:
         if tokenizer.eos_token is None:
             raise ConfigError("the tokenizer has neither a pad nor an EOS token")

@@ -117,10 +117,16 @@ def scalar(value: int, device: torch.device | str) -> torch.Tensor:
     values are per-layer constants (offsets, seeds, ``d``), so each is made once per device
     and reused (kernels never write their inputs).
     """
+    return _scalar(int(value), concrete_device(device))
+
+
+def concrete_device(device: torch.device | str) -> torch.device:
+    """`device` with its index (``cuda`` -> ``cuda:<current>``): the key of a per-device
+    cache, whose tensors must stay on the GPU they were made on."""
     device = torch.device(device)
-    if device.type == "cuda" and device.index is None:  # the tensor must stay on this GPU
+    if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
-    return _scalar(int(value), device)
+    return device
 
 
 @functools.lru_cache(maxsize=8192)

@@ -297,23 +297,23 @@ class AdapterTerm:
         if coef.numel() != self.partition.d:  # the kernels index coef without bounds checks
             raise ValueError(f"theta has {coef.numel()} entries, the partition {self.partition.d}")
         drop = self._dropout_args(device) if self._masked() else ()
-        stateless_random = self.ids is None and self.partition.grouping == "random"
+        hashed = ()
+        if self.ids is None and self.partition.grouping == "random":
+            # Stateless random grouping: hash, gather and add in one loop, no id tensor.
+            hashed = (
+                fused.scalar(keyed_start(self.offset, self.partition.seed), device),
+                fused.scalar(self.partition.d, device),
+            )
         if drop and grad_w is not None:  # one kernel call for W, ids and the masked grad
-            if stateless_random:
-                keyed0 = fused.scalar(keyed_start(self.offset, self.partition.seed), device)
-                d = fused.scalar(self.partition.d, device)
-                new_w, ids, flat = _BACKWARD_HASHED_DROP(
-                    w, coef, keyed0, d, grad_w, *drop, out_dtype
-                )
+            if hashed:
+                new_w, ids, flat = _BACKWARD_HASHED_DROP(w, coef, *hashed, grad_w, *drop, out_dtype)
             else:
                 ids = self.weight_ids32(device)
                 new_w, flat = _BACKWARD_IDS_DROP(w, coef, ids, grad_w, *drop, out_dtype)
             self._memo[("masked_grad", grad_w.device)] = flat
             return new_w, ids
-        if stateless_random:
-            # Stateless random grouping: hash, gather and add in one loop, no id tensor.
-            keyed0 = fused.scalar(keyed_start(self.offset, self.partition.seed), device)
-            d = fused.scalar(self.partition.d, device)
+        if hashed:
+            keyed0, d = hashed
             if want_ids:
                 kernel = _MERGE_HASHED_DROP_IDS if drop else _MERGE_HASHED_IDS
                 return kernel(w, coef, keyed0, d, *drop, out_dtype)
@@ -339,10 +339,12 @@ class AdapterTerm:
                 weight_ids = self.weight_ids32(grad_w.device)
             # masked already when backward's merge_fused rebuilt W with it
             flat = self._memo.pop(("masked_grad", grad_w.device), None)
-            if flat is None and self._masked():
-                flat = _MASKED_GRAD(grad_w, *self._dropout_args(grad_w.device))
-            elif flat is None:
-                flat = grad_w.reshape(-1).to(self.acc_dtype)
+            if flat is None:
+                flat = (
+                    _MASKED_GRAD(grad_w, *self._dropout_args(grad_w.device))
+                    if self._masked()
+                    else grad_w.reshape(-1).to(self.acc_dtype)
+                )
             # Not bincount (fp64 output, slower) nor a compiled atomic scatter (sums in a
             # run-dependent order): see segment_sum_.
             segment_sum_(g, weight_ids, flat)
@@ -423,8 +425,10 @@ class _GPartLinearFn(torch.autograd.Function):
         x2 = x.reshape(-1, x.shape[-1]).to(compute_dtype)
         # With dropout on the fused path, grad_w comes first so that the pass rebuilding W
         # also masks it (one kernel call instead of two; grad_w and W are alive together).
-        early = any(t._masked() and not t.dense for t in terms) and fused.enabled(
-            weight.numel(), weight.device
+        early = (
+            ctx.needs_input_grad[0]
+            and any(t._masked() and not t.dense for t in terms)
+            and fused.enabled(weight.numel(), weight.device)
         )
         grad_w = None
         if early:

@@ -26,6 +26,7 @@ and eager paths are interchangeable.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -189,15 +190,9 @@ class FeistelSpec:
         return (left << self.half_bits) | right
 
     def tensors(self, device: torch.device) -> tuple[torch.Tensor, ...]:
-        """(keys, half_bits, mask, total) as int64 tensors on `device`, for the kernels."""
-
-        keys = torch.stack([fused.scalar(k, device) for k in self.keys])
-        return (
-            keys,
-            fused.scalar(self.half_bits, device),
-            fused.scalar((1 << self.half_bits) - 1, device),
-            fused.scalar(self.total, device),
-        )
+        """(keys, half_bits, mask, total) as int64 tensors on `device`, for the kernels
+        (made once per device, like every kernel constant: `fused.scalar`)."""
+        return _feistel_tensors(self, fused.concrete_device(device))
 
     def permute_range(self, start: int, count: int, device: torch.device) -> torch.Tensor:
         """`permute(arange(start, start + count))` by the fused kernels (bit-identical)."""
@@ -247,6 +242,17 @@ class FeistelSpec:
             out[idx] = walked
             outside[idx] = walked >= self.total
         return out
+
+
+@functools.lru_cache(maxsize=64)
+def _feistel_tensors(spec: FeistelSpec, device: torch.device) -> tuple[torch.Tensor, ...]:
+    with torch.inference_mode(False), torch.no_grad():  # see fused.scalar
+        return (
+            torch.stack([fused.scalar(k, device) for k in spec.keys]),
+            fused.scalar(spec.half_bits, device),
+            fused.scalar((1 << spec.half_bits) - 1, device),
+            fused.scalar(spec.total, device),
+        )
 
 
 def balanced_group_ids(positions: torch.Tensor, d: int, feistel: FeistelSpec) -> torch.Tensor:
