@@ -60,6 +60,23 @@ def test_every_method_and_target_set_has_every_figure(result):
     assert result["memory_metric"] and result["floor"]
 
 
+def test_paired_ratios_are_per_round_with_their_range(result):
+    rows = _rows(result)
+    lora = rows["lora [qv]"]
+    for label, row in rows.items():
+        if row["target_set"] is None:  # no LoRA row to pair with
+            assert row["ratio_lora_paired"] is None and row["ratio_lora_paired_range"] is None
+            continue
+        ref = rows[f"lora [{row['target_set']}]"]
+        rounds = [a / b for a, b in zip(row["step_s"], ref["step_s"], strict=True)]
+        low, high = row["ratio_lora_paired_range"]
+        assert (low, high) == (min(rounds), max(rounds)), label
+        assert low <= row["ratio_lora_paired"] <= high
+    assert lora["ratio_lora_paired_range"] == [1.0, 1.0]
+    floor_rounds = [a / b for a, b in zip(lora["step_s"], rows["floor"]["step_s"], strict=True)]
+    assert lora["ratio_floor_paired_range"] == [min(floor_rounds), max(floor_rounds)]
+
+
 def test_figures_mean_what_they_say(result):
     rows = _rows(result)
     for t in ("qv", "all-linear"):
@@ -87,7 +104,10 @@ def test_markdown_table_lists_every_row(capsys, tmp_path):
         main([*args, "--methods", "floor,lora,gpart", "--targets", "qv", "--output", str(out)]) == 0
     )
     table = capsys.readouterr().out
-    assert "| method | targets | step (s) | tokens/s | x floor | x LoRA | peak mem (MiB) |" in table
+    assert (
+        "| method | targets | step (s) | tokens/s | x floor | x LoRA | x LoRA, paired "
+        "| peak mem (MiB) |" in table
+    )
     for name in ("floor", "lora", "gpart-stateless-random", "gpart-materialized-balanced"):
         assert f"| {name} |" in table
     data = json.loads(out.read_text())

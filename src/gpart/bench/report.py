@@ -25,6 +25,15 @@ def _ratio(x: float | None) -> str:
     return "-" if x is None else f"{x:.2f}"
 
 
+def _paired(r: dict[str, Any], key: str) -> str:
+    """`median (min-max)` of the per-round ratios; '-' without a reference row (or for
+    results written before the range was recorded)."""
+    paired, spread = r.get(f"ratio_{key}_paired"), r.get(f"ratio_{key}_paired_range")
+    if paired is None or spread is None:
+        return "-"
+    return f"{paired:.2f} ({spread[0]:.2f}-{spread[1]:.2f})"
+
+
 def markdown(result: dict[str, Any]) -> str:
     args = result["args"]
     env = result["environment"]
@@ -36,21 +45,25 @@ def markdown(result: dict[str, Any]) -> str:
         f"median of {args['steps']} interleaved steps after {args['warmup']} warm-up",
         "",
         f"| method | targets | step (s) | {result.get('throughput_unit', 'items')}/s "
-        "| x floor | x LoRA | peak mem (MiB) | trainable "
+        "| x floor | x LoRA | x LoRA, paired | peak mem (MiB) | trainable "
         "| state (B/weight) | state total | saved |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in result["rows"]:
         lines.append(
             f"| {r['method']} | {r['target_set'] or '-'} | {r['step_s_median']:.3f} "
             f"| {r.get('throughput_per_s', 0):,.0f} "
-            f"| {_ratio(r['ratio_floor'])} | {_ratio(r['ratio_lora'])} | {_mib(r['peak_bytes'])} "
+            f"| {_ratio(r['ratio_floor'])} | {_ratio(r['ratio_lora'])} | {_paired(r, 'lora')} "
+            f"| {_mib(r['peak_bytes'])} "
             f"| {r['trainable_params']:,} | {r['state_bytes_per_weight']:.2f} "
             f"| {_size(r['state_bytes'])} | {_size(r['saved_bytes'])} |"
         )
     lines += [
         "",
-        f"floor: {result['floor']}. peak mem: {result['memory_metric'] or 'not measured'}. "
+        f"floor: {result['floor']}. x floor, x LoRA: ratios of the medians; paired: the "
+        "median of the per-round ratios (both steps ran in the same round) and their "
+        "range, within which a difference is noise of this run. "
+        f"peak mem: {result['memory_metric'] or 'not measured'}. "
         "state: adapter buffers kept between steps (indices, scales, projections); "
         "B/weight counts the per-layer ones per adapted weight entry.",
     ]

@@ -205,16 +205,19 @@ def _device_name(device: torch.device) -> str:
 
 
 def _add_ratios(rows: list[dict[str, Any]]) -> None:
-    """Ratios of medians, plus the median of per-round ratios ("paired"): both steps of a
-    pair ran within one round, so the paired figure is the more robust on a busy machine."""
+    """Ratios of medians, plus the median of per-round ratios ("paired") and their range:
+    both steps of a pair ran within one round, so the paired figure is the more robust on a
+    busy machine, and the range says how far one run can be trusted."""
     floor = next((r for r in rows if r["method"] == "floor"), None)
     lora = {r["target_set"]: r for r in rows if r["method"] == "lora"}
     for row in rows:
         for key, ref in (("floor", floor), ("lora", lora.get(row["target_set"]))):
             if ref is None:
                 row[f"ratio_{key}"] = row[f"ratio_{key}_paired"] = None
+                row[f"ratio_{key}_paired_range"] = None
                 continue
             row[f"ratio_{key}"] = row["step_s_median"] / ref["step_s_median"]
-            row[f"ratio_{key}_paired"] = statistics.median(
-                a / b for a, b in zip(row["step_s"], ref["step_s"], strict=True)
-            )
+            rounds = [a / b for a, b in zip(row["step_s"], ref["step_s"], strict=True)]
+            row[f"ratio_{key}_paired"] = statistics.median(rounds)
+            # The spread of the rounds: a target inside it is not told apart from noise.
+            row[f"ratio_{key}_paired_range"] = [min(rounds), max(rounds)]
