@@ -180,12 +180,15 @@ def test_fused_cuda_bf16_equals_eager_cpu_ids_and_close_outputs(grouping):
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("mode", ["on", "off"])
-@pytest.mark.parametrize("materialized", [False, True])
-def test_a_cuda_training_step_never_waits_for_the_gpu(mode, materialized):
+@pytest.mark.parametrize("kind", ["random", "balanced", "materialized"])
+def test_a_cuda_training_step_never_waits_for_the_gpu(mode, kind):
     # A host-device sync per layer (a blocking copy of a Python scalar, .item(), nonzero)
-    # stalls the GPU while Python queues the next kernel: GPart's random grouping must
-    # run its forward and backward without one, with dropout on, fused or eager.
-    part = Partition(total=600_000, d=4099, seed=5, grouping="random")
+    # stalls the GPU while Python queues the next kernel: GPart must run its forward and
+    # backward without one, with dropout on, fused or eager; stateless balanced grouping
+    # too once its first step has counted its walk's stages.
+    materialized = kind == "materialized"
+    grouping = "balanced" if kind == "balanced" else "random"
+    part = Partition(total=600_000, d=4099, seed=5, grouping=grouping)
     w = (torch.randn(512, 1024, device="cuda") * 0.02).to(torch.bfloat16)
     x = torch.randn(4, 64, 1024, device="cuda", dtype=torch.bfloat16)
     theta = torch.randn(4099, device="cuda").requires_grad_(True)

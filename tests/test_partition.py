@@ -82,6 +82,59 @@ def test_balanced_is_a_bijection_with_sizes_differing_by_at_most_one(total, d):
     assert torch.equal(sizes, part.group_sizes())
 
 
+@pytest.mark.parametrize("compile_mode", ["on", "off"])
+def test_balanced_walk_reuses_its_stage_counts_without_counting_again(monkeypatch, compile_mode):
+    # On a GPU the walk's later calls take their stage sizes from the first call
+    # (`nonzero_static`: the host never waits). Forced here on the CPU: same ids as counting
+    # afresh and as the plain-Python reference, and no `nonzero` after the first call.
+    from gpart.tuner import fused
+    from gpart.tuner import partition as partition_module
+
+    monkeypatch.setattr(partition_module, "_static_walk", lambda device: True)
+    monkeypatch.setattr(partition_module, "_WALK_SIZES", {})
+    part = Partition(total=70_001, d=997, seed=3, grouping="balanced")
+    with fused.forced(compile_mode):
+        first = part.group_ids(100, 60_000)
+        counted = dict(partition_module._WALK_SIZES)
+        assert len(counted) == 1 and next(iter(counted.values()))[-1] == 0
+        assert next(iter(counted.values()))[0] > 0  # there were stragglers to walk
+
+        calls = {"nonzero": 0, "static": 0}
+        real_nonzero, real_static = torch.Tensor.nonzero, torch.nonzero_static
+
+        def nonzero(self, *a, **k):
+            calls["nonzero"] += 1
+            return real_nonzero(self, *a, **k)
+
+        def static(*a, **k):
+            calls["static"] += 1
+            return real_static(*a, **k)
+
+        monkeypatch.setattr(torch.Tensor, "nonzero", nonzero)
+        monkeypatch.setattr(torch, "nonzero_static", static)
+        again = part.group_ids(100, 60_000)
+        assert calls == {"nonzero": 0, "static": len(next(iter(counted.values())))}
+        other = part.group_ids(5, 1_000)  # another range counts its own stages
+        assert calls["nonzero"] > 0 and len(partition_module._WALK_SIZES) == 2
+    assert torch.equal(first, again)
+    assert first.tolist() == _reference_balanced(70_001, 997, 3, 100, 60_000)
+    assert other.tolist() == _reference_balanced(70_001, 997, 3, 5, 1_000)
+
+
+@pytest.mark.parametrize("compile_mode", ["on", "off"])
+def test_balanced_ids_beyond_float64_exact_division_are_the_same(monkeypatch, compile_mode):
+    # Adapted spaces of 2**53 entries and more skip the float64 `mod d` and permute first;
+    # lowered here so that a small space takes that branch: the ids must not change.
+    from gpart.tuner import fused
+    from gpart.tuner import partition as partition_module
+
+    part = Partition(total=70_001, d=997, seed=3, grouping="balanced")
+    monkeypatch.setattr(partition_module, "_EXACT_F64", 0)
+    with fused.forced(compile_mode):
+        got = part.group_ids(100, 3_000)
+    assert got.tolist() == _reference_balanced(70_001, 997, 3, 100, 3_000)
+
+
 def test_random_grouping_is_roughly_uniform_and_seed_dependent():
     a = Partition(total=200_000, d=100, seed=1, grouping="random").group_sizes()
     b = Partition(total=200_000, d=100, seed=2, grouping="random").group_ids(0, 1000)

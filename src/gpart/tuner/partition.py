@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -197,39 +198,90 @@ class FeistelSpec:
     def permute_range(self, start: int, count: int, device: torch.device) -> torch.Tensor:
         """`permute(arange(start, start + count))` by the fused kernels (bit-identical)."""
         keys, half_bits, mask, total = self.tensors(device)
-        nkeys = len(self.keys)
         start_t = fused.scalar(start, device)
-        out = _PERMUTE(count, start_t, keys, nkeys, half_bits, mask, total, _FIRST_ROUNDS)
-        while True:
-            idx = (out >= self.total).nonzero().squeeze(1)
-            if idx.numel() == 0:
-                return out
-            out[idx] = _REWALK(out[idx], keys, nkeys, half_bits, mask, total, _LATER_ROUNDS)
+        out = _PERMUTE(count, start_t, keys, len(self.keys), half_bits, mask, total, _FIRST_ROUNDS)
+        self._walk_stragglers(out, ("permute", start, count), _REWALK)
+        return out
 
     def group_ids_range(
-        self, start: int, count: int, d: int, device: torch.device, dtype: torch.dtype
+        self,
+        start: int,
+        count: int,
+        d: int,
+        device: torch.device,
+        dtype: torch.dtype,
+        compiled: bool = True,
     ) -> torch.Tensor:
-        """`permute(arange(start, start + count)) % d` by the fused kernels (bit-identical):
-        permutation, walk and `mod d` in one pass; only the stragglers still outside
-        `[0, D)` after it are compacted and walked further."""
-        if self.total >= _EXACT_F64:
-            d_t = fused.scalar(d, device)
-            return _MOD(self.permute_range(start, count, device), d_t, dtype)
+        """`permute(arange(start, start + count)) % d`, bit-identical to it: permutation,
+        walk and `mod d` in one pass over all entries, then only the stragglers still
+        outside `[0, D)` are compacted and walked further. `compiled`: the fused kernels
+        (large ranges), else the same functions run eagerly."""
+        if self.total >= _EXACT_F64:  # never seen in practice: no float64 shortcut
+            if not compiled:
+                positions = torch.arange(start, start + count, dtype=torch.int64, device=device)
+                return (self.permute(positions) % d).to(dtype)
+            return _MOD(self.permute_range(start, count, device), fused.scalar(d, device), dtype)
         keys, half_bits, mask, total = self.tensors(device)
-        nkeys = len(self.keys)
-        start_t = fused.scalar(start, device)
-        d_t = fused.scalar(d, device)
-        out, ids = _BALANCED_IDS(
-            count, start_t, keys, nkeys, half_bits, mask, total, d_t, _BALANCED_ROUNDS, dtype
+        kernel = _BALANCED_IDS if compiled else _k_balanced_ids
+        out, ids = kernel(
+            count,
+            fused.scalar(start, device),
+            keys,
+            len(self.keys),
+            half_bits,
+            mask,
+            total,
+            fused.scalar(d, device),
+            _BALANCED_ROUNDS,
+            dtype,
         )
-        idx = (out >= self.total).nonzero().squeeze(1)
-        vals = out[idx]
-        while idx.numel():
-            vals = _REWALK(vals, keys, nkeys, half_bits, mask, total, _LATER_ROUNDS)
-            inside = vals < self.total
-            ids[idx[inside]] = (vals[inside] % d).to(dtype)
-            idx, vals = idx[~inside], vals[~inside]
+        walked = self._walk_stragglers(
+            out, ("ids", start, count), _REWALK if compiled else _k_rewalk
+        )
+        if walked.numel():
+            ids[walked] = (out[walked] % d).to(dtype)
         return ids
+
+    def _walk_stragglers(
+        self, out: torch.Tensor, key: tuple, rewalk: Callable[..., torch.Tensor]
+    ) -> torch.Tensor:
+        """Cycle-walk, in place, the entries of `out` still outside `[0, D)` until none is
+        (`rewalk`: `_REWALK` or its eager function); returns the indices of every entry it
+        changed.
+
+        Each stage compacts the stragglers, walks them `_LATER_ROUNDS` steps, and keeps
+        those still outside. How many there are at each stage depends only on the spec and
+        the range, so the first call on a range counts them (`nonzero`: on a GPU the host
+        waits for each count) and later calls on a GPU reuse the counts with
+        `nonzero_static`, which needs no wait: a training step never blocks on the walk.
+        On a CPU `nonzero` stays (it is faster there and nothing waits).
+        """
+        keys, half_bits, mask, total = self.tensors(out.device)
+        static = _static_walk(out.device)
+        sizes = _WALK_SIZES.get((self, *key)) if static else None
+        counted: list[int] = []
+        walked = changed = None
+        stage = 0
+        while True:
+            outside = (out if walked is None else changed) >= self.total
+            if sizes is None:
+                picked = outside.nonzero().squeeze(1)
+                counted.append(picked.numel())
+            else:
+                picked = torch.nonzero_static(outside, size=sizes[stage]).squeeze(1)
+            n = picked.numel()
+            stage += 1
+            if n == 0:
+                break
+            walked = picked if walked is None else walked[picked]
+            changed = rewalk(out[walked], keys, len(self.keys), half_bits, mask, total,
+                             _LATER_ROUNDS)  # fmt: skip
+            out[walked] = changed
+            if stage == 1:
+                stragglers = walked
+        if static and sizes is None and len(_WALK_SIZES) < _WALK_SIZES_MAX:
+            _WALK_SIZES[(self, *key)] = tuple(counted)
+        return out.new_empty(0) if stage == 1 else stragglers
 
     def permute(self, positions: torch.Tensor) -> torch.Tensor:
         out = self._encrypt(positions)
@@ -244,6 +296,18 @@ class FeistelSpec:
         return out
 
 
+# Straggler counts per stage of the walk, by (spec, kind, start, count): a few ints per
+# adapted layer (see `FeistelSpec._walk_stragglers`); bounded so a long-lived process that
+# builds many partitions keeps a small table.
+_WALK_SIZES: dict[tuple, tuple[int, ...]] = {}
+_WALK_SIZES_MAX = 1 << 16
+
+
+def _static_walk(device: torch.device) -> bool:
+    """Whether the walk reuses its counted stage sizes (no host wait): on accelerators."""
+    return device.type != "cpu"
+
+
 @functools.lru_cache(maxsize=64)
 def _feistel_tensors(spec: FeistelSpec, device: torch.device) -> tuple[torch.Tensor, ...]:
     with torch.inference_mode(False), torch.no_grad():  # see fused.scalar
@@ -253,10 +317,6 @@ def _feistel_tensors(spec: FeistelSpec, device: torch.device) -> tuple[torch.Ten
             fused.scalar((1 << spec.half_bits) - 1, device),
             fused.scalar(spec.total, device),
         )
-
-
-def balanced_group_ids(positions: torch.Tensor, d: int, feistel: FeistelSpec) -> torch.Tensor:
-    return feistel.permute(positions) % d
 
 
 @dataclass(frozen=True)
@@ -302,18 +362,16 @@ class Partition:
         """Group ids of positions `start .. start + count - 1` (int64, or `dtype`)."""
         self._check_stateless()
         dev = torch.device(device) if device is not None else torch.get_default_device()
-        if count > 0 and fused.enabled(count, dev):
-            d_t = fused.scalar(self.d, dev)
-            if self.grouping == "random":
-                keyed0 = fused.scalar(keyed_start(start, self.seed), dev)
-                return _RANDOM_IDS(count, keyed0, d_t, dtype)
-            return self.feistel.group_ids_range(start, count, self.d, dev, dtype)
+        compiled = count > 0 and fused.enabled(count, dev)
+        if self.grouping == "balanced":
+            if count == 0:
+                return torch.empty(0, dtype=dtype, device=dev)
+            return self.feistel.group_ids_range(start, count, self.d, dev, dtype, compiled)
+        if compiled:
+            keyed0 = fused.scalar(keyed_start(start, self.seed), dev)
+            return _RANDOM_IDS(count, keyed0, fused.scalar(self.d, dev), dtype)
         positions = torch.arange(start, start + count, dtype=torch.int64, device=dev)
-        if self.grouping == "random":
-            ids = random_group_ids(positions, self.d, self.seed)
-        else:
-            ids = balanced_group_ids(positions, self.d, self.feistel)
-        return ids.to(dtype)
+        return random_group_ids(positions, self.d, self.seed).to(dtype)
 
     def group_sizes(
         self, chunk_size: int = 1 << 22, device: torch.device | str | None = None
