@@ -70,16 +70,26 @@ print(sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.
       'accelerate', accelerate.__version__, 'datasets', datasets.__version__)"
 } 2>&1 | tee "$OUT/env.log" | tee -a "$SUMMARY"
 
-# 1. The tests marked cuda, and the math runner's end-to-end tests (Trainer takes the GPU).
+# 1. The tests marked cuda (the no-sync step, fused vs eager on the device).
 step cuda_tests 150 $PY -m pytest -q -p no:cacheprovider -m cuda tests/test_fused.py \
     tests/test_bench.py
+
+# 2. A Qwen2.5-0.5B-shaped stand-in; on it first fsdp.yaml through accelerate launch (its
+#    fp32-loading fix was never run on a GPU: the most important check left), then the
+#    math runner's end-to-end tests with a GPU present.
+step standin 120 $PY benchmarks/stand_in_decoder.py --model_config "$STANDIN" \
+    --out "$WORK/standin" --rows 2000
+# fsdp.yaml through accelerate launch (one process: the FSDP code paths, not the sharding).
+step train_fsdp 120 $PY -m accelerate.commands.launch --config_file configs/accelerate/fsdp.yaml \
+    --num_processes 1 "${RUN[@]}" --adapter_type gpart --output_dir "$WORK/runs_fsdp" \
+    "${OVR[@]}" training.max_steps 10
+copy_results "$(run_of "$WORK/runs_fsdp" gpart)" results_fsdp
+
 step runner_tests 120 $PY -m pytest -q -p no:cacheprovider tests/test_math_runner.py \
     -k "a_few_steps or resume"
 
-# 2. The math presets on a Qwen2.5-0.5B-shaped stand-in: 30 optimizer steps of 4 x 4
-#    sequences (the preset's batch), bf16; tokens/s and peak memory from results.json.
-step standin 120 $PY benchmarks/stand_in_decoder.py --model_config "$STANDIN" \
-    --out "$WORK/standin" --rows 2000
+# 3. The math presets on the stand-in: 30 optimizer steps of 4 x 4 sequences (the preset's
+#    batch), bf16; tokens/s and peak memory from results.json.
 step train_gpart 150 $PY "${RUN[@]}" --adapter_type gpart --output_dir "$WORK/runs" \
     "${OVR[@]}" training.max_steps 30
 copy_results "$(run_of "$WORK/runs" gpart)" results_gpart
@@ -87,7 +97,7 @@ step train_lora 120 $PY "${RUN[@]}" --adapter_type lora --output_dir "$WORK/runs
     "${OVR[@]}" training.max_steps 30
 copy_results "$(run_of "$WORK/runs" lora)" results_lora
 
-# 3. The README's benchmark rows in bf16. No fresh-process memory probes: on an H200 they
+# 4. The README's benchmark rows in bf16. No fresh-process memory probes: on an H200 they
 #    took the qwen row's whole budget; the math runs above record peak memory instead.
 step bench_roberta 150 $PY -m gpart.bench --model_config roberta-base --targets both \
     --batch_size 16 --seq_len 128 --device cuda --dtype bf16 --warmup 3 --steps 10 \
@@ -97,12 +107,6 @@ step bench_qwen 150 $PY -m gpart.bench --model_config qwen2-0.5b --targets qkvo,
     --lora_alpha 4 --warmup 3 --steps 10 --no_memory \
     --methods floor,lora,gpart-stateless-random,gpart-materialized-random \
     --output "$OUT/bench_qwen2-0.5b_cuda_bf16.json"
-
-# 4. fsdp.yaml through accelerate launch (one process: the FSDP code paths, not the sharding).
-step train_fsdp 120 $PY -m accelerate.commands.launch --config_file configs/accelerate/fsdp.yaml \
-    --num_processes 1 "${RUN[@]}" --adapter_type gpart --output_dir "$WORK/runs_fsdp" \
-    "${OVR[@]}" training.max_steps 10
-copy_results "$(run_of "$WORK/runs_fsdp" gpart)" results_fsdp
 
 # 5. Generation throughput: the GPart run merged, 128 prompts in batches of 64 (a random
 #    model rarely stops, so nearly every completion runs to max_new_tokens).

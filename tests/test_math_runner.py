@@ -259,6 +259,24 @@ def test_the_default_task_and_size():
     assert cfg.adapter.d == 131_072 and cfg.training.model_selection == "last"
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the GPU-less case")
+def test_fsdp_without_a_gpu_is_one_line_naming_ddp(env, tmp_path, capsys, monkeypatch):
+    # accelerate's FSDP plugin needs an accelerator; without one it would stop inside
+    # Trainer, once per process, after the data was tokenised and the model loaded.
+    from gpart.runners import common
+
+    if common.fsdp_device_available():
+        pytest.skip("this machine has an accelerator FSDP can use")
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")  # what fsdp.yaml's launch sets
+    out = tmp_path / "logs"
+    with pytest.raises(SystemExit) as exc:
+        _run(env, out, "llama", "--adapter_type", "gpart")
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "needs GPUs" in err and "configs/accelerate/ddp.yaml" in err
+    assert "Traceback" not in err and not out.exists()
+
+
 @pytest.mark.parametrize("fsdp", [False, True])
 def test_a_bf16_checkpoint_trains_from_fp32_weights_and_pads_inside_the_vocabulary(
     env, tmp_path, monkeypatch, fsdp

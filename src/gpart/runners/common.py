@@ -168,6 +168,19 @@ def fsdp_launched() -> bool:
     return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true")
 
 
+def fsdp_device_available() -> bool:
+    """Whether this machine has an accelerator that accelerate's FSDP can shard over
+    (CUDA, XPU, HPU, ...; not the CPU, and not Apple's MPS, which accelerate's FSDP plugin
+    does not list)."""
+    accelerator = getattr(torch, "accelerator", None)
+    if accelerator is None:  # torch < 2.6: CUDA is the one that matters here
+        return torch.cuda.is_available()
+    # `current_accelerator()` names the build's backend (CUDA wheels: cuda) even with no
+    # device present; `is_available()` asks whether one is there.
+    current = accelerator.current_accelerator()
+    return accelerator.is_available() and current is not None and current.type != "mps"
+
+
 def load_trained(base: nn.Module, cfg: ExperimentConfig, weights_dir: Path) -> nn.Module:
     """Rebuild a trained model from the base model and a saved adapter or checkpoint dir.
 

@@ -60,6 +60,8 @@ from gpart.results import RESULTS_FILENAME, build_results, read_json, run_dir, w
 from gpart.runners.common import (
     ADAPTER_DIR,
     MetricsJsonlCallback,
+    fsdp_device_available,
+    fsdp_launched,
     mixed_precision,
     provenance,
     save_trained_from,
@@ -210,6 +212,13 @@ def run_sweep(domain: Domain, cfg: ExperimentConfig, flags: argparse.Namespace) 
     for task in cfg.tasks:
         if cfg.effective_training(task).precision == "fp16" and not torch.cuda.is_available():
             raise ConfigError("training.precision fp16: needs a CUDA device; use fp32 or bf16")
+    if fsdp_launched() and not fsdp_device_available():
+        # accelerate's FSDP plugin would stop inside Trainer with a traceback per process
+        raise ConfigError(
+            "accelerate launch with FSDP (configs/accelerate/fsdp.yaml) needs GPUs and finds "
+            "none here; without GPUs train with DDP instead: accelerate launch --config_file "
+            "configs/accelerate/ddp.yaml (gloo on the CPU)"
+        )
     resume, force = getattr(flags, "resume", False), getattr(flags, "force", False)
     configs = configs_for_seeds(flags)
     export = getattr(flags, "export_merged", None)
