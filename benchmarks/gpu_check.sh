@@ -43,14 +43,18 @@ step() { # step NAME MAX_SECONDS COMMAND...
 }
 
 # The math runner on the stand-in (the caller adds the adapter and its flags).
-# GPU_CHECK_STANDIN / GPU_CHECK_OVERRIDES exist for a dry run of this script on a CPU, e.g.
-# GPU_CHECK_STANDIN=qwen2-tiny GPU_CHECK_OVERRIDES="adapter.d 1024 training.precision fp32".
+# GPU_CHECK_STANDIN / GPU_CHECK_OVERRIDES (every run) / GPU_CHECK_GPART_OVERRIDES (the GPart
+# runs) exist for a dry run of this script on a CPU, e.g. GPU_CHECK_STANDIN=qwen2-tiny
+# GPU_CHECK_OVERRIDES="training.precision fp32" GPU_CHECK_GPART_OVERRIDES="adapter.d 1024"
+# (there the fsdp step stops at once with its no-GPU message, by design).
 STANDIN=${GPU_CHECK_STANDIN:-qwen2-0.5b}
 # shellcheck disable=SC2206 # word splitting wanted: PYTHON and the overrides are lists
 RUN=(src/scripts/math/finetune_metamath.py --model_size qwen2.5-0.5b
     --base_model "$WORK/standin/model")
 OVR=(data.train_file "$WORK/standin/train.jsonl" data.heldout_samples 64
     training.save_total_limit 1 ${GPU_CHECK_OVERRIDES:-})
+# shellcheck disable=SC2206
+GPART=(--adapter_type gpart "${OVR[@]}" ${GPU_CHECK_GPART_OVERRIDES:-})
 
 run_of() { # run_of DIR PATTERN: the first run directory under DIR matching *PATTERN*
     find "$1" -path "*$2*" -name results.json -printf '%h\n' 2>/dev/null | head -n 1
@@ -81,8 +85,8 @@ step standin 120 $PY benchmarks/stand_in_decoder.py --model_config "$STANDIN" \
     --out "$WORK/standin" --rows 2000
 # fsdp.yaml through accelerate launch (one process: the FSDP code paths, not the sharding).
 step train_fsdp 120 $PY -m accelerate.commands.launch --config_file configs/accelerate/fsdp.yaml \
-    --num_processes 1 "${RUN[@]}" --adapter_type gpart --output_dir "$WORK/runs_fsdp" \
-    "${OVR[@]}" training.max_steps 10
+    --num_processes 1 "${RUN[@]}" --output_dir "$WORK/runs_fsdp" "${GPART[@]}" \
+    training.max_steps 10
 copy_results "$(run_of "$WORK/runs_fsdp" gpart)" results_fsdp
 
 step runner_tests 120 $PY -m pytest -q -p no:cacheprovider tests/test_math_runner.py \
@@ -90,8 +94,8 @@ step runner_tests 120 $PY -m pytest -q -p no:cacheprovider tests/test_math_runne
 
 # 3. The math presets on the stand-in: 30 optimizer steps of 4 x 4 sequences (the preset's
 #    batch), bf16; tokens/s and peak memory from results.json.
-step train_gpart 150 $PY "${RUN[@]}" --adapter_type gpart --output_dir "$WORK/runs" \
-    "${OVR[@]}" training.max_steps 30
+step train_gpart 150 $PY "${RUN[@]}" --output_dir "$WORK/runs" "${GPART[@]}" \
+    training.max_steps 30
 copy_results "$(run_of "$WORK/runs" gpart)" results_gpart
 step train_lora 120 $PY "${RUN[@]}" --adapter_type lora --output_dir "$WORK/runs" \
     "${OVR[@]}" training.max_steps 30
