@@ -21,7 +21,9 @@ Changing anything in this file changes every saved adapter's meaning: the golden
 
 Speed: for large ranges the same integer arithmetic runs as fused `torch.compile` kernels
 (`gpart.tuner.fused`); they compute bit-identical ids (integer ops are exact), so the fused
-and eager paths are interchangeable.
+and eager paths are interchangeable. The balanced walk's stragglers are compacted in stages
+whose sizes are counted on the first call for a layer's range and reused on a GPU, where
+counting would make the host wait on every step (`FeistelSpec._walk_stragglers`).
 """
 
 from __future__ import annotations
