@@ -430,17 +430,19 @@ class _GPartLinearFn(torch.autograd.Function):
             and any(t._masked() and not t.dense for t in terms)
             and fused.enabled(weight.numel(), weight.device)
         )
-        grad_w = None
-        if early:
-            grad_w = x2.t() @ gy2 if transposed else gy2.t() @ x2
+
+        def weight_grad() -> torch.Tensor:
+            return x2.t() @ gy2 if transposed else gy2.t() @ x2
+
+        grad_w = weight_grad() if early else None
         if ctx.needs_input_grad[0]:
             # Rebuilt, not kept from forward; the fused path hands back the ids it hashed.
             w, _, ids = merged_weight(weight, None, terms, want_ids=True, grad_w=grad_w)
             w = w.to(compute_dtype)
             grad_x = (gy2 @ (w.t() if transposed else w)).view(x.shape)
             del w
-        if grad_w is None:
-            grad_w = x2.t() @ gy2 if transposed else gy2.t() @ x2
+        if not early:
+            grad_w = weight_grad()
         grad_b = gy2.sum(0) if any(t.bias_numel for t in terms) else None
         grad_thetas = tuple(
             t.grad_theta(grad_w, grad_b, i) for t, i in zip(terms, ids, strict=True)
