@@ -72,7 +72,7 @@ def main(model_dir: str, out_dir: str) -> None:
         device_id=torch.device("cpu"),
     )
     # theta is sharded like any root-unit tensor: this process holds part of it (or none)
-    local = model.base_model.gpart_theta["default"].numel()
+    local = model.base_model.gpart_theta_d["default"].numel()
     train(wrapped, rank, world)
     gather = FullStateDictConfig(offload_to_cpu=True, rank0_only=True)
     with FSDP.state_dict_type(wrapped, StateDictType.FULL_STATE_DICT, gather):

@@ -31,11 +31,12 @@ def _compile_must_work():
     assert fused._broken is None, f"fused kernels fell back to eager: {fused._broken}"
 
 
+@pytest.mark.parametrize("scheme", [1, 2])
 @pytest.mark.parametrize("grouping", ["random", "balanced"])
-def test_fused_ids_are_bit_identical(grouping):
-    part = Partition(total=3 * 2**33, d=23040, seed=42, grouping=grouping)
-    if grouping == "balanced":  # a Feistel domain ~3x the size, so cycle walking happens
-        part = Partition(total=70_001, d=997, seed=3, grouping=grouping)
+def test_fused_ids_are_bit_identical(grouping, scheme):
+    part = Partition(total=3 * 2**33, d=23040, seed=42, grouping=grouping, scheme=scheme)
+    if grouping == "balanced":  # a Feistel domain larger than D, so cycle walking happens
+        part = Partition(total=70_001, d=997, seed=3, grouping=grouping, scheme=scheme)
     for start, count in [(0, 5000), (12_345, 4097), (part.total - 3000, 3000)]:
         with fused.forced("off"):
             ref = part.group_ids(start, count)
@@ -44,7 +45,7 @@ def test_fused_ids_are_bit_identical(grouping):
             got32 = part.group_ids(start, count, dtype=torch.int32)
         assert got.dtype == torch.int64 and got32.dtype == torch.int32
         assert torch.equal(got, ref) and torch.equal(got32.long(), ref)
-    small = Partition(total=70_001, d=997, seed=3, grouping=grouping)
+    small = Partition(total=70_001, d=997, seed=3, grouping=grouping, scheme=scheme)
     with fused.forced("off"):
         ref_sizes = small.group_sizes()
     with fused.forced("on"):
@@ -53,7 +54,7 @@ def test_fused_ids_are_bit_identical(grouping):
 
 def test_golden_ids_through_the_fused_kernels():
     with fused.forced("on"):
-        part = Partition(total=10**6, d=1000, seed=42, grouping="random")
+        part = Partition(total=10**6, d=1000, seed=42, grouping="random", scheme=1)
         assert part.group_ids(0, 12).tolist() == [
             188,
             347,
@@ -68,7 +69,7 @@ def test_golden_ids_through_the_fused_kernels():
             222,
             359,
         ]
-        balanced = Partition(total=1000, d=7, seed=42, grouping="balanced")
+        balanced = Partition(total=1000, d=7, seed=42, grouping="balanced", scheme=1)
         assert balanced.group_ids(0, 12).tolist() == [1, 1, 1, 4, 3, 6, 3, 1, 0, 5, 2, 5]
 
 
@@ -105,12 +106,13 @@ def _run(mode, x, w, b, theta, part, *, offset, bias, dropout, materialized, tra
 @pytest.mark.parametrize("grouping", ["random", "balanced"])
 @pytest.mark.parametrize("materialized", [False, True])
 @pytest.mark.parametrize("dropout", [0.0, 0.3])
-def test_fused_layer_equals_eager(grouping, materialized, dropout):
+@pytest.mark.parametrize("scheme", [1, 2])
+def test_fused_layer_equals_eager(grouping, materialized, dropout, scheme):
     torch.manual_seed(0)
     w = torch.randn(48, 40) * 0.1
     b = torch.randn(48) * 0.1
     x = torch.randn(3, 5, 40)
-    part = Partition(total=9000, d=97, seed=11, grouping=grouping)
+    part = Partition(total=9000, d=97, seed=11, grouping=grouping, scheme=scheme)
     theta = torch.randn(97)
     kw = dict(offset=1234, bias=True, dropout=dropout, materialized=materialized, transposed=False)
     eager = _run("off", x, w, b, theta, part, **kw)

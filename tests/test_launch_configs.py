@@ -56,7 +56,7 @@ def test_fsdp_wrap_policy_keeps_gpart_theta_in_the_root_unit(tmp_path, monkeypat
     wrapped = [
         (n, m) for n, m in model.named_modules() if policy(m, recurse=False, nonwrapped_numel=0)
     ]
-    theta = model.base_model.gpart_theta["default"]
+    theta = model.base_model.gpart_theta_d["default"]
     assert theta.requires_grad
     assert sorted(type(m).__name__ for _, m in wrapped) == ["LlamaDecoderLayer"] * 2
     assert all(all(p is not theta for p in m.parameters()) for _, m in wrapped)

@@ -133,13 +133,13 @@ def test_saving_from_a_gathered_state_dict_writes_the_same_files(tmp_path):
     path = write_tiny_decoder(tmp_path / "m", "llama")
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(path), GPartConfig(d=32))
     with torch.no_grad():
-        model.base_model.gpart_theta["default"].normal_()
+        model.base_model.gpart_theta_d["default"].normal_()
     save_trained(model, tmp_path / "own")
     save_trained(model, tmp_path / "gathered", state_dict=model.state_dict())
     own = load_file(tmp_path / "own" / "adapter_model.safetensors")
     gathered = load_file(tmp_path / "gathered" / "adapter_model.safetensors")
-    assert own.keys() == gathered.keys() == {"base_model.gpart_theta"}
-    assert torch.equal(own["base_model.gpart_theta"], gathered["base_model.gpart_theta"])
+    assert own.keys() == gathered.keys() == {"base_model.gpart_theta_d"}
+    assert torch.equal(own["base_model.gpart_theta_d"], gathered["base_model.gpart_theta_d"])
 
     plain = AutoModelForCausalLM.from_pretrained(path).requires_grad_(False)
     plain.model.norm.weight.requires_grad_(True)
@@ -174,7 +174,7 @@ def test_fsdp_two_processes_train_the_same_theta_as_one(tmp_path):
     torch.manual_seed(0)
     one = fsdp_worker.build(str(model))
     fsdp_worker.train(one)
-    want = one.base_model.gpart_theta["default"].detach()
+    want = one.base_model.gpart_theta_d["default"].detach()
 
     log = proc.communicate(timeout=300)[0]
     assert proc.returncode == 0, log[-3000:]
@@ -185,7 +185,7 @@ def test_fsdp_two_processes_train_the_same_theta_as_one(tmp_path):
     assert (got - want).abs().max().item() < 1e-6, (got - want).abs().max().item()
     base = AutoModelForCausalLM.from_pretrained(model)
     loaded = PeftModel.from_pretrained(base, tmp_path / "fsdp" / "adapter")
-    assert torch.equal(loaded.base_model.gpart_theta["default"].detach(), got)
+    assert torch.equal(loaded.base_model.gpart_theta_d["default"].detach(), got)
 
 
 @pytest.mark.parametrize("is_main", [True, False])

@@ -34,18 +34,18 @@ GOLDEN_RANDOM = [188, 347, 196, 153, 937, 318, 948, 36, 233, 558, 222, 359]
 GOLDEN_BALANCED = [1, 1, 1, 4, 3, 6, 3, 1, 0, 5, 2, 5]
 
 
-def test_golden_group_ids_random():
-    part = Partition(total=10**6, d=1000, seed=42, grouping="random")
+def test_golden_group_ids_random_scheme1():
+    part = Partition(total=10**6, d=1000, seed=42, grouping="random", scheme=1)
     assert part.group_ids(0, 12).tolist() == GOLDEN_RANDOM
     assert part.group_ids(987654, 5).tolist() == [781, 958, 418, 845, 719]
-    other_seed = Partition(total=10**6, d=1000, seed=7, grouping="random")
+    other_seed = Partition(total=10**6, d=1000, seed=7, grouping="random", scheme=1)
     assert other_seed.group_ids(0, 8).tolist() == [785, 70, 960, 861, 343, 25, 333, 238]
 
 
-def test_golden_group_ids_balanced_and_far_positions():
-    part = Partition(total=1000, d=7, seed=42, grouping="balanced")
+def test_golden_group_ids_balanced_and_far_positions_scheme1():
+    part = Partition(total=1000, d=7, seed=42, grouping="balanced", scheme=1)
     assert part.group_ids(0, 12).tolist() == GOLDEN_BALANCED
-    big = Partition(total=3 * 2**33, d=23040, seed=42, grouping="random")
+    big = Partition(total=3 * 2**33, d=23040, seed=42, grouping="random", scheme=1)
     assert big.group_ids(2**34 + 5, 4).tolist() == [9967, 10880, 10966, 1403]
 
 
@@ -82,8 +82,11 @@ def test_balanced_is_a_bijection_with_sizes_differing_by_at_most_one(total, d):
     assert torch.equal(sizes, part.group_sizes())
 
 
+@pytest.mark.parametrize("scheme", [1, 2])
 @pytest.mark.parametrize("compile_mode", ["on", "off"])
-def test_balanced_walk_reuses_its_stage_counts_without_counting_again(monkeypatch, compile_mode):
+def test_balanced_walk_reuses_its_stage_counts_without_counting_again(
+    monkeypatch, compile_mode, scheme
+):
     # On a GPU the walk's later calls take their stage sizes from the first call
     # (`nonzero_static`: the host never waits). Forced here on the CPU: same ids as counting
     # afresh and as the plain-Python reference, and no `nonzero` after the first call.
@@ -92,7 +95,7 @@ def test_balanced_walk_reuses_its_stage_counts_without_counting_again(monkeypatc
 
     monkeypatch.setattr(partition_module, "_static_walk", lambda device: True)
     monkeypatch.setattr(partition_module, "_WALK_SIZES", {})
-    part = Partition(total=70_001, d=997, seed=3, grouping="balanced")
+    part = Partition(total=70_001, d=997, seed=3, grouping="balanced", scheme=scheme)
     with fused.forced(compile_mode):
         first = part.group_ids(100, 60_000)
         counted = dict(partition_module._WALK_SIZES)
@@ -117,22 +120,23 @@ def test_balanced_walk_reuses_its_stage_counts_without_counting_again(monkeypatc
         other = part.group_ids(5, 1_000)  # another range counts its own stages
         assert calls["nonzero"] > 0 and len(partition_module._WALK_SIZES) == 2
     assert torch.equal(first, again)
-    assert first.tolist() == _reference_balanced(70_001, 997, 3, 100, 60_000)
-    assert other.tolist() == _reference_balanced(70_001, 997, 3, 5, 1_000)
+    assert first.tolist() == _reference_balanced(70_001, 997, 3, 100, 60_000, scheme)
+    assert other.tolist() == _reference_balanced(70_001, 997, 3, 5, 1_000, scheme)
 
 
+@pytest.mark.parametrize("scheme", [1, 2])
 @pytest.mark.parametrize("compile_mode", ["on", "off"])
-def test_balanced_ids_beyond_float64_exact_division_are_the_same(monkeypatch, compile_mode):
+def test_balanced_ids_beyond_float64_exact_division_are_the_same(monkeypatch, compile_mode, scheme):
     # Adapted spaces of 2**53 entries and more skip the float64 `mod d` and permute first;
     # lowered here so that a small space takes that branch: the ids must not change.
     from gpart.tuner import fused
     from gpart.tuner import partition as partition_module
 
-    part = Partition(total=70_001, d=997, seed=3, grouping="balanced")
+    part = Partition(total=70_001, d=997, seed=3, grouping="balanced", scheme=scheme)
     monkeypatch.setattr(partition_module, "_EXACT_F64", 0)
     with fused.forced(compile_mode):
         got = part.group_ids(100, 3_000)
-    assert got.tolist() == _reference_balanced(70_001, 997, 3, 100, 3_000)
+    assert got.tolist() == _reference_balanced(70_001, 997, 3, 100, 3_000, scheme)
 
 
 def test_random_grouping_is_roughly_uniform_and_seed_dependent():
@@ -157,26 +161,49 @@ def test_bad_partition_arguments():
         Partition(total=10, d=2, seed=0, grouping="sorted")
 
 
-def _reference_balanced(total: int, d: int, seed: int, start: int, count: int) -> list[int]:
-    """The balanced grouping in plain Python ints (slow, obviously right): a 4-round Feistel
-    network keyed by `seed_key(seed, 1 + r)`, cycle walking back into [0, total), then `% d`."""
-    bits = max(2, (max(total, 2) - 1).bit_length())
-    half = (bits + 1) // 2
-    mask = (1 << half) - 1
-    keys = [
-        ((seed + 1) * 0x9E3779B97F4A7C15 + (1 + r) * 0xD1B54A32D192ED03) & M64 for r in range(4)
-    ]
+def _mix(x: int) -> int:
+    x &= M64
+    x ^= x >> 30
+    x = (x * 0xBF58476D1CE4E5B9) & M64
+    x ^= x >> 27
+    x = (x * 0x94D049BB133111EB) & M64
+    return x ^ (x >> 31)
 
-    def encrypt(x: int) -> int:
-        left, right = x >> half, x & mask
-        for key in keys:
-            x_ = (right + key) & M64
-            x_ ^= x_ >> 30
-            x_ = (x_ * 0xBF58476D1CE4E5B9) & M64
-            x_ ^= x_ >> 27
-            x_ = (x_ * 0x94D049BB133111EB) & M64
-            left, right = right, left ^ ((x_ ^ (x_ >> 31)) & mask)
-        return (left << half) | right
+
+def _reference_balanced(
+    total: int, d: int, seed: int, start: int, count: int, scheme: int = 1
+) -> list[int]:
+    """The balanced grouping in plain Python ints (slow, obviously right), cycle walking back
+    into [0, total), then `% d`. Scheme 1: a balanced 4-round Feistel network on the smallest
+    even width, keyed by `seed_key(seed, 1 + r)`. Scheme 2: the smallest width `b` with
+    `2**b >= total`, left half `b // 2` bits, halves updated in turn (left from right, right
+    from left), round keys `splitmix64(seed + (r + 1) * golden)`."""
+    bits = max(2, (max(total, 2) - 1).bit_length())
+    if scheme == 1:
+        half = (bits + 1) // 2
+        mask = (1 << half) - 1
+        keys = [
+            ((seed + 1) * 0x9E3779B97F4A7C15 + (1 + r) * 0xD1B54A32D192ED03) & M64 for r in range(4)
+        ]
+
+        def encrypt(x: int) -> int:
+            left, right = x >> half, x & mask
+            for key in keys:
+                left, right = right, left ^ (_mix(right + key) & mask)
+            return (left << half) | right
+    else:
+        low = bits - bits // 2
+        lo_mask, hi_mask = (1 << low) - 1, (1 << (bits // 2)) - 1
+        keys = [_mix(seed + (r + 1) * 0x9E3779B97F4A7C15) for r in range(4)]
+
+        def encrypt(x: int) -> int:
+            left, right = x >> low, x & lo_mask
+            for r, key in enumerate(keys):
+                if r % 2 == 0:
+                    left ^= _mix(right + key) & hi_mask
+                else:
+                    right ^= _mix(left + key) & lo_mask
+            return (left << low) | right
 
     out = []
     for p in range(start, start + count):
@@ -210,9 +237,12 @@ def test_balanced_ids_are_pinned_on_the_eager_and_fused_paths(mode):
         for total, d, seed, start, count in [(3_000_000, 23040, 0, 2_999_000, 1000),
                                              (70_000, 1000, 42, 123, 1500),
                                              ((1 << 20) + 1, 17, 5, 1 << 19, 1200)]:  # fmt: skip
-            got = Partition(total, d, seed, "balanced").group_ids(start, count).tolist()
-            assert got == _reference_balanced(total, d, seed, start, count)
+            for scheme in (1, 2):
+                part = Partition(total, d, seed, "balanced", scheme=scheme)
+                got = part.group_ids(start, count).tolist()
+                assert got == _reference_balanced(total, d, seed, start, count, scheme)
         for (total, d, seed, start, count), digest in GOLDEN_BALANCED_DIGESTS:
-            ids = Partition(total, d, seed, "balanced").group_ids(start, count, dtype=torch.int32)
+            part = Partition(total, d, seed, "balanced", scheme=1)
+            ids = part.group_ids(start, count, dtype=torch.int32)
             raw = ids.to(torch.int64).numpy().tobytes()
             assert hashlib.sha256(raw).hexdigest()[:16] == digest

@@ -23,7 +23,7 @@ LABELS = torch.tensor([0, 2])
 
 
 def _theta(model, name="default"):
-    return model.base_model.gpart_theta[name]
+    return model.base_model.gpart_theta_d[name]
 
 
 def _train(model, steps=3, lr=5e-2, **batch):
@@ -61,9 +61,9 @@ def test_saved_adapter_holds_only_theta_and_head(tmp_path):
     config = json.loads((tmp_path / "ad" / "adapter_config.json").read_text())
     assert config["peft_type"] == "GPART" and config["d"] == 64
     tensors = load_file(tmp_path / "ad" / "adapter_model.safetensors")
-    assert tensors["base_model.gpart_theta"].shape == (64,)
-    assert tensors["base_model.gpart_theta"].dtype == torch.float32
-    assert {k for k in tensors if "gpart" in k} == {"base_model.gpart_theta"}
+    assert tensors["base_model.gpart_theta_d"].shape == (64,)
+    assert tensors["base_model.gpart_theta_d"].dtype == torch.float32
+    assert {k for k in tensors if "gpart" in k} == {"base_model.gpart_theta_d"}
     assert all(k.startswith("base_model.model.classifier.") for k in tensors if "gpart" not in k)
 
 
@@ -182,7 +182,7 @@ def test_add_set_delete_adapters(tmp_path):
     assert (tmp_path / "both" / "other" / "adapter_model.safetensors").exists()
     model.set_adapter("default")
     model.delete_adapter("other")
-    assert "other" not in model.base_model.gpart_theta
+    assert "other" not in model.base_model.gpart_theta_d
     assert "other" not in model.peft_config
     assert torch.equal(model(input_ids=x).logits, first)
 
@@ -229,7 +229,7 @@ def test_bias_modes_train_save_and_restore_bias_updates(tmp_path):
     assert results["none"][1] is None
     assert results["gpart_only"][1] is not None and results["gpart_only"][1].abs().sum() > 0
     no_head = {n for n in results["gpart_only"][0] if "modules_to_save" not in n}
-    assert no_head == {"base_model.gpart_theta.default"}  # nothing outside theta
+    assert no_head == {"base_model.gpart_theta_d.default"}  # nothing outside theta
     all_bias = {n for n in results["all"][0] if "modules_to_save" not in n and "gpart" not in n}
     assert all_bias and all(n.endswith(".bias") for n in all_bias)
     assert not any(".query." in n or ".value." in n for n in all_bias)
@@ -319,7 +319,7 @@ def test_gradient_with_padding_idx_embedding_and_reflect_padded_conv():
     base_out = net(images, toks)
     model = get_peft_model(net, GPartConfig(d=40, target_modules=["patch", "emb"], init_bound=0.3))
     # theta is fp32 by design; in float64 here so the difference quotient is exact enough.
-    model.base_model.gpart_theta["default"] = nn.Parameter(_theta(model).detach().double())
+    model.base_model.gpart_theta_d["default"] = nn.Parameter(_theta(model).detach().double())
     with gpart.tuner.fused.forced("off"):
         theta = _theta(model)
         _directional_check(model, theta, lambda: model(images, toks).pow(2).sum())
@@ -364,8 +364,9 @@ def test_bf16_model_trains_with_fp32_theta():
         ({"d": -3}, "positive integer"),
         ({"d": None}, "needs `d`"),
         ({"d": 4, "bias": "some"}, "bias must be one of"),
-        ({"d": 4, "grouping": "sorted"}, "grouping must be one of"),
-        ({"d": 4, "assignment": "cached"}, "assignment must be one of"),
+        ({"d": 4, "grouping_strategy": "sorted"}, "grouping_strategy must be one of"),
+        ({"d": 4, "assignment_backend": "cached"}, "assignment_backend must be one of"),
+        ({"d": 4, "scheme_version": 3}, "scheme_version must be one of"),
         ({"d": 4, "isometric": "no"}, "isometric must be True or False"),
         ({"d": 4, "proj_seed": 1.5}, "proj_seed must be an integer"),
     ],
@@ -388,19 +389,21 @@ def test_d_larger_than_adapted_space_names_the_fix_and_leaves_the_model_as_it_wa
         model.add_adapter("big", GPartConfig(d=10**7, target_modules=["key"], task_type="SEQ_CLS"))
     assert [(n, type(m)) for n, m in model.named_modules()] == layers
     assert all("big" not in m.gpart_slot for m in model.modules() if isinstance(m, GPartLayer))
-    assert "big" not in model.base_model.gpart_theta
+    assert "big" not in model.base_model.gpart_theta_d
     model(input_ids=tokens())
 
 
 def test_empty_groups_are_warned_about():
     # 4 query/value layers of 32x32 + bias = 4,224 entries: d=3,000 leaves groups empty.
-    with pytest.warns(UserWarning, match=r"groups are empty.*grouping='balanced'"):
+    with pytest.warns(UserWarning, match=r"groups are empty.*grouping_strategy='balanced'"):
         get_peft_model(tiny_roberta(), GPartConfig(d=3000, bias="gpart_only"))
     import warnings
 
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message=".*groups are empty")
-        get_peft_model(tiny_roberta(), GPartConfig(d=3000, bias="gpart_only", grouping="balanced"))
+        get_peft_model(
+            tiny_roberta(), GPartConfig(d=3000, bias="gpart_only", grouping_strategy="balanced")
+        )
 
 
 def test_unknown_layer_type_is_named():
@@ -450,7 +453,16 @@ def test_target_selection(kwargs, expected):
 def test_config_defaults_are_the_documented_ones():
     cfg = GPartConfig(d=8)
     assert (cfg.gpart_dropout, cfg.isometric, cfg.proj_seed, cfg.init_bound) == (0.0, True, 42, 0.0)
-    assert (cfg.bias, cfg.grouping, cfg.assignment) == ("none", "random", "stateless")
+    assert (cfg.bias, cfg.grouping_strategy, cfg.assignment_backend) == (
+        "none",
+        "random",
+        "stateless",
+    )
+    assert (cfg.projection_type, cfg.partition_scope, cfg.scheme_version) == (
+        "partition",
+        "global",
+        2,
+    )
     assert cfg.target_modules is None and cfg.exclude_modules is None
     assert cfg.modules_to_save is None and cfg.layers_to_transform is None
     assert cfg.peft_type == PeftType.GPART

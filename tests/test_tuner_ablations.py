@@ -24,22 +24,28 @@ from tiny_models import ConvNet, tiny_bert, tiny_roberta, tokens
 
 OPTIONS = {
     "block": dict(partition_scope="transformer_block"),
-    "block_balanced": dict(partition_scope="transformer_block", grouping="balanced"),
-    "block_materialized": dict(partition_scope="transformer_block", assignment="materialized"),
-    "signed": dict(grouping="signed_magnitude", assignment="materialized"),
-    "signed_block": dict(
-        grouping="signed_magnitude", assignment="materialized", partition_scope="transformer_block"
+    "block_balanced": dict(partition_scope="transformer_block", grouping_strategy="balanced"),
+    "block_materialized": dict(
+        partition_scope="transformer_block", assignment_backend="materialized"
     ),
-    "fastfood": dict(projection="fastfood"),
-    "fastfood_anisotropic": dict(projection="fastfood", isometric=False),
-    "fastfood_block": dict(projection="fastfood", partition_scope="transformer_block"),
+    "signed": dict(grouping_strategy="signed_magnitude", assignment_backend="materialized"),
+    "signed_block": dict(
+        grouping_strategy="signed_magnitude",
+        assignment_backend="materialized",
+        partition_scope="transformer_block",
+    ),
+    "fastfood": dict(projection_type="fastfood"),
+    "fastfood_anisotropic": dict(projection_type="fastfood", isometric=False),
+    "fastfood_block": dict(
+        projection_type="fastfood", partition_scope="transformer_block", scheme_version=1
+    ),
 }
-PARTITION_OPTIONS = [k for k, v in OPTIONS.items() if "projection" not in v]
+PARTITION_OPTIONS = [k for k, v in OPTIONS.items() if "projection_type" not in v]
 LABELS = torch.tensor([0, 2])
 
 
 def _theta(model, name="default"):
-    return model.base_model.gpart_theta[name]
+    return model.base_model.gpart_theta_d[name]
 
 
 def _layers(model):
@@ -77,9 +83,9 @@ def test_saved_adapter_is_theta_and_head_and_reloads_and_merges_exactly(tmp_path
     assert not torch.equal(expected, tiny_roberta()(input_ids=x).logits)
     model.save_pretrained(tmp_path / "ad")
     tensors = load_file(tmp_path / "ad" / "adapter_model.safetensors")
-    assert tensors["base_model.gpart_theta"].shape == (64,)
+    assert tensors["base_model.gpart_theta_d"].shape == (64,)
     assert all(k.startswith("base_model.model.classifier.") for k in tensors if "gpart" not in k)
-    assert {k for k in tensors if "gpart" in k} == {"base_model.gpart_theta"}
+    assert {k for k in tensors if "gpart" in k} == {"base_model.gpart_theta_d"}
 
     loaded = PeftModel.from_pretrained(tiny_roberta(), tmp_path / "ad").eval()
     assert torch.equal(loaded(input_ids=x).logits, expected)
@@ -108,7 +114,7 @@ def test_theta_gradient_matches_finite_differences_in_float64(option):
             d=48, bias="gpart_only", init_bound=0.3, task_type="SEQ_CLS", **OPTIONS[option]
         ),
     )
-    model.base_model.gpart_theta["default"] = nn.Parameter(_theta(model).detach().double())
+    model.base_model.gpart_theta_d["default"] = nn.Parameter(_theta(model).detach().double())
     theta = _theta(model)
     x = tokens()
 
@@ -168,7 +174,31 @@ class Blocks(nn.Module):
         return sum(b(x).sum(-1, keepdim=True) for b in self.blocks.values()) + self.out(x)
 
 
-def test_blocks_in_natural_order_with_even_shares_and_their_own_seeds():
+def test_reference_blocks_natural_order_even_shares_and_seed_plus_ordinal():
+    model = get_peft_model(
+        Blocks(),
+        GPartConfig(
+            d=10,
+            target_modules=["blocks.1", "blocks.2", "blocks.10"],
+            partition_scope="transformer_block",
+            proj_seed=5,
+        ),
+    )
+    part = model.base_model.gpart_shared.partitions["default"]
+    assert [b.name for b in part.blocks] == ["blocks.1", "blocks.2", "blocks.10"]
+    assert [b.projection.d for b in part.blocks] == [4, 3, 3]
+    assert [b.projection.seed for b in part.blocks] == [5, 6, 7]  # proj_seed + ordinal
+    # a targeted module outside every block is an error, as in the reference
+    with pytest.raises(ValueError, match=r"'out' is in no numbered transformer block"):
+        get_peft_model(
+            Blocks(),
+            GPartConfig(
+                d=11, target_modules=["blocks.1", "out"], partition_scope="transformer_block"
+            ),
+        )
+
+
+def test_scheme1_blocks_in_natural_order_with_even_shares_and_their_own_seeds():
     model = get_peft_model(
         Blocks(),
         GPartConfig(
@@ -176,6 +206,7 @@ def test_blocks_in_natural_order_with_even_shares_and_their_own_seeds():
             target_modules=["blocks.1", "blocks.2", "blocks.10", "out"],
             partition_scope="transformer_block",
             proj_seed=5,
+            scheme_version=1,
         ),
     )
     part = model.base_model.gpart_shared.partitions["default"]
@@ -185,7 +216,7 @@ def test_blocks_in_natural_order_with_even_shares_and_their_own_seeds():
     assert [b.projection.d for b in part.blocks] == [3, 3, 3, 2]
     assert [b.theta_start for b in part.blocks] == [0, 3, 6, 9]
     assert [b.projection.total for b in part.blocks] == [42, 48, 54, 18]
-    assert [b.projection.seed for b in part.blocks] == [block_seed(5, b) for b in range(4)]
+    assert [b.projection.seed for b in part.blocks] == [block_seed(5, b, 1) for b in range(4)]
     assert len({b.projection.seed for b in part.blocks}) == 4
     # positions restart at 0 in each block: each block's ids cover its own groups only
     for layer in _layers(model):
@@ -204,7 +235,9 @@ def test_a_block_moves_only_with_its_slice_of_theta(projection):
             d=50,
             target_modules="all-linear",
             partition_scope="transformer_block",
-            projection=projection,
+            projection_type=projection,
+            # block-wise Fastfood is scheme 1's; the reference refuses it
+            scheme_version=1 if projection == "fastfood" else 2,
             task_type="SEQ_CLS",
         ),
     )
@@ -228,13 +261,14 @@ def test_a_block_moves_only_with_its_slice_of_theta(projection):
         )
 
 
-def test_modules_outside_the_blocks_form_one_extra_block():
+def test_scheme1_modules_outside_the_blocks_form_one_extra_block():
     model = get_peft_model(
         tiny_bert(),
         GPartConfig(
             d=30,
             target_modules="all-linear",
             partition_scope="transformer_block",
+            scheme_version=1,
             task_type="SEQ_CLS",
         ),
     )
@@ -255,10 +289,20 @@ def test_scope_errors_name_the_fix():
                 d=30, target_modules=["blocks.1", "blocks.2"], partition_scope="transformer_block"
             ),
         )
-    with pytest.raises(ValueError, match="no container named.*layers_pattern"):
+    with pytest.raises(ValueError, match="'patch' is in no numbered .*layers_pattern"):
         get_peft_model(
             ConvNet(),
             GPartConfig(d=8, target_modules=["patch", "head"], partition_scope="transformer_block"),
+        )
+    with pytest.raises(ValueError, match="no container named.*layers_pattern"):
+        get_peft_model(
+            ConvNet(),
+            GPartConfig(
+                d=8,
+                target_modules=["patch", "head"],
+                partition_scope="transformer_block",
+                scheme_version=1,
+            ),
         )
     # layers_pattern names the container when it is called something else
     net = ConvNet()
@@ -278,13 +322,13 @@ def test_scope_errors_name_the_fix():
 # ------------------------------------------------------------------ signed_magnitude
 
 
-def test_signed_magnitude_pools_bins_and_sizes():
+def test_scheme1_signed_magnitude_pools_bins_and_sizes():
     g = torch.Generator().manual_seed(0)
     w = torch.randn(1001, generator=g)
     w[:5] = 0.0  # zeros join the non-negative pool
     w[10:20] = w[10]  # ties: broken by position
     d = 17
-    ids, sizes = signed_magnitude_ids(w, d)
+    ids, sizes = signed_magnitude_ids(w, d, 1)
     n_neg = int((w < 0).sum())
     d_neg = math.floor(d * n_neg / w.numel() + 0.5)
     assert torch.equal(sizes, torch.bincount(ids, minlength=d))
@@ -308,7 +352,10 @@ def test_signed_magnitude_in_a_model_groups_the_base_weights():
     model = get_peft_model(
         base,
         GPartConfig(
-            d=40, grouping="signed_magnitude", assignment="materialized", task_type="SEQ_CLS"
+            d=40,
+            grouping_strategy="signed_magnitude",
+            assignment_backend="materialized",
+            task_type="SEQ_CLS",
         ),
     )
     layers = _layers(model)
@@ -319,13 +366,37 @@ def test_signed_magnitude_in_a_model_groups_the_base_weights():
     assert {k for k in model.state_dict() if "gpart_ids" in k} == set()
 
 
-def test_signed_magnitude_edge_cases():
-    ids, sizes = signed_magnitude_ids(torch.tensor([1.0, 2.0, 3.0, 4.0]), 2)
+def test_scheme1_signed_magnitude_edge_cases():
+    ids, sizes = signed_magnitude_ids(torch.tensor([1.0, 2.0, 3.0, 4.0]), 2, 1)
     assert ids.tolist() == [0, 0, 1, 1]
-    ids, _ = signed_magnitude_ids(torch.tensor([-1.0, 2.0, -3.0, 4.0, 5.0]), 3)
+    ids, _ = signed_magnitude_ids(torch.tensor([-1.0, 2.0, -3.0, 4.0, 5.0]), 3, 1)
     assert ids.tolist() == [0, 1, 0, 1, 2]
     with pytest.raises(ValueError, match="d must be >= 2"):
-        signed_magnitude_ids(torch.tensor([-1.0, 1.0]), 1)
+        signed_magnitude_ids(torch.tensor([-1.0, 1.0]), 1, 1)
+
+
+def test_reference_signed_magnitude_rules():
+    """Scheme 2 = the reference's rules (its grouping.py), worked by hand."""
+    # one pool: all d groups, cut at g * n // k
+    ids, _ = signed_magnitude_ids(torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0]), 2)
+    assert ids.tolist() == [0, 0, 1, 1, 1]  # cuts at 0, 5 // 2 = 2, 5
+    # k_neg = round(3 * 2 / 5) = round(1.2) = 1; the positive pool (3 entries, 2 groups) is
+    # cut at 0, 3 // 2 = 1, 3 and its ids follow the negative pool's
+    ids, _ = signed_magnitude_ids(torch.tensor([-1.0, 2.0, -3.0, 4.0, 5.0]), 3)
+    assert ids.tolist() == [0, 1, 0, 2, 2]
+    # round half to even: d * n_neg / N = 2.5 -> 2 negative groups, not 3
+    w = torch.tensor([-1.0, -2.0, -3.0, -4.0, -5.0, 1.0, 2.0, 3.0, 4.0, 5.0])
+    ids, sizes = signed_magnitude_ids(w, 5)
+    assert sizes.tolist() == [2, 3, 1, 2, 2]
+    # d = 1 with both signs: everything in group 0 (scheme 1 refuses)
+    ids, _ = signed_magnitude_ids(torch.tensor([-1.0, 1.0]), 1)
+    assert ids.tolist() == [0, 0]
+    # the tie-break term index / (n + 1) uses the index in the whole space: with a pool much
+    # smaller than the space it outweighs small magnitude gaps (as in the reference)
+    # (pool {0.5 at index 0, 0.2 at index 9}: keys 0.5 * 3 + 0 / 3 < 0.2 * 3 + 9 / 3)
+    w = torch.tensor([0.5] + [-1.0] * 8 + [0.2])
+    ids, _ = signed_magnitude_ids(w, 10)
+    assert (int(ids[0]), int(ids[9])) == (8, 9)
 
 
 # ------------------------------------------------------------------ fastfood
@@ -343,8 +414,9 @@ def test_fwht_is_the_hadamard_matrix():
     torch.testing.assert_close(fwht(x), x @ _hadamard(16))
 
 
-def test_fastfood_is_h_g_pi_h_b_and_its_transpose_is_exact():
-    proj = FastfoodProjection(total=300, d=20, seed=3)
+@pytest.mark.parametrize("scheme", [1, 2])
+def test_fastfood_is_h_g_pi_h_b_and_its_transpose_is_exact(scheme):
+    proj = FastfoodProjection(total=300, d=20, seed=3, scheme=scheme)
     n = proj.length
     assert n == 32
     # dense P from the blocks' definition
@@ -356,6 +428,8 @@ def test_fastfood_is_h_g_pi_h_b_and_its_transpose_is_exact():
         pi[torch.arange(n), perm[k]] = 1.0
         rows.append(h @ torch.diag(gauss[k]) @ pi @ h @ torch.diag(sign[k]))
     dense = torch.cat(rows)[:300, :20]
+    if scheme == 2:  # the reference scales after the transforms; scheme 1 folds c into s
+        dense = dense / math.sqrt(300 * n)
     theta = torch.randn(20, dtype=torch.float64)
     for start, count in ((0, 300), (45, 100), (290, 10)):
         torch.testing.assert_close(
@@ -386,7 +460,7 @@ def test_fastfood_model_update_is_isometric_in_expectation():
     for seed in range(8):
         model = get_peft_model(
             tiny_roberta(),
-            GPartConfig(d=64, projection="fastfood", proj_seed=seed, task_type="SEQ_CLS"),
+            GPartConfig(d=64, projection_type="fastfood", proj_seed=seed, task_type="SEQ_CLS"),
         )
         with torch.no_grad():
             _theta(model).normal_()
@@ -395,8 +469,25 @@ def test_fastfood_model_update_is_isometric_in_expectation():
     assert abs(sum(ratios) / len(ratios) - 1.0) < 0.08
 
 
-def test_fastfood_anisotropic_gain_is_a_4_to_1_spread():
-    proj = FastfoodProjection(total=1000, d=50, seed=0)
+def test_reference_fastfood_factors_are_its_generator_stream():
+    proj = FastfoodProjection(total=100, d=20, seed=9)
+    sign, gauss, perm = proj._randoms(0, 4, torch.device("cpu"), torch.float32)
+    g = torch.Generator().manual_seed(9)
+    for k in range(4):  # B, G, Pi per block, in this order, from one generator
+        assert torch.equal(
+            sign[k], torch.randint(0, 2, (32,), generator=g, dtype=torch.int8) * 2.0 - 1
+        )
+        assert torch.equal(gauss[k], torch.randn(32, generator=g))
+        assert torch.equal(perm[k], torch.randperm(32, generator=g))
+    gains = proj.scales(False).double()
+    torch.testing.assert_close(gains.max() / gains.min(), torch.tensor(4.0, dtype=torch.float64))
+    torch.testing.assert_close(gains.pow(2).mean(), torch.tensor(1.0, dtype=torch.float64))
+    assert not torch.equal(gains, gains.sort(descending=True).values)  # shuffled
+    assert torch.equal(proj.scales(True), torch.ones(20))
+
+
+def test_scheme1_fastfood_anisotropic_gain_is_a_4_to_1_spread():
+    proj = FastfoodProjection(total=1000, d=50, seed=0, scheme=1)
     iso = proj.scales(True).double()
     aniso = proj.scales(False).double()
     c = 1 / math.sqrt(1000 * 64)
@@ -411,19 +502,32 @@ def test_fastfood_anisotropic_gain_is_a_4_to_1_spread():
 @pytest.mark.parametrize(
     "kwargs,match",
     [
-        (dict(projection="fastfood", grouping="balanced"), r"valid with fastfood: random"),
         (
-            dict(projection="fastfood", grouping="signed_magnitude", assignment="materialized"),
+            dict(projection_type="fastfood", grouping_strategy="balanced"),
             r"valid with fastfood: random",
         ),
-        (dict(projection="fastfood", assignment="materialized"), r"valid with fastfood: stateless"),
-        (dict(grouping="signed_magnitude"), r"valid with signed_magnitude: materialized"),
+        (
+            dict(
+                projection_type="fastfood",
+                grouping_strategy="signed_magnitude",
+                assignment_backend="materialized",
+            ),
+            r"valid with fastfood: random",
+        ),
+        (
+            dict(projection_type="fastfood", assignment_backend="materialized"),
+            r"valid with fastfood: stateless",
+        ),
+        (dict(grouping_strategy="signed_magnitude"), r"valid with signed_magnitude: materialized"),
         (
             dict(partition_scope="per_layer"),
             r"partition_scope must be one of global, transformer_block",
         ),
-        (dict(projection="dense"), r"projection must be one of partition, fastfood"),
-        (dict(grouping="sorted"), r"grouping must be one of random, balanced, signed_magnitude"),
+        (dict(projection_type="dense"), r"projection_type must be one of partition, fastfood"),
+        (
+            dict(grouping_strategy="sorted"),
+            r"grouping_strategy must be one of random, balanced, signed_magnitude",
+        ),
     ],
 )
 def test_invalid_combinations_name_the_valid_ones(kwargs, match):
@@ -434,19 +538,23 @@ def test_invalid_combinations_name_the_valid_ones(kwargs, match):
 def test_configs_side_fields_bridge_and_fail_as_config_errors():
     from gpart.configs import ConfigError, resolve_experiment, to_peft_config
 
-    exp = resolve_experiment(
-        overrides={
-            "adapter.partition_scope": "transformer_block",
-            "adapter.projection": "fastfood",
-            "adapter.d": "64",
-        }
-    )
+    exp = resolve_experiment(overrides={"adapter.projection": "fastfood", "adapter.d": "64"})
     pc = to_peft_config(exp.adapter, seed=0)
-    assert (pc.partition_scope, pc.projection) == ("transformer_block", "fastfood")
+    assert (pc.partition_scope, pc.projection_type) == ("global", "fastfood")
+    exp = resolve_experiment(overrides={"adapter.partition_scope": "transformer_block"})
+    assert to_peft_config(exp.adapter, seed=0).partition_scope == "transformer_block"
     exp = resolve_experiment(
         overrides={"adapter.grouping": "signed_magnitude", "adapter.assignment": "materialized"}
     )
-    assert to_peft_config(exp.adapter, seed=0).grouping == "signed_magnitude"
+    pc = to_peft_config(exp.adapter, seed=0)
+    assert (pc.grouping_strategy, pc.assignment_backend) == ("signed_magnitude", "materialized")
+    with pytest.raises(ConfigError, match=r"transformer_block' needs projection_type='partition"):
+        resolve_experiment(
+            overrides={
+                "adapter.partition_scope": "transformer_block",
+                "adapter.projection": "fastfood",
+            }
+        )
     with pytest.raises(ConfigError, match=r"adapter \(gpart\).*valid with signed_magnitude"):
         resolve_experiment(overrides={"adapter.grouping": "signed_magnitude"})
     with pytest.raises(ConfigError, match=r"valid with fastfood: random"):
@@ -463,7 +571,7 @@ def test_fastfood_layers_cache_their_randoms_unsaved_and_exact(tmp_path):
     # regenerated one bit for bit, and so does theta's gradient.
     model = get_peft_model(
         tiny_roberta(),
-        GPartConfig(d=48, projection="fastfood", init_bound=0.1, task_type="SEQ_CLS"),
+        GPartConfig(d=48, projection_type="fastfood", init_bound=0.1, task_type="SEQ_CLS"),
     )
     layers = _layers(model)
     assert all("default" in layer.gpart_ff_sign for layer in layers)

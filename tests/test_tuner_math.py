@@ -19,7 +19,7 @@ def _gpart_layers(model):
 
 
 def _theta(model, name="default"):
-    return model.base_model.gpart_theta[name]
+    return model.base_model.gpart_theta_d[name]
 
 
 def _flat_update(model, name="default"):
@@ -36,7 +36,10 @@ def _flat_update(model, name="default"):
 def _dense_p(model, name="default"):
     part = model.base_model.gpart_shared.partitions[name]
     scales = model.base_model.gpart_shared.scales[name].double()
-    ids = part.group_ids(0, part.total)
+    if part.positional:
+        ids = part.group_ids(0, part.total)
+    else:  # stored ids (the seeded stream of scheme 2's materialized random grouping)
+        ids = torch.cat([layer.gpart_ids[name].long() for layer in _gpart_layers(model)])
     p = torch.zeros(part.total, part.d, dtype=torch.float64)
     p[torch.arange(part.total), ids] = scales[ids]
     return p
@@ -46,7 +49,8 @@ def _dense_p(model, name="default"):
 @pytest.mark.parametrize("bias", ["none", "gpart_only"])
 def test_isometry(grouping, bias):
     model = get_peft_model(
-        tiny_roberta(), GPartConfig(d=256, grouping=grouping, bias=bias, task_type="SEQ_CLS")
+        tiny_roberta(),
+        GPartConfig(d=256, grouping_strategy=grouping, bias=bias, task_type="SEQ_CLS"),
     )
     with torch.no_grad():
         _theta(model).normal_()
@@ -67,7 +71,7 @@ def test_not_isometric_without_scaling():
 def test_dense_p_reproduces_what_the_layers_apply(assignment):
     model = get_peft_model(
         tiny_roberta(),
-        GPartConfig(d=50, bias="gpart_only", assignment=assignment, task_type="SEQ_CLS"),
+        GPartConfig(d=50, bias="gpart_only", assignment_backend=assignment, task_type="SEQ_CLS"),
     )
     with torch.no_grad():
         _theta(model).normal_()
@@ -77,12 +81,20 @@ def test_dense_p_reproduces_what_the_layers_apply(assignment):
     torch.testing.assert_close(_flat_update(model), p @ _theta(model).detach().double())
 
 
-def test_assignment_modes_give_bit_identical_outputs_and_ids():
+def test_scheme1_assignment_modes_give_bit_identical_outputs_and_ids():
+    """Under scheme 1, ``materialized`` only cached the stateless ids."""
     outs = {}
     for assignment in ("stateless", "materialized"):
+        torch.manual_seed(0)
         model = get_peft_model(
             tiny_roberta(),
-            GPartConfig(d=40, init_bound=0.3, assignment=assignment, task_type="SEQ_CLS"),
+            GPartConfig(
+                d=40,
+                init_bound=0.3,
+                assignment_backend=assignment,
+                scheme_version=1,
+                task_type="SEQ_CLS",
+            ),
         )
         outs[assignment] = model(input_ids=tokens()).logits
         if assignment == "materialized":
@@ -97,6 +109,26 @@ def test_assignment_modes_give_bit_identical_outputs_and_ids():
         else:
             assert all(len(layer.gpart_ids) == 0 for layer in _gpart_layers(model))
     assert torch.equal(outs["stateless"], outs["materialized"])
+
+
+def test_materialized_random_is_the_seeded_randint_stream_layer_by_layer():
+    """Scheme 2 (the reference's): one CPU generator seeded with proj_seed, an int32
+    randint draw per layer in layer order; a different partition from the stateless one."""
+    model = get_peft_model(
+        tiny_roberta(),
+        GPartConfig(d=40, proj_seed=7, assignment_backend="materialized", bias="gpart_only"),
+    )
+    g = torch.Generator().manual_seed(7)
+    layers = _gpart_layers(model)
+    for layer in layers:
+        n = layer.gpart_slot["default"].numel
+        want = torch.randint(0, 40, (n,), generator=g, dtype=torch.int32)
+        assert torch.equal(layer.gpart_ids["default"], want)
+    ids = torch.cat([layer.gpart_ids["default"].long() for layer in layers])
+    stateless = Partition(total=ids.numel(), d=40, seed=7, grouping="random")
+    assert not torch.equal(ids, stateless.group_ids(0, ids.numel()))
+    sizes = torch.bincount(ids, minlength=40).clamp(min=1).float()
+    assert torch.equal(model.base_model.gpart_scales["default"], 1.0 / torch.sqrt(sizes))
 
 
 def test_zero_theta_reproduces_base_model_bit_for_bit():
@@ -170,6 +202,7 @@ def test_theta_grad_equals_p_transpose_grad_w(dropout):
         if dropout
         else torch.ones(25, dtype=torch.float64)
     )
+    mask[20:] = 1.0  # the reference (scheme 2) drops entries of dW, never of the bias
     if dropout:
         assert 0 < int((mask == 0).sum()) < 25  # some entries really are dropped
     theta_ref = theta.detach().clone().requires_grad_(True)

@@ -42,7 +42,7 @@ METHODS: dict[str, Callable[[list[str], int, int], PeftConfig]] = {
     ),
     # The dense structured random baseline: isometric only in expectation (E[P^T P] = I).
     "Fastfood": lambda t, d, s: GPartConfig(
-        d=d, target_modules=t, proj_seed=s, projection="fastfood"
+        d=d, target_modules=t, proj_seed=s, projection_type="fastfood"
     ),
     "Uni-LoRA": lambda t, d, s: UniLoraConfig(r=4, theta_d_length=d, target_modules=t, proj_seed=s),
     "LoRA": lambda t, d, s: LoraConfig(r=4, lora_alpha=4, target_modules=t),

@@ -34,8 +34,8 @@ GPART_VARIANTS = {
 # (`--methods ablations`), so the default table stays what the README reports.
 ABLATIONS: dict[str, dict[str, str]] = {
     "gpart-block": {"partition_scope": "transformer_block"},
-    "gpart-signed": {"assignment": "materialized", "grouping": "signed_magnitude"},
-    "gpart-fastfood": {"projection": "fastfood"},
+    "gpart-signed": {"assignment_backend": "materialized", "grouping_strategy": "signed_magnitude"},
+    "gpart-fastfood": {"projection_type": "fastfood"},
 }
 # Methods that do not depend on the target set run once; the others once per target set.
 UNTARGETED = ("full", "floor", "head")
@@ -155,7 +155,11 @@ def _peft_config(name: str, spec: ModelSpec, targets: list[str], hp: HyperParams
         return GPartConfig(d=hp.gpart_d, proj_seed=hp.seed, **ABLATIONS[name], **common)
     assignment, grouping = GPART_VARIANTS[name]
     return GPartConfig(
-        d=hp.gpart_d, assignment=assignment, grouping=grouping, proj_seed=hp.seed, **common
+        d=hp.gpart_d,
+        assignment_backend=assignment,
+        grouping_strategy=grouping,
+        proj_seed=hp.seed,
+        **common,
     )
 
 

@@ -2,16 +2,26 @@
 
 A GPart adapter is fully described by this config plus one vector `theta` of length `d`:
 the partition of the adapted weights into `d` groups is a pure function of
-(`proj_seed`, `grouping`, the adapted modules' shapes), so it is recomputed, never stored.
+(`proj_seed`, `grouping_strategy`, the adapted modules' shapes), so it is recomputed, never
+stored.
+
+Field names and meanings are those of the paper authors' code (SamsungLabs/GPart, its
+``peft/tuners/gpart/config.py``), so that an `adapter_config.json` means the same in both:
+its adapters load here (`GPartConfig.check_kwargs` recognises them by their fields) and
+ours there. `scheme_version` records which definitions an adapter's ids follow; adapters
+saved by this project before it adopted the reference's definitions (fields ``grouping``,
+``assignment``, ``projection``, no ``scheme_version``) load as scheme 1, to their own weights.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
 from peft.config import PeftConfig
 
+from gpart.tuner.partition import SCHEME_OFFICIAL, SCHEMES
 from gpart.tuner.peft_type import GPART_PEFT_TYPE
 
 BIAS_CHOICES = ("none", "all", "gpart_only")
@@ -19,6 +29,14 @@ GROUPING_CHOICES = ("random", "balanced", "signed_magnitude")
 ASSIGNMENT_CHOICES = ("stateless", "materialized")
 SCOPE_CHOICES = ("global", "transformer_block")
 PROJECTION_CHOICES = ("partition", "fastfood")
+# Field names this project used before it took the reference's (scheme 1 adapters).
+LEGACY_FIELDS = {
+    "grouping": "grouping_strategy",
+    "assignment": "assignment_backend",
+    "projection": "projection_type",
+}
+# The reference's deprecated spellings of its assignment backends (its config.py).
+_DEPRECATED_BACKENDS = {"legacy_streaming": "materialized", "implicit_stateless_v1": "stateless"}
 
 
 @dataclass
@@ -41,30 +59,39 @@ class GPartConfig(PeftConfig):
             every other bias of the model directly (they are saved with the adapter).
         modules_to_save: Modules trained in full and saved, e.g. a classifier head.
         layers_to_transform / layers_pattern: Restrict adaptation to some layer indices.
-        grouping: ``"random"``: i.i.d. hash of the position; ``"balanced"``: a keyed
-            bijection of the positions followed by ``mod d``, so group sizes differ by at most
-            one. Both are stateless functions of the seed.
-        assignment: ``"stateless"``: group ids recomputed from the hash on every use, no
-            per-weight memory; ``"materialized"``: the same ids cached as int32 per layer
-            (4 bytes per adapted weight, less compute).
+        grouping_strategy: ``"random"``: i.i.d. uniform groups; ``"balanced"`` (this
+            project's extension): a keyed bijection of the positions followed by ``mod d``,
+            so group sizes differ by at most one; ``"signed_magnitude"`` (see below).
+        assignment_backend: ``"stateless"``: group ids recomputed from the hash of the
+            position on every use, no per-weight memory. ``"materialized"``: ids stored as
+            int32 per layer (4 bytes per adapted weight, less compute); for ``random`` it is
+            the reference's *other* partition, a `torch.randint` stream seeded with
+            `proj_seed` drawn layer by layer, not a cache of the stateless ids (under
+            ``scheme_version=1`` it was that cache).
         fan_in_fan_out: Set automatically for transformers' ``Conv1D`` (GPT-2); only the
             storage order of the weight depends on it.
         partition_scope: ``"global"``: one adapted space over every target module;
             ``"transformer_block"``: each numbered child of the model's block container
             (``layers``, ``layer``, ``h``, ``block``, ``blocks``, or ``layers_pattern``) is its
             own space with its own slice of `theta` (`d` split evenly, the first `d mod B`
-            blocks one larger), its own groups, scales and seed. Adapted modules outside
-            every block form one last extra block.
-        projection: ``"partition"``: the GPart map (one group per entry); ``"fastfood"``: the
-            dense structured random baseline `H G Pi H B` (Fastfood), scaled so that
-            `E[P^T P] = I`; with ``isometric=False`` a fixed anisotropic gain (4:1 spread)
-            multiplies `theta`. Fastfood has no groups: `grouping` stays ``"random"`` and
-            `assignment` ``"stateless"``.
+            blocks one larger, blocks in natural order), its own groups and scales, and the
+            seed `proj_seed + ordinal`. A targeted module outside every block is an error
+            (under ``scheme_version=1`` such modules formed one extra block, last).
+        projection_type: ``"partition"``: the GPart map (one group per entry);
+            ``"fastfood"``: the dense structured random baseline `H G Pi H B` (Fastfood),
+            scaled by `1/sqrt(D L)` so that `E[P^T P] = I`; with ``isometric=False`` fixed
+            anisotropic gains (4:1 spread, RMS one) multiply `theta`. Fastfood has no groups:
+            `grouping_strategy` stays ``"random"``.
+        scheme_version: Which definitions the ids, scales, block seeds and Fastfood factors
+            follow: 2 (default), the reference implementation's; 1, this project's earlier
+            ones (set when an adapter saved by an earlier version is loaded). See
+            `gpart.tuner.partition` and the README's "Compatibility with the reference
+            implementation".
 
-    ``grouping="signed_magnitude"`` sorts the entries of each sign of the *pretrained*
-    weights by magnitude and cuts them into equal-count bins; its ids depend on the base
-    weights, so it needs ``assignment="materialized"`` (computed at injection, never saved)
-    and a reload reproduces it exactly only on the same base weights.
+    ``grouping_strategy="signed_magnitude"`` sorts the entries of each sign of the
+    *pretrained* weights by magnitude and cuts them into equal-count bins; its ids depend on
+    the base weights, so it needs ``assignment_backend="materialized"`` (computed at
+    injection, never saved) and a reload reproduces it exactly only on the same base weights.
     """
 
     d: int | None = field(default=None, metadata={"help": "Length of theta (number of groups)."})
@@ -89,20 +116,59 @@ class GPartConfig(PeftConfig):
     )
     layers_to_transform: list[int] | int | None = field(default=None)
     layers_pattern: list[str] | str | None = field(default=None)
-    grouping: Literal["random", "balanced", "signed_magnitude"] = field(
+    grouping_strategy: Literal["random", "balanced", "signed_magnitude"] = field(
         default="random",
-        metadata={"help": "'random' (i.i.d. hash), 'balanced' or 'signed_magnitude'."},
+        metadata={"help": "'random' (i.i.d.), 'balanced' or 'signed_magnitude'."},
     )
-    assignment: Literal["stateless", "materialized"] = field(
-        default="stateless", metadata={"help": "'stateless' or 'materialized' (int32 ids)."}
+    assignment_backend: Literal["stateless", "materialized"] = field(
+        default="stateless",
+        metadata={"help": "'stateless' (hashed ids) or 'materialized' (stored int32 ids)."},
     )
     fan_in_fan_out: bool = field(default=False)
     partition_scope: Literal["global", "transformer_block"] = field(
         default="global", metadata={"help": "'global' or 'transformer_block'."}
     )
-    projection: Literal["partition", "fastfood"] = field(
+    projection_type: Literal["partition", "fastfood"] = field(
         default="partition", metadata={"help": "'partition' (GPart) or 'fastfood'."}
     )
+    scheme_version: int = field(
+        default=SCHEME_OFFICIAL,
+        metadata={"help": "2: the reference implementation's definitions; 1: earlier gpart."},
+    )
+
+    @classmethod
+    def check_kwargs(cls, **kwargs):
+        """Read a saved `adapter_config.json` (peft calls this in `from_pretrained`).
+
+        The reference's files and ours name the same fields; a file of this project from
+        before (``grouping``/``assignment``/``projection``, no ``scheme_version``) is scheme
+        1 under the new names. A field this class does not have is an error naming it, not
+        a warning: dropping an option would load other weights silently.
+        """
+        kwargs = dict(super().check_kwargs(**kwargs))
+        legacy = [old for old in LEGACY_FIELDS if old in kwargs]
+        if legacy:
+            clash = [LEGACY_FIELDS[old] for old in legacy if LEGACY_FIELDS[old] in kwargs]
+            if clash:
+                raise ValueError(
+                    f"GPart adapter config names both {legacy} and {clash}: the same options "
+                    "under this project's old and the reference's field names; keep one."
+                )
+            for old in legacy:
+                kwargs[LEGACY_FIELDS[old]] = kwargs.pop(old)
+            kwargs.setdefault("scheme_version", 1)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(kwargs) - known)
+        if unknown:
+            raise ValueError(
+                f"GPart adapter config has field(s) {unknown} that this version of gpart does "
+                f"not implement, so the adapter cannot be loaded to the weights it was saved "
+                f"with. Known fields: {', '.join(sorted(known))}."
+            )
+        backend = kwargs.get("assignment_backend")
+        if backend in _DEPRECATED_BACKENDS:
+            kwargs["assignment_backend"] = _DEPRECATED_BACKENDS[backend]
+        return kwargs
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -130,11 +196,36 @@ class GPartConfig(PeftConfig):
         if self.init_bound < 0:
             raise ValueError(f"init_bound must be >= 0, got {self.init_bound!r}.")
         _check_choice("bias", self.bias, BIAS_CHOICES)
-        _check_choice("grouping", self.grouping, GROUPING_CHOICES)
-        _check_choice("assignment", self.assignment, ASSIGNMENT_CHOICES)
+        if self.scheme_version not in SCHEMES or isinstance(self.scheme_version, bool):
+            raise ValueError(
+                f"GPartConfig.scheme_version must be one of {SCHEMES} (2: the reference "
+                f"implementation's definitions, 1: earlier gpart); got {self.scheme_version!r}."
+            )
+        _check_choice("grouping_strategy", self.grouping_strategy, GROUPING_CHOICES)
+        _check_choice("assignment_backend", self.assignment_backend, ASSIGNMENT_CHOICES)
         _check_choice("partition_scope", self.partition_scope, SCOPE_CHOICES)
-        _check_choice("projection", self.projection, PROJECTION_CHOICES)
-        _check_combination(self.projection, self.grouping, self.assignment)
+        _check_choice("projection_type", self.projection_type, PROJECTION_CHOICES)
+        _check_combination(self.projection_type, self.grouping_strategy, self.assignment_backend)
+        if (
+            self.scheme_version == SCHEME_OFFICIAL
+            and self.projection_type == "fastfood"
+            and self.partition_scope != "global"
+        ):
+            # The reference refuses it too; scheme 1 adapters may have it and still load.
+            raise ValueError(
+                "GPartConfig: partition_scope='transformer_block' needs "
+                "projection_type='partition' (valid with fastfood: global)."
+            )
+        if (
+            self.scheme_version == SCHEME_OFFICIAL
+            and self.projection_type == "fastfood"
+            and not self.isometric
+            and self.d < 2
+        ):
+            raise ValueError(
+                "GPartConfig: projection_type='fastfood' with isometric=False needs d >= 2 "
+                f"(its gains have a 4:1 spread); got d={self.d}."
+            )
         if isinstance(self.target_modules, str) and self.layers_to_transform is not None:
             raise ValueError(
                 "layers_to_transform needs target_modules as a list, not a regex string."
@@ -153,24 +244,27 @@ class GPartConfig(PeftConfig):
 def _check_combination(projection: str, grouping: str, assignment: str) -> None:
     """Reject option combinations that have no meaning, naming the valid ones."""
     if projection == "fastfood":
-        # Fastfood is dense: no groups to draw, no ids to cache.
+        # Fastfood is dense: no groups to draw, no ids to store.
         if grouping != "random":
             raise ValueError(
-                f"GPartConfig: projection='fastfood' has no groups, so grouping must stay at "
-                f"its default 'random' (valid with fastfood: random); got {grouping!r}. "
-                "Groupings random, balanced and signed_magnitude need projection='partition'."
+                "GPartConfig: projection_type='fastfood' has no groups, so grouping_strategy "
+                "must stay at its default 'random' (valid with fastfood: random); got "
+                f"{grouping!r}. Groupings random, balanced and signed_magnitude need "
+                "projection_type='partition'."
             )
         if assignment != "stateless":
             raise ValueError(
-                f"GPartConfig: projection='fastfood' has no group ids to cache, so assignment "
-                f"must be 'stateless' (valid with fastfood: stateless); got {assignment!r}."
+                "GPartConfig: projection_type='fastfood' has no group ids to store, so "
+                "assignment_backend must be 'stateless' (valid with fastfood: stateless); "
+                f"got {assignment!r}."
             )
     if grouping == "signed_magnitude" and assignment != "materialized":
         raise ValueError(
-            "GPartConfig: grouping='signed_magnitude' depends on the base weights, so its ids "
-            "are computed at injection and cached: it needs assignment='materialized' (valid "
-            f"with signed_magnitude: materialized); got {assignment!r}. Groupings that work "
-            "with assignment='stateless': random, balanced."
+            "GPartConfig: grouping_strategy='signed_magnitude' depends on the base weights, so "
+            "its ids are computed at injection and stored: it needs "
+            "assignment_backend='materialized' (valid with signed_magnitude: materialized); "
+            f"got {assignment!r}. Groupings that work with assignment_backend='stateless': "
+            "random, balanced."
         )
 
 

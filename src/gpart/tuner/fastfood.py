@@ -26,19 +26,31 @@ blocks that cover its positions; the transpose (for `theta`'s gradient) is exact
 `B H Pi^T G H`. Cost per layer: two fast Walsh-Hadamard transforms, `O(n log L)` for `n`
 entries.
 
-The Gaussians come from a Box-Muller transform in float64 (`log`, `cos`): on another device
-they can differ in the last bit, so a reload on the same kind of device is bit-identical,
-on another one equal to rounding.
+Two schemes define `B`, `G`, `Pi` and the gain (``GPartConfig.scheme_version``):
+
+* **2, the reference's** (SamsungLabs/GPart, ``peft/tuners/gpart/fastfood.py``; the
+  default): one CPU `torch.Generator` seeded with `proj_seed` draws, block after block,
+  `B = 2 randint(0, 2) - 1` (int8), `G = randn` (fp32) and `Pi = randperm` (int32); the
+  non-isometric gains are shuffled by a `randperm` of another generator seeded with
+  `proj_seed + 0x6A09E667F3BCC909` (mod `2**63 - 1`) and multiply `theta` itself, and `c`
+  multiplies the transformed result, in the reference's order of operations. The draws are
+  sequential, so the table of all `ceil(D/L)` blocks is made once per adapted space (on the
+  CPU, 9 bytes per covered entry, like the reference's) and each layer keeps its rows.
+* **1, this project's earlier definition**: `B`, `G`, `Pi` are counter-based hashes of the
+  row's position (any block can be generated alone, on any device); the Gaussians come from
+  a Box-Muller transform in float64 (`log`, `cos`), which can differ in the last bit on
+  another device; the gains stay in decreasing order and `c` is folded into them.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
 import torch
 
-from gpart.tuner.partition import _lsr, hash_positions
+from gpart.tuner.partition import SCHEME_OFFICIAL, _lsr, hash_positions
 
 # Streams of the hash (the partition uses 0, the Feistel keys 1-4, dropout 7, blocks 11).
 _SIGN_STREAM = 12
@@ -50,6 +62,10 @@ _TWO_POW_M53 = 2.0**-53
 # spread), normalised to mean square 1, so the map keeps E||P theta||^2 = ||theta||^2 only
 # on average over directions: the non-isometric control.
 _GAIN_SPREAD = 4.0
+# The reference's seed offset of the gains' shuffle (the first 64 bits of sqrt(2)'s
+# fraction, SHA-2's first constant) and torch's seed range.
+_GAIN_SEED_OFFSET = 0x6A09E667F3BCC909
+_TORCH_SEED_MODULUS = (1 << 63) - 1
 
 
 def fwht(x: torch.Tensor) -> torch.Tensor:
@@ -100,10 +116,19 @@ class FastfoodProjection:
     total: int
     d: int
     seed: int
+    scheme: int = SCHEME_OFFICIAL
 
     def __post_init__(self) -> None:
         if self.d <= 0 or self.total <= 0:
             raise ValueError(f"Fastfood needs d, D > 0, got d={self.d}, D={self.total}.")
+
+    @property
+    def _reference(self) -> bool:
+        return self.scheme == SCHEME_OFFICIAL
+
+    @property
+    def _c(self) -> float:
+        return 1.0 / math.sqrt(self.total * self.length)
 
     @property
     def length(self) -> int:
@@ -113,9 +138,14 @@ class FastfoodProjection:
     def scales(
         self, isometric: bool, device: torch.device | str | None = None, sizes=None
     ) -> torch.Tensor:
-        """Per-entry factor on `theta` (fp32): `c = 1/sqrt(D L)`, times the anisotropic gain
-        when not `isometric`. `sizes` is ignored (there are no groups)."""
-        c = 1.0 / math.sqrt(self.total * self.length)
+        """Per-entry factor on `theta` (fp32). Scheme 2: the anisotropic gain when not
+        `isometric`, else 1 (`c` is applied after the transforms, as in the reference).
+        Scheme 1: `c = 1/sqrt(D L)`, times the gain. `sizes` is ignored (no groups)."""
+        if self._reference:
+            if isometric:
+                return torch.ones(self.d, dtype=torch.float32, device=device)
+            return _reference_gains(self.d, self.seed).to(device)
+        c = self._c
         if isometric or self.d == 1:
             return torch.full((self.d,), c, dtype=torch.float32, device=device)
         exps = torch.linspace(0.5, -0.5, self.d, dtype=torch.float64, device=device)
@@ -126,6 +156,14 @@ class FastfoodProjection:
     def _randoms(self, k0: int, nb: int, device: torch.device, dtype: torch.dtype):
         """(signs B, Gaussians G, permutations Pi) of blocks `k0 .. k0 + nb - 1`, (nb, L)."""
         n = self.length
+        if self._reference:
+            sign, gauss, perm = _reference_table(self.seed, -(-self.total // n), n)
+            rows = slice(k0, k0 + nb)
+            return (
+                sign[rows].to(device=device, dtype=dtype),
+                gauss[rows].to(device=device, dtype=dtype),
+                perm[rows].to(device=device, dtype=torch.int64),
+            )
         q = torch.arange(k0 * n, (k0 + nb) * n, dtype=torch.int64, device=device)
         sign = 1 - 2 * (hash_positions(q, self.seed, _SIGN_STREAM) & 1)
         u1 = 1.0 - _uniform53(hash_positions(q, self.seed, _GAUSS_STREAM_1))  # (0, 1]
@@ -173,6 +211,8 @@ class FastfoodProjection:
         x = fwht(sign * x)  # H B theta, per block
         x = torch.gather(x, 1, perm)  # Pi
         x = fwht(x * gauss)  # H G
+        if self._reference:
+            x = x * self._c
         return x.reshape(-1)[skip : skip + count]
 
     def transpose(
@@ -189,4 +229,35 @@ class FastfoodProjection:
         y = fwht(y.view(nb, self.length)) * gauss  # G H
         z = torch.zeros_like(y).scatter_(1, perm, y)  # Pi^T
         z = fwht(z) * sign  # B H
+        if self._reference:
+            z = z * self._c
         return z.sum(0)[: self.d]
+
+
+@functools.lru_cache(maxsize=2)
+def _reference_table(seed: int, blocks: int, length: int):
+    """Scheme 2's `B`, `G`, `Pi` of every block, (blocks, L) on the CPU: int8, fp32, int32,
+    drawn block after block from one generator as the reference draws them."""
+    generator = torch.Generator(device="cpu")
+    generator.manual_seed(int(seed))
+    sign = torch.empty((blocks, length), dtype=torch.int8)
+    gauss = torch.empty((blocks, length), dtype=torch.float32)
+    perm = torch.empty((blocks, length), dtype=torch.int32)
+    for k in range(blocks):
+        sign[k] = torch.randint(0, 2, (length,), generator=generator, dtype=torch.int8) * 2 - 1
+        gauss[k] = torch.randn(length, generator=generator, dtype=torch.float32)
+        perm[k] = torch.randperm(length, generator=generator, dtype=torch.int32)
+    return sign, gauss, perm
+
+
+def _reference_gains(d: int, seed: int) -> torch.Tensor:
+    """Scheme 2's non-isometric gains (fp32, RMS one, max/min exactly 4): log-spaced in
+    float64, normalised, then shuffled by a generator of their own seed."""
+    if d < 2:
+        raise ValueError("Fastfood with isometric=False needs d >= 2 (its gains have a spread).")
+    half = 0.5 * math.log(_GAIN_SPREAD)
+    gains = torch.linspace(-half, half, d, dtype=torch.float64).exp_()
+    gains.div_(gains.square().mean().sqrt())
+    generator = torch.Generator(device="cpu")
+    generator.manual_seed((int(seed) + _GAIN_SEED_OFFSET) % _TORCH_SEED_MODULUS)
+    return gains[torch.randperm(d, generator=generator)].float()

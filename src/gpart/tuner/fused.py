@@ -94,7 +94,10 @@ class Kernel:
                 self.fn, dynamic=True, fullgraph=True, options=self.options
             )
         try:
-            return self._compiled(*args)
+            # No autograd inside (the callers' own autograd functions differentiate): one
+            # graph whatever the caller's grad mode, not one per mode.
+            with torch.no_grad():
+                return self._compiled(*args)
         except Exception as err:  # no compiler, unsupported backend, ...: stay correct
             _broken = f"{type(err).__name__}: {err}".splitlines()[0][:300]
             warnings.warn(

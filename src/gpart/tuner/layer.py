@@ -43,8 +43,8 @@ class LayerSlot:
 class GPartShared:
     """Model-level state shared by all layers: theta, scales and partition per adapter.
 
-    A plain object, not an nn.Module: `GPartModel` registers `theta` (as `gpart_theta`) and
-    `scales` (as `gpart_scales`) itself, so the state dict has `base_model.gpart_theta.<name>`
+    A plain object, not an nn.Module: `GPartModel` registers `theta` (as `gpart_theta_d`) and
+    `scales` (as `gpart_scales`) itself, so the state dict has `base_model.gpart_theta_d.<name>`
     exactly once, while every layer holds a reference to this holder.
     """
 
@@ -57,9 +57,9 @@ class GPartShared:
 
 
 class GPartLayer(BaseTunerLayer):
-    # `gpart_theta` is a property onto the shared ParameterDict: peft toggles requires_grad
+    # `gpart_theta_d` is a property onto the shared ParameterDict: peft toggles requires_grad
     # of the active adapter's theta through it, as for every other method.
-    adapter_layer_names = ("gpart_theta",)
+    adapter_layer_names = ("gpart_theta_d",)
     other_param_names = (
         "gpart_slot",
         "gpart_dropout",
@@ -87,7 +87,7 @@ class GPartLayer(BaseTunerLayer):
         self.kwargs = kwargs
 
     @property
-    def gpart_theta(self) -> nn.ParameterDict:
+    def gpart_theta_d(self) -> nn.ParameterDict:
         return self._gpart_shared.theta
 
     @property
@@ -157,7 +157,8 @@ class GPartLayer(BaseTunerLayer):
 
     def set_ids(self, adapter_name: str, ids: torch.Tensor) -> None:
         """Cache the group ids of this layer's entries (ids inside its block's groups)."""
-        self.gpart_ids[adapter_name] = ids.to(torch.int32)
+        device = _real(self.weight_in_storage.device)
+        self.gpart_ids[adapter_name] = ids.to(device=device, dtype=torch.int32)
 
     def _move_adapter_to_device_of_base_layer(self, adapter_name: str, device=None) -> None:
         # theta stays fp32 on the tuner; only the id cache follows the base layer's device.

@@ -15,10 +15,12 @@ from gpart.tuner.config import GPartConfig
 from gpart.tuner.fastfood import FastfoodProjection
 from gpart.tuner.layer import Conv2d, Embedding, GPartLayer, GPartShared, Linear
 from gpart.tuner.partition import (
+    SCHEME_OFFICIAL,
     Partition,
     ScopeBlock,
     ScopedPartition,
     block_seed,
+    seeded_randint_ids,
     signed_magnitude_ids,
     split_evenly,
 )
@@ -54,30 +56,65 @@ def _set_direct_biases_trainable(model: nn.Module, trainable: bool) -> None:
 # Names of the container whose numbered children are the transformer blocks, as in peft's
 # layers_pattern defaults (BERT/RoBERTa `layer`, Llama `layers`, GPT-2 `h`, T5 `block`).
 BLOCK_CONTAINERS = ("layers", "layer", "h", "block", "blocks")
+# theta's attribute, hence its checkpoint key `base_model.gpart_theta_d` (the reference
+# implementation's); adapters saved by earlier versions of gpart call it `gpart_theta`.
+THETA = "gpart_theta_d"
+LEGACY_THETA = "gpart_theta"
 EXTRA_BLOCK = "(modules outside the blocks)"
 
 
 def _transformer_blocks(
     named: list[tuple[str, GPartLayer]], config: GPartConfig
 ) -> list[tuple[str, list[GPartLayer]]]:
-    """The adapted layers grouped by transformer block, blocks in natural numeric order.
-
-    The container is the first module (in model order) named like `BLOCK_CONTAINERS` (or
-    `layers_pattern`) that holds an adapted module under a numbered child; its numbered
-    children holding adapted modules are the blocks. Adapted modules outside every block
-    (e.g. a pooler or embeddings with 'all-linear') form one extra block, last, with its own
-    share of d like any block.
-    """
+    """The adapted layers grouped by transformer block, blocks in natural numeric order."""
     pattern = config.layers_pattern
     names = (pattern,) if isinstance(pattern, str) else tuple(pattern or BLOCK_CONTAINERS)
+    if config.scheme_version == SCHEME_OFFICIAL:
+        return _reference_blocks(named, names)
+    return _legacy_blocks(named, names)
+
+
+def _block_of(name: str, names: tuple[str, ...]) -> str | None:
+    """The block a module belongs to: its name up to the first component named like a
+    container (`names`) that is followed by a number, e.g. ``model.layers.3``."""
+    parts = name.split(".")
+    for i in range(len(parts) - 1):
+        if parts[i] in names and parts[i + 1].isdigit():
+            return ".".join(parts[: i + 2])
+    return None
+
+
+def _natural_key(path: str) -> tuple:
+    return tuple((0, int(c)) if c.isdigit() else (1, c) for c in path.split("."))
+
+
+def _reference_blocks(named, names):
+    """Scheme 2, as the reference resolves blocks: each targeted module's block by
+    `_block_of` (blocks of different containers are all blocks), in natural path order; a
+    targeted module outside every block is an error."""
+    blocks: dict[str, list[GPartLayer]] = {}
+    for name, layer in named:
+        block = _block_of(name, names)
+        if block is None:
+            raise ValueError(
+                f"GPart partition_scope='transformer_block': the targeted module {name!r} is "
+                f"in no numbered transformer block (containers: {', '.join(names)}). Narrow "
+                "target_modules (or add it to exclude_modules), set layers_pattern to the "
+                "model's block container, or use partition_scope='global'."
+            )
+        blocks.setdefault(block, []).append(layer)
+    return [(b, blocks[b]) for b in sorted(blocks, key=_natural_key)]
+
+
+def _legacy_blocks(named, names):
+    """Scheme 1: the first container (in model order) holding an adapted module under a
+    numbered child; its numbered children are the blocks, and adapted modules outside every
+    block (e.g. a pooler with 'all-linear') form one extra block, last."""
     container = None
     for name, _ in named:
-        parts = name.split(".")
-        for i in range(len(parts) - 1):
-            if parts[i] in names and parts[i + 1].isdigit():
-                container = ".".join(parts[: i + 1])
-                break
-        if container is not None:
+        block = _block_of(name, names)
+        if block is not None:
+            container = block.rsplit(".", 1)[0]
             break
     if container is None:
         raise ValueError(
@@ -103,7 +140,7 @@ def _transformer_blocks(
 class GPartModel(BaseTuner):
     """Creates a GPart adapter around a model (see `GPartConfig`).
 
-    Model-level state: `gpart_theta[adapter]` (the only trainable tensor of the method, fp32)
+    Model-level state: `gpart_theta_d[adapter]` (the only trainable tensor of the method, fp32)
     and the derived group scales `gpart_scales[adapter]` (recomputed, never saved); the
     partitions and both dicts are reachable as `gpart_shared`, which every layer references.
     The global adapted space is laid out after injection by walking the model's modules in
@@ -120,7 +157,9 @@ class GPartModel(BaseTuner):
         if "gpart_shared" not in self.__dict__:
             shared = GPartShared()
             self.__dict__["gpart_shared"] = shared
-            self.gpart_theta = shared.theta  # registered here: saved once, moves with .to()
+            # Registered here: saved once, moves with .to(). The name is the reference
+            # implementation's, so the saved key is its `base_model.gpart_theta_d`.
+            self.gpart_theta_d = shared.theta
             self.gpart_scales = shared.scales
         return self.__dict__["gpart_shared"]
 
@@ -289,10 +328,8 @@ class GPartModel(BaseTuner):
                 f"GPartConfig.d={config.d} is larger than the {total} adapted entries of the target "
                 f"modules; choose d <= {total} or target more modules (e.g. target_modules='all-linear')."
             )
-        if config.partition_scope == "global":
-            groups = [("", layers)]
-        else:
-            groups = _transformer_blocks(named, config)
+        scoped = config.partition_scope != "global"
+        groups = _transformer_blocks(named, config) if scoped else [("", layers)]
         shared = self._shared()
         device = next(
             (w.device for w in (m.weight_in_storage for m in layers) if w.device.type != "meta"),
@@ -313,19 +350,25 @@ class GPartModel(BaseTuner):
                     f"{len(groups)} and {len(groups)} x the smallest block, or "
                     "partition_scope='global'."
                 )
-            scoped = config.partition_scope != "global"
-            seed = block_seed(config.proj_seed, b) if scoped else config.proj_seed
+            seed = (
+                block_seed(config.proj_seed, b, config.scheme_version)
+                if scoped
+                else config.proj_seed
+            )
             projection, sizes, ids = self._block_projection(
                 config, adapter_name, block_layers, n_b, d_b, seed, device
             )
             if sizes is not None:
                 self._warn_empty_groups(config, adapter_name, sizes, n_b, block_name)
-            scales.append(projection.scales(config.isometric, device, sizes=sizes))
+            if isinstance(projection, Partition):
+                scales.append(projection.scales(config.isometric, device, sizes, scoped=scoped))
+            else:
+                scales.append(projection.scales(config.isometric, device))
             blocks.append(ScopeBlock(block_name, start, theta_start, projection))
             block_ids.append(ids)
             start += n_b
             theta_start += d_b
-        if config.partition_scope == "global":
+        if not scoped:
             shared.partitions[adapter_name] = blocks[0].projection
             shared.scales[adapter_name] = scales[0]
         else:
@@ -339,8 +382,16 @@ class GPartModel(BaseTuner):
                 theta, requires_grad=adapter_name in self.active_adapters
             )
         offset = 0
-        materialize = config.assignment == "materialized" and config.grouping != "signed_magnitude"
-        for b, ((_, block_layers), ids) in enumerate(zip(groups, block_ids, strict=True)):
+        for b, ((_, block_layers), ids, block) in enumerate(
+            zip(groups, block_ids, blocks, strict=True)
+        ):
+            projection = block.projection
+            # Positional ids are cached on request; the others (ids is not None) always are.
+            materialize = (
+                config.assignment_backend == "materialized"
+                and isinstance(projection, Partition)
+                and projection.positional
+            )
             local = 0
             for layer in block_layers:
                 numel = layer.gpart_slot[adapter_name].numel
@@ -351,12 +402,25 @@ class GPartModel(BaseTuner):
                 local += numel
 
     def _block_projection(self, config, adapter_name, layers, total, d, seed, device):
-        """(partition or Fastfood map, group sizes or None, signed_magnitude ids or None)."""
-        if config.projection == "fastfood":
-            return FastfoodProjection(total=total, d=d, seed=seed), None, None
-        partition = Partition(total=total, d=d, seed=seed, grouping=config.grouping)
-        if config.grouping != "signed_magnitude":
+        """(partition or Fastfood map, group sizes or None, stored ids or None) of a block:
+        ids for the groupings whose ids are not a function of the position."""
+        scheme = config.scheme_version
+        if config.projection_type == "fastfood":
+            return FastfoodProjection(total=total, d=d, seed=seed, scheme=scheme), None, None
+        partition = Partition(
+            total=total,
+            d=d,
+            seed=seed,
+            grouping=config.grouping_strategy,
+            scheme=scheme,
+            assignment=config.assignment_backend,
+        )
+        if partition.positional:
             return partition, partition.group_sizes(device=device), None
+        if config.grouping_strategy == "random":  # scheme 2, materialized: a seeded stream
+            numels = [layer.gpart_slot[adapter_name].numel for layer in layers]
+            ids = torch.cat(seeded_randint_ids(numels, d, seed))
+            return partition, torch.bincount(ids, minlength=d), ids
         values = []
         for layer in layers:
             base = layer.get_base_layer()
@@ -366,12 +430,12 @@ class GPartModel(BaseTuner):
             for p in params:
                 if p.device.type == "meta":
                     raise ValueError(
-                        "GPart grouping='signed_magnitude' groups the base weights by sign "
-                        "and magnitude, so they must be loaded (not on the meta device) "
+                        "GPart grouping_strategy='signed_magnitude' groups the base weights by "
+                        "sign and magnitude, so they must be loaded (not on the meta device) "
                         "when the adapter is created or reloaded."
                     )
                 values.append(p.detach().reshape(-1).to(device))
-        ids, sizes = signed_magnitude_ids(torch.cat(values), d)
+        ids, sizes = signed_magnitude_ids(torch.cat(values), d, scheme)
         return partition, sizes, ids
 
     def _warn_empty_groups(self, config, adapter_name, sizes, total, block_name) -> None:
@@ -383,8 +447,8 @@ class GPartModel(BaseTuner):
         # empty, and their theta entries change nothing (||dW|| < ||theta|| then).
         warnings.warn(
             f"GPart adapter {adapter_name!r}: {empty} of d={sizes.numel()} groups{where} are "
-            f"empty ({total} adapted entries, grouping={config.grouping!r}); their theta "
-            "entries have no effect. Use grouping='balanced' or a smaller d.",
+            f"empty ({total} adapted entries, grouping_strategy={config.grouping_strategy!r}); their theta "
+            "entries have no effect. Use grouping_strategy='balanced' or a smaller d.",
             UserWarning,
             stacklevel=3,
         )
@@ -398,7 +462,7 @@ class GPartModel(BaseTuner):
         # Wrappers such as ModulesToSaveWrapper (the classifier head) manage their own flags.
         aux = [n for n, m in model.named_modules() if isinstance(m, AuxiliaryTrainingWrapper)]
         for name, param in model.named_parameters():
-            if "gpart_theta." in name or any(name.startswith(a + ".") for a in aux):
+            if f"{THETA}." in name or any(name.startswith(a + ".") for a in aux):
                 continue
             param.requires_grad = False
         if any(self.peft_config[a].bias == "all" for a in self.active_adapters):
@@ -414,7 +478,7 @@ class GPartModel(BaseTuner):
     def _get_adapter_state_dict(
         cls, model, config, adapter_name, state_dict, unwanted_adapter_names
     ):
-        key = next((k for k in state_dict if k.endswith(f"gpart_theta.{adapter_name}")), None)
+        key = next((k for k in state_dict if k.endswith(f"{THETA}.{adapter_name}")), None)
         if key is None:
             raise KeyError(f"GPart adapter {adapter_name!r} has no theta in the model state dict.")
         to_return = {key: state_dict[key]}
@@ -425,3 +489,29 @@ class GPartModel(BaseTuner):
                 {k: state_dict[k] for k in direct_bias_names(model) if k in state_dict}
             )
         return to_return
+
+    @classmethod
+    def _remap_adapter_state_dict_for_load(cls, model, config, adapter_name, state_dict):
+        """Checkpoint keys -> model keys, after two checks peft does not make for GPart:
+        `theta` is there (peft would only warn about a missing key and leave theta at zero,
+        i.e. load the base model), under the reference's key ``gpart_theta_d`` or this
+        project's earlier ``gpart_theta``, and it has `d` entries."""
+        found = [k for k in state_dict if k.rsplit(".", 1)[-1] in (THETA, LEGACY_THETA)]
+        if len(found) != 1:
+            raise ValueError(
+                f"GPart adapter {adapter_name!r}: the checkpoint must hold theta once, as "
+                f"'base_model.{THETA}' (or the older 'base_model.{LEGACY_THETA}'); it has "
+                f"{found or 'none'} among its keys {sorted(state_dict)[:8]}. Is this a GPart "
+                "adapter file?"
+            )
+        key = found[0]
+        theta = state_dict.pop(key)
+        if theta.ndim != 1 or theta.numel() != config.d:
+            raise ValueError(
+                f"GPart adapter {adapter_name!r}: theta in the checkpoint has shape "
+                f"{tuple(theta.shape)}, its config says d={config.d}."
+            )
+        state_dict[key.rsplit(".", 1)[0] + "." + THETA] = theta
+        return super()._remap_adapter_state_dict_for_load(
+            model=model, config=config, adapter_name=adapter_name, state_dict=state_dict
+        )

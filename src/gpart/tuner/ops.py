@@ -24,11 +24,14 @@ import torch.nn.functional as F
 from gpart.tuner import fused
 from gpart.tuner.fastfood import FastfoodCache, FastfoodProjection
 from gpart.tuner.partition import (
+    SCHEME_OFFICIAL,
     Partition,
     hash_keyed,
     hash_positions,
     keyed_start,
     random_ids_of_keyed,
+    random_keyed_start,
+    reduce_tensors,
 )
 
 # Dropout masks come from a hash of (position, per-call key) in their own stream, so backward
@@ -59,28 +62,30 @@ def _merge(w, dw, out_dtype: torch.dtype):
     return (acc + dw.view(w.shape).to(acc.dtype)).to(out_dtype)
 
 
-def _k_merge_hashed(w, coef, keyed0, d, out_dtype: torch.dtype):
-    keyed = torch.arange(w.numel(), dtype=torch.int64, device=w.device) + keyed0
-    return _merge(w, coef[random_ids_of_keyed(keyed, d)], out_dtype)
+# `hashed` = (keyed start, d, *reduction constants): `reduce_tensors` (empty for scheme 1).
+def _hashed_ids(n: int, device, keyed0, d, *red):
+    keyed = torch.arange(n, dtype=torch.int64, device=device) + keyed0
+    return random_ids_of_keyed(keyed, d, red or None)
 
 
-def _k_merge_hashed_ids(w, coef, keyed0, d, out_dtype: torch.dtype):
-    keyed = torch.arange(w.numel(), dtype=torch.int64, device=w.device) + keyed0
-    ids = random_ids_of_keyed(keyed, d)
+def _k_merge_hashed(w, coef, hashed, out_dtype: torch.dtype):
+    return _merge(w, coef[_hashed_ids(w.numel(), w.device, *hashed)], out_dtype)
+
+
+def _k_merge_hashed_ids(w, coef, hashed, out_dtype: torch.dtype):
+    ids = _hashed_ids(w.numel(), w.device, *hashed)
     return _merge(w, coef[ids], out_dtype), ids
 
 
-def _k_merge_hashed_drop(w, coef, keyed0, d, drop_keyed0, threshold, kept, out_dtype):
-    keyed = torch.arange(w.numel(), dtype=torch.int64, device=w.device) + keyed0
-    dw = coef[random_ids_of_keyed(keyed, d)] * _dropout_scale(
+def _k_merge_hashed_drop(w, coef, hashed, drop_keyed0, threshold, kept, out_dtype):
+    dw = coef[_hashed_ids(w.numel(), w.device, *hashed)] * _dropout_scale(
         w.numel(), drop_keyed0, threshold, kept
     )
     return _merge(w, dw, out_dtype)
 
 
-def _k_merge_hashed_drop_ids(w, coef, keyed0, d, drop_keyed0, threshold, kept, out_dtype):
-    keyed = torch.arange(w.numel(), dtype=torch.int64, device=w.device) + keyed0
-    ids = random_ids_of_keyed(keyed, d)
+def _k_merge_hashed_drop_ids(w, coef, hashed, drop_keyed0, threshold, kept, out_dtype):
+    ids = _hashed_ids(w.numel(), w.device, *hashed)
     dw = coef[ids] * _dropout_scale(w.numel(), drop_keyed0, threshold, kept)
     return _merge(w, dw, out_dtype), ids
 
@@ -101,9 +106,8 @@ def _k_masked_grad(grad, drop_keyed0, threshold, kept):
 
 # Backward with dropout: W rebuilt and the weight gradient masked in one pass (the mask is
 # hashed once for both), i.e. `_k_merge_*_drop*` and `_k_masked_grad` in one kernel call.
-def _k_backward_hashed_drop(w, coef, keyed0, d, grad, drop_keyed0, threshold, kept, out_dtype):
-    keyed = torch.arange(w.numel(), dtype=torch.int64, device=w.device) + keyed0
-    ids = random_ids_of_keyed(keyed, d)
+def _k_backward_hashed_drop(w, coef, hashed, grad, drop_keyed0, threshold, kept, out_dtype):
+    ids = _hashed_ids(w.numel(), w.device, *hashed)
     scale = _dropout_scale(w.numel(), drop_keyed0, threshold, kept)
     flat = grad.reshape(-1).to(kept.dtype) * scale
     return _merge(w, coef[ids] * scale, out_dtype), ids, flat
@@ -214,6 +218,13 @@ class AdapterTerm:
     def _masked(self) -> bool:
         return self.dropout > 0.0 and self.dropout_key is not None
 
+    def _masks(self, start: int) -> bool:
+        """Whether dropout masks the entries from `start` (all weight, or all bias, entries):
+        the reference masks only `dW` (scheme 2); scheme 1 masked the bias update too."""
+        if not self._masked():
+            return False
+        return start < self.weight_numel or self.partition.scheme != SCHEME_OFFICIAL
+
     def _coef(self, device: torch.device) -> torch.Tensor:
         """`s_j * theta_j` for every group (d entries; once per forward, reused backward)."""
         key = ("coef", device)
@@ -230,7 +241,7 @@ class AdapterTerm:
             )
         else:
             out = self._coef(device)[self.group_ids(start, count, device)]
-        if self._masked():
+        if self._masks(start):
             out = out * self._keep_scale(start, count, device)
         return out
 
@@ -245,7 +256,7 @@ class AdapterTerm:
     def accumulate_grad(self, grad_theta: torch.Tensor, start: int, grad: torch.Tensor) -> None:
         """grad_theta += P^T-part for entries `start ..` given their gradient (any dtype)."""
         flat = grad.reshape(-1).to(self.acc_dtype)
-        if self._masked():
+        if self._masks(start):
             flat = flat * self._keep_scale(start, flat.numel(), flat.device)
         if self.dense:
             grad_theta += self.partition.transpose(flat, self.offset + start, cache=self.fastfood)
@@ -300,25 +311,26 @@ class AdapterTerm:
         hashed = ()
         if self.ids is None and self.partition.grouping == "random":
             # Stateless random grouping: hash, gather and add in one loop, no id tensor.
+            part = self.partition
             hashed = (
-                fused.scalar(keyed_start(self.offset, self.partition.seed), device),
-                fused.scalar(self.partition.d, device),
+                fused.scalar(random_keyed_start(self.offset, part.seed, part.scheme), device),
+                fused.scalar(part.d, device),
+                *reduce_tensors(part.d, part.scheme, device),
             )
         if drop and grad_w is not None:  # one kernel call for W, ids and the masked grad
             if hashed:
-                new_w, ids, flat = _BACKWARD_HASHED_DROP(w, coef, *hashed, grad_w, *drop, out_dtype)
+                new_w, ids, flat = _BACKWARD_HASHED_DROP(w, coef, hashed, grad_w, *drop, out_dtype)
             else:
                 ids = self.weight_ids32(device)
                 new_w, flat = _BACKWARD_IDS_DROP(w, coef, ids, grad_w, *drop, out_dtype)
             self._memo[("masked_grad", grad_w.device)] = flat
             return new_w, ids
         if hashed:
-            keyed0, d = hashed
             if want_ids:
                 kernel = _MERGE_HASHED_DROP_IDS if drop else _MERGE_HASHED_IDS
-                return kernel(w, coef, keyed0, d, *drop, out_dtype)
+                return kernel(w, coef, hashed, *drop, out_dtype)
             kernel = _MERGE_HASHED_DROP if drop else _MERGE_HASHED
-            return kernel(w, coef, keyed0, d, *drop, out_dtype), None
+            return kernel(w, coef, hashed, *drop, out_dtype), None
         # Materialized ids, or the balanced permutation (its cycle walk needs an id tensor).
         ids = self.weight_ids32(device)
         kernel = _MERGE_IDS_DROP if drop else _MERGE_IDS

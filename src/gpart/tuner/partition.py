@@ -4,20 +4,29 @@ Every adapted entry has a position `p` in the global adapted space `[0, D)` (mod
 model order, each weight in storage order, then its bias when adapted). Its group is a pure
 function of `(proj_seed, p)` (plus `D` for the balanced variant), computed with plain int64
 torch ops, so it is identical on every device, chunk size and process and never has to be
-stored.
+stored. int64 multiplication wraps modulo 2**64 on CPU and CUDA, which is exactly the
+unsigned arithmetic the splitmix64 finaliser is defined in (right shifts are made logical
+with a mask).
 
-The hash is the splitmix64 finaliser applied to `p + (seed + 1) * golden`; int64
-multiplication wraps modulo 2**64 on CPU and CUDA, which is exactly the unsigned arithmetic
-the finaliser is defined in (right shifts are made logical with a mask).
+Two schemes (``GPartConfig.scheme_version``) define the ids; an adapter records its own:
 
-* ``random``: group = the hash's low 32 bits mapped to `[0, d)` by a multiply-shift
-  (`(h * d) >> 32`), i.e. i.i.d. uniform groups.
-* ``balanced``: a keyed bijection of `[0, D)` (a 4-round Feistel network on the smallest
-  even-bit power-of-two domain >= D, with cycle walking back into `[0, D)`), then `mod d`.
-  Group sizes are `floor(D/d)` or `ceil(D/d)`.
+* **2, the reference definitions** (the paper authors' code, SamsungLabs/GPart, its
+  ``peft/tuners/gpart/grouping.py``; the default for new adapters):
+  ``random`` ids are ``splitmix64(p + proj_seed + 0x9E3779B97F4A7C15)`` read as an unsigned
+  64-bit number, ``mod d``. The reduction is exact without an integer division (which does
+  not vectorise): `h = hi 2**32 + lo`, `t = hi (2**32 mod d) + lo < 2**63` has the same
+  residue, and `floor(t / d)` is found through float64 within one, then corrected once
+  (`_mod_u64`). ``balanced`` (this project's extension; the reference has none) permutes the
+  positions by an alternating Feistel network on the smallest bit width `b` with
+  `2**b >= D` (odd widths too, so the domain is < 2 D and cycle walking needs < 2
+  encryptions per entry on average), then ``mod d``.
+* **1, this project's earlier definitions** (adapters saved before it adopted the
+  reference's): ``random`` is the multiply-shift `((h & 0xFFFFFFFF) * d) >> 32` of
+  `splitmix64(p + (seed + 1) * golden)`; ``balanced`` a 4-round balanced Feistel network
+  on the smallest even bit width. Kept so that those adapters reload to their own weights.
 
-Changing anything in this file changes every saved adapter's meaning: the golden-id test
-(`tests/test_partition.py`) pins it.
+Changing anything in this file changes every saved adapter's meaning: the golden-id tests
+(`tests/test_partition.py`, `tests/test_official_reference.py`) pin both schemes.
 
 Speed: for large ranges the same integer arithmetic runs as fused `torch.compile` kernels
 (`gpart.tuner.fused`); they compute bit-identical ids (integer ops are exact), so the fused
@@ -38,7 +47,12 @@ import torch
 from gpart.tuner import fused
 
 _MASK64 = (1 << 64) - 1
-_MAX_D = (1 << 31) - 1  # multiply-shift keeps (h32 * d) inside int64
+_MAX_D = (1 << 31) - 1  # both reductions keep their products inside int64
+
+# ``GPartConfig.scheme_version``: which definitions an adapter's ids follow (module doc).
+SCHEME_LEGACY = 1
+SCHEME_OFFICIAL = 2
+SCHEMES = (SCHEME_LEGACY, SCHEME_OFFICIAL)
 
 
 def _i64(value: int) -> int:
@@ -67,9 +81,25 @@ def mix64(x: torch.Tensor) -> torch.Tensor:
     return x ^ _lsr(x, 31)
 
 
+def mix64_int(x: int) -> int:
+    """The splitmix64 finaliser on one unsigned Python int (for constants)."""
+    x &= _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
+
+
 def seed_key(seed: int, stream: int = 0) -> int:
-    """The additive key of a seed (stream separates unrelated uses, e.g. dropout)."""
+    """The additive key of a seed in this project's own streams (stream separates unrelated
+    uses, e.g. dropout; stream 0 is scheme 1's random grouping)."""
     return _i64((seed + 1) * _GOLDEN + stream * 0xD1B54A32D192ED03)
+
+
+def random_key(seed: int, scheme: int) -> int:
+    """The additive key of the ``random`` grouping: `p + key` is what the hash sees."""
+    if scheme == SCHEME_OFFICIAL:
+        return _i64(seed + _GOLDEN)  # the reference: proj_seed + the splitmix64 gamma
+    return seed_key(seed)
 
 
 def hash_positions(positions: torch.Tensor, seed: int, stream: int = 0) -> torch.Tensor:
@@ -78,19 +108,55 @@ def hash_positions(positions: torch.Tensor, seed: int, stream: int = 0) -> torch
 
 
 def hash_keyed(keyed: torch.Tensor) -> torch.Tensor:
-    """The hash of `position + seed_key(seed, stream)` (already keyed)."""
+    """The hash of `position + key` (already keyed)."""
     return mix64(keyed)
 
 
-def random_ids_of_keyed(keyed: torch.Tensor, d: int | torch.Tensor) -> torch.Tensor:
-    """Random-grouping ids of `position + seed_key(seed)` (int64): multiply-shift of the
-    hash's low 32 bits. `d` may be a 0-d tensor (fused kernels) or an int."""
-    return ((hash_keyed(keyed) & _LOW32) * d) >> 32
+def _mulshift(h: torch.Tensor, d: int | torch.Tensor) -> torch.Tensor:
+    """Scheme 1: the hash's low 32 bits mapped to [0, d) by a multiply-shift."""
+    return ((h & _LOW32) * d) >> 32
 
 
-def random_group_ids(positions: torch.Tensor, d: int, seed: int) -> torch.Tensor:
+def _mod_u64(h: torch.Tensor, d, r32, inv_d) -> torch.Tensor:
+    """Scheme 2: `h` read as an unsigned 64-bit number, `mod d` (0 < d < 2**31), exactly.
+
+    `r32 = 2**32 mod d`, `inv_d = 1.0 / d` (float64). With `h = hi 2**32 + lo`,
+    `t = hi r32 + lo` is congruent to `h` and `< 2**32 d + 2**32 < 2**63`. The float64
+    quotient `t * inv_d` carries a relative error of at most ~3 2**-53, i.e. less than one
+    on `t / d < 2**33`, so its truncation is `floor(t / d)` or one off, which one
+    comparison each way corrects."""
+    t = _lsr(h, 32) * r32 + (h & _LOW32)
+    q = (t.to(torch.float64) * inv_d).to(torch.int64)
+    r = t - q * d
+    r = torch.where(r < 0, r + d, r)
+    return torch.where(r >= d, r - d, r)
+
+
+def reduce_hash(h: torch.Tensor, d, consts: tuple | None) -> torch.Tensor:
+    """A random group id in [0, d) from a 64-bit hash: `consts` is `mod_constants(d)` for
+    scheme 2 (unsigned `mod d`), None for scheme 1 (multiply-shift)."""
+    if consts is None:
+        return _mulshift(h, d)
+    return _mod_u64(h, d, *consts)
+
+
+def mod_constants(d: int) -> tuple[int, float]:
+    """(`2**32 mod d`, `1.0 / d`) for `_mod_u64` (Python numbers, eager path)."""
+    return (1 << 32) % d, 1.0 / d
+
+
+def random_ids_of_keyed(keyed: torch.Tensor, d, consts: tuple | None = None) -> torch.Tensor:
+    """Random-grouping ids of `position + random_key(seed, scheme)` (int64). `d` (and the
+    `consts` of scheme 2) may be 0-d tensors (fused kernels) or Python numbers."""
+    return reduce_hash(hash_keyed(keyed), d, consts)
+
+
+def random_group_ids(
+    positions: torch.Tensor, d: int, seed: int, scheme: int = SCHEME_OFFICIAL
+) -> torch.Tensor:
     """i.i.d. uniform group in [0, d) for each position (int64)."""
-    return random_ids_of_keyed(positions + seed_key(seed), d)
+    consts = mod_constants(d) if scheme == SCHEME_OFFICIAL else None
+    return random_ids_of_keyed(positions + random_key(seed, scheme), d, consts)
 
 
 def keyed_start(start: int, seed: int, stream: int = 0) -> int:
@@ -98,40 +164,72 @@ def keyed_start(start: int, seed: int, stream: int = 0) -> int:
     return _i64(start + seed_key(seed, stream))
 
 
+def random_keyed_start(start: int, seed: int, scheme: int) -> int:
+    """`start + random_key(seed, scheme)` as the int64 the hash sees."""
+    return _i64(start + random_key(seed, scheme))
+
+
+@functools.lru_cache(maxsize=4096)
+def _mod_tensors(d: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    with torch.inference_mode(False), torch.no_grad():  # see fused.scalar
+        r32, inv_d = mod_constants(d)
+        return fused.scalar(r32, device), torch.full((), inv_d, dtype=torch.float64, device=device)
+
+
+def reduce_tensors(d: int, scheme: int, device: torch.device) -> tuple:
+    """The kernels' reduction constants of `d`: `()` for scheme 1, (r32, inv_d) for 2."""
+    if scheme != SCHEME_OFFICIAL:
+        return ()
+    return _mod_tensors(d, fused.concrete_device(device))
+
+
 # ---------------------------------------------------------------- fused kernels (pure)
 # Scalars travel as 0-d int64 tensors: one compiled graph serves every offset and seed.
+# `red` is `reduce_tensors(...)`: empty (scheme 1) or (r32, inv_d) (scheme 2); dynamo
+# compiles one graph per arity.
 
 
-def _k_random_ids(n: int, keyed0: torch.Tensor, d: torch.Tensor, dtype: torch.dtype):
+def _k_random_ids(n: int, keyed0: torch.Tensor, d: torch.Tensor, dtype: torch.dtype, *red):
     keyed = torch.arange(n, dtype=torch.int64, device=keyed0.device) + keyed0
-    return random_ids_of_keyed(keyed, d).to(dtype)
+    return random_ids_of_keyed(keyed, d, red or None).to(dtype)
 
 
-def _encrypt_t(x, keys, nkeys: int, half_bits, mask):
-    """`FeistelSpec._encrypt` with the spec's numbers as tensors (same integer ops)."""
-    left = x >> half_bits
-    right = x & mask
+def _encrypt_t(x, keys, shift, mask_lo, mask_hi, nkeys: int, alternating: bool):
+    """`FeistelSpec._encrypt` with the spec's numbers as tensors (same integer ops).
+
+    `x = (left << shift) | right`. Scheme 1 (balanced halves, `mask_lo == mask_hi`): each
+    round swaps the halves, `(l, r) -> (r, l ^ F(r))`. Scheme 2 (`alternating`, halves of
+    `b // 2` and `b - b // 2` bits): rounds update the left half from the right one, then the
+    right from the left, in turn; each step is undone by repeating it, so the whole is a
+    bijection of `[0, 2**b)` for any width `b`."""
+    left = x >> shift
+    right = x & mask_lo
     for r in range(nkeys):
-        left, right = right, left ^ (mix64(right + keys[r]) & mask)
-    return (left << half_bits) | right
+        if not alternating:
+            left, right = right, left ^ (mix64(right + keys[r]) & mask_lo)
+        elif r % 2 == 0:
+            left = left ^ (mix64(right + keys[r]) & mask_hi)
+        else:
+            right = right ^ (mix64(left + keys[r]) & mask_lo)
+    return (left << shift) | right
 
 
-def _walk(out, keys, nkeys: int, half_bits, mask, total, rounds: int):
+def _walk(out, cipher, nkeys: int, alternating: bool, total, rounds: int):
     # Cycle walking without data-dependent control flow: every lane runs `rounds` steps,
     # each re-encrypting only values still outside [0, total).
     for _ in range(rounds):
-        out = torch.where(out >= total, _encrypt_t(out, keys, nkeys, half_bits, mask), out)
+        out = torch.where(out >= total, _encrypt_t(out, *cipher, nkeys, alternating), out)
     return out
 
 
-def _k_permute(n: int, start, keys, nkeys: int, half_bits, mask, total, rounds: int):
+def _k_permute(n: int, start, cipher, nkeys: int, alternating: bool, total, rounds: int):
     x = torch.arange(n, dtype=torch.int64, device=start.device) + start
-    out = _encrypt_t(x, keys, nkeys, half_bits, mask)
-    return _walk(out, keys, nkeys, half_bits, mask, total, rounds)
+    out = _encrypt_t(x, *cipher, nkeys, alternating)
+    return _walk(out, cipher, nkeys, alternating, total, rounds)
 
 
-def _k_rewalk(out, keys, nkeys: int, half_bits, mask, total, rounds: int):
-    return _walk(out, keys, nkeys, half_bits, mask, total, rounds)
+def _k_rewalk(out, cipher, nkeys: int, alternating: bool, total, rounds: int):
+    return _walk(out, cipher, nkeys, alternating, total, rounds)
 
 
 def _k_mod(x, d, dtype: torch.dtype):
@@ -146,10 +244,12 @@ def _mod_exact(x, d):
     return x - q * d
 
 
-def _k_balanced_ids(n: int, start, keys, nkeys: int, half_bits, mask, total, d, rounds: int, dtype):
+def _k_balanced_ids(
+    n: int, start, cipher, nkeys: int, alternating: bool, total, d, rounds: int, dtype
+):
     # Permute, walk and reduce mod d in one pass (values still outside [0, D) after `rounds`
     # steps get a meaningless id here and are fixed by the caller from `out`).
-    out = _k_permute(n, start, keys, nkeys, half_bits, mask, total, rounds)
+    out = _k_permute(n, start, cipher, nkeys, alternating, total, rounds)
     return out, _mod_exact(out, d).to(dtype)
 
 
@@ -165,43 +265,65 @@ _LATER_ROUNDS = 10
 # Balanced ids: more in-kernel steps than `permute_range` (fewer stragglers to compact);
 # measured best of 3..6 on a 768 x 3072 layer with D = 85M (a 3.16x larger Feistel domain).
 _BALANCED_ROUNDS = 5
+# Scheme 2's domain is < 2 D, so fewer values leave [0, D) per encryption (measured best of
+# 2..5 on the same layer).
+_BALANCED_ROUNDS_ODD = 3
 # `_mod_exact` holds below 2**53; larger adapted spaces (never seen in practice) use int64 %.
 _EXACT_F64 = 1 << 53
 
 
 @dataclass(frozen=True)
 class FeistelSpec:
-    """A keyed bijection on [0, 2**(2*half_bits)) restricted to [0, D) by cycle walking."""
+    """A keyed bijection on `[0, 2**bits)` restricted to `[0, D)` by cycle walking.
+
+    `alternating=False` (scheme 1): a balanced 4-round Feistel network, `bits` even.
+    `alternating=True` (scheme 2): left half `bits // 2`, right half the rest, updated in
+    turn (see `_encrypt_t`), `bits` the smallest width with `2**bits >= D`.
+    """
 
     total: int
-    half_bits: int
+    bits: int
     keys: tuple[int, ...]
+    alternating: bool = False
 
     @classmethod
-    def build(cls, total: int, seed: int, rounds: int = 4) -> FeistelSpec:
+    def build(cls, total: int, seed: int, scheme: int = SCHEME_OFFICIAL) -> FeistelSpec:
         bits = max(2, math.ceil(math.log2(max(total, 2))))
-        half_bits = (bits + 1) // 2
-        keys = tuple(seed_key(seed, stream=1 + r) for r in range(rounds))
-        return cls(total=total, half_bits=half_bits, keys=keys)
+        if scheme == SCHEME_OFFICIAL:
+            # Round keys from the seed through splitmix64 itself, one per round.
+            keys = tuple(_i64(mix64_int(seed + (r + 1) * _GOLDEN)) for r in range(4))
+            return cls(total=total, bits=bits, keys=keys, alternating=True)
+        keys = tuple(seed_key(seed, stream=1 + r) for r in range(4))
+        return cls(total=total, bits=2 * ((bits + 1) // 2), keys=keys)
+
+    @property
+    def shift(self) -> int:
+        """Width of the right (low) half."""
+        return self.bits - self.bits // 2 if self.alternating else self.bits // 2
+
+    @property
+    def _masks(self) -> tuple[int, int]:
+        """(low mask, high mask) of the two halves."""
+        return (1 << self.shift) - 1, (1 << (self.bits - self.shift)) - 1
 
     def _encrypt(self, x: torch.Tensor) -> torch.Tensor:
-        mask = (1 << self.half_bits) - 1
-        left = x >> self.half_bits
-        right = x & mask
-        for key in self.keys:
-            left, right = right, left ^ (mix64(right + key) & mask)
-        return (left << self.half_bits) | right
+        lo, hi = self._masks
+        return _encrypt_t(x, self.keys, self.shift, lo, hi, len(self.keys), self.alternating)
 
-    def tensors(self, device: torch.device) -> tuple[torch.Tensor, ...]:
-        """(keys, half_bits, mask, total) as int64 tensors on `device`, for the kernels
-        (made once per device, like every kernel constant: `fused.scalar`)."""
+    def tensors(self, device: torch.device) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        """((keys, shift, low mask, high mask), total) as int64 tensors on `device`, for the
+        kernels (made once per device, like every kernel constant: `fused.scalar`)."""
         return _feistel_tensors(self, fused.concrete_device(device))
+
+    @property
+    def _static(self) -> tuple[int, bool]:
+        return len(self.keys), self.alternating
 
     def permute_range(self, start: int, count: int, device: torch.device) -> torch.Tensor:
         """`permute(arange(start, start + count))` by the fused kernels (bit-identical)."""
-        keys, half_bits, mask, total = self.tensors(device)
+        cipher, total = self.tensors(device)
         start_t = fused.scalar(start, device)
-        out = _PERMUTE(count, start_t, keys, len(self.keys), half_bits, mask, total, _FIRST_ROUNDS)
+        out = _PERMUTE(count, start_t, cipher, *self._static, total, _FIRST_ROUNDS)
         self._walk_stragglers(out, ("permute", start, count), _REWALK)
         return out
 
@@ -223,18 +345,17 @@ class FeistelSpec:
                 positions = torch.arange(start, start + count, dtype=torch.int64, device=device)
                 return (self.permute(positions) % d).to(dtype)
             return _MOD(self.permute_range(start, count, device), fused.scalar(d, device), dtype)
-        keys, half_bits, mask, total = self.tensors(device)
+        cipher, total = self.tensors(device)
         kernel = _BALANCED_IDS if compiled else _k_balanced_ids
+        rounds = _BALANCED_ROUNDS_ODD if self.alternating else _BALANCED_ROUNDS
         out, ids = kernel(
             count,
             fused.scalar(start, device),
-            keys,
-            len(self.keys),
-            half_bits,
-            mask,
+            cipher,
+            *self._static,
             total,
             fused.scalar(d, device),
-            _BALANCED_ROUNDS,
+            rounds,
             dtype,
         )
         walked = self._walk_stragglers(
@@ -258,7 +379,7 @@ class FeistelSpec:
         `nonzero_static`, which needs no wait: a training step never blocks on the walk.
         On a CPU `nonzero` stays (it is faster there and nothing waits).
         """
-        keys, half_bits, mask, total = self.tensors(out.device)
+        cipher, total = self.tensors(out.device)
         static = _static_walk(out.device)
         sizes = _WALK_SIZES.get((self, *key)) if static else None
         counted: list[int] = []
@@ -276,8 +397,7 @@ class FeistelSpec:
             if n == 0:
                 break
             walked = picked if walked is None else walked[picked]
-            changed = rewalk(out[walked], keys, len(self.keys), half_bits, mask, total,
-                             _LATER_ROUNDS)  # fmt: skip
+            changed = rewalk(out[walked], cipher, *self._static, total, _LATER_ROUNDS)
             out[walked] = changed
             if stage == 1:
                 stragglers = walked
@@ -311,24 +431,36 @@ def _static_walk(device: torch.device) -> bool:
 
 
 @functools.lru_cache(maxsize=64)
-def _feistel_tensors(spec: FeistelSpec, device: torch.device) -> tuple[torch.Tensor, ...]:
+def _feistel_tensors(spec: FeistelSpec, device: torch.device) -> tuple:
+    lo, hi = spec._masks
     with torch.inference_mode(False), torch.no_grad():  # see fused.scalar
-        return (
+        cipher = (
             torch.stack([fused.scalar(k, device) for k in spec.keys]),
-            fused.scalar(spec.half_bits, device),
-            fused.scalar((1 << spec.half_bits) - 1, device),
-            fused.scalar(spec.total, device),
+            fused.scalar(spec.shift, device),
+            fused.scalar(lo, device),
+            # Its own tensor even when equal to the low mask (scheme 1): dynamo guards on
+            # aliased inputs, and one alias more would be one compiled graph more.
+            torch.full((), hi, dtype=torch.int64, device=device),
         )
+        return cipher, fused.scalar(spec.total, device)
 
 
 @dataclass(frozen=True)
 class Partition:
-    """The partition of an adapted space of size `total` into `d` groups."""
+    """The partition of an adapted space of size `total` into `d` groups.
+
+    `scheme`: which definitions the ids follow (module doc). `assignment`: under scheme 2,
+    ``materialized`` random ids are the reference's other partition, a seeded
+    ``torch.randint`` stream drawn layer by layer (`seeded_randint_ids`), not a function of
+    the position; under scheme 1 it only caches the positional ids.
+    """
 
     total: int
     d: int
     seed: int
     grouping: str
+    scheme: int = SCHEME_OFFICIAL
+    assignment: str = "stateless"
 
     def __post_init__(self) -> None:
         if self.d <= 0:
@@ -340,19 +472,34 @@ class Partition:
                 "grouping must be 'random', 'balanced' or 'signed_magnitude', "
                 f"got {self.grouping!r}."
             )
+        if self.scheme not in SCHEMES:
+            raise ValueError(f"scheme must be one of {SCHEMES}, got {self.scheme!r}.")
+
+    @property
+    def positional(self) -> bool:
+        """Whether ids are a function of the position (else they are drawn at injection)."""
+        if self.grouping == "signed_magnitude":
+            return False
+        return not (
+            self.scheme == SCHEME_OFFICIAL
+            and self.grouping == "random"
+            and self.assignment == "materialized"
+        )
 
     def _check_stateless(self) -> None:
-        if self.grouping == "signed_magnitude":
-            # Its ids are a function of the base weights, not of the position: see
-            # `signed_magnitude_ids`, called once at injection.
+        if not self.positional:
+            # signed_magnitude: a function of the base weights (`signed_magnitude_ids`);
+            # scheme 2 materialized random: a seeded RNG stream (`seeded_randint_ids`).
+            # Both are computed once at injection and cached, never hashed from positions.
             raise ValueError(
-                "grouping='signed_magnitude' ids depend on the base weights: they are computed "
-                "at injection (signed_magnitude_ids) and cached, never hashed from positions."
+                f"grouping={self.grouping!r} with assignment={self.assignment!r} (scheme "
+                f"{self.scheme}) has no positional ids: they are computed at injection and "
+                "cached, never hashed from positions."
             )
 
     @property
     def feistel(self) -> FeistelSpec:
-        return FeistelSpec.build(self.total, self.seed)
+        return FeistelSpec.build(self.total, self.seed, self.scheme)
 
     def group_ids(
         self,
@@ -370,10 +517,11 @@ class Partition:
                 return torch.empty(0, dtype=dtype, device=dev)
             return self.feistel.group_ids_range(start, count, self.d, dev, dtype, compiled)
         if compiled:
-            keyed0 = fused.scalar(keyed_start(start, self.seed), dev)
-            return _RANDOM_IDS(count, keyed0, fused.scalar(self.d, dev), dtype)
+            keyed0 = fused.scalar(random_keyed_start(start, self.seed, self.scheme), dev)
+            red = reduce_tensors(self.d, self.scheme, dev)
+            return _RANDOM_IDS(count, keyed0, fused.scalar(self.d, dev), dtype, *red)
         positions = torch.arange(start, start + count, dtype=torch.int64, device=dev)
-        return random_group_ids(positions, self.d, self.seed).to(dtype)
+        return random_group_ids(positions, self.d, self.seed, self.scheme).to(dtype)
 
     def group_sizes(
         self, chunk_size: int = 1 << 22, device: torch.device | str | None = None
@@ -397,25 +545,48 @@ class Partition:
         isometric: bool,
         device: torch.device | str | None = None,
         sizes: torch.Tensor | None = None,
+        scoped: bool = False,
     ) -> torch.Tensor:
-        """Per-group scale `s_j` (fp32): `1/sqrt(n_j)` (0 for an empty group) or 1.
-        `sizes`: `group_sizes()` when the caller has them already (they cost a pass over D)."""
+        """Per-group scale `s_j` (fp32), or 1 when not `isometric`. `sizes`: `group_sizes()`
+        when the caller has them already (they cost a pass over D).
+
+        Scheme 2, as the reference computes it: `1 / sqrt(max(n_j, 1))` in fp32 (its
+        block scope, `scoped`, uses `rsqrt`, which can differ in the last bit). Scheme 1:
+        `1/sqrt(n_j)` in fp64, rounded to fp32, 0 for an empty group. An empty group's
+        scale never matters: no entry reads it."""
         if not isometric:
             return torch.ones(self.d, dtype=torch.float32, device=device)
         if sizes is None:
             sizes = self.group_sizes(device=device)
+        if self.scheme == SCHEME_OFFICIAL:
+            counts = sizes.to(device=device).clamp(min=1).float()
+            return counts.rsqrt() if scoped else 1.0 / torch.sqrt(counts)
         sizes = sizes.to(device=device, dtype=torch.float64)
         scales = torch.where(sizes > 0, sizes.clamp(min=1).rsqrt(), torch.zeros_like(sizes))
         return scales.to(torch.float32)
+
+
+def seeded_randint_ids(numels: list[int], d: int, seed: int) -> list[torch.Tensor]:
+    """Scheme 2's ``assignment="materialized"`` random ids: one CPU `torch.Generator`
+    seeded with `seed`, one int32 `torch.randint(0, d, (n,))` draw per layer in layer order
+    (the reference's `_assign_random_indices_streaming`). A different partition from the
+    stateless hash, and reproducible only in this order and on the CPU generator, which is
+    why it is drawn there and then moved to the layer's device."""
+    generator = torch.Generator(device="cpu")
+    generator.manual_seed(seed)
+    return [torch.randint(0, d, (n,), generator=generator, dtype=torch.int32) for n in numels]
 
 
 # ---------------------------------------------------------------- ablation groupings / scopes
 _BLOCK_STREAM = 11  # separates per-block seeds from every other use of the hash
 
 
-def block_seed(seed: int, block: int) -> int:
-    """The seed of block `block` under `partition_scope="transformer_block"`: the hash of the
-    block index under `seed`, so blocks draw unrelated partitions from one `proj_seed`."""
+def block_seed(seed: int, block: int, scheme: int = SCHEME_OFFICIAL) -> int:
+    """The seed of block `block` (its ordinal in natural order) under
+    `partition_scope="transformer_block"`. Scheme 2: `proj_seed + block`, as the reference
+    does. Scheme 1: the hash of the block index under `seed`."""
+    if scheme == SCHEME_OFFICIAL:
+        return seed + block
     h = hash_positions(torch.tensor([block], dtype=torch.int64), seed, stream=_BLOCK_STREAM)
     return int(h[0])
 
@@ -426,8 +597,13 @@ def split_evenly(d: int, parts: int) -> list[int]:
     return [base + (1 if b < extra else 0) for b in range(parts)]
 
 
-def signed_magnitude_ids(values: torch.Tensor, d: int) -> tuple[torch.Tensor, torch.Tensor]:
+def signed_magnitude_ids(
+    values: torch.Tensor, d: int, scheme: int = SCHEME_OFFICIAL
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Group ids (int64) and group sizes of the ``signed_magnitude`` grouping.
+
+    Scheme 2 follows the reference exactly (`_signed_magnitude_reference`); what follows
+    describes scheme 1.
 
     The entries are split by the sign of the base weight (negative: `w < 0`; zeros join the
     non-negative pool). The negative pool gets `round(d * n_neg / N)` groups (half up, exact
@@ -446,6 +622,8 @@ def signed_magnitude_ids(values: torch.Tensor, d: int) -> tuple[torch.Tensor, to
     Raises:
         ValueError: when `d > N`, or `d < 2` while both signs occur.
     """
+    if scheme == SCHEME_OFFICIAL:
+        return _signed_magnitude_reference(values, d)
     values = values.reshape(-1)
     if values.dtype not in (torch.float32, torch.float64):
         values = values.float()  # exact for bf16/fp16
@@ -477,6 +655,55 @@ def signed_magnitude_ids(values: torch.Tensor, d: int) -> tuple[torch.Tensor, to
         ids[idx[order]] = ranks * groups // m + first
     sizes = torch.bincount(ids, minlength=d)
     return ids, sizes
+
+
+def _signed_magnitude_reference(values: torch.Tensor, d: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scheme 2's ``signed_magnitude``: the reference's rules, on the CPU in fp32 as it runs
+    them (its ``grouping.py``).
+
+    Pools by sign (`not w >= 0` is negative); the negative pool gets
+    `round(d * n_neg / N)` groups (Python's float `round`, half to even), at least one and at
+    most `d - 1` when both pools exist, the rest go to the non-negative pool (ids after the
+    negative pool's); one pool alone gets all `d`, `d = 1` puts everything in group 0. A
+    pool of `n` entries sorted by the fp32 key `|w| * (n + 1) + index / (n + 1)` (index in
+    the whole space; stable) is cut at `g * n // k`: the entry of rank `r` is in bin
+    `((r + 1) k - 1) // n`, the inverse of that cut. A pool with fewer entries than groups
+    gives entry `r` of it group `r`.
+    """
+    values = values.detach().reshape(-1).float().cpu()
+    total = values.numel()
+    if d > total:
+        raise ValueError(f"signed_magnitude: d={d} is larger than the {total} entries to group.")
+    magnitudes = values.abs()
+    nonneg = values >= 0
+    neg_idx = torch.nonzero(~nonneg, as_tuple=True)[0]
+    pos_idx = torch.nonzero(nonneg, as_tuple=True)[0]
+    n_neg, n_pos = neg_idx.numel(), pos_idx.numel()
+
+    def split(indices: torch.Tensor, k: int) -> torch.Tensor:
+        n = indices.numel()
+        if k > n:
+            return torch.arange(n, dtype=torch.int64)
+        keys = magnitudes[indices] * (n + 1) + indices.float() / (n + 1)
+        order = torch.argsort(keys, stable=True)
+        out = torch.empty(n, dtype=torch.int64)
+        out[order] = ((torch.arange(n, dtype=torch.int64) + 1) * k - 1) // n
+        return out
+
+    if n_neg == 0 or n_pos == 0:
+        ids = split(pos_idx if n_neg == 0 else neg_idx, d)
+    elif d == 1:
+        ids = torch.zeros(total, dtype=torch.int64)
+    else:
+        k_neg = round(d * n_neg / total)
+        if k_neg < 1:
+            k_neg = 1
+        if d - k_neg < 1:
+            k_neg = d - 1
+        ids = torch.empty(total, dtype=torch.int64)
+        ids[neg_idx] = split(neg_idx, k_neg)
+        ids[pos_idx] = split(pos_idx, d - k_neg) + k_neg
+    return ids, torch.bincount(ids, minlength=d)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,10 @@ from gpart.configs.schema import FOLLOWS_SEED, IDENTITY_IF_CHANGED, AdapterConfi
 
 @dataclass
 class GPartAdapterConfig(AdapterConfig):
-    """Mirrors `gpart.GPartConfig`; ``dropout`` becomes ``gpart_dropout``."""
+    """Mirrors `gpart.GPartConfig`. Renamed on the way: ``dropout`` -> ``gpart_dropout``,
+    ``grouping`` -> ``grouping_strategy``, ``assignment`` -> ``assignment_backend``,
+    ``projection`` -> ``projection_type`` (the override keys predate the reference's names
+    and are in every run name's hash, so they stay)."""
 
     type: str = "gpart"
     # 2**14: a round default for quick runs; the paper's GLUE presets use 23,040.
@@ -54,7 +57,13 @@ def to_peft(
     return peft_kwargs(
         cfg,
         GPartConfig,
-        rename={"dropout": "gpart_dropout"},
+        # This project's override names -> the reference implementation's field names.
+        rename={
+            "dropout": "gpart_dropout",
+            "grouping": "grouping_strategy",
+            "assignment": "assignment_backend",
+            "projection": "projection_type",
+        },
         task_type=task_type,
         modules_to_save=modules_to_save,
     )
