@@ -184,7 +184,9 @@ def test_every_real_reference_extracts_to_a_number():
 
 
 def test_real_reference_solutions_score_as_completions():
-    rows = _gsm8k_rows()[:200]
+    """Self-consistency on all of GSM8K test: each reference solution, given as the
+    model's completion, is right."""
+    rows = _gsm8k_rows()
     scores = score_completions("gsm8k", [(row["answer"], row["answer"]) for row in rows])
     assert scores.summary["accuracy"] == 1.0
     assert scores.summary["strict_match"] == 1.0

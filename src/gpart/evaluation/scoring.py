@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from gpart.evaluation.answers import (
+    asked_places,
     gsm8k_equal,
     gsm8k_prediction,
     gsm8k_reference,
@@ -96,6 +97,7 @@ def check_answer(
     *,
     timeout: float = DEFAULT_TIMEOUT,
     worker: SympyWorker | None = None,
+    question: str | None = None,
 ) -> AnswerResult:
     """Check one completion against its reference with `dataset`'s rules.
 
@@ -106,6 +108,8 @@ def check_answer(
             with ``\\boxed{}``) or the bare answer.
         timeout: seconds each sympy check may take (MATH).
         worker: the sympy worker (MATH); the process-wide one by default.
+        question: the problem (MATH): the precision it asks for, if any, decides between
+            decimals (`gpart.evaluation.answers.asked_places`).
 
     Raises:
         ValueError: an unknown dataset, or a reference with no answer in it.
@@ -132,7 +136,9 @@ def check_answer(
         )
     reference = math_reference(str(ground_truth))
     prediction = math_prediction(completion)
-    got = math_equal(prediction, reference, timeout=timeout, worker=worker)
+    got = math_equal(
+        prediction, reference, timeout=timeout, worker=worker, places=asked_places(question)
+    )
     return AnswerResult(
         prediction=prediction,
         correct=got.equal,
