@@ -218,6 +218,41 @@ def test_rescore_reproduces_the_math_accuracy_from_answer_only_ground_truth(
     _rescore_matches(tmp_path, "math", results)
 
 
+def test_every_grader_is_recorded_and_rescore_can_choose(env, tmp_path, monkeypatch, capsys):
+    from gpart.evaluation import generate
+
+    said = ["The answer is 42.", "Step: 1 + 2 = 3\n#### 3", "so 84", "The answer is 2300%",
+            "no idea"]  # fmt: skip
+
+    def canned(model, tokenizer, prompts, **kw):
+        return generate.Generations([said[QUESTIONS.index(p.split(": ")[1].split("\n")[0])]
+                                     for p in prompts], [3] * len(prompts), 0.5)  # fmt: skip
+
+    monkeypatch.setattr(generate, "generate_hf", canned)
+    assert _eval(env, tmp_path) == 0
+    out = capsys.readouterr().out
+    assert "accuracy 0.6000 by gpart" in out and "official 0.6000 (2 differ)" in out
+    records, results = _read(tmp_path, "gsm8k")
+    # ours: 42, 3, 84 right; the paper's: 42, 84 and 2300% (100x 23) right, the 1 of "1 + 2"
+    assert [r["graders"]["gpart"]["correct"] for r in records] == [True, True, True, False, False]
+    assert [r["graders"]["official"]["correct"] for r in records] == [
+        True,
+        False,
+        True,
+        True,
+        False,
+    ]
+    assert [r["correct"] for r in records] == [True, True, True, False, False]  # the primary's
+    assert results["grader"] == "gpart" and results["disagreements"] == {"gpart/official": 2}
+    assert results["graders"]["official"] == {"accuracy": 0.6, "correct": 3, "unextractable": 1,
+                                              "timed_out": 0}  # fmt: skip
+    path = tmp_path / "eval" / "gsm8k" / "predictions.jsonl"
+    assert main(["--rescore", str(path), "--grader", "official", "gpart"]) == 0
+    again = json.loads(path.with_name("results.rescored.json").read_text())
+    assert again["grader"] == "official" and again["changed"] == 2
+    assert again["graders"] == results["graders"]
+
+
 def test_check_answer_accepts_the_bare_reference_answer():
     assert check_answer("gsm8k", "so 1,000 in all. The answer is 1000.", "1000").correct
     assert check_answer("gsm8k", "The answer is 18", "18").harness["flexible_extract"]["correct"]
@@ -283,9 +318,12 @@ def test_hub_sets_read_their_sources_in_the_fixed_order(monkeypatch):
         ("vllm", "uv pip install vllm"),
         ("not_a_run", "neither a run directory"),
         ("rescore_missing", "--rescore: no predictions file"),
+        ("math_verify_missing", "--grader: the math-verify grader needs the math-verify package"),
     ],
 )
-def test_bad_input_is_one_error_line_and_writes_nothing(env, tmp_path, capsys, case, message):
+def test_bad_input_is_one_error_line_and_writes_nothing(
+    env, tmp_path, capsys, monkeypatch, case, message
+):
     bad = write_jsonl(tmp_path / "bad.jsonl", [{"text": "x", "label": 1}])
     no_answer = write_jsonl(tmp_path / "na.jsonl", [{"question": "q", "answer": "no number"}])
     out = tmp_path / "out"
@@ -303,7 +341,15 @@ def test_bad_input_is_one_error_line_and_writes_nothing(env, tmp_path, capsys, c
         "not_a_run": ["--adapter_path", str(tmp_path), "--data_file", str(env["gsm8k"]),
                       "--dataset", "gsm8k"],
         "rescore_missing": ["--rescore", str(tmp_path / "predictions.jsonl")],
+        "math_verify_missing": [*base, "--data_file", str(env["gsm8k"]), "--dataset", "gsm8k",
+                                "--grader", "gpart", "math-verify"],
     }[case]  # fmt: skip
+    if case == "math_verify_missing":
+        import importlib.util
+
+        real = importlib.util.find_spec
+        monkeypatch.setattr(importlib.util, "find_spec",
+                            lambda name, *a: None if name == "math_verify" else real(name, *a))  # fmt: skip
     if case == "vllm":
         try:
             import vllm  # noqa: F401

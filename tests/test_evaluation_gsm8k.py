@@ -166,6 +166,11 @@ def test_harness_and_ours_disagree_where_documented():
         "timed_out": 0,
         "strict_match": 1 / 3,
         "flexible_extract": 1 / 3,  # "18.00" is not "18" as a string
+        "grader": "gpart",
+        "graders": {
+            "gpart": {"accuracy": 2 / 3, "correct": 2, "unextractable": 1, "timed_out": 0}
+        },  # fmt: skip
+        "disagreements": {},
     }
 
 

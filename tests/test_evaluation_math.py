@@ -299,19 +299,30 @@ def test_check_answer_math_fields():
     assert (none.prediction, none.correct, none.unextractable) == (None, False, True)
 
 
-def test_score_math_completions():
+def test_score_math_completions_by_ours_and_the_papers_grader():
     pairs = [
         ("$\\boxed{\\frac{1}{\\sqrt{2}}}$", "$\\boxed{\\frac{\\sqrt2}{2}}$"),
         ("The answer is $10\\%$.", "\\boxed{10}"),
         ("$\\boxed{[1,2)}$", "\\boxed{(1,2)}"),
         ("I give up", "\\boxed{4}"),
     ]
-    summary = score_completions("math", pairs).summary
-    assert summary == {
+    scores = score_completions("math", pairs, graders=["gpart", "official"])
+    assert scores.summary == {
         "dataset": "math",
         "accuracy": 0.5,
         "total": 4,
         "correct": 2,
         "unextractable": 1,
         "timed_out": 0,
+        "grader": "gpart",
+        "graders": {
+            "gpart": {"accuracy": 0.5, "correct": 2, "unextractable": 1, "timed_out": 0},
+            # no LaTeX parse there, and "The answer is" reads "$10\\%$" with its dollars
+            "official": {"accuracy": 0.0, "correct": 0, "unextractable": 1, "timed_out": 0},
+        },
+        "disagreements": {"gpart/official": 2},
+    }
+    assert scores.verdicts(1) == {
+        "gpart": {"prediction": "10\\%", "correct": True, "timed_out": False},
+        "official": {"prediction": "$10\\%$", "correct": False, "timed_out": False},
     }

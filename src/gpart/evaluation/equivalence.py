@@ -79,6 +79,7 @@ class SympyWorker:
         self._proc: subprocess.Popen[str] | None = None
         self._lines: queue.Queue[str | None] | None = None
         self._pid = os.getpid()
+        self._warm: set[str] = set()
 
     def _start(self) -> None:
         env = dict(os.environ)
@@ -104,6 +105,7 @@ class SympyWorker:
 
         threading.Thread(target=pump, name="gpart-sympy-pump", daemon=True).start()
         self._proc, self._lines, self._pid = proc, lines, os.getpid()
+        self._warm = {"gpart"}  # rules whose packages the worker has imported (startup: ours)
         try:
             ready = lines.get(timeout=self.startup_timeout)
         except queue.Empty:
@@ -141,6 +143,18 @@ class SympyWorker:
         Raises:
             RuntimeError: the worker could not start.
         """
+        reply = self.ask({"a": a, "b": b, **options}, timeout=timeout)
+        return None if reply is None else bool(reply["equal"])
+
+    def ask(self, request: dict[str, Any], timeout: float = DEFAULT_TIMEOUT) -> dict | None:
+        """The worker's whole reply to one request (`equal` is the common case), or None
+        when it ran out of `timeout` seconds. A rule's first request in a fresh worker
+        may take the startup time as well: it imports that rule's packages (math-verify
+        loads its own grammar), which is no check's time.
+
+        Raises:
+            RuntimeError: the worker could not start.
+        """
         with self._lock:
             if self._pid != os.getpid():  # forked: that worker is the parent's
                 self._proc, self._lines = None, None
@@ -150,8 +164,11 @@ class SympyWorker:
                     self._kill()
                 self._start()
             assert self._proc is not None and self._lines is not None
+            rule = request.get("rule", "gpart")
+            if rule not in self._warm:
+                timeout = max(timeout, self.startup_timeout)
             try:
-                self._proc.stdin.write(json.dumps({"a": a, "b": b, **options}) + "\n")
+                self._proc.stdin.write(json.dumps(request) + "\n")
                 self._proc.stdin.flush()
                 line = self._lines.get(timeout=timeout)
             except (queue.Empty, BrokenPipeError, OSError):
@@ -160,7 +177,8 @@ class SympyWorker:
                 self.restarts += 1
                 self._kill()
                 return None
-            return bool(json.loads(line)["equal"])
+            self._warm.add(rule)
+            return json.loads(line)
 
     def close(self) -> None:
         """Stop the worker (a later call starts a new one)."""

@@ -2,9 +2,9 @@
 
 `gpart.evaluation.equivalence.SympyWorker` starts this module once and keeps it: it prints
 ``ready`` after importing sympy, then answers one JSON request per line (``{"a": ..., "b":
-..., "rule": "gpart", "places": null}``: two answers, whose rules compare them, and the
-precision a problem asks for) with one JSON line (``{"equal": bool, "error": str |
-null}``). A check that runs too long is stopped by killing the process, the one reliable
+..., "rule": "gpart", "places": null}``: two answers, whose rules compare them (`RULES`:
+ours, the paper's symbolic step, math-verify), and the precision a problem asks for) with
+one JSON line (``{"equal": bool, "error": str | null}``, plus what the rule reports). A check that runs too long is stopped by killing the process, the one reliable
 way to stop sympy from any thread (``signal.alarm`` works only in the main thread of the
 main interpreter, and sympy's C-level big-integer work ignores it anyway).
 
@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import cmath
 import json
+import math
+import re
 import sys
 from collections.abc import Callable
 from fractions import Fraction
@@ -135,16 +137,128 @@ def sympy_equal(a: str, b: str, places: int | None = None) -> bool:
     return _constants_equal(ea, eb, a, b, places)
 
 
-RULES: dict[str, Callable[..., bool]] = {"gpart": sympy_equal}
+# ------------------------------------------------------------- the paper's symbolic step
+# sympy's parse_expr is Python's eval underneath. The paper's grader hands it model output
+# as is; here text that could build a string (quotes), reach an attribute (`x.name`) or a
+# dunder never reaches it, and the names it resolves exclude Python's builtins and
+# sympy's printers and parsers: without a string to hand on, nothing can make sympy eval
+# text of its own. No MATH answer has any of these.
+_UNSAFE_RE = re.compile(r"__|['\"`]|\.\s*[A-Za-z_]")
+_SAFE_BUILTINS = ("abs", "divmod", "pow", "round", "sum")
+_UNSAFE_NAMES = ("sympify", "S", "lambdify", "parse_expr", "var", "symbols", "preview",
+                 "init_printing", "init_session", "python", "capture", "evaluate")  # fmt: skip
+_namespace: dict[str, Any] | None = None
 
 
-def answer(request: dict[str, Any]) -> bool:
-    """One request's verdict under its ``rule`` (default ``gpart``)."""
+def _expr_namespace() -> dict[str, Any]:
+    """parse_expr's default names (``from sympy import *``, min/max as Min/Max), less the
+    builtins and the names that turn text into code or code into text (see above)."""
+    global _namespace
+    if _namespace is None:
+        import builtins
+
+        import sympy.printing
+        from sympy import Max, Min
+
+        names: dict[str, Any] = {}
+        exec("from sympy import *", names)  # what parse_expr itself starts from
+        for name in (*sympy.printing.__all__, *_UNSAFE_NAMES):
+            names.pop(name, None)
+        names.update({name: getattr(builtins, name) for name in _SAFE_BUILTINS})
+        names.update({"max": Max, "min": Min, "__builtins__": {}})
+        _namespace = names
+    return _namespace
+
+
+def _parse_expr(text: str, *, sympify_like: bool) -> Any:
+    """sympy's ``parse_expr`` on the safe names; `sympify_like` adds the transformations
+    ``sympify(text, rational=True)`` (what ``N`` calls) adds: ``^`` as power, decimals as
+    rationals.
+
+    Raises:
+        ValueError: text kept from sympy (`_UNSAFE_RE`); anything parse_expr raises.
+    """
+    from sympy.parsing.sympy_parser import (
+        convert_xor,
+        parse_expr,
+        rationalize,
+        standard_transformations,
+    )
+
+    if _UNSAFE_RE.search(text):
+        raise ValueError("not handed to parse_expr")
+    extra = (rationalize, convert_xor) if sympify_like else ()
+    return parse_expr(
+        text.replace("\n", "") if sympify_like else text,
+        global_dict=dict(_expr_namespace()),
+        transformations=standard_transformations + extra,
+    )
+
+
+def official_symbolic_equal(a: str, b: str) -> bool:
+    """The paper grader's ``symbolic_equal`` as its environment ran it
+    (`gpart.evaluation.official`): ``parse_latex`` always failed there, so each side is
+    ``parse_expr``-ed or kept as the string; equal when ``simplify(a - b) == 0``, else when
+    ``N(a)`` and ``N(b)`` are within relative 1e-3 (``N`` sympifies a string itself).
+    Whatever raises on the way counts as not equal, as the paper's bare ``except`` did."""
+    from sympy import Basic, simplify
+
+    def parsed(text: str) -> Any:
+        try:
+            return _parse_expr(text, sympify_like=False)
+        except Exception:
+            return text
+
+    def numeric(value: Any) -> Any:
+        if not isinstance(value, Basic):  # N's sympify(value, rational=True)
+            value = _parse_expr(str(value), sympify_like=True)
+        return value.evalf(15)
+
+    ea, eb = parsed(a), parsed(b)
+    try:
+        if simplify(ea - eb) == 0:
+            return True
+    except Exception:
+        pass
+    try:
+        return math.isclose(numeric(ea), numeric(eb), rel_tol=1e-3)
+    except Exception:
+        return False
+
+
+# ------------------------------------------------------------------------- math-verify
+def math_verify_check(completion: str, reference: str) -> dict[str, Any]:
+    """Hugging Face math-verify's verdict: ``parse`` the completion (its default LaTeX and
+    expression extraction) and the reference (boxed, as a gold answer), then ``verify``.
+    Its own signal-based timeouts are off: the worker's kill is the time limit.
+
+    Returns:
+        ``{"equal": bool, "prediction": str | None}`` (the extracted answer's text).
+    """
+    from math_verify import parse, verify
+
+    gold = parse(f"$\\boxed{{{reference}}}$", parsing_timeout=None)
+    pred = parse(completion, parsing_timeout=None)
+    equal = bool(gold and pred and verify(gold, pred, timeout_seconds=None))
+    return {"equal": equal, "prediction": str(pred[-1]) if pred else None}
+
+
+RULES: dict[str, Callable[..., Any]] = {
+    "gpart": sympy_equal,
+    "official": official_symbolic_equal,
+    "math-verify": math_verify_check,
+}
+
+
+def answer(request: dict[str, Any]) -> dict[str, Any]:
+    """One request's reply under its ``rule`` (default ``gpart``): ``{"equal": bool}``
+    and whatever else the rule reports."""
     rule = request.get("rule", "gpart")
     if rule not in RULES:
         raise ValueError(f"unknown rule {rule!r} (known: {', '.join(RULES)})")
     options = {"places": request["places"]} if request.get("places") is not None else {}
-    return bool(RULES[rule](request["a"], request["b"], **options))
+    got = RULES[rule](request["a"], request["b"], **options)
+    return got if isinstance(got, dict) else {"equal": bool(got)}
 
 
 def serve(stdin=None, stdout=None) -> None:
@@ -158,7 +272,7 @@ def serve(stdin=None, stdout=None) -> None:
     print("ready", file=stdout, flush=True)
     for line in stdin:
         try:
-            reply = {"equal": answer(json.loads(line)), "error": None}
+            reply = {**answer(json.loads(line)), "error": None}
         except Exception as err:  # one bad request must not end the worker
             reply = {"equal": False, "error": f"{type(err).__name__}: {err}"}
         print(json.dumps(reply), file=stdout, flush=True)

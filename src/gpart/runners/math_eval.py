@@ -32,7 +32,14 @@ from gpart.configs import ConfigError, ExperimentConfig, exit_on_config_error, e
 from gpart.configs.errors import first_line
 from gpart.data.loading import DataError
 from gpart.data.math import TEMPLATE_NAMES, render_prompt
-from gpart.evaluation import DATASET_RULES, rescore, score_completions
+from gpart.evaluation import (
+    DATASET_RULES,
+    DEFAULT_GRADERS,
+    GRADERS,
+    check_graders,
+    rescore,
+    score_completions,
+)
 from gpart.evaluation.eval_sets import EvalItem, load_eval_items
 from gpart.results import read_json, write_json_atomic
 from gpart.results.io import write_text_atomic
@@ -178,6 +185,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="re-check a saved predictions.jsonl (no model); writes *.rescored.* beside it",
     )
     p.add_argument(
+        "--grader",
+        nargs="+",
+        default=list(DEFAULT_GRADERS),
+        choices=list(GRADERS),
+        help="graders recorded side by side, the first the primary (the top-level accuracy): "
+        "gpart (ours), official (the paper's rules), math-verify (uv sync --extra "
+        "math-verify); default: gpart official",
+    )
+    p.add_argument(
         "--no_sort",
         action="store_true",
         help="keep the dataset's order instead of sorting prompts by length",
@@ -252,14 +268,17 @@ def load_for_generation(
 
 # ------------------------------------------------------------------------ one dataset
 def _records(
-    dataset: str, items: list[EvalItem], prompts: list[str], gen: Any
+    dataset: str, items: list[EvalItem], prompts: list[str], gen: Any, graders: Sequence[str]
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     scores = score_completions(
-        dataset, zip(gen.completions, [it.ground_truth for it in items], strict=True)
+        dataset,
+        zip(gen.completions, [it.ground_truth for it in items], strict=True),
+        graders=graders,
+        questions=[it.question for it in items],
     )
     records = []
-    for item, prompt, completion, tokens, result in zip(
-        items, prompts, gen.completions, gen.tokens, scores.results, strict=True
+    for i, (item, prompt, completion, tokens, result) in enumerate(
+        zip(items, prompts, gen.completions, gen.tokens, scores.results, strict=True)
     ):
         records.append(
             {
@@ -272,10 +291,27 @@ def _records(
                 "ground_truth": item.ground_truth,
                 "correct": result.correct,
                 **{k: v for k, v in result.to_dict().items() if k not in ("prediction", "correct")},
+                "graders": scores.verdicts(i),
                 "generated_tokens": tokens,
             }
         )
     return records, scores.summary
+
+
+def _report(dataset: str, res: dict[str, Any]) -> str:
+    """The line printed for a finished dataset: the primary grader's accuracy, then the
+    others' with how often each disagrees with it."""
+    primary = res.get("grader", "gpart")
+    others = [
+        f"{name} {g['accuracy']:.4f} ({res['disagreements'].get(f'{primary}/{name}', 0)} differ)"
+        for name, g in res.get("graders", {}).items()
+        if name != primary
+    ]
+    return (
+        f"{dataset}: accuracy {res['accuracy']:.4f} by {primary} ({res['correct']}/{res['total']}, "
+        f"{res['unextractable']} unextractable, {res['timed_out']} timed out)"
+        + (f"; {', '.join(others)}" if others else "")
+    )
 
 
 def write_outputs(
@@ -309,6 +345,13 @@ def _generate(args: argparse.Namespace, model: Any, tokenizer: Any, prompts: lis
 
 
 # ------------------------------------------------------------------------ commands
+def _graders(args: argparse.Namespace) -> tuple[str, ...]:
+    try:
+        return check_graders(args.grader)
+    except ValueError as exc:
+        raise ConfigError(f"--grader: {exc}") from None
+
+
 def evaluate(args: argparse.Namespace) -> int:
     """Every dataset of the command line; 0 when all are done (or were already)."""
     from gpart.evaluation.generate import require_vllm
@@ -324,6 +367,7 @@ def evaluate(args: argparse.Namespace) -> int:
         raise ConfigError("--batch_size and --max_new_tokens must be 1 or more")
     if args.backend == "vllm":
         require_vllm()
+    graders = _graders(args)
     source = resolve_source(args.adapter_path, args.model_path, args.output_dir)
     template = args.prompt_template or source.template or "plain"
     system = args.system_prompt if args.system_prompt is not None else source.system_prompt
@@ -367,7 +411,7 @@ def evaluate(args: argparse.Namespace) -> int:
                         max_new_tokens=max_new, dtype=dtype, desc=dataset)  # fmt: skip
         if gen is None:  # not the main process: it only generated its shard
             continue
-        records, summary = _records(dataset, items, prompts, gen)
+        records, summary = _records(dataset, items, prompts, gen, graders)
         settings = {
             "model": source.base_model,
             "adapter": None if source.weights is None else str(source.weights),
@@ -392,11 +436,7 @@ def evaluate(args: argparse.Namespace) -> int:
             "provenance": provenance(),
         }
         res = write_outputs(out, records, summary, extra)
-        print(
-            f"{dataset}: accuracy {res['accuracy']:.4f} ({res['correct']}/{res['total']}, "
-            f"{res['unextractable']} unextractable, {res['timed_out']} timed out), "
-            f"{res['tokens_per_s']:.1f} tokens/s -> {out}"
-        )
+        print(f"{_report(dataset, res)}, {res['tokens_per_s']:.1f} tokens/s -> {out}")
     return 0
 
 
@@ -462,13 +502,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     with exit_on_config_error():
         args = build_parser().parse_args(argv)
         if args.rescore:
+            graders = _graders(args)
             try:
-                summary = rescore(args.rescore)
+                summary = rescore(args.rescore, graders=graders)
             except (FileNotFoundError, ValueError) as exc:
                 raise ConfigError(f"--rescore: {exc}") from None
             print(
-                f"{summary['dataset']}: accuracy {summary['accuracy']:.4f} "
-                f"({summary['correct']}/{summary['total']}, {summary['changed']} changed) -> "
+                f"{_report(summary['dataset'], summary)}, {summary['changed']} changed -> "
                 f"{Path(args.rescore).with_name('results.rescored.json')}"
             )
             return 0
