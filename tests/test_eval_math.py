@@ -171,6 +171,80 @@ def test_a_finished_evaluation_is_skipped_unless_forced(env, tmp_path, capsys):
     assert "accuracy_marker" not in results.read_text()
 
 
+KILL_AFTER = """
+import os, signal, sys
+from gpart.evaluation import generate
+from gpart.runners.math_eval import main
+
+real, calls = generate.generate_hf, []
+
+def dies_mid_dataset(*args, **kwargs):
+    calls.append(1)
+    if len(calls) > {chunks}:
+        os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, no atexit: as a crash or OOM kill
+    return real(*args, **kwargs)
+
+generate.generate_hf = dies_mid_dataset
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_an_evaluation_killed_mid_dataset_resumes_to_the_same_predictions(env, tmp_path, capsys):
+    import signal
+    import subprocess
+    import sys
+
+    flags = ["--save_every", "2", "--max_new_tokens", "10"]  # chunks of 2 of the 5 problems
+    assert _eval(env, tmp_path / "whole", *flags) == 0
+    argv = ["--model_path", str(env["llama"]), "--dataset", "gsm8k", "--data_file",
+            str(env["gsm8k"]), "--output_dir", str(tmp_path / "killed"), "--max_new_tokens",
+            "12", "--batch_size", "2", "--device", "cpu", *flags]  # fmt: skip
+    root = Path(__file__).resolve().parents[1]
+    killed = subprocess.run([sys.executable, "-c", KILL_AFTER.format(chunks=2), *argv],
+                            capture_output=True, text=True, timeout=300,
+                            env={**__import__("os").environ, "PYTHONPATH": str(root / "src")})  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    folder = tmp_path / "killed" / "eval" / "gsm8k"
+    assert not (folder / "results.json").exists() and not (folder / "predictions.jsonl").exists()
+    chunks = sorted((folder / "partial").glob("chunk-*.json"))
+    assert len(chunks) == 2 and all(json.loads(c.read_text())["rows"] for c in chunks)
+
+    # other settings are refused, in one line naming what changed, and touch nothing
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, "--max_new_tokens", "11"])
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2 and "\n" not in err
+    assert "max_new_tokens 10 -> 11" in err and "--force to start over" in err
+    assert sorted((folder / "partial").glob("chunk-*.json")) == chunks
+
+    assert main(argv) == 0  # the same command: resumes
+    out = capsys.readouterr().out
+    assert "resuming: 4/5 problems generated before" in out
+    assert (folder / "predictions.jsonl").read_bytes() == (
+        tmp_path / "whole" / "eval" / "gsm8k" / "predictions.jsonl"
+    ).read_bytes()
+    results = json.loads((folder / "results.json").read_text())
+    assert results["resumed"] == 4 and not (folder / "partial").exists()
+
+
+def test_force_starts_an_interrupted_evaluation_over(env, tmp_path, capsys):
+    from gpart.runners.math_eval import PartialPredictions
+
+    folder = tmp_path / "eval" / "gsm8k"
+    stale = PartialPredictions(folder, {"model": "another"})
+    stale.start()
+    stale.save([(0, "stale completion", 3)], 1.0)
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        _eval(env, tmp_path)
+    assert "model 'another' -> " in capsys.readouterr().err
+    assert _eval(env, tmp_path, "--force") == 0
+    records, results = _read(tmp_path, "gsm8k")
+    assert records[0]["completion"] != "stale completion" and results["resumed"] == 0
+    assert not (folder / "partial").exists()
+
+
 def _rescore_matches(tmp_path: Path, dataset: str, results: dict) -> None:
     path = tmp_path / "eval" / dataset / "predictions.jsonl"
     assert main(["--rescore", str(path)]) == 0
@@ -376,8 +450,20 @@ def test_accelerate_launch_shards_and_the_main_process_writes_everything(env, tm
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     root = Path(__file__).resolve().parents[1]
-    flags = ["--model_path", str(env["llama"]), "--dataset", "gsm8k", "--data_file",
-             str(env["gsm8k"]), "--max_new_tokens", "10", "--batch_size", "2"]  # fmt: skip
+    flags = [
+        "--model_path",
+        str(env["llama"]),
+        "--dataset",
+        "gsm8k",
+        "--data_file",
+        str(env["gsm8k"]),
+        "--max_new_tokens",
+        "10",
+        "--batch_size",
+        "2",
+        "--save_every",
+        "2",
+    ]  # fmt: skip  (each shard saves its own chunks)
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
               str(root / "configs" / "accelerate" / "ddp.yaml"), "--num_processes", "2",
               "--main_process_port", str(port), str(root / "src/scripts/math/eval_math.py")]  # fmt: skip
@@ -390,6 +476,7 @@ def test_accelerate_launch_shards_and_the_main_process_writes_everything(env, tm
     shards, results = _read(tmp_path / "ddp", "gsm8k")
     alone, _ = _read(tmp_path / "one", "gsm8k")
     assert results["settings"]["processes"] == 2
+    assert not (tmp_path / "ddp" / "eval" / "gsm8k" / "partial").exists()
     keep = ("index", "prompt", "completion", "correct", "generated_tokens")
     assert [{k: r[k] for k in keep} for r in shards] == [{k: r[k] for k in keep} for r in alone]
 
