@@ -136,3 +136,52 @@ def test_a_malformed_evaluation_is_one_error_line(tmp_path, cli, capsys, record,
     assert out == "" and err.strip().count("\n") == 0
     assert err.startswith("collect_results_math.py: error: ") and str(bad) in err
     assert message in err
+
+
+def _with_graders(path: Path, official: float) -> None:
+    record = json.loads(path.read_text())
+    gpart = {k: record[k] for k in ("accuracy", "correct")}
+    record["graders"] = {"gpart": gpart, "official": {"accuracy": official, "correct": 0}}
+    path.write_text(json.dumps(record))
+
+
+def test_grader_picks_whose_accuracy_fills_the_cells(tmp_path, cli, capsys):
+    dirs = write_math_runs(
+        tmp_path, runs={"lora_r4_lr0.0002_5e6f7a8b": RUNS["lora_r4_lr0.0002_5e6f7a8b"]}
+    )
+    _with_graders(dirs[0] / "eval" / "gsm8k" / "results.json", official=0.30)
+    assert cli([str(tmp_path), "--tasks", "gsm8k"]) == 0
+    assert "| lora | 540.7K | 1 | 46.0 |" in capsys.readouterr().out  # ours by default
+    assert cli([str(tmp_path), "--tasks", "gsm8k", "--grader", "official"]) == 0
+    assert "| lora | 540.7K | 1 | 30.0 |" in capsys.readouterr().out
+
+
+def test_a_grader_not_recorded_is_one_line_saying_how_to_rescore(tmp_path, cli, capsys):
+    (run,) = write_math_runs(
+        tmp_path, runs={"lora_r4_lr0.0002_5e6f7a8b": RUNS["lora_r4_lr0.0002_5e6f7a8b"]}
+    )
+    assert cli([str(tmp_path), "--grader", "math-verify"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no 'math-verify' grader (recorded: gpart)" in err
+    assert "eval_math.py --rescore" in err and "--grader math-verify" in err
+    # eval_math.py --rescore --grader writes results.rescored.json beside: read from there
+    rescored = run / "eval" / "gsm8k" / "results.rescored.json"
+    rescored.write_text(json.dumps({"accuracy": 0.46, "total": 1319, "graders": {
+        "math-verify": {"accuracy": 0.5}}}))  # fmt: skip
+    assert cli([str(tmp_path), "--grader", "math-verify", "--tasks", "gsm8k"]) == 0
+    assert "| lora | 540.7K | 1 | 50.0 |" in capsys.readouterr().out
+
+
+def test_base_models_evaluated_alone_are_rows_of_their_own(tmp_path, cli, capsys):
+    write_math_runs(tmp_path / "logs")
+    base = tmp_path / "base-qwen" / "eval"
+    for dataset, acc in (("gsm8k", 0.25), ("math", 0.05)):
+        write_json_atomic(base / dataset / "results.json", {
+            "accuracy": acc, "total": 1319 if dataset == "gsm8k" else 5000,
+            "settings": {"model": "Qwen/Qwen2.5-0.5B"}})  # fmt: skip
+    assert cli([str(tmp_path), "--tasks", "gsm8k", "math"]) == 0
+    out = capsys.readouterr().out
+    # the base model's row sits in the table of the runs that adapted it
+    assert out.count("### ") == 1 and "| base model (Qwen2.5-0.5B) | 0 | 1 | 25.0 | 5.0 |" in out
+    assert cli([str(base.parent)]) == 0  # alone, without any run
+    assert "| base model (Qwen2.5-0.5B) | 0 | 1 | 25.0 | 5.0 |" in capsys.readouterr().out

@@ -171,6 +171,80 @@ def test_a_finished_evaluation_is_skipped_unless_forced(env, tmp_path, capsys):
     assert "accuracy_marker" not in results.read_text()
 
 
+KILL_AFTER = """
+import os, signal, sys
+from gpart.evaluation import generate
+from gpart.runners.math_eval import main
+
+real, calls = generate.generate_hf, []
+
+def dies_mid_dataset(*args, **kwargs):
+    calls.append(1)
+    if len(calls) > {chunks}:
+        os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, no atexit: as a crash or OOM kill
+    return real(*args, **kwargs)
+
+generate.generate_hf = dies_mid_dataset
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_an_evaluation_killed_mid_dataset_resumes_to_the_same_predictions(env, tmp_path, capsys):
+    import signal
+    import subprocess
+    import sys
+
+    flags = ["--save_every", "2", "--max_new_tokens", "10"]  # chunks of 2 of the 5 problems
+    assert _eval(env, tmp_path / "whole", *flags) == 0
+    argv = ["--model_path", str(env["llama"]), "--dataset", "gsm8k", "--data_file",
+            str(env["gsm8k"]), "--output_dir", str(tmp_path / "killed"), "--max_new_tokens",
+            "12", "--batch_size", "2", "--device", "cpu", *flags]  # fmt: skip
+    root = Path(__file__).resolve().parents[1]
+    killed = subprocess.run([sys.executable, "-c", KILL_AFTER.format(chunks=2), *argv],
+                            capture_output=True, text=True, timeout=300,
+                            env={**__import__("os").environ, "PYTHONPATH": str(root / "src")})  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    folder = tmp_path / "killed" / "eval" / "gsm8k"
+    assert not (folder / "results.json").exists() and not (folder / "predictions.jsonl").exists()
+    chunks = sorted((folder / "partial").glob("chunk-*.json"))
+    assert len(chunks) == 2 and all(json.loads(c.read_text())["rows"] for c in chunks)
+
+    # other settings are refused, in one line naming what changed, and touch nothing
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, "--max_new_tokens", "11"])
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2 and "\n" not in err
+    assert "max_new_tokens 10 -> 11" in err and "--force to start over" in err
+    assert sorted((folder / "partial").glob("chunk-*.json")) == chunks
+
+    assert main(argv) == 0  # the same command: resumes
+    out = capsys.readouterr().out
+    assert "resuming: 4/5 problems generated before" in out
+    assert (folder / "predictions.jsonl").read_bytes() == (
+        tmp_path / "whole" / "eval" / "gsm8k" / "predictions.jsonl"
+    ).read_bytes()
+    results = json.loads((folder / "results.json").read_text())
+    assert results["resumed"] == 4 and not (folder / "partial").exists()
+
+
+def test_force_starts_an_interrupted_evaluation_over(env, tmp_path, capsys):
+    from gpart.runners.math_eval import PartialPredictions
+
+    folder = tmp_path / "eval" / "gsm8k"
+    stale = PartialPredictions(folder, {"model": "another"})
+    stale.start()
+    stale.save([(0, "stale completion", 3)], 1.0)
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        _eval(env, tmp_path)
+    assert "model 'another' -> " in capsys.readouterr().err
+    assert _eval(env, tmp_path, "--force") == 0
+    records, results = _read(tmp_path, "gsm8k")
+    assert records[0]["completion"] != "stale completion" and results["resumed"] == 0
+    assert not (folder / "partial").exists()
+
+
 def _rescore_matches(tmp_path: Path, dataset: str, results: dict) -> None:
     path = tmp_path / "eval" / dataset / "predictions.jsonl"
     assert main(["--rescore", str(path)]) == 0
@@ -216,6 +290,41 @@ def test_rescore_reproduces_the_math_accuracy_from_answer_only_ground_truth(
     assert [r["correct"] for r in records] == [True, False, True, False, True]
     assert results["accuracy"] == 0.6 and results["unextractable"] == 1
     _rescore_matches(tmp_path, "math", results)
+
+
+def test_every_grader_is_recorded_and_rescore_can_choose(env, tmp_path, monkeypatch, capsys):
+    from gpart.evaluation import generate
+
+    said = ["The answer is 42.", "Step: 1 + 2 = 3\n#### 3", "so 84", "The answer is 2300%",
+            "no idea"]  # fmt: skip
+
+    def canned(model, tokenizer, prompts, **kw):
+        return generate.Generations([said[QUESTIONS.index(p.split(": ")[1].split("\n")[0])]
+                                     for p in prompts], [3] * len(prompts), 0.5)  # fmt: skip
+
+    monkeypatch.setattr(generate, "generate_hf", canned)
+    assert _eval(env, tmp_path) == 0
+    out = capsys.readouterr().out
+    assert "accuracy 0.6000 by gpart" in out and "official 0.6000 (2 differ)" in out
+    records, results = _read(tmp_path, "gsm8k")
+    # ours: 42, 3, 84 right; the paper's: 42, 84 and 2300% (100x 23) right, the 1 of "1 + 2"
+    assert [r["graders"]["gpart"]["correct"] for r in records] == [True, True, True, False, False]
+    assert [r["graders"]["official"]["correct"] for r in records] == [
+        True,
+        False,
+        True,
+        True,
+        False,
+    ]
+    assert [r["correct"] for r in records] == [True, True, True, False, False]  # the primary's
+    assert results["grader"] == "gpart" and results["disagreements"] == {"gpart/official": 2}
+    assert results["graders"]["official"] == {"accuracy": 0.6, "correct": 3, "unextractable": 1,
+                                              "timed_out": 0}  # fmt: skip
+    path = tmp_path / "eval" / "gsm8k" / "predictions.jsonl"
+    assert main(["--rescore", str(path), "--grader", "official", "gpart"]) == 0
+    again = json.loads(path.with_name("results.rescored.json").read_text())
+    assert again["grader"] == "official" and again["changed"] == 2
+    assert again["graders"] == results["graders"]
 
 
 def test_check_answer_accepts_the_bare_reference_answer():
@@ -283,9 +392,12 @@ def test_hub_sets_read_their_sources_in_the_fixed_order(monkeypatch):
         ("vllm", "uv pip install vllm"),
         ("not_a_run", "neither a run directory"),
         ("rescore_missing", "--rescore: no predictions file"),
+        ("math_verify_missing", "--grader: the math-verify grader needs the math-verify package"),
     ],
 )
-def test_bad_input_is_one_error_line_and_writes_nothing(env, tmp_path, capsys, case, message):
+def test_bad_input_is_one_error_line_and_writes_nothing(
+    env, tmp_path, capsys, monkeypatch, case, message
+):
     bad = write_jsonl(tmp_path / "bad.jsonl", [{"text": "x", "label": 1}])
     no_answer = write_jsonl(tmp_path / "na.jsonl", [{"question": "q", "answer": "no number"}])
     out = tmp_path / "out"
@@ -303,7 +415,15 @@ def test_bad_input_is_one_error_line_and_writes_nothing(env, tmp_path, capsys, c
         "not_a_run": ["--adapter_path", str(tmp_path), "--data_file", str(env["gsm8k"]),
                       "--dataset", "gsm8k"],
         "rescore_missing": ["--rescore", str(tmp_path / "predictions.jsonl")],
+        "math_verify_missing": [*base, "--data_file", str(env["gsm8k"]), "--dataset", "gsm8k",
+                                "--grader", "gpart", "math-verify"],
     }[case]  # fmt: skip
+    if case == "math_verify_missing":
+        import importlib.util
+
+        real = importlib.util.find_spec
+        monkeypatch.setattr(importlib.util, "find_spec",
+                            lambda name, *a: None if name == "math_verify" else real(name, *a))  # fmt: skip
     if case == "vllm":
         try:
             import vllm  # noqa: F401
@@ -330,8 +450,20 @@ def test_accelerate_launch_shards_and_the_main_process_writes_everything(env, tm
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     root = Path(__file__).resolve().parents[1]
-    flags = ["--model_path", str(env["llama"]), "--dataset", "gsm8k", "--data_file",
-             str(env["gsm8k"]), "--max_new_tokens", "10", "--batch_size", "2"]  # fmt: skip
+    flags = [
+        "--model_path",
+        str(env["llama"]),
+        "--dataset",
+        "gsm8k",
+        "--data_file",
+        str(env["gsm8k"]),
+        "--max_new_tokens",
+        "10",
+        "--batch_size",
+        "2",
+        "--save_every",
+        "2",
+    ]  # fmt: skip  (each shard saves its own chunks)
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
               str(root / "configs" / "accelerate" / "ddp.yaml"), "--num_processes", "2",
               "--main_process_port", str(port), str(root / "src/scripts/math/eval_math.py")]  # fmt: skip
@@ -344,6 +476,7 @@ def test_accelerate_launch_shards_and_the_main_process_writes_everything(env, tm
     shards, results = _read(tmp_path / "ddp", "gsm8k")
     alone, _ = _read(tmp_path / "one", "gsm8k")
     assert results["settings"]["processes"] == 2
+    assert not (tmp_path / "ddp" / "eval" / "gsm8k" / "partial").exists()
     keep = ("index", "prompt", "completion", "correct", "generated_tokens")
     assert [{k: r[k] for k in keep} for r in shards] == [{k: r[k] for k in keep} for r in alone]
 

@@ -17,7 +17,7 @@ from gpart.evaluation import (
     normalize_math,
     score_completions,
 )
-from gpart.evaluation.answers import math_number
+from gpart.evaluation.answers import asked_places, math_number
 
 
 # --------------------------------------------------------------------------------- boxes
@@ -103,6 +103,12 @@ def test_math_prediction(completion, expected):
         ("\\pi r^2", "\\pi r^2"),  # the space that ends `\pi` stays
         ("3\\!\\,\\sqrt{2}", "3\\sqrt{2}"),
         ("4.", "4"),
+        ("10 \\text{ cm}.", "10"),  # a final period does not hide the unit
+        ("3 \\text{ and } 4", "3and4"),  # not cut at the first `\text{ `: the 4 stays
+        ("x \\in [-2, 7]", "[-2,7]"),  # a short left side of `\in`, as of `=`
+        ("52_{8}", "52_8"),  # one-character scripts unbraced
+        ("x^{2}+1", "x^2+1"),
+        ("10^{10}", "10^{10}"),
     ],
 )
 def test_normalize_math(raw, normalized):
@@ -151,7 +157,8 @@ def test_equal_without_sympy(prediction, reference, method):
         ("(2,1)", "(1,2)"),  # ordered pairs: order matters
         ("(1,2)", "1,2"),  # a point is not a list of solutions
         ("(1,2,3)", "(1,2)"),
-        ("0.333", "\\frac{1}{3}"),  # off by 1e-3: not equal, and no sympy call
+        ("0.33", "\\frac{1}{3}"),  # two significant digits: a rough figure, no answer
+        ("0.334", "\\frac{1}{3}"),  # neither rounded nor truncated
         ("-3", "3"),
         ("\\text{Monday}", "\\text{Mondya}"),  # sympy would call these equal products
         ("", "5"),
@@ -160,6 +167,79 @@ def test_equal_without_sympy(prediction, reference, method):
 def test_not_equal(prediction, reference):
     got = math_equal(prediction, reference)
     assert got.equal is False and got.timed_out is False
+
+
+# The four flaws of the earlier rules, each with the cases that showed it.
+@pytest.mark.parametrize(
+    ("prediction", "reference"),
+    [
+        # exact answers compare exactly (a relative 1e-4 tolerance accepted all of these)
+        ("13535", "13536"),
+        (".35625", ".35626"),
+        ("\\frac{448}{15625}", "\\frac{448}{15626}"),
+        ("1000000", "999999"),
+        ("10^{6}", "999999"),  # the same through sympy
+        ("0.3563", ".35625"),  # .35625 has a finite expansion: no rounding it
+        # a parse of a prefix is no evidence (sympy's lenient parse_latex read `x`, `52`)
+        ("x \\in [-2,7]", "x \\in [-2,8]"),
+        ("52_8", "52_9"),
+        ("x \\in (1, 2]", "x \\ge 1"),
+        # nothing is cut after the first `\text{ `
+        ("3 \\text{ and } 4", "3 \\text{ and } 5"),
+        # equations compare as equations, and different ones differ
+        ("y = 2x + 3", "y = 2x + 4"),
+        ("y = 2x + 3", "2x + 4 = y"),
+    ],
+)
+def test_the_earlier_false_positives_are_not_equal(prediction, reference):
+    got = math_equal(prediction, reference)
+    assert got.equal is False and got.timed_out is False, got
+
+
+@pytest.mark.parametrize(
+    ("prediction", "reference"),
+    [
+        ("y = 2x + 3", "2x + 3 = y"),  # sides swapped (once rejected)
+        ("2x + 3 = y", "y=2x+3"),
+        ("2y = 4x + 6", "y = 2x + 3"),  # one equation, scaled
+        ("x = 4", "4 = x"),
+        ("x \\in [-2,7]", "[-2, 7]"),
+        ("52_{8}", "52_8"),
+        ("3 \\text{ and } 4", "3\\text{ and }4"),
+        ("0.667", "\\frac{2}{3}"),  # a decimal at the precision it was given: rounded
+        ("0.666", "\\frac{2}{3}"),  # or truncated
+        ("2\\pi", "6.283"),  # `\pi` is the constant
+        ("18.00", "18"),  # a finite expansion, matched exactly
+    ],
+)
+def test_equal_under_the_stated_rules(prediction, reference):
+    got = math_equal(prediction, reference)
+    assert got.equal, got
+
+
+@pytest.mark.parametrize(
+    ("question", "places"),
+    [
+        ("Express your answer as a decimal to the nearest tenth.", 1),
+        ("Round to the nearest hundredth.", 2),
+        ("Give your answer to 3 decimal places.", 3),
+        ("to two decimal places", 2),
+        ("What is it, to the nearest whole number?", 0),
+        ("Express your answer as a common fraction.", None),
+        ("nearest tenth ... or nearest hundredth?", None),  # ambiguous: none
+        (None, None),
+    ],
+)
+def test_asked_places(question, places):
+    assert asked_places(question) == places
+
+
+def test_the_precision_a_problem_asks_for_decides():
+    assert math_equal("3.14", "3.1", places=1).equal  # "to the nearest tenth"
+    assert not math_equal("3.14", "3.1").equal  # otherwise 3.1 is an exact answer
+    assert not math_equal("3.2", "3.1", places=1).equal
+    assert math_equal("\\pi", "3.14", places=2).equal
+    assert check_answer("math", "\\boxed{3.14}", "3.1", question="To the nearest tenth?").correct
 
 
 def test_no_prediction_is_not_equal():
@@ -219,19 +299,30 @@ def test_check_answer_math_fields():
     assert (none.prediction, none.correct, none.unextractable) == (None, False, True)
 
 
-def test_score_math_completions():
+def test_score_math_completions_by_ours_and_the_papers_grader():
     pairs = [
         ("$\\boxed{\\frac{1}{\\sqrt{2}}}$", "$\\boxed{\\frac{\\sqrt2}{2}}$"),
         ("The answer is $10\\%$.", "\\boxed{10}"),
         ("$\\boxed{[1,2)}$", "\\boxed{(1,2)}"),
         ("I give up", "\\boxed{4}"),
     ]
-    summary = score_completions("math", pairs).summary
-    assert summary == {
+    scores = score_completions("math", pairs, graders=["gpart", "official"])
+    assert scores.summary == {
         "dataset": "math",
         "accuracy": 0.5,
         "total": 4,
         "correct": 2,
         "unextractable": 1,
         "timed_out": 0,
+        "grader": "gpart",
+        "graders": {
+            "gpart": {"accuracy": 0.5, "correct": 2, "unextractable": 1, "timed_out": 0},
+            # no LaTeX parse there, and "The answer is" reads "$10\\%$" with its dollars
+            "official": {"accuracy": 0.0, "correct": 0, "unextractable": 1, "timed_out": 0},
+        },
+        "disagreements": {"gpart/official": 2},
+    }
+    assert scores.verdicts(1) == {
+        "gpart": {"prediction": "10\\%", "correct": True, "timed_out": False},
+        "official": {"prediction": "$10\\%$", "correct": False, "timed_out": False},
     }

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from gpart.evaluation import (
+    DEFAULT_GRADERS,
     RESCORED_PREDICTIONS,
     RESCORED_RESULTS,
     rescore,
@@ -56,6 +57,14 @@ def test_rescore_gsm8k_reproduces_the_accuracy(tmp_path):
         "timed_out": 0,
         "strict_match": 0.2,
         "flexible_extract": 0.4,
+        "grader": "gpart",
+        "graders": {
+            "gpart": {"accuracy": 0.6, "correct": 3, "unextractable": 1, "timed_out": 0},
+            # the paper's ignores "####": with no answer marker it reads the first number
+            # of the first line, the 9 of "9 * 2 = 18"
+            "official": {"accuracy": 0.4, "correct": 2, "unextractable": 1, "timed_out": 0},
+        },
+        "disagreements": {"gpart/official": 1},
         "changed": 3,  # the file said all wrong
         "timeout_s": 3.0,
         "source": "predictions.jsonl",
@@ -76,6 +85,9 @@ def test_rescore_gsm8k_reproduces_the_accuracy(tmp_path):
         "[invalid]",
     ]
     assert all(r["extra_field"] == "kept" and r["timed_out"] is False for r in rows)
+    assert [r["graders"]["official"]["prediction"] for r in rows] == [
+        "9.0", "1000.0", "18.0", "17.0", None]  # fmt: skip
+    assert [r["graders"]["gpart"]["correct"] for r in rows] == [r["correct"] for r in rows]
     assert [r["index"] for r in rows] == list(range(5))
     assert sorted(p.name for p in path.parent.iterdir()) == [
         "predictions.jsonl",
@@ -104,7 +116,7 @@ def test_rescore_math_from_the_folder_name(tmp_path):
 
 def test_score_completions_and_rescore_agree(tmp_path):
     pairs = [(row["completion"], row["ground_truth"]) for row in GSM8K_ROWS]
-    direct = score_completions("gsm8k", pairs)
+    direct = score_completions("gsm8k", pairs, graders=DEFAULT_GRADERS)
     path = _write(tmp_path / "predictions.jsonl", GSM8K_ROWS, dataset="gsm8k")
     summary = rescore(path)
     assert {k: summary[k] for k in direct.summary} == direct.summary

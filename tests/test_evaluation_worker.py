@@ -92,6 +92,8 @@ def test_worker_protocol_survives_bad_requests():
 
 def test_sympy_equal_in_process():
     assert sympy_equal("\\frac{1}{\\sqrt{2}}", "\\frac{\\sqrt{2}}{2}")
-    assert not sympy_equal("\\sqrt{2}", "1.4")  # off by 1e-2
+    assert not sympy_equal("\\sqrt{2}", "1.4")  # two significant digits
+    assert sympy_equal("\\sqrt{2}", "1.414")  # rounded (or truncated) where it stops
+    assert not sympy_equal("\\sqrt{2}", "1.415")
     assert not sympy_equal("x+1", "x")
     assert not sympy_equal("x < 1", "1 > x")  # inequalities: not compared

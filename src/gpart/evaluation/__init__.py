@@ -7,6 +7,7 @@ started on the first check that needs it (`gpart.evaluation.equivalence.SympyWor
     check_answer("gsm8k", "... The answer is $1,000.", "... #### 1000").correct   # True
     score_completions("math", [(completion, solution), ...]).summary["accuracy"]
     rescore("runs/.../eval/gsm8k/predictions.jsonl")   # writes *.rescored.* beside it
+    score_completions("math", pairs, graders=["gpart", "official"]).summary["graders"]
 
 The rules are described in the README section "GSM8K and MATH answer checking".
 """
@@ -32,19 +33,26 @@ from gpart.evaluation.equivalence import (
 )
 from gpart.evaluation.scoring import (
     DATASET_RULES,
+    DEFAULT_GRADERS,
+    GRADERS,
     RESCORED_PREDICTIONS,
     RESCORED_RESULTS,
     AnswerResult,
     Scores,
     check_answer,
+    check_graders,
+    reference_of,
     rescore,
     rules_for,
     score_completions,
     summarize,
+    summarize_graders,
 )
 
 __all__ = [
     "DATASET_RULES",
+    "DEFAULT_GRADERS",
+    "GRADERS",
     "DEFAULT_TIMEOUT",
     "RESCORED_PREDICTIONS",
     "RESCORED_RESULTS",
@@ -53,6 +61,7 @@ __all__ = [
     "Scores",
     "SympyWorker",
     "check_answer",
+    "check_graders",
     "default_worker",
     "gsm8k_equal",
     "gsm8k_prediction",
@@ -65,8 +74,10 @@ __all__ = [
     "math_prediction",
     "math_reference",
     "normalize_math",
+    "reference_of",
     "rescore",
     "rules_for",
     "score_completions",
     "summarize",
+    "summarize_graders",
 ]

@@ -15,6 +15,7 @@ extensions listed in `normalize_math`. Deciding equality (numbers, tuples, sympy
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from fractions import Fraction
 
 # ------------------------------------------------------------------------------- GSM8K
@@ -278,9 +279,12 @@ _UNITS_RE = re.compile(
 _THOUSANDS_RE = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
 _SHORT_LHS_RE = re.compile(r"[A-Za-z]\w?|\\[A-Za-z]+")
 _INT_SLASH_RE = re.compile(r"(-?\d+)/(\d+)")
+# `x \in [1, 2]`: the short left side of a membership, as of an equation
+_MEMBER_RE = re.compile(r"\s*(?:[A-Za-z]\w?|\\[A-Za-z]+)\s*\\in(?![A-Za-z])\s*(?P<set>.+)")
+_ONE_CHAR_SCRIPT_RE = re.compile(r"([_^])\{(\w)\}")
 
 
-def normalize_math(answer: str) -> str:
+def normalize_math(answer: str, *, drop_lhs: bool = True) -> str:
     """Normalise a MATH answer string as the MATH reference's ``strip_string`` does.
 
     In order: drop newlines, ``\\!``, ``\\left``/``\\right``, degrees (``^\\circ``), ``\\$``,
@@ -291,9 +295,18 @@ def normalize_math(answer: str) -> str:
 
     Extensions (answers models write that MATH solutions do not): a bare ``$`` or ``%``,
     ``°``, thin spaces (``\\,``, ``\\;``, ``\\:``), ``\\displaystyle``, a trailing period,
-    ``\\text{...}`` unwrapped, thousands separators (``1,000`` and ``1{,}000``), and the
-    unit rule also for ``10\\text{cm}`` (no space). The reference gives up (compares raw
-    strings) on two ``\\text{ `` parts; this keeps the part before the first.
+    ``\\text{...}`` unwrapped, thousands separators (``1,000`` and ``1{,}000``), the unit
+    rule also for ``10\\text{cm}`` (no space), a short left-hand side of ``\\in`` (``x \\in
+    [1,2]`` -> ``[1,2]``), and one-character scripts unbraced (``52_{8}`` -> ``52_8``).
+
+    Unlike the reference, which cuts everything from the first ``\\text{ `` (it only ever
+    introduced units there), only a *trailing* unit goes: ``3 \\text{ and } 4`` keeps its
+    4.
+
+    Args:
+        answer: the extracted answer.
+        drop_lhs: drop a short left-hand side (``y = 2x`` -> ``2x``); `math_equal` turns it
+            off to compare an equation with an equation (``y = 2x`` and ``2x = y``).
     """
     s = answer.replace("\n", "").strip()
     for junk in (r"\!", r"\,", r"\;", r"\:", r"\displaystyle", r"\left", r"\right"):
@@ -303,11 +316,7 @@ def normalize_math(answer: str) -> str:
     for degree in ("^{\\circ}", "^\\circ", "°"):
         s = s.replace(degree, "")
     s = s.replace("\\$", "").replace("$", "")
-    # MATH reference: "\text{ " (a space first) only ever introduces units
-    unit = s.find("\\text{ ")
-    if unit > 0:
-        s = s[:unit]
-    s = _UNITS_RE.sub(r"\g<value>", s.strip())
+    s = _UNITS_RE.sub(r"\g<value>", s.strip().rstrip(".").strip())
     s = re.sub(_TEXT_CMD + r"\{([^{}]*)\}", r"\1", s)
     s = s.replace("\\%", "").replace("%", "")
     s = s.replace("{,}", ",")
@@ -315,13 +324,17 @@ def normalize_math(answer: str) -> str:
     s = s.replace(" .", " 0.").replace("{.", "{0.").replace("-.", "-0.")
     if s.startswith("."):
         s = "0" + s
-    if s.count("=") == 1:
+    if drop_lhs and s.count("=") == 1:
         lhs, rhs = s.split("=")
         if _SHORT_LHS_RE.fullmatch(lhs.strip()):
             s = rhs
+    member = _MEMBER_RE.fullmatch(s)
+    if drop_lhs and member:
+        s = member.group("set")
     # spaces go, except one that ends a control word before a letter (`\pi r`)
     s = re.sub(r"(\\[A-Za-z]+)\s+(?=[A-Za-z])", "\\1\x00", s)
     s = re.sub(r"\s+", "", s).replace("\x00", " ")
+    s = _ONE_CHAR_SCRIPT_RE.sub(r"\1\2", s)
     s = _brace_args(s, "\\sqrt", 1)
     s = _brace_args(s, "\\frac", 2)
     if _THOUSANDS_RE.fullmatch(s):
@@ -338,18 +351,127 @@ _DECIMAL = r"-?(?:\d+(?:\.\d+)?|\.\d+)"
 _MATH_NUMBER_RE = re.compile(
     rf"(?P<neg>-)?\\frac\{{(?P<num>{_DECIMAL})\}}\{{(?P<den>{_DECIMAL})\}}|(?P<plain>{_DECIMAL})"
 )
+# A decimal this short is a rough figure, not an answer (`0.3` for 1/3): see `numbers_equal`.
+MIN_SIGNIFICANT_DIGITS = 3
+
+
+@dataclass(frozen=True)
+class MathNumber:
+    """A number as an answer wrote it: its exact value and, for a decimal (``0.333``), how
+    many places and significant digits it was given with (None and 0 for an integer or a
+    fraction, which are exact)."""
+
+    value: Fraction
+    places: int | None = None
+    significant: int = 0
+
+
+def decimal_form(text: str) -> tuple[int, int] | None:
+    """(places, significant digits) of a plain decimal literal (``-0.0350`` -> (4, 3)), or
+    None for anything else (an integer included)."""
+    match = re.fullmatch(r"-?(\d*)\.(\d+)", text)
+    if match is None:
+        return None
+    digits = (match.group(1) + match.group(2)).lstrip("0")
+    return len(match.group(2)), len(digits)
+
+
+def math_number_form(normalized: str) -> MathNumber | None:
+    """A normalised answer that is a plain number or a numeric fraction (``-3``, ``0.25``,
+    ``\\frac{1}{2}``, ``-\\frac{3}{4}``) as a `MathNumber`, else None."""
+    match = _MATH_NUMBER_RE.fullmatch(normalized)
+    if match is None:
+        return None
+    plain = match.group("plain")
+    if plain is not None:
+        form = decimal_form(plain)
+        places, significant = form if form else (None, 0)
+        return MathNumber(Fraction(plain), places, significant)
+    den = Fraction(match.group("den"))
+    if den == 0:
+        return None
+    value = Fraction(match.group("num")) / den
+    return MathNumber(-value if match.group("neg") else value)
 
 
 def math_number(normalized: str) -> Fraction | None:
     """The exact value of a normalised answer that is a plain number or a numeric fraction
     (``-3``, ``0.25``, ``\\frac{1}{2}``, ``-\\frac{3}{4}``), else None."""
-    match = _MATH_NUMBER_RE.fullmatch(normalized)
-    if match is None:
+    form = math_number_form(normalized)
+    return None if form is None else form.value
+
+
+def terminates(value: Fraction) -> bool:
+    """Whether `value` has a finite decimal expansion (its denominator is 2^i 5^j)."""
+    den = value.denominator
+    for p in (2, 5):
+        while den % p == 0:
+            den //= p
+    return den == 1
+
+
+def round_half_up(value: Fraction, places: int) -> Fraction:
+    """`value` rounded to `places` decimals, halves away from zero (as people round)."""
+    scale = 10**places
+    magnitude = (abs(value) * scale + Fraction(1, 2)).__floor__()
+    return Fraction(magnitude if value >= 0 else -magnitude, scale)
+
+
+def decimal_stands_for(decimal: Fraction, places: int, value: Fraction) -> bool:
+    """Whether a decimal given with `places` places is `value` rounded (half up) or
+    truncated there: ``0.6667`` and ``0.6666`` stand for 2/3, ``0.6668`` does not."""
+    scale = 10**places
+    truncated = Fraction(int(value * scale), scale)  # int() truncates toward zero
+    return decimal in (round_half_up(value, places), truncated)
+
+
+def numbers_equal(a: MathNumber, b: MathNumber, places: int | None = None) -> bool:
+    """Whether two numeric answers are equal; no tolerance on exact answers.
+
+    The rules: equal values are equal (``18.00`` = ``18``, ``0.5`` = ``\\frac{1}{2}``). A
+    decimal given with k places stands for a number without a finite expansion (2/3) when
+    it is that number rounded or truncated to k places (`decimal_stands_for`) and has at
+    least `MIN_SIGNIFICANT_DIGITS` significant digits (``0.667`` and ``0.666`` = 2/3;
+    ``0.668`` and ``0.67`` ≠ 2/3). A number with a finite expansion must be matched exactly
+    (``.35626`` ≠ ``.35625``, ``13536`` ≠ ``13535``). With `places` (the precision the
+    problem asks for: `asked_places`), both are compared rounded to it.
+    """
+    if a.value == b.value:
+        return True
+    if places is not None:
+        return round_half_up(a.value, places) == round_half_up(b.value, places)
+    for dec, other in ((a, b), (b, a)):
+        if (
+            dec.places is not None
+            and dec.significant >= MIN_SIGNIFICANT_DIGITS
+            and not terminates(other.value)
+            and decimal_stands_for(dec.value, dec.places, other.value)
+        ):
+            return True
+    return False
+
+
+_PLACE_WORDS = {"whole number": 0, "integer": 0, "tenth": 1, "hundredth": 2,
+                "thousandth": 3, "ten-thousandth": 4}  # fmt: skip
+_ASKED_RE = re.compile(
+    r"(?:nearest|to\s+the\s+nearest)\s+(?P<word>whole\s+number|integer|ten-thousandth|"
+    r"tenth|hundredth|thousandth)|to\s+(?P<count>\d+|one|two|three|four)\s+decimal\s+places?",
+    re.IGNORECASE,
+)
+_COUNT_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4}
+
+
+def asked_places(question: str | None) -> int | None:
+    """The number of decimal places a problem asks its answer rounded to ("to the nearest
+    tenth": 1, "to 2 decimal places": 2, "to the nearest whole number": 0), or None when it
+    asks for none or several (then the answers compare by `numbers_equal`'s own rules)."""
+    if not question:
         return None
-    if match.group("plain") is not None:
-        return Fraction(match.group("plain"))
-    den = Fraction(match.group("den"))
-    if den == 0:
-        return None
-    value = Fraction(match.group("num")) / den
-    return -value if match.group("neg") else value
+    found = set()
+    for match in _ASKED_RE.finditer(question):
+        if match.group("word"):
+            found.add(_PLACE_WORDS[re.sub(r"\s+", " ", match.group("word").lower())])
+        else:
+            count = match.group("count").lower()
+            found.add(int(count) if count.isdigit() else _COUNT_WORDS[count])
+    return found.pop() if len(found) == 1 else None

@@ -4,13 +4,18 @@
 
 1. the normalised strings match (`gpart.evaluation.answers.normalize_math`, as the MATH
    reference's ``is_equiv`` does; most correct answers stop here);
-2. both are numbers (``0.5``, ``\\frac{1}{2}``, ``-3``): equal within relative 1e-4, and
-   *not* equal otherwise, with no sympy call;
+2. both are numbers (``0.5``, ``\\frac{1}{2}``, ``-3``): exact answers compare exactly, a
+   decimal against a number without a finite expansion at the precision it was given
+   (`gpart.evaluation.answers.numbers_equal`), with no sympy call;
 3. both are tuples or intervals (``(1,2)``, ``[1,2)``, ``\\{1,2\\}``): the same brackets and
    element-wise equal; unbracketed lists (``1, -2``: "enter all solutions") match in any
    order;
 4. sympy proves the difference zero, in a `SympyWorker` subprocess with a time limit. A
    check that runs out of time counts as not equal and is reported (``timed_out``).
+
+An equation compares with an equation: when only one side still has its ``=`` after the
+short left-hand side is dropped (``y = 2x + 3`` against ``2x + 3 = y``), both are
+normalised again with their left-hand sides kept and compared as equations.
 
 Plain words (``Monday``, ``(C)``) never reach sympy, which would read ``Monday`` as the
 product ``M*o*n*d*a*y`` and find it equal to ``Mondya``.
@@ -27,10 +32,10 @@ import subprocess
 import sys
 import threading
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
-from gpart.evaluation.answers import math_number, normalize_math
+from gpart.evaluation.answers import math_number_form, normalize_math, numbers_equal
 
 # Seconds one sympy check may take. MATH answers that sympy can prove equal take well under
 # a second; a few seconds leave room for a loaded machine without letting a pathological
@@ -38,7 +43,6 @@ from gpart.evaluation.answers import math_number, normalize_math
 DEFAULT_TIMEOUT = 3.0
 # Seconds the worker may take to start (import sympy, load the LaTeX parser, warm caches).
 STARTUP_TIMEOUT = 120.0
-REL_TOL = 1e-4
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,7 @@ class SympyWorker:
         self._proc: subprocess.Popen[str] | None = None
         self._lines: queue.Queue[str | None] | None = None
         self._pid = os.getpid()
+        self._warm: set[str] = set()
 
     def _start(self) -> None:
         env = dict(os.environ)
@@ -100,6 +105,7 @@ class SympyWorker:
 
         threading.Thread(target=pump, name="gpart-sympy-pump", daemon=True).start()
         self._proc, self._lines, self._pid = proc, lines, os.getpid()
+        self._warm = {"gpart"}  # rules whose packages the worker has imported (startup: ours)
         try:
             ready = lines.get(timeout=self.startup_timeout)
         except queue.Empty:
@@ -120,9 +126,31 @@ class SympyWorker:
                     stream.close()
         self._proc, self._lines = None, None
 
-    def equal(self, a: str, b: str, timeout: float = DEFAULT_TIMEOUT) -> bool | None:
+    def equal(
+        self, a: str, b: str, timeout: float = DEFAULT_TIMEOUT, **options: Any
+    ) -> bool | None:
         """Whether sympy finds `a` and `b` equal; None when it ran out of `timeout` seconds
         (the worker is then killed and the next call starts a fresh one).
+
+        Args:
+            a: one answer, as `gpart.evaluation.sympy_worker.sympy_equal` takes it.
+            b: the other.
+            timeout: seconds the check may take.
+            **options: the rest of the request (`gpart.evaluation.sympy_worker.serve`):
+                ``rule`` (whose rules: ``gpart``, ``official``, ``math-verify``),
+                ``places`` (the precision a problem asks for).
+
+        Raises:
+            RuntimeError: the worker could not start.
+        """
+        reply = self.ask({"a": a, "b": b, **options}, timeout=timeout)
+        return None if reply is None else bool(reply["equal"])
+
+    def ask(self, request: dict[str, Any], timeout: float = DEFAULT_TIMEOUT) -> dict | None:
+        """The worker's whole reply to one request (`equal` is the common case), or None
+        when it ran out of `timeout` seconds. A rule's first request in a fresh worker
+        may take the startup time as well: it imports that rule's packages (math-verify
+        loads its own grammar), which is no check's time.
 
         Raises:
             RuntimeError: the worker could not start.
@@ -136,8 +164,11 @@ class SympyWorker:
                     self._kill()
                 self._start()
             assert self._proc is not None and self._lines is not None
+            rule = request.get("rule", "gpart")
+            if rule not in self._warm:
+                timeout = max(timeout, self.startup_timeout)
             try:
-                self._proc.stdin.write(json.dumps({"a": a, "b": b}) + "\n")
+                self._proc.stdin.write(json.dumps(request) + "\n")
                 self._proc.stdin.flush()
                 line = self._lines.get(timeout=timeout)
             except (queue.Empty, BrokenPipeError, OSError):
@@ -146,7 +177,8 @@ class SympyWorker:
                 self.restarts += 1
                 self._kill()
                 return None
-            return bool(json.loads(line)["equal"])
+            self._warm.add(rule)
+            return json.loads(line)
 
     def close(self) -> None:
         """Stop the worker (a later call starts a new one)."""
@@ -211,34 +243,46 @@ def _sequence(s: str) -> tuple[str, str, list[str]] | None:
 
 
 # --------------------------------------------------------------------------------- main
-def _numbers_close(a: Fraction, b: Fraction) -> bool:
-    return a == b or abs(a - b) <= Fraction(REL_TOL) * max(abs(a), abs(b))
-
-
 def _is_wordy(s: str) -> bool:
     """Text sympy would misread: a run of 3+ letters that is no control word (``\\pi``)."""
     return re.search(r"(?<![\\A-Za-z])[A-Za-z]{3,}", s) is not None or "\\begin" in s
 
 
-def _equal_normalized(
-    a: str, b: str, timeout: float, worker: SympyWorker | None, use_sympy: bool
-) -> Equivalence:
+@dataclass(frozen=True)
+class _Check:
+    """The settings of one `math_equal` call, handed down to tuple elements."""
+
+    timeout: float
+    worker: SympyWorker | None
+    use_sympy: bool
+    places: int | None
+
+    def sympy(self, a: str, b: str) -> Equivalence:
+        if not self.use_sympy or _is_wordy(a) or _is_wordy(b):
+            return Equivalence(False)
+        worker = self.worker if self.worker is not None else default_worker()
+        got = worker.equal(a, b, timeout=self.timeout, places=self.places)
+        if got is None:
+            return Equivalence(False, timed_out=True, method="timeout")
+        return Equivalence(got, method="sympy" if got else "none")
+
+
+def _equal_normalized(a: str, b: str, check: _Check) -> Equivalence:
     if a == b:
         return Equivalence(True, method="string")
     if not a or not b:
         return Equivalence(False)
-    na, nb = math_number(a), math_number(b)
+    na, nb = math_number_form(a), math_number_form(b)
     if na is not None and nb is not None:
-        return Equivalence(_numbers_close(na, nb), method="number")
+        return Equivalence(numbers_equal(na, nb, check.places), method="number")
     sa, sb = _sequence(a), _sequence(b)
     if sa is not None or sb is not None:
         if sa is None or sb is None or sa[:2] != sb[:2] or len(sa[2]) != len(sb[2]):
             return Equivalence(False, method="tuple")
         timed_out = False
         if sa[0]:  # bracketed: in order
-            pairs = zip(sa[2], sb[2], strict=True)
-            for x, y in pairs:
-                got = _equal_normalized(x, y, timeout, worker, use_sympy)
+            for x, y in zip(sa[2], sb[2], strict=True):
+                got = _equal_normalized(x, y, check)
                 timed_out |= got.timed_out
                 if not got.equal:
                     return Equivalence(False, timed_out, "tuple")
@@ -246,7 +290,7 @@ def _equal_normalized(
         left = list(sb[2])  # unbracketed list: any order
         for x in sa[2]:
             for k, y in enumerate(left):
-                got = _equal_normalized(x, y, timeout, worker, use_sympy)
+                got = _equal_normalized(x, y, check)
                 timed_out |= got.timed_out
                 if got.equal:
                     del left[k]
@@ -254,14 +298,11 @@ def _equal_normalized(
             else:
                 return Equivalence(False, timed_out, "tuple")
         return Equivalence(True, method="tuple")
-    if not use_sympy or _is_wordy(a) or _is_wordy(b):
-        return Equivalence(False)
-    if worker is None:
-        worker = default_worker()
-    got = worker.equal(a, b, timeout=timeout)
-    if got is None:
-        return Equivalence(False, timed_out=True, method="timeout")
-    return Equivalence(got, method="sympy" if got else "none")
+    return check.sympy(a, b)
+
+
+def _is_equation(s: str) -> bool:
+    return s.count("=") == 1 and not re.search(r"[<>!]=|=[<>]", s)
 
 
 def math_equal(
@@ -271,6 +312,7 @@ def math_equal(
     timeout: float = DEFAULT_TIMEOUT,
     worker: SympyWorker | None = None,
     use_sympy: bool = True,
+    places: int | None = None,
 ) -> Equivalence:
     """Whether a MATH prediction equals the reference (both as extracted, not normalised).
 
@@ -280,6 +322,8 @@ def math_equal(
         timeout: seconds each sympy check may take (one per tuple element at most).
         worker: the sympy worker to use; the process-wide `default_worker` by default.
         use_sympy: False stops after the string/number/tuple checks.
+        places: the decimal places the problem asks the answer rounded to
+            (`gpart.evaluation.answers.asked_places`); None: it asks for none.
 
     Returns:
         An `Equivalence`; ``timed_out`` when a sympy check ran out of time.
@@ -288,6 +332,10 @@ def math_equal(
         raise ValueError(f"timeout must be positive seconds, got {timeout!r}")
     if prediction is None:
         return Equivalence(False)
-    return _equal_normalized(
-        normalize_math(prediction), normalize_math(reference), timeout, worker, use_sympy
-    )
+    a, b = normalize_math(prediction), normalize_math(reference)
+    if _is_equation(a) != _is_equation(b):  # `y = 2x + 3` against `2x + 3 = y`
+        kept_a = normalize_math(prediction, drop_lhs=False)
+        kept_b = normalize_math(reference, drop_lhs=False)
+        if _is_equation(kept_a) and _is_equation(kept_b):
+            a, b = kept_a, kept_b
+    return _equal_normalized(a, b, _Check(timeout, worker, use_sympy, places))

@@ -29,8 +29,7 @@ from typing import Any
 from gpart.configs import get_task
 from gpart.configs.tasks import MathReasoningTask
 from gpart.data.loading import DataError, load_hub_dataset, read_split_file
-from gpart.evaluation.answers import gsm8k_reference, math_reference
-from gpart.evaluation.scoring import DATASET_RULES, rules_for
+from gpart.evaluation.scoring import DATASET_RULES, reference_of, rules_for
 
 # (question column, answer column, how the answer column holds the reference), tried in
 # this order: a file with problem, solution *and* answer (MATH-500's own) uses its answer.
@@ -65,11 +64,7 @@ def reference_answer(dataset: str, text: Any, kind: str) -> str:
         ValueError: a GSM8K answer without a number.
     """
     text = str(text)
-    if kind == "plain":
-        return text.strip()
-    if rules_for(dataset) == "gsm8k":
-        return gsm8k_reference(text)
-    return math_reference(text)
+    return text.strip() if kind == "plain" else reference_of(dataset, text)
 
 
 def _items(

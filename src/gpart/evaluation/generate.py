@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -201,32 +201,117 @@ def process_state() -> Any:
     return PartialState(cpu=not torch.cuda.is_available())
 
 
-def generate_sharded(
-    model: Any, tokenizer: Any, prompts: Sequence[str], **kwargs: Any
-) -> Generations | None:
-    """`generate_hf` over the processes of an ``accelerate launch`` (one shard each).
+# One generated prompt: (its position in the prompts, completion, generated tokens).
+Row = tuple[int, str, int]
 
-    Every process generates its contiguous slice of the prompts (`split_between_processes`);
-    the slices are gathered (`gather_object`) in process order, so the main process gets
-    every completion in the prompts' order. Without ``accelerate launch`` there is one
-    process and one slice.
+
+def generate_chunked(
+    generate: Callable[[list[str]], Generations],
+    prompts: Sequence[str],
+    positions: Sequence[int],
+    *,
+    chunk_size: int,
+    done: Mapping[int, tuple[str, int, float]] | None = None,
+    on_chunk: Callable[[list[Row], float], None] | None = None,
+    progress: bool = True,
+    desc: str = "generating",
+) -> tuple[list[Row], float]:
+    """Generate `positions` (of `prompts`, in that order) chunk by chunk, skipping chunks
+    already `done`, and hand each new chunk to `on_chunk` as soon as it is generated.
+
+    The chunks are consecutive slices of `positions` of `chunk_size`; with `positions`
+    sorted by length and `chunk_size` a multiple of the batch size, the batches are those
+    of one uninterrupted call, so a resumed evaluation generates what an uninterrupted one
+    would (`generate` is called with the chunk's prompts in order, unsorted).
+
+    Args:
+        generate: generates a list of prompts in the order given.
+        prompts: every prompt.
+        positions: which to generate, in the order to generate them.
+        chunk_size: prompts per chunk.
+        done: completion, token count and seconds of each position generated before (a
+            resumed run); a chunk is skipped when all of it is there.
+        on_chunk: called with each new chunk's rows and its seconds (to save it).
+        progress: show a tqdm bar (prompts done).
+        desc: the bar's label.
+
+    Returns:
+        Every row of `positions` (old and new) and the seconds they took (the old ones'
+        as `done` says).
+    """
+    from tqdm.auto import tqdm
+
+    done = done or {}
+    rows: list[Row] = []
+    seconds = 0.0
+    chunks = [list(positions[k : k + chunk_size]) for k in range(0, len(positions), chunk_size)]
+    with tqdm(total=len(positions), desc=desc, disable=not progress) as bar:
+        for chunk in chunks:
+            if all(i in done for i in chunk):
+                rows += [(i, done[i][0], done[i][1]) for i in chunk]
+                seconds += sum(done[i][2] for i in chunk)
+                bar.update(len(chunk))
+                continue
+            got = generate([prompts[i] for i in chunk])
+            new = [(i, c, t) for i, c, t in zip(chunk, got.completions, got.tokens, strict=True)]
+            if on_chunk is not None:
+                on_chunk(new, got.seconds)
+            rows += new
+            seconds += got.seconds
+            bar.update(len(chunk))
+    return rows, seconds
+
+
+def generate_sharded(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    *,
+    chunk_size: int | None = None,
+    done: Mapping[int, tuple[str, int, float]] | None = None,
+    on_chunk: Callable[[list[Row], float], None] | None = None,
+    **kwargs: Any,
+) -> Generations | None:
+    """`generate_hf` over the processes of an ``accelerate launch`` (one shard each), in
+    chunks (`generate_chunked`) when `chunk_size` is given.
+
+    Every process generates its contiguous slice of the prompts (`split_between_processes`),
+    sorted by length as `generate_hf` sorts, chunk by chunk, each new chunk handed to its
+    own `on_chunk`; the slices are gathered (`gather_object`) in process order, so the
+    main process gets every completion in the prompts' order. Without ``accelerate
+    launch`` there is one process and one slice.
+
+    Args:
+        chunk_size: prompts per chunk (a multiple of ``batch_size``); None: one chunk.
+        done: see `generate_chunked` (positions in `prompts`).
+        on_chunk: see `generate_chunked`; called on the process that generated the chunk.
+        **kwargs: `generate_hf`'s (``template``, ``max_new_tokens``, ``batch_size``, ...).
 
     Returns:
         On the main process, the `Generations` of all prompts (``seconds``: the slowest
-        process's); None on the others.
+        process's, a resumed run's earlier chunks included); None on the others.
     """
     from accelerate.utils import gather_object
 
     state = process_state()
     indices = list(range(len(prompts)))
+    sort = kwargs.pop("sort", True)
+    progress = kwargs.pop("progress", state.is_main_process)
+    desc = kwargs.pop("desc", "generating")
     with state.split_between_processes(indices) as mine:
         mine = list(mine)
-        kwargs.setdefault("progress", state.is_main_process)
-        got = generate_hf(model, tokenizer, [prompts[i] for i in mine], **kwargs)
-        rows = [
-            (i, c, t, got.seconds)
-            for i, c, t in zip(mine, got.completions, got.tokens, strict=True)
-        ]
+        lengths = [len(encode_prompt(tokenizer, prompts[i], template=kwargs["template"]))
+                   for i in mine]  # fmt: skip
+        order = [mine[k] for k in length_order(lengths, sort)]
+
+        def generate(chunk: list[str]) -> Generations:
+            return generate_hf(model, tokenizer, chunk, sort=False, progress=False, **kwargs)
+
+        rows, seconds = generate_chunked(
+            generate, prompts, order, chunk_size=chunk_size or max(len(order), 1), done=done,
+            on_chunk=on_chunk, progress=progress, desc=desc,
+        )  # fmt: skip
+        rows = [(i, c, t, seconds) for i, c, t in rows]
     gathered = gather_object(rows) if state.num_processes > 1 else rows
     if not state.is_main_process:
         return None
@@ -236,7 +321,7 @@ def generate_sharded(
     return Generations(
         [r[1] for r in gathered],
         [r[2] for r in gathered],
-        max((r[3] for r in gathered), default=got.seconds),
+        max((r[3] for r in gathered), default=seconds),
     )
 
 
@@ -257,10 +342,17 @@ def generate_vllm(
     template: str,
     max_new_tokens: int,
     dtype: str = "bfloat16",
+    chunk_size: int | None = None,
+    done: Mapping[int, tuple[str, int, float]] | None = None,
+    on_chunk: Callable[[list[Row], float], None] | None = None,
+    progress: bool = True,
+    desc: str = "generating",
 ) -> Generations:
     """Greedy completions with vLLM: the merged model is saved to a temporary directory
     and served from there, fed the same token ids as `generate_hf` (tokenised as in
-    training), with the same stop markers and token limit. vLLM batches by itself."""
+    training), with the same stop markers and token limit. vLLM batches by itself; the
+    prompts go to it in chunks of `chunk_size` in the dataset's order (`generate_chunked`:
+    `done` and `on_chunk` as there)."""
     vllm = require_vllm()
     stops = stop_markers(template)
     encoded = [encode_prompt(tokenizer, p, template=template) for p in prompts]
@@ -274,11 +366,23 @@ def generate_vllm(
             stop=list(stops) or None,
             stop_token_ids=eos_ids(model, tokenizer),
         )
-        start = time.perf_counter()
-        outs = llm.generate([{"prompt_token_ids": ids} for ids in encoded], params)
-        seconds = time.perf_counter() - start
-    completions = [cut_at_stop(o.outputs[0].text, stops) for o in outs]
-    return Generations(completions, [len(o.outputs[0].token_ids) for o in outs], seconds)
+        ids = {p: e for p, e in zip(prompts, encoded, strict=True)}
+
+        def generate(chunk: list[str]) -> Generations:
+            start = time.perf_counter()
+            outs = llm.generate([{"prompt_token_ids": ids[p]} for p in chunk], params)
+            return Generations(
+                [cut_at_stop(o.outputs[0].text, stops) for o in outs],
+                [len(o.outputs[0].token_ids) for o in outs],
+                time.perf_counter() - start,
+            )
+
+        rows, seconds = generate_chunked(
+            generate, prompts, range(len(prompts)), chunk_size=chunk_size or max(len(prompts), 1),
+            done=done, on_chunk=on_chunk, progress=progress, desc=desc,
+        )  # fmt: skip
+    rows.sort(key=lambda r: r[0])
+    return Generations([r[1] for r in rows], [r[2] for r in rows], seconds)
 
 
 __all__ = [
@@ -286,6 +390,7 @@ __all__ = [
     "Generations",
     "cut_at_stop",
     "eos_ids",
+    "generate_chunked",
     "generate_hf",
     "generate_sharded",
     "generate_vllm",

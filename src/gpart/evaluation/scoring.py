@@ -6,17 +6,26 @@ file; `rescore` reads a predictions file, runs `score_completions` on it and wri
 ``predictions.rescored.jsonl`` and ``results.rescored.json`` beside it. Rules per dataset:
 ``gsm8k`` (numbers), ``math`` and ``math500`` (boxed LaTeX; MATH-500 is a subset of MATH's
 test split, Lightman et al., 2023).
+
+Graders (`GRADERS`): ``gpart``, ours (`gpart.evaluation.answers`, `.equivalence`);
+``official``, the paper's rules as its code ran them (`gpart.evaluation.official`);
+``math-verify``, Hugging Face's MATH grader (the optional ``math-verify`` extra). Several can
+score one set side by side: the first is the primary (the top-level ``accuracy``), and the
+summary gives every grader's accuracy and how many problems each pair disagrees on.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
+from itertools import combinations
 from pathlib import Path
 from typing import Any
 
 from gpart.evaluation.answers import (
+    asked_places,
     gsm8k_equal,
     gsm8k_prediction,
     gsm8k_reference,
@@ -26,7 +35,8 @@ from gpart.evaluation.answers import (
     math_prediction,
     math_reference,
 )
-from gpart.evaluation.equivalence import DEFAULT_TIMEOUT, SympyWorker, math_equal
+from gpart.evaluation.equivalence import DEFAULT_TIMEOUT, SympyWorker, default_worker, math_equal
+from gpart.evaluation.official import official_check
 from gpart.results.io import write_json_atomic, write_text_atomic
 
 # dataset name -> the rules that check it
@@ -34,6 +44,12 @@ DATASET_RULES = {"gsm8k": "gsm8k", "math": "math", "math500": "math"}
 RESCORED_PREDICTIONS = "predictions.rescored.jsonl"
 RESCORED_RESULTS = "results.rescored.json"
 REQUIRED_FIELDS = ("index", "completion", "ground_truth")
+GRADERS = ("gpart", "official", "math-verify")
+DEFAULT_GRADERS = ("gpart", "official")
+MATH_VERIFY_INSTALL = (
+    "the math-verify grader needs the math-verify package, an optional extra: "
+    "uv sync --extra math-verify (or leave math-verify out of --grader)"
+)
 
 
 @dataclass(frozen=True)
@@ -66,10 +82,44 @@ class AnswerResult:
 
 @dataclass(frozen=True)
 class Scores:
-    """`score_completions`' answer: one result per pair and the summary of them all."""
+    """`score_completions`' answer: one result per pair by the primary grader, the summary
+    of them all, and every grader's results (`by_grader`, in the graders' order)."""
 
     results: list[AnswerResult]
     summary: dict[str, Any]
+    by_grader: dict[str, list[AnswerResult]]
+
+    def verdicts(self, i: int) -> dict[str, dict[str, Any]]:
+        """Pair `i`'s verdict by every grader: ``{"gpart": {"prediction": "18", "correct":
+        true, "timed_out": false}, ...}`` (a predictions line's ``graders``)."""
+        return {
+            name: {"prediction": r[i].prediction, "correct": r[i].correct,
+                   "timed_out": r[i].timed_out}
+            for name, r in self.by_grader.items()
+        }  # fmt: skip
+
+
+def check_graders(graders: Sequence[str]) -> tuple[str, ...]:
+    """`graders` without repeats, each known and usable here.
+
+    Raises:
+        ValueError: none, an unknown name (with the closest known one), or math-verify
+            without its package.
+    """
+    chosen = tuple(dict.fromkeys(graders))
+    if not chosen:
+        raise ValueError(f"no grader given (known: {', '.join(GRADERS)})")
+    for name in chosen:
+        if name not in GRADERS:
+            from gpart.configs.errors import did_you_mean  # only on this error path
+
+            raise ValueError(
+                f"unknown grader {name!r}{did_you_mean(str(name), GRADERS)} "
+                f"(known: {', '.join(GRADERS)})"
+            )
+    if "math-verify" in chosen and importlib.util.find_spec("math_verify") is None:
+        raise ValueError(MATH_VERIFY_INSTALL)
+    return chosen
 
 
 def rules_for(dataset: str) -> str:
@@ -89,6 +139,18 @@ def rules_for(dataset: str) -> str:
     return rules
 
 
+def reference_of(dataset: str, ground_truth: str | int | float) -> str:
+    """The reference answer in `ground_truth` by `dataset`'s rules: the GSM8K number
+    (`gsm8k_reference`) or the MATH answer (`math_reference`).
+
+    Raises:
+        ValueError: an unknown dataset, or no answer in `ground_truth`.
+    """
+    if rules_for(dataset) == "gsm8k":
+        return gsm8k_reference(ground_truth)
+    return math_reference(str(ground_truth))
+
+
 def check_answer(
     dataset: str,
     completion: str,
@@ -96,8 +158,10 @@ def check_answer(
     *,
     timeout: float = DEFAULT_TIMEOUT,
     worker: SympyWorker | None = None,
+    question: str | None = None,
+    grader: str = "gpart",
 ) -> AnswerResult:
-    """Check one completion against its reference with `dataset`'s rules.
+    """Check one completion against its reference with `dataset`'s rules, by `grader`.
 
     Args:
         dataset: ``gsm8k``, ``math`` or ``math500``.
@@ -106,39 +170,65 @@ def check_answer(
             with ``\\boxed{}``) or the bare answer.
         timeout: seconds each sympy check may take (MATH).
         worker: the sympy worker (MATH); the process-wide one by default.
+        question: the problem (MATH): the precision it asks for, if any, decides between
+            decimals (`gpart.evaluation.answers.asked_places`; ours only).
+        grader: ``gpart`` (ours), ``official`` or ``math-verify`` (module docstring).
+            lm-evaluation-harness's GSM8K filters (``harness``) come with every grader.
 
     Raises:
-        ValueError: an unknown dataset, or a reference with no answer in it.
+        ValueError: an unknown dataset or grader, or a reference with no answer in it.
     """
-    if rules_for(dataset) == "gsm8k":
+    rules = rules_for(dataset)
+    if grader != "gpart":
+        check_graders([grader])
+        reference = reference_of(dataset, ground_truth)
+        harness = _harness(completion, ground_truth) if rules == "gsm8k" else None
+        if grader == "official":
+            got = official_check(rules, completion, ground_truth, timeout=timeout, worker=worker)
+            return AnswerResult(got.prediction, got.correct, got.prediction is None,
+                                got.timed_out, harness)  # fmt: skip
+        reply = (worker or default_worker()).ask(
+            {"a": completion, "b": reference, "rule": "math-verify"}, timeout=timeout
+        )
+        if reply is None:
+            return AnswerResult(None, False, False, timed_out=True, harness=harness)
+        prediction = reply.get("prediction")
+        return AnswerResult(prediction, bool(reply["equal"]), prediction is None, False, harness)
+    if rules == "gsm8k":
         reference = gsm8k_reference(ground_truth)
         prediction = gsm8k_prediction(completion)
-        strict, flexible = harness_strict_extract(completion), harness_flexible_extract(completion)
-        harness = {
-            "strict_match": {
-                "prediction": strict,
-                "correct": harness_exact_match(strict, ground_truth),
-            },
-            "flexible_extract": {
-                "prediction": flexible,
-                "correct": harness_exact_match(flexible, ground_truth),
-            },
-        }
         return AnswerResult(
             prediction=prediction,
             correct=gsm8k_equal(prediction, reference),
             unextractable=prediction is None,
-            harness=harness,
+            harness=_harness(completion, ground_truth),
         )
     reference = math_reference(str(ground_truth))
     prediction = math_prediction(completion)
-    got = math_equal(prediction, reference, timeout=timeout, worker=worker)
+    got = math_equal(
+        prediction, reference, timeout=timeout, worker=worker, places=asked_places(question)
+    )
     return AnswerResult(
         prediction=prediction,
         correct=got.equal,
         unextractable=prediction is None,
         timed_out=got.timed_out,
     )
+
+
+def _harness(completion: str, ground_truth: str | int | float) -> dict[str, dict[str, Any]]:
+    """lm-evaluation-harness's two GSM8K filters on `completion`, scored."""
+    strict, flexible = harness_strict_extract(completion), harness_flexible_extract(completion)
+    return {
+        "strict_match": {
+            "prediction": strict,
+            "correct": harness_exact_match(strict, ground_truth),
+        },
+        "flexible_extract": {
+            "prediction": flexible,
+            "correct": harness_exact_match(flexible, ground_truth),
+        },
+    }
 
 
 def summarize(dataset: str, results: list[AnswerResult]) -> dict[str, Any]:
@@ -167,24 +257,75 @@ def summarize(dataset: str, results: list[AnswerResult]) -> dict[str, Any]:
     return summary
 
 
+def summarize_graders(dataset: str, by_grader: dict[str, list[AnswerResult]]) -> dict[str, Any]:
+    """`summarize` of the first (primary) grader's results, plus ``grader`` (its name),
+    ``graders`` (each grader's ``accuracy``, ``correct``, ``unextractable``,
+    ``timed_out``) and ``disagreements`` (``{"gpart/official": 12}``: problems on which
+    the two verdicts differ, for every pair).
+
+    Raises:
+        ValueError: no graders, or no results.
+    """
+    if not by_grader:
+        raise ValueError("no grader's results to summarize")
+    primary = next(iter(by_grader))
+    summary = summarize(dataset, by_grader[primary])
+    summary["grader"] = primary
+    keys = ("accuracy", "correct", "unextractable", "timed_out")
+    summary["graders"] = {
+        name: {k: summarize(dataset, results)[k] for k in keys}
+        for name, results in by_grader.items()
+    }
+    summary["disagreements"] = {
+        f"{a}/{b}": sum(
+            x.correct != y.correct for x, y in zip(by_grader[a], by_grader[b], strict=True)
+        )
+        for a, b in combinations(by_grader, 2)
+    }
+    return summary
+
+
 def score_completions(
     dataset: str,
     pairs: Iterable[tuple[str, str | int | float]],
     *,
     timeout: float = DEFAULT_TIMEOUT,
     worker: SympyWorker | None = None,
+    graders: Sequence[str] = ("gpart",),
+    questions: Sequence[str | None] | None = None,
 ) -> Scores:
-    """Check (completion, ground_truth) pairs of one dataset; see `check_answer`.
+    """Check (completion, ground_truth) pairs of one dataset by each of `graders`; see
+    `check_answer`.
+
+    Args:
+        questions: the problems, in the pairs' order (ours reads the precision a MATH
+            problem asks for from them); None: not known.
 
     Returns:
-        `Scores`: ``results`` in the order of `pairs` and their `summarize` summary.
+        `Scores`: the first grader's ``results`` in the order of `pairs`, their
+        `summarize_graders` summary and every grader's results.
+
+    Raises:
+        ValueError: an unknown dataset or grader, a reference without an answer, or
+            `questions` of another length.
     """
     rules_for(dataset)
-    results = [
-        check_answer(dataset, completion, truth, timeout=timeout, worker=worker)
-        for completion, truth in pairs
-    ]
-    return Scores(results=results, summary=summarize(dataset, results))
+    graders = check_graders(graders)
+    pairs = list(pairs)
+    if questions is not None and len(questions) != len(pairs):
+        raise ValueError(f"{len(questions)} questions for {len(pairs)} completions")
+    asked = list(questions) if questions is not None else [None] * len(pairs)
+    by_grader = {
+        name: [
+            check_answer(dataset, completion, truth, timeout=timeout, worker=worker,
+                         question=question, grader=name)
+            for (completion, truth), question in zip(pairs, asked, strict=True)
+        ]
+        for name in graders
+    }  # fmt: skip
+    primary = by_grader[graders[0]]
+    return Scores(results=primary, summary=summarize_graders(dataset, by_grader),
+                  by_grader=by_grader)  # fmt: skip
 
 
 def _read_predictions(path: Path) -> tuple[str, list[dict[str, Any]]]:
@@ -235,22 +376,25 @@ def rescore(
     *,
     timeout: float = DEFAULT_TIMEOUT,
     worker: SympyWorker | None = None,
+    graders: Sequence[str] = DEFAULT_GRADERS,
 ) -> dict[str, Any]:
     """Recompute every prediction of a ``predictions.jsonl`` from its completion and ground
-    truth, and write the rescored files beside it (atomically).
+    truth, by each of `graders`, and write the rescored files beside it (atomically).
 
     Each line is a JSON object with at least ``index``, ``completion``, ``ground_truth``
     and ``dataset`` (``gsm8k``, ``math``, ``math500``; without it, the parent folder's name
-    as in ``eval/<dataset>/predictions.jsonl``). ``predictions.rescored.jsonl`` keeps every
-    field and replaces ``prediction``, ``correct``, ``unextractable``, ``timed_out`` (and
-    ``harness`` for GSM8K); ``results.rescored.json`` holds the `summarize` summary plus
-    ``changed`` (rows whose ``correct`` differs from the file's, when it had one) and the
-    timeout used.
+    as in ``eval/<dataset>/predictions.jsonl``); a ``question`` is used when present.
+    ``predictions.rescored.jsonl`` keeps every field and replaces ``prediction``,
+    ``correct``, ``unextractable``, ``timed_out`` (the first grader's), ``graders`` (every
+    grader's verdict) and ``harness`` for GSM8K; ``results.rescored.json`` holds the
+    `summarize_graders` summary plus ``changed`` (rows whose ``correct`` differs from the
+    file's, when it had one) and the timeout used.
 
     Args:
         predictions_path: the ``predictions.jsonl`` to re-score.
-        timeout: seconds each sympy check may take (MATH).
-        worker: the sympy worker (MATH); the process-wide one by default.
+        timeout: seconds each sympy check may take.
+        worker: the sympy worker; the process-wide one by default.
+        graders: the graders, the primary first (`GRADERS`).
 
     Returns:
         The summary written to ``results.rescored.json``.
@@ -258,33 +402,38 @@ def rescore(
     Raises:
         FileNotFoundError: no such file.
         ValueError: a malformed line (the message names it), an unknown or mixed dataset,
-            a reference without an answer, or an empty file.
+            a reference without an answer, an empty file, or an unusable grader.
     """
     path = Path(predictions_path)
     if not path.is_file():
         raise FileNotFoundError(f"no predictions file at {path}")
+    graders = check_graders(graders)
     dataset, rows = _read_predictions(path)
-    results = []
     for row in rows:
         try:
-            results.append(
-                check_answer(
-                    dataset, row["completion"], row["ground_truth"], timeout=timeout, worker=worker
-                )
-            )
+            reference_of(dataset, row["ground_truth"])
         except ValueError as err:
             raise ValueError(f"{path}: index {row['index']!r}: {err}") from None
-    summary = summarize(dataset, results)
+    scores = score_completions(
+        dataset,
+        [(row["completion"], row["ground_truth"]) for row in rows],
+        timeout=timeout,
+        worker=worker,
+        graders=graders,
+        questions=[row.get("question") for row in rows],
+    )
+    summary = dict(scores.summary)
     summary["changed"] = sum(
         "correct" in row and bool(row["correct"]) != result.correct
-        for row, result in zip(rows, results, strict=True)
+        for row, result in zip(rows, scores.results, strict=True)
     )
     summary["timeout_s"] = timeout
     summary["source"] = path.name
     lines = []
-    for row, result in zip(rows, results, strict=True):
-        fresh = {key: value for key, value in row.items() if key != "harness"}  # no stale one
-        lines.append(json.dumps({**fresh, **result.to_dict()}, ensure_ascii=False))
+    for i, (row, result) in enumerate(zip(rows, scores.results, strict=True)):
+        fresh = {k: v for k, v in row.items() if k not in ("harness", "graders")}  # no stale one
+        record = {**fresh, **result.to_dict(), "graders": scores.verdicts(i)}
+        lines.append(json.dumps(record, ensure_ascii=False))
     write_text_atomic(path.with_name(RESCORED_PREDICTIONS), "\n".join(lines) + "\n")
     write_json_atomic(path.with_name(RESCORED_RESULTS), summary)
     return summary

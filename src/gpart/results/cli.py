@@ -11,6 +11,7 @@ there are several.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -73,8 +74,10 @@ def collect_main(
     task_labels: Mapping[str, str],
     average_label: str | None,
     by_model_size: bool = False,
-    expand: Callable[[RunResult], list[RunResult]] | None = None,
+    expand: Callable[..., list[RunResult]] | None = None,
     task_decimals: Mapping[str, int] | None = None,
+    graders: Sequence[str] | None = None,
+    standalone: Callable[..., list[RunResult]] | None = None,
 ) -> int:
     """Parse, collect, print; 0 on success, 2 on any error (one line on stderr).
 
@@ -82,11 +85,33 @@ def collect_main(
     evaluations, `gpart.results.collect.load_eval_results`, plus its held-out loss);
     default: the run itself. `average_label` None leaves the average column out;
     `task_decimals` sets some columns' decimals (``--decimals`` sets the rest).
+    `graders` adds ``--grader`` (its first the default), handed to `expand` and
+    `standalone` as ``grader=``. `standalone(paths, grader=...)` gives the entries that
+    belong to no run (math: base models evaluated alone, rows of their own); they take
+    the model size of a run on the same base model.
     """
-    args = build_collect_parser(prog, description, list(task_labels)).parse_args(argv)
+    parser = build_collect_parser(prog, description, list(task_labels))
+    if graders:
+        parser.add_argument(
+            "--grader",
+            choices=list(graders),
+            default=graders[0],
+            help=f"whose verdicts fill the cells (default {graders[0]})",
+        )
+    args = parser.parse_args(argv)
+    options = {"grader": args.grader} if graders else {}
     try:
-        runs = [load_run_result(p) for p in find_results_files(args.paths)]
-        results = [r for run in runs for r in (expand(run) if expand else [run])]
+        extra = standalone(args.paths, **options) if standalone else []
+        try:
+            files = find_results_files(args.paths)
+        except ResultsError:
+            if not extra:
+                raise
+            files = []  # base models alone
+        runs = [load_run_result(p) for p in files]
+        results = [r for run in runs for r in (expand(run, **options) if expand else [run])]
+        sizes = {run.base_model: run.model_size for run in runs if run.base_model}
+        results += [dataclasses.replace(r, model_size=sizes.get(r.base_model)) for r in extra]
         if args.model_size is not None:
             results = [r for r in results if r.model_size == args.model_size]
             if not results:

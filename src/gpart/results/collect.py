@@ -69,6 +69,8 @@ class RunResult:
     scale: float = 100.0
     # Examples an after-training evaluation scored (`load_eval_results`); None otherwise.
     eval_size: int | None = None
+    # The backbone (hub id or path) the run adapted, when its results.json says.
+    base_model: str | None = None
 
 
 @dataclass(frozen=True)
@@ -319,13 +321,63 @@ def is_eval_file(path: Path) -> bool:
     return path.parent.parent.name == EVAL_DIR
 
 
-def load_eval_results(run: RunResult, metric: str = "accuracy") -> list[RunResult]:
+RESCORED_RESULTS = "results.rescored.json"  # eval_math.py --rescore writes it beside
+
+
+def _read_record(path: Path) -> dict:
+    try:
+        return read_json(path)
+    except JSONDecodeError as err:
+        raise ResultsError(f"{path}: not valid JSON ({err})") from err
+    except OSError as err:
+        raise ResultsError(f"{path}: cannot read ({err.strerror or err})") from err
+
+
+def eval_score(path: Path, record: dict, metric: str = "accuracy", grader: str | None = None):
+    """(score, total) of one evaluation file: `metric` (a fraction in [0, 1]) and the
+    examples scored. With `grader`, that grader's accuracy from ``graders`` (written by
+    ``eval_math.py --grader``); a file without it falls back to ``results.rescored.json``
+    beside it (``--rescore --grader``), and a file from before graders were recorded
+    counts as ``gpart``'s.
+
+    Raises:
+        ResultsError: no valid score or total, or no such grader's.
+    """
+    value = record.get(metric)
+    if grader is not None:
+        graders = record.get("graders")
+        if isinstance(graders, dict) and isinstance(graders.get(grader), dict):
+            value = graders[grader].get(metric)
+        elif graders is None and grader == "gpart":
+            pass  # written before several graders: ours
+        else:
+            rescored = path.with_name(RESCORED_RESULTS)
+            other = _read_record(rescored) if rescored.is_file() else {}
+            if isinstance(other.get("graders"), dict) and grader in other["graders"]:
+                return eval_score(rescored, other, metric, grader)
+            recorded = ", ".join(graders) if isinstance(graders, dict) else "gpart"
+            raise ResultsError(
+                f"{path}: no '{grader}' grader (recorded: {recorded}); re-score with "
+                f"eval_math.py --rescore {path.with_name('predictions.jsonl')} --grader {grader}"
+            )
+    total = record.get("total")
+    if not is_finite_number(value) or not 0.0 <= value <= 1.0:
+        raise ResultsError(f"{path}: '{metric}' must be a fraction in [0, 1], got {value!r}")
+    if not isinstance(total, int) or isinstance(total, bool) or total < 1:
+        raise ResultsError(f"{path}: 'total' must be a positive int, got {total!r}")
+    return float(value), total
+
+
+def load_eval_results(
+    run: RunResult, metric: str = "accuracy", grader: str | None = None
+) -> list[RunResult]:
     """The after-training evaluations of `run`, one `RunResult` per dataset (its column).
 
-    Reads ``<run dir>/eval/<dataset>/results.json``: `metric` (a fraction in [0, 1]) is the
-    score and ``total`` (examples scored) the cell's size, which must agree across seeds;
-    ``seconds``, when present, the wall time. A dataset folder without ``results.json``
-    (an evaluation still running) is no result. Everything else is the run's own.
+    Reads ``<run dir>/eval/<dataset>/results.json``: `metric` (a fraction in [0, 1]; by
+    `grader` when given, see `eval_score`) is the score and ``total`` (examples scored)
+    the cell's size, which must agree across seeds; ``seconds``, when present, the wall
+    time. A dataset folder without ``results.json`` (an evaluation still running) is no
+    result. Everything else is the run's own.
 
     Raises:
         ResultsError: an unreadable file, or one without a valid `metric` / ``total``.
@@ -333,17 +385,8 @@ def load_eval_results(run: RunResult, metric: str = "accuracy") -> list[RunResul
     root = run.path.parent / EVAL_DIR
     found = []
     for path in sorted(root.glob(f"*/{RESULTS_FILENAME}")) if root.is_dir() else []:
-        try:
-            record = read_json(path)
-        except JSONDecodeError as err:
-            raise ResultsError(f"{path}: not valid JSON ({err})") from err
-        except OSError as err:
-            raise ResultsError(f"{path}: cannot read ({err.strerror or err})") from err
-        value, total = record.get(metric), record.get("total")
-        if not is_finite_number(value) or not 0.0 <= value <= 1.0:
-            raise ResultsError(f"{path}: '{metric}' must be a fraction in [0, 1], got {value!r}")
-        if not isinstance(total, int) or isinstance(total, bool) or total < 1:
-            raise ResultsError(f"{path}: 'total' must be a positive int, got {total!r}")
+        record = _read_record(path)
+        value, total = eval_score(path, record, metric, grader)
         seconds = record.get("seconds")
         found.append(
             dataclasses.replace(
@@ -351,7 +394,7 @@ def load_eval_results(run: RunResult, metric: str = "accuracy") -> list[RunResul
                 path=path,
                 task=path.parent.name,
                 primary_metric=metric,
-                score=float(value),
+                score=value,
                 scale=100.0,
                 wall_time_s=float(seconds) if is_finite_number(seconds) else 0.0,
                 eval_size=total,
@@ -360,10 +403,62 @@ def load_eval_results(run: RunResult, metric: str = "accuracy") -> list[RunResul
     return found
 
 
-def with_evaluations(run: RunResult) -> list[RunResult]:
+def with_evaluations(run: RunResult, grader: str | None = None) -> list[RunResult]:
     """`run`'s own result followed by its after-training evaluations (`load_eval_results`):
     the entries a math run adds to a table (held-out loss, GSM8K, MATH, ...)."""
-    return [run, *load_eval_results(run)]
+    return [run, *load_eval_results(run, grader=grader)]
+
+
+def find_base_evaluations(paths: Iterable[str | Path]) -> list[Path]:
+    """Every evaluation under `paths` that belongs to no run: an
+    ``<dir>/eval/<dataset>/results.json`` whose ``<dir>`` holds no ``results.json`` (a
+    base model evaluated alone, ``eval_math.py --model_path M --output_dir <dir>``)."""
+    found: dict[Path, None] = {}
+    for raw in paths:
+        path = Path(raw)
+        files = [path] if path.is_file() else sorted(path.rglob(RESULTS_FILENAME))
+        for f in files:
+            if is_eval_file(f) and not (f.parent.parent.parent / RESULTS_FILENAME).is_file():
+                found.setdefault(f.resolve(), None)
+    return list(found)
+
+
+BASE_METHOD = "base model"
+
+
+def load_base_evaluation(path: Path, grader: str | None = None) -> RunResult:
+    """A base model's evaluation as a table entry: its own row (method ``base model``,
+    named by the model), 0 trainable parameters, seed 0, one column per dataset.
+
+    Raises:
+        ResultsError: see `eval_score`.
+    """
+    record = _read_record(path)
+    value, total = eval_score(path, record, grader=grader)
+    settings = record.get("settings") if isinstance(record.get("settings"), dict) else {}
+    model = str(settings.get("model") or path.parent.parent.parent.name)
+    seconds = record.get("seconds")
+    return RunResult(
+        path=path,
+        run_name=f"{BASE_METHOD}: {model} ({path.parent.parent.parent})",
+        method=f"{BASE_METHOD} ({Path(model).name or model})",
+        adapter_type="none",
+        task=path.parent.name,
+        seed=0,
+        primary_metric="accuracy",
+        score=value,
+        params_adapter=0,
+        wall_time_s=float(seconds) if is_finite_number(seconds) else 0.0,
+        base_model=model,
+        eval_size=total,
+    )
+
+
+def load_base_evaluations(
+    paths: Iterable[str | Path], grader: str | None = None
+) -> list[RunResult]:
+    """`load_base_evaluation` of every `find_base_evaluations` file under `paths`."""
+    return [load_base_evaluation(p, grader) for p in find_base_evaluations(paths)]
 
 
 def load_run_result(path: str | Path) -> RunResult:
@@ -388,6 +483,7 @@ def load_run_result(path: str | Path) -> RunResult:
         wall_time_s=float(record["wall_time_s"]),
         data_fingerprint=record.get("data_fingerprint"),
         model_size=record.get("model_size"),
+        base_model=record.get("base_model"),
         # a loss is shown as it is: x100 only makes sense for fractions and correlations
         scale=1.0 if record["primary_metric"] == "loss" else 100.0,
     )

@@ -6,7 +6,9 @@ with the run's prompt template, generate greedily with the adapter merged
 (`gpart.evaluation.generate`), check every answer (`gpart.evaluation.score_completions`),
 and write ``<run>/eval/<dataset>/predictions.jsonl`` (one record per problem, in the
 dataset's order) and ``results.json`` beside it, both atomically. The run's training files
-are never touched; a finished evaluation is skipped unless ``--force``. ``--rescore FILE``
+are never touched; a finished evaluation is skipped unless ``--force``. Completions are
+saved in chunks as they are generated (`PartialPredictions`), so re-running the same
+command after an interruption resumes it. Every answer is checked by each ``--grader``. ``--rescore FILE``
 re-checks a saved predictions file without a model; ``--profile`` measures generation
 speed (batch 1 against a larger batch, sorted and unsorted).
 
@@ -20,7 +22,9 @@ peft / GPart adapter folder (the base model from its ``adapter_config.json`` unl
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -32,7 +36,14 @@ from gpart.configs import ConfigError, ExperimentConfig, exit_on_config_error, e
 from gpart.configs.errors import first_line
 from gpart.data.loading import DataError
 from gpart.data.math import TEMPLATE_NAMES, render_prompt
-from gpart.evaluation import DATASET_RULES, rescore, score_completions
+from gpart.evaluation import (
+    DATASET_RULES,
+    DEFAULT_GRADERS,
+    GRADERS,
+    check_graders,
+    rescore,
+    score_completions,
+)
 from gpart.evaluation.eval_sets import EvalItem, load_eval_items
 from gpart.results import read_json, write_json_atomic
 from gpart.results.io import write_text_atomic
@@ -40,6 +51,10 @@ from gpart.runners.common import ADAPTER_DIR, TRAINABLE_FILE, load_trained, prov
 
 EVAL_DIR = "eval"
 PREDICTIONS, RESULTS = "predictions.jsonl", "results.json"
+PARTIAL_DIR, PARTIAL_SETTINGS = "partial", "settings.json"
+# Problems per saved chunk: MATH's 5,000 in 20 files; a 7B model generates 256 MATH
+# answers in minutes on one GPU, so an interruption costs little.
+DEFAULT_SAVE_EVERY = 256
 # Room for a full chain of thought: GSM8K solutions are short, MATH's run long.
 DEFAULT_MAX_NEW_TOKENS = {"gsm8k": 1024, "math": 2048, "math500": 2048}
 BACKENDS = ("hf", "vllm")
@@ -168,7 +183,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--output_dir",
         help="write <output_dir>/eval/<dataset>/ (default: the run's or adapter's directory)",
     )
-    p.add_argument("--force", action="store_true", help="redo finished evaluations")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="redo finished evaluations, and start interrupted ones over",
+    )
+    p.add_argument(
+        "--save_every",
+        type=int,
+        default=DEFAULT_SAVE_EVERY,
+        metavar="N",
+        help="save the completions every N problems (rounded up to a multiple of "
+        f"--batch_size; default {DEFAULT_SAVE_EVERY}): a re-run of the same command resumes",
+    )
     p.add_argument(
         "--device", help="cpu, cuda, cuda:1, ... (default: accelerate's choice for this process)"
     )
@@ -176,6 +203,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--rescore",
         metavar="FILE",
         help="re-check a saved predictions.jsonl (no model); writes *.rescored.* beside it",
+    )
+    p.add_argument(
+        "--grader",
+        nargs="+",
+        default=list(DEFAULT_GRADERS),
+        choices=list(GRADERS),
+        help="graders recorded side by side, the first the primary (the top-level accuracy): "
+        "gpart (ours), official (the paper's rules), math-verify (uv sync --extra "
+        "math-verify); default: gpart official",
     )
     p.add_argument(
         "--no_sort",
@@ -252,14 +288,17 @@ def load_for_generation(
 
 # ------------------------------------------------------------------------ one dataset
 def _records(
-    dataset: str, items: list[EvalItem], prompts: list[str], gen: Any
+    dataset: str, items: list[EvalItem], prompts: list[str], gen: Any, graders: Sequence[str]
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     scores = score_completions(
-        dataset, zip(gen.completions, [it.ground_truth for it in items], strict=True)
+        dataset,
+        zip(gen.completions, [it.ground_truth for it in items], strict=True),
+        graders=graders,
+        questions=[it.question for it in items],
     )
     records = []
-    for item, prompt, completion, tokens, result in zip(
-        items, prompts, gen.completions, gen.tokens, scores.results, strict=True
+    for i, (item, prompt, completion, tokens, result) in enumerate(
+        zip(items, prompts, gen.completions, gen.tokens, scores.results, strict=True)
     ):
         records.append(
             {
@@ -272,10 +311,27 @@ def _records(
                 "ground_truth": item.ground_truth,
                 "correct": result.correct,
                 **{k: v for k, v in result.to_dict().items() if k not in ("prediction", "correct")},
+                "graders": scores.verdicts(i),
                 "generated_tokens": tokens,
             }
         )
     return records, scores.summary
+
+
+def _report(dataset: str, res: dict[str, Any]) -> str:
+    """The line printed for a finished dataset: the primary grader's accuracy, then the
+    others' with how often each disagrees with it."""
+    primary = res.get("grader", "gpart")
+    others = [
+        f"{name} {g['accuracy']:.4f} ({res['disagreements'].get(f'{primary}/{name}', 0)} differ)"
+        for name, g in res.get("graders", {}).items()
+        if name != primary
+    ]
+    return (
+        f"{dataset}: accuracy {res['accuracy']:.4f} by {primary} ({res['correct']}/{res['total']}, "
+        f"{res['unextractable']} unextractable, {res['timed_out']} timed out)"
+        + (f"; {', '.join(others)}" if others else "")
+    )
 
 
 def write_outputs(
@@ -293,9 +349,11 @@ def write_outputs(
 def _generate(args: argparse.Namespace, model: Any, tokenizer: Any, prompts: list[str], **kw: Any):
     from gpart.evaluation.generate import generate_sharded, generate_vllm
 
+    chunks = {k: kw[k] for k in ("chunk_size", "done", "on_chunk")}
     if args.backend == "vllm":
         return generate_vllm(model, tokenizer, prompts, template=kw["template"],
-                             max_new_tokens=kw["max_new_tokens"], dtype=kw["dtype"])  # fmt: skip
+                             max_new_tokens=kw["max_new_tokens"], dtype=kw["dtype"],
+                             desc=kw["desc"], **chunks)  # fmt: skip
     return generate_sharded(
         model,
         tokenizer,
@@ -305,13 +363,96 @@ def _generate(args: argparse.Namespace, model: Any, tokenizer: Any, prompts: lis
         batch_size=args.batch_size,
         sort=not args.no_sort,
         desc=kw["desc"],
+        **chunks,
     )
 
 
 # ------------------------------------------------------------------------ commands
+def _graders(args: argparse.Namespace) -> tuple[str, ...]:
+    try:
+        return check_graders(args.grader)
+    except ValueError as exc:
+        raise ConfigError(f"--grader: {exc}") from None
+
+
+def _items_digest(items: list[EvalItem]) -> str:
+    """What the problems were: a digest of every (index, question, reference)."""
+    text = json.dumps([(it.index, it.question, it.ground_truth) for it in items])
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+class PartialPredictions:
+    """``<out>/partial/``: the completions of an evaluation still under way, so that a
+    re-run of the same command resumes it.
+
+    ``settings.json`` holds what decides the completions (model, adapter, prompt,
+    decoding, batching, processes, the problems' digest, the chunk size); each chunk of
+    generated problems is one ``chunk-<first position>.json`` (its rows, ``[position,
+    completion, tokens]``, and its seconds), written atomically by the process that
+    generated it, so an interruption loses at most the chunks in flight and never leaves
+    a half-written one. A re-run with other settings is refused with one line naming
+    what changed (``--force`` starts over); a finished evaluation removes the folder.
+    """
+
+    def __init__(self, out: Path, settings: dict[str, Any]) -> None:
+        self.root = out / PARTIAL_DIR
+        self.settings = settings
+
+    def check(self, dataset: str) -> None:
+        """Refuse to resume chunks generated with other settings.
+
+        Raises:
+            ConfigError: ``settings.json`` differs (the message names every change).
+        """
+        path = self.root / PARTIAL_SETTINGS
+        if not path.is_file():
+            return
+        before = read_json(path)
+        changed = [
+            f"{key} {before.get(key)!r} -> {value!r}"
+            for key, value in self.settings.items()
+            if before.get(key) != value
+        ]
+        if changed:
+            raise ConfigError(
+                f"{dataset}: {self.root} holds an interrupted evaluation with other settings "
+                f"({'; '.join(changed)}); re-run it as it was to resume, or --force to start over"
+            )
+
+    def start(self) -> None:
+        """Record the settings (the main process, before any chunk)."""
+        if not (self.root / PARTIAL_SETTINGS).is_file():
+            write_json_atomic(self.root / PARTIAL_SETTINGS, self.settings)
+
+    def done(self) -> dict[int, tuple[str, int, float]]:
+        """Every position generated so far: (completion, tokens, its share of its chunk's
+        seconds)."""
+        found: dict[int, tuple[str, int, float]] = {}
+        for path in sorted(self.root.glob("chunk-*.json")) if self.root.is_dir() else []:
+            chunk = read_json(path)
+            share = chunk["seconds"] / max(len(chunk["rows"]), 1)
+            for position, completion, tokens in chunk["rows"]:
+                found[int(position)] = (completion, int(tokens), share)
+        return found
+
+    def save(self, rows: list[tuple[int, str, int]], seconds: float) -> None:
+        """One chunk, atomically (called by the process that generated it)."""
+        name = f"chunk-{min(r[0] for r in rows):07d}.json"
+        write_json_atomic(self.root / name, {"rows": [list(r) for r in rows], "seconds": seconds})
+
+    def clear(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _chunk_size(args: argparse.Namespace) -> int:
+    """``--save_every`` rounded up to a multiple of ``--batch_size``: the chunks then cut
+    no batch, so a resumed run generates the very batches of an uninterrupted one."""
+    return -(-args.save_every // args.batch_size) * args.batch_size
+
+
 def evaluate(args: argparse.Namespace) -> int:
     """Every dataset of the command line; 0 when all are done (or were already)."""
-    from gpart.evaluation.generate import require_vllm
+    from gpart.evaluation.generate import process_state, require_vllm
 
     datasets = list(dict.fromkeys(args.dataset))
     files = args.data_file or []
@@ -320,15 +461,24 @@ def evaluate(args: argparse.Namespace) -> int:
             f"--data_file: {len(files)} file(s) for {len(datasets)} dataset(s) "
             f"({' '.join(datasets)}); give one per --dataset, in the same order"
         )
-    if args.batch_size < 1 or (args.max_new_tokens is not None and args.max_new_tokens < 1):
-        raise ConfigError("--batch_size and --max_new_tokens must be 1 or more")
+    if min(args.batch_size, args.save_every, args.max_new_tokens or 1) < 1:
+        raise ConfigError("--batch_size, --save_every and --max_new_tokens must be 1 or more")
     if args.backend == "vllm":
         require_vllm()
+    graders = _graders(args)
     source = resolve_source(args.adapter_path, args.model_path, args.output_dir)
     template = args.prompt_template or source.template or "plain"
     system = args.system_prompt if args.system_prompt is not None else source.system_prompt
+    if args.backend == "vllm":
+        import torch
 
-    todo: list[tuple[str, str | None, Path, list[EvalItem]]] = []
+        device, dtype = torch.device("cpu"), "bfloat16"  # merged on the CPU, served in bf16
+    else:
+        device = _device(args.device)
+        dtype = "bfloat16" if device.type == "cuda" else "float32"  # load_for_generation's
+    state = process_state()
+
+    todo: list[tuple[str, str | None, Path, list[EvalItem], PartialPredictions]] = []
     for i, dataset in enumerate(datasets):
         out = source.out_root / EVAL_DIR / dataset
         if (out / RESULTS).is_file() and not args.force:
@@ -339,64 +489,75 @@ def evaluate(args: argparse.Namespace) -> int:
             )
             continue
         data_file = files[i] if files else None
-        todo.append(
-            (dataset, data_file, out, load_eval_items(dataset, data_file, args.max_samples))
-        )
-    if not todo:
-        return 0
-
-    from gpart.evaluation.generate import process_state
-
-    if args.backend == "vllm":
-        # vLLM takes the GPU itself: merge on the CPU, in the bf16 it will serve
-        import torch
-
-        device = torch.device("cpu")
-        tokenizer, model, dtype = load_for_generation(source, device, bf16=True)
-    else:
-        device = _device(args.device)
-        tokenizer, model, dtype = load_for_generation(source, device)
-    state = process_state()
-    for dataset, data_file, out, items in todo:
-        prompts = [
-            render_prompt(template, it.question, system_prompt=system, tokenizer=tokenizer)
-            for it in items
-        ]
+        items = load_eval_items(dataset, data_file, args.max_samples)
         max_new = args.max_new_tokens or DEFAULT_MAX_NEW_TOKENS[dataset]
-        gen = _generate(args, model, tokenizer, prompts, template=template,
-                        max_new_tokens=max_new, dtype=dtype, desc=dataset)  # fmt: skip
-        if gen is None:  # not the main process: it only generated its shard
-            continue
-        records, summary = _records(dataset, items, prompts, gen)
-        settings = {
+        key = {
             "model": source.base_model,
             "adapter": None if source.weights is None else str(source.weights),
             "template": template,
             "system_prompt": system,
             "max_new_tokens": max_new,
             "batch_size": args.batch_size,
-            "max_samples": args.max_samples,
             "backend": args.backend,
             "dtype": dtype,
-            "device": "vllm" if args.backend == "vllm" else str(device),
             "processes": state.num_processes,
             "sorted_by_length": not args.no_sort,
+            "problems": _items_digest(items),
+            "chunk_size": _chunk_size(args),
+        }
+        partial = PartialPredictions(out, key)
+        if args.force and state.is_main_process:
+            partial.clear()
+        todo.append((dataset, data_file, out, items, partial))
+    state.wait_for_everyone()  # --force has cleared before anyone reads
+    for dataset, *_, partial in todo:
+        partial.check(dataset)  # every process: all stop alike
+    if not todo:
+        return 0
+
+    if args.backend == "vllm":
+        tokenizer, model, dtype = load_for_generation(source, device, bf16=True)
+    else:
+        tokenizer, model, dtype = load_for_generation(source, device)
+    for dataset, data_file, out, items, partial in todo:
+        if state.is_main_process:
+            partial.start()
+        state.wait_for_everyone()
+        done = partial.done()
+        if done and state.is_main_process:
+            print(f"{dataset}: resuming: {len(done)}/{len(items)} problems generated before "
+                  f"({partial.root})")  # fmt: skip
+        prompts = [
+            render_prompt(template, it.question, system_prompt=system, tokenizer=tokenizer)
+            for it in items
+        ]
+        max_new = partial.settings["max_new_tokens"]
+        gen = _generate(args, model, tokenizer, prompts, template=template,
+                        max_new_tokens=max_new, dtype=dtype, desc=dataset,
+                        chunk_size=partial.settings["chunk_size"], done=done,
+                        on_chunk=partial.save)  # fmt: skip
+        if gen is None:  # not the main process: it only generated its shard
+            continue
+        records, summary = _records(dataset, items, prompts, gen, graders)
+        settings = {
+            **{k: v for k, v in partial.settings.items() if k not in ("problems", "chunk_size")},
+            "max_samples": args.max_samples,
+            "device": "vllm" if args.backend == "vllm" else str(device),
             "greedy": True,
             "data": str(data_file) if data_file else "hub",
+            "save_every": partial.settings["chunk_size"],
         }
         extra = {
             "settings": settings,
             "seconds": gen.seconds,
             "generated_tokens": sum(gen.tokens),
             "tokens_per_s": gen.tokens_per_s,
+            "resumed": len(done),
             "provenance": provenance(),
         }
         res = write_outputs(out, records, summary, extra)
-        print(
-            f"{dataset}: accuracy {res['accuracy']:.4f} ({res['correct']}/{res['total']}, "
-            f"{res['unextractable']} unextractable, {res['timed_out']} timed out), "
-            f"{res['tokens_per_s']:.1f} tokens/s -> {out}"
-        )
+        partial.clear()
+        print(f"{_report(dataset, res)}, {res['tokens_per_s']:.1f} tokens/s -> {out}")
     return 0
 
 
@@ -462,13 +623,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     with exit_on_config_error():
         args = build_parser().parse_args(argv)
         if args.rescore:
+            graders = _graders(args)
             try:
-                summary = rescore(args.rescore)
+                summary = rescore(args.rescore, graders=graders)
             except (FileNotFoundError, ValueError) as exc:
                 raise ConfigError(f"--rescore: {exc}") from None
             print(
-                f"{summary['dataset']}: accuracy {summary['accuracy']:.4f} "
-                f"({summary['correct']}/{summary['total']}, {summary['changed']} changed) -> "
+                f"{_report(summary['dataset'], summary)}, {summary['changed']} changed -> "
                 f"{Path(args.rescore).with_name('results.rescored.json')}"
             )
             return 0

@@ -3,13 +3,17 @@
     uv run python src/scripts/math/collect_results_math.py logs/
     uv run python src/scripts/math/collect_results_math.py logs/ --model_size qwen2.5-0.5b \
         --tasks gsm8k math --latex math.tex --csv math.csv
+    uv run python src/scripts/math/collect_results_math.py logs/ --grader official
 
 Rows are the training runs (method and settings), columns the evaluation datasets: each
 cell is the accuracy from ``<run dir>/eval/<dataset>/results.json`` (``eval_math.py``) ×100,
 mean ± sample std over seeds, with the seeds and trainable parameters; a run not evaluated
 on a dataset has an empty cell (—). The last column is the run's held-out MetaMathQA loss
-(``results.json`` test.loss, as it is; lower is better). Warnings go to stderr; any error is
-one line on stderr and exit status 2.
+(``results.json`` test.loss, as it is; lower is better). ``--grader official`` (or
+``math-verify``) fills the cells with that grader's accuracy instead of ours (``gpart``).
+Base models evaluated alone (``eval_math.py --model_path M --output_dir D``) are rows of
+their own ("base model (M)", 0 parameters). Warnings go to stderr; any error is one line on
+stderr and exit status 2.
 """
 
 from __future__ import annotations
@@ -17,8 +21,10 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+from gpart.evaluation import GRADERS
 from gpart.results import with_evaluations
 from gpart.results.cli import collect_main
+from gpart.results.collect import load_base_evaluations
 
 COLUMNS = {
     "gsm8k": "GSM8K",
@@ -38,6 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         by_model_size=True,
         expand=with_evaluations,
         task_decimals={"metamathqa": 3},
+        graders=GRADERS,
+        standalone=load_base_evaluations,
     )
 
 

@@ -7,7 +7,8 @@
     uv run python src/scripts/math/eval_math.py --rescore logs/<run>/.../eval/gsm8k/predictions.jsonl
     accelerate launch src/scripts/math/eval_math.py --adapter_path ...   # one shard per GPU
 
-Writes <run>/eval/<dataset>/predictions.jsonl and results.json; everything happens in
+Writes <run>/eval/<dataset>/predictions.jsonl and results.json (an interrupted run resumes
+from eval/<dataset>/partial/ when re-run as it was); everything happens in
 `gpart.runners.math_eval`, and `--help` lists the flags.
 """
 
