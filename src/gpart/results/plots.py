@@ -161,20 +161,33 @@ def _step(path: Path) -> int:
 # Drawing
 
 
-def _save(fig: Any, out: str | Path) -> list[Path]:
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    paths = [out.with_suffix(".png"), out.with_suffix(".pdf")]
-    for path in paths:
-        fig.savefig(path, bbox_inches="tight", dpi=150)
-    return paths
-
-
-def plot_params(data: dict[str, list[dict[str, Any]]], task: str, out: str | Path) -> list[Path]:
+def _pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend (files only, no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, out: str | Path) -> list[Path]:
+    """Write `fig` as ``<out>.png`` and ``<out>.pdf``, then close it."""
+    import matplotlib.pyplot as plt
+
+    out = Path(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        paths = [out.with_suffix(".png"), out.with_suffix(".pdf")]
+        for path in paths:
+            fig.savefig(path, bbox_inches="tight", dpi=150)
+        return paths
+    finally:
+        plt.close(fig)
+
+
+def plot_params(data: dict[str, list[dict[str, Any]]], task: str, out: str | Path) -> list[Path]:
+    plt = _pyplot()
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for label, points in data.items():
@@ -191,17 +204,11 @@ def plot_params(data: dict[str, list[dict[str, Any]]], task: str, out: str | Pat
     ax.set_ylabel(f"{task} (x100, mean ± std over seeds)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
-    try:
-        return _save(fig, out)
-    finally:
-        plt.close(fig)
+    return _save(fig, out)
 
 
 def plot_curves(curves: list[dict[str, Any]], out: str | Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(5, 5), sharex=True)
     for curve in curves:
@@ -217,18 +224,12 @@ def plot_curves(curves: list[dict[str, Any]], out: str | Path) -> list[Path]:
     for ax in (top, bottom):
         ax.grid(True, alpha=0.3)
     top.legend(fontsize="small")
-    try:
-        return _save(fig, out)
-    finally:
-        plt.close(fig)
+    return _save(fig, out)
 
 
 def plot_landscape(data: dict[str, Any], out: str | Path) -> list[Path]:
     """One contour panel per run (`gpart.runners.analysis.landscapes`), shared colour scale."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
     import numpy as np
 
     runs = data["runs"]
@@ -260,18 +261,12 @@ def plot_landscape(data: dict[str, Any], out: str | Path) -> list[Path]:
         f"loss around the trained vector: filter-normalised directions, mean of {seeds} seeds",
         fontsize="medium",
     )
-    try:
-        return _save(fig, out)
-    finally:
-        plt.close(fig)
+    return _save(fig, out)
 
 
 def plot_theta(data: dict[str, Any], out: str | Path) -> list[Path]:
     """Histograms of theta (and of GPart's ``s_j * theta_j``), one outline per series."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
     import numpy as np
 
     series = data["series"]
@@ -295,10 +290,7 @@ def plot_theta(data: dict[str, Any], out: str | Path) -> list[Path]:
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize="x-small")
     fig.tight_layout()
-    try:
-        return _save(fig, out)
-    finally:
-        plt.close(fig)
+    return _save(fig, out)
 
 
 # --------------------------------------------------------------------------------------------
@@ -361,14 +353,14 @@ def _compute(args: argparse.Namespace) -> dict[str, Any]:
         return analysis.landscapes(
             runs,
             labels=args.labels,
+            base_model=args.base_model,
+            data_dir=args.data_dir,
             grid=args.grid,
             span=args.span,
             seeds=args.seeds,
             seed=args.seed,
             max_samples=args.max_samples,
             batch_size=args.batch_size,
-            base_model=args.base_model,
-            data_dir=args.data_dir,
         )
     if args.labels is not None and len(args.labels) != len(runs):
         raise ResultsError(f"--labels: {len(args.labels)} labels for {len(runs)} runs")

@@ -288,7 +288,8 @@ def landscape_of_run(
         progress: a progress bar on stderr.
 
     Returns:
-        ``{"run", "label", "task", "adapter_type", "seed", "dim", "samples",
+        ``{"run", "label", "task", "adapter_type", "seed", "grid", "span", "alphas", "betas",
+        "max_samples", "dim", "samples",
         "total_samples", "centre_loss", "recorded_selection_loss", "surface" (mean over
         seeds, rows: alpha, columns: beta), "surfaces" (per seed), "direction_seeds"}``.
     """
@@ -340,6 +341,11 @@ def landscape_of_run(
         "task": loaded.task,
         "adapter_type": loaded.cfg.adapter.type,
         "seed": loaded.cfg.seed,
+        "grid": grid,
+        "span": span,
+        "alphas": axis,
+        "betas": axis,
+        "max_samples": max_samples,
         "dim": sum(p.numel() for p in params),
         "tensors": [name for name, _ in space],
         "samples": loss.samples,
@@ -356,47 +362,40 @@ def landscapes(
     runs: Sequence[str | Path],
     *,
     labels: Sequence[str] | None = None,
-    grid: int = 21,
-    span: float = 0.5,
-    seeds: int = 3,
-    seed: int = 0,
-    max_samples: int | None = DEFAULT_MAX_SAMPLES,
-    batch_size: int | None = None,
     base_model: str | None = None,
     data_dir: str | None = None,
     domain: Domain | None = None,
-    progress: bool = True,
+    **options: Any,
 ) -> dict[str, Any]:
     """`landscape_of_run` for each run, side by side: the JSON a landscape figure is drawn
-    from (`gpart.results.plots.plot_landscape`). One model is in memory at a time."""
+    from (`gpart.results.plots.plot_landscape`). One model is in memory at a time.
+
+    Args:
+        runs: run directories (``seed_*``).
+        labels: one panel title per run (default: each run's method).
+        base_model, data_dir, domain: as for `load_run`.
+        options: `landscape_of_run`'s keyword arguments (grid, span, seeds, ...).
+    """
     if labels is not None and len(labels) != len(runs):
         raise ConfigError(f"--labels: {len(labels)} labels for {len(runs)} runs; give one each")
-    out: dict[str, Any] = {
-        "figure": "landscape",
-        "grid": grid,
-        "span": span,
-        "alphas": torch.linspace(-span, span, grid, dtype=torch.float64).tolist(),
-        "betas": torch.linspace(-span, span, grid, dtype=torch.float64).tolist(),
-        "max_samples": max_samples,
-        "normalisation": "filter-wise (Li et al. 2018): rows of matrices, whole vectors",
-        "runs": [],
-    }
+    out: dict[str, Any] = {"figure": "landscape", "runs": []}
     for i, run in enumerate(runs):
         loaded = load_run(run, domain, base_model=base_model, data_dir=data_dir)
-        entry = landscape_of_run(
-            loaded,
-            grid=grid,
-            span=span,
-            seeds=seeds,
-            seed=seed,
-            max_samples=max_samples,
-            batch_size=batch_size,
-            progress=progress,
-        )
+        entry = landscape_of_run(loaded, **options)
         if labels is not None:
             entry["label"] = labels[i]
         out["runs"].append(entry)
         del loaded
+    if out["runs"]:  # the grid every panel shares
+        first = out["runs"][0]
+        out.update(
+            grid=first["grid"],
+            span=first["span"],
+            alphas=first["alphas"],
+            betas=first["betas"],
+            max_samples=first["max_samples"],
+            normalisation="filter-wise (Li et al. 2018): rows of matrices, whole vectors",
+        )
     return out
 
 
