@@ -35,6 +35,10 @@ def _other_value(tp, default):
         return 3 if default is None else default + 1
     if tp is float:
         return 0.5 if not default else default / 2
+    if tp is str:
+        return "other" if default != "other" else "another"
+    if typing.get_origin(tp) is list and typing.get_args(tp) == (str,):
+        return ["mlflow", "wandb"] if default != ["mlflow", "wandb"] else ["none"]
     raise AssertionError(f"no test value for {tp!r}")
 
 

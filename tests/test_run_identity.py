@@ -67,3 +67,15 @@ def test_fields_added_later_rename_runs_only_when_changed():
     scoped = _name("--tasks", "sst2", "adapter.partition_scope", "transformer_block")
     fastfood = _name("--tasks", "sst2", "adapter.projection", "fastfood")
     assert len({base, scoped, fastfood}) == 3
+
+
+def test_where_a_run_is_reported_never_renames_it():
+    base = _name("--tasks", "sst2", "rte")
+    for override in (
+        ("training.report_to", "mlflow,wandb"),
+        ("training.report_to", "none"),
+        ("training.run_name", "my-sweep"),
+        ("task.report_to", "trackio"),
+        ("task.rte.run_name", "rte-only"),
+    ):
+        assert _name("--tasks", "sst2", "rte", *override) == base, override

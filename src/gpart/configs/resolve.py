@@ -407,6 +407,16 @@ def _validate_training(exp: ExperimentConfig, task: str) -> None:
     if tc.early_stopping_patience is not None and tc.model_selection != "best":
         # Early stopping needs the best checkpoint tracked; "last" would discard it.
         fail("early_stopping_patience", "needs training.model_selection best")
+    # Which tracker names exist is transformers' to say, and asking it imports torch: the
+    # runner checks them before the first run (`gpart.runners.tracking.check_report_to`).
+    # Here only the shape of the list.
+    if len(set(tc.report_to)) != len(tc.report_to):
+        fail("report_to", "names a tracker twice")
+    for alone in ("none", "all"):
+        if alone in tc.report_to and len(tc.report_to) > 1:
+            fail("report_to", f"{alone!r} stands alone (write `{alone}`)")
+    if tc.run_name is not None and not tc.run_name.strip():
+        fail("run_name", "must not be empty (or none: the sweep's run name)")
 
 
 def _validate_data(exp: ExperimentConfig) -> None:

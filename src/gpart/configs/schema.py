@@ -34,6 +34,11 @@ FOLLOWS_SEED = "follows_seed"
 # keep their names; set to anything else, it enters the identity like every other field.
 IDENTITY_IF_CHANGED = "identity_if_changed"
 
+# Field metadata flag: a field that says where a run is reported, not what it computes
+# (experiment trackers, the name they show). It never enters the run identity, so logging
+# a finished sweep to another tracker does not rename it.
+NOT_IDENTITY = "not_identity"
+
 
 @dataclass
 class TrainingConfig:
@@ -82,6 +87,17 @@ class TrainingConfig:
     gradient_checkpointing: bool = False
     # Used by image classification (ViT recipes); 0 leaves the loss unchanged elsewhere.
     label_smoothing: float = 0.0
+    # Experiment trackers, as transformers' `TrainingArguments.report_to` takes them:
+    # tensorboard (the default, into the run directory's runs/), mlflow, wandb, trackio, any
+    # other integration transformers has, "all" (every one installed) or "none". mlflow,
+    # wandb and trackio are extras (`uv sync --extra mlflow`); each is configured by its own
+    # environment (MLFLOW_TRACKING_URI, WANDB_MODE=offline, ...). `gpart.runners.tracking`.
+    report_to: list[str] = field(
+        default_factory=lambda: ["tensorboard"], metadata={NOT_IDENTITY: True}
+    )
+    # The name the trackers show; the task and seed are appended (one tracker run per run
+    # directory). None: the sweep's run name, so a tracker run reads like its directory.
+    run_name: str | None = field(default=None, metadata={NOT_IDENTITY: True})
 
 
 def _overrides_of(cls: type, name: str, doc: str) -> type:

@@ -181,19 +181,26 @@ def fsdp_device_available() -> bool:
     return accelerator.is_available() and current is not None and current.type != "mps"
 
 
-def load_trained(base: nn.Module, cfg: ExperimentConfig, weights_dir: Path) -> nn.Module:
+def load_trained(
+    base: nn.Module, cfg: ExperimentConfig, weights_dir: Path, *, trainable: bool = False
+) -> nn.Module:
     """Rebuild a trained model from the base model and a saved adapter or checkpoint dir.
 
     `weights_dir` may be a run's `adapter/` folder or a Trainer checkpoint: peft adapters
     load with `PeftModel.from_pretrained`; otherwise the saved tensors (ours, or a
     checkpoint's full `model.safetensors`) are loaded by name onto the base model.
+
+    With `trainable`, ``requires_grad`` marks what was trained, as in training: peft's own
+    ``is_trainable`` (the adapter and its ``modules_to_save``), or exactly the saved
+    tensors (for a checkpoint's `model.safetensors`, every parameter). Without it the
+    flags are left as loading leaves them (frozen for peft adapters).
     """
     from peft import PeftModel
     from safetensors.torch import load_file
 
     weights_dir = Path(weights_dir)
     if (weights_dir / "adapter_config.json").exists():
-        return PeftModel.from_pretrained(base, weights_dir)
+        return PeftModel.from_pretrained(base, weights_dir, is_trainable=trainable)
     for name in (TRAINABLE_FILE, "model.safetensors"):
         if (weights_dir / name).exists():
             state = load_file(str(weights_dir / name))
@@ -204,6 +211,9 @@ def load_trained(base: nn.Module, cfg: ExperimentConfig, weights_dir: Path) -> n
                     f"{type(base).__name__} (e.g. {sorted(missing_from_model)[:3]})"
                 )
             base.load_state_dict(state, strict=False)
+            if trainable:
+                for pname, param in base.named_parameters():
+                    param.requires_grad_(pname in state)
             return base
     raise FileNotFoundError(
         f"{weights_dir}: no adapter_config.json, {TRAINABLE_FILE} or model.safetensors"

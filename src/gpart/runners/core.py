@@ -22,8 +22,8 @@ so the name alone cannot tell). Everything that can fail on user input (data, mo
 the directory is created, so a mistake leaves nothing half-written.
 
 Training is transformers' `Trainer` (`GroupedTrainer`: adapter at `lr`, head at
-`head_lr`), so mixed precision, accumulation, clipping, checkpoints, resume, TensorBoard
-and DDP through ``accelerate launch`` are the stock ones. Under DDP every process runs the
+`head_lr`), so mixed precision, accumulation, clipping, checkpoints, resume, the experiment
+trackers of ``training.report_to`` (`gpart.runners.tracking`) and DDP through ``accelerate launch`` are the stock ones. Under DDP every process runs the
 same code; only the main one writes files or prints (anchor: accelerate's
 ``PartialState.is_main_process`` / ``wait_for_everyone`` idiom in transformers' examples).
 """
@@ -68,6 +68,13 @@ from gpart.runners.common import (
 )
 from gpart.runners.export import check_export_targets, export_merged, export_targets
 from gpart.runners.identity import sweep_run_name
+from gpart.runners.tracking import (
+    RunParamsCallback,
+    check_report_to,
+    run_parameters,
+    tracker_run_name,
+    trackers_open_until_done,
+)
 from gpart.training.trainer import GroupedTrainer
 
 if TYPE_CHECKING:
@@ -209,6 +216,7 @@ def run_sweep(domain: Domain, cfg: ExperimentConfig, flags: argparse.Namespace) 
     (`DataChangedError`; ``--force`` re-runs on the new data).
     """
     domain.check_inputs(cfg)
+    check_report_to(cfg)
     for task in cfg.tasks:
         if cfg.effective_training(task).precision == "fp16" and not torch.cuda.is_available():
             raise ConfigError("training.precision fp16: needs a CUDA device; use fp32 or bf16")
@@ -372,6 +380,18 @@ def run_task(
             k: v.select(range(min(cfg.data.max_eval_samples, len(v)))) for k, v in data.test.items()
         }
     trainer = build_trainer(domain, single, task, model, processor, data, heads, out)
+    trainer.add_callback(
+        RunParamsCallback(
+            run_parameters(
+                single,
+                fingerprint_digest=fingerprint_digest(fingerprint),
+                params=params,
+                run_name=out.parent.parent.name,
+                run_dir=str(out),
+            ),
+            trainer.callback_handler.callbacks,
+        )
+    )
 
     dist.wait_for_everyone()  # every process has read the run directory's state
     if dist.is_main_process:
@@ -394,10 +414,10 @@ def run_task(
         print(f"{task} (seed {cfg.seed}): no checkpoint in {out}; starting from scratch")
     throughput = ThroughputCallback()
     trainer.add_callback(throughput)
-    output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    save_trained_from(trainer, out / ADAPTER_DIR, is_main=dist.is_main_process)
-
-    test = evaluate_test(trainer, domain, task, data.test)  # every process: it is sharded
+    with trackers_open_until_done(trainer):  # the test metrics join the tracker's run
+        output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        save_trained_from(trainer, out / ADAPTER_DIR, is_main=dist.is_main_process)
+        test = evaluate_test(trainer, domain, task, data.test)  # every process: it is sharded
     primary = domain.primary_metric(task)
     state = trainer.state
     selection: dict[str, Any] = dict(data.info)  # as prepared (e.g. length-policy counts)
@@ -485,7 +505,8 @@ def training_arguments(
         metric_for_best_model=primary if best else None,
         greater_is_better=greater_is_better,
         logging_steps=tc.logging_steps,
-        report_to=["tensorboard"],
+        report_to=list(tc.report_to),
+        run_name=tracker_run_name(cfg, out.parent.parent.name, task),
         seed=cfg.seed,
         data_seed=cfg.seed,
         dataloader_num_workers=tc.num_workers,

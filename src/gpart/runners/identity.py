@@ -13,7 +13,12 @@ from typing import Any
 
 from gpart.configs import ExperimentConfig
 from gpart.configs.registry import adapter_fields
-from gpart.configs.schema import IDENTITY_IF_CHANGED, LEGACY_IDENTITY
+from gpart.configs.schema import (
+    IDENTITY_IF_CHANGED,
+    LEGACY_IDENTITY,
+    NOT_IDENTITY,
+    TrainingConfig,
+)
 from gpart.results.rundir import run_name
 
 
@@ -27,7 +32,9 @@ def sweep_identity(cfg: ExperimentConfig) -> dict[str, Any]:
     settings share a run name, and any hyperparameter change gives a new one. Fields marked
     `IDENTITY_IF_CHANGED` (added after names were in use) are left out while at their
     default, so adding a field does not rename existing runs: mark every field you add
-    (tests/test_run_identity.py pins names and fails until you do).
+    (tests/test_run_identity.py pins names and fails until you do). Fields marked
+    `NOT_IDENTITY` (where a run is reported: ``training.report_to``, ``training.run_name``)
+    are left out at any value, also as ``task.`` / ``task.<task>.`` overrides.
     """
     d = cfg.to_dict(effective=False)
     for key in ("tasks", "seed", "output_dir", "sources"):
@@ -44,6 +51,10 @@ def sweep_identity(cfg: ExperimentConfig) -> dict[str, Any]:
             # Fields added later enter the identity only when changed: old names stay valid.
             if f.metadata.get(IDENTITY_IF_CHANGED) and getattr(obj, f.name) == f.default:
                 d[section].pop(f.name, None)
+    reporting = {f.name for f in dataclasses.fields(TrainingConfig) if f.metadata.get(NOT_IDENTITY)}
+    for values in (d["training"], d["task"], *d["per_task"].values()):
+        for name in reporting:
+            values.pop(name, None)
     per_task: dict[str, dict[str, Any]] = {}
     for task, values in d.pop("per_task", {}).items():
         kept = {
