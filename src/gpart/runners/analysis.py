@@ -414,9 +414,9 @@ def theta_values(loaded: LoadedRun) -> dict[str, Any]:
     cfg = loaded.cfg
     if cfg.adapter.type == "gpart" and getattr(cfg.adapter, "projection", None) == "partition":
         tuner = loaded.model.base_model  # the GPartModel under peft's wrapper
-        (adapter,) = tuner.gpart_theta.keys()
+        (adapter,) = tuner.gpart_theta_d.keys()
         scales = tuner.gpart_scales[adapter].detach().float().cpu()
-        update = (scales * tuner.gpart_theta[adapter].detach().float().cpu()).tolist()
+        update = (scales * tuner.gpart_theta_d[adapter].detach().float().cpu()).tolist()
     return {
         "run": str(loaded.run),
         "label": loaded.label,
