@@ -18,7 +18,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from peft.tuners._buffer_dict import BufferDict
-from peft.tuners.tuners_utils import BaseTunerLayer, check_adapters_to_merge
+from peft.tuners.tuners_utils import (
+    BaseTunerLayer,
+    _get_in_out_features,
+    check_adapters_to_merge,
+)
 from torch import nn
 
 from gpart.tuner.fastfood import FastfoodCache, FastfoodProjection
@@ -63,6 +67,7 @@ class GPartLayer(BaseTunerLayer):
     other_param_names = (
         "gpart_slot",
         "gpart_dropout",
+        "gpart_adapt_bias",
         "gpart_ids",
         "gpart_ff_sign",
         "gpart_ff_gauss",
@@ -85,6 +90,9 @@ class GPartLayer(BaseTunerLayer):
         self._disable_adapters = False
         self.merged_adapters: list[str] = []
         self.kwargs = kwargs
+        # peft's convention for every LoRA-family layer (its own helper, so Conv1D, Conv2d and
+        # Embedding get the same meaning as in LoRA: Embedding's are (num_embeddings, dim)).
+        self.in_features, self.out_features = _get_in_out_features(self.get_base_layer())
 
     @property
     def gpart_theta_d(self) -> nn.ParameterDict:
