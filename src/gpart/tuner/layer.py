@@ -109,7 +109,8 @@ class GPartLayer(BaseTunerLayer):
         self.gpart_adapt_bias[adapter_name] = bool(adapt_bias and has_bias)
         bias_numel = base.bias.numel() if self.gpart_adapt_bias[adapter_name] else 0
         # The offset is assigned by GPartModel once all layers exist (model order).
-        self.gpart_slot[adapter_name] = LayerSlot(-1, base.weight.numel(), bias_numel)
+        weight_numel = self.weight_in_storage.numel()  # unpacked, for a quantized base
+        self.gpart_slot[adapter_name] = LayerSlot(-1, weight_numel, bias_numel)
         self.set_adapter(self.active_adapters)
 
     def set_offset(self, adapter_name: str, offset: int, materialize: bool, block: int = 0) -> None:

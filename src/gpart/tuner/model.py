@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import warnings
 
 import torch
@@ -27,7 +28,10 @@ from gpart.tuner.partition import (
 
 # GPart's default targets are the attention query/value projections, exactly LoRA's defaults.
 TARGET_MODULES_MAPPING = dict(TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING)
-SUPPORTED_TYPES = "nn.Linear, transformers Conv1D, nn.Conv2d, nn.Embedding"
+SUPPORTED_TYPES = (
+    "nn.Linear, transformers Conv1D, nn.Conv2d, nn.Embedding, bitsandbytes Linear4bit and "
+    "Linear8bitLt"
+)
 
 
 def direct_bias_names(model: nn.Module) -> list[str]:
@@ -211,7 +215,25 @@ class GPartModel(BaseTuner):
             dropout=config.gpart_dropout,
             adapt_bias=adapt_bias,
         )
+        if "bitsandbytes" in sys.modules:  # a model with bitsandbytes layers has imported it
+            from gpart.tuner.bnb import QuantLinear, is_bnb_layer
+
+            if is_bnb_layer(base):
+                return QuantLinear(target, **kwargs)
         if isinstance(base, nn.Linear):
+            weight = base.weight
+            if not weight.is_floating_point() or weight.shape != (
+                base.out_features,
+                base.in_features,
+            ):
+                # e.g. another quantizer's subclass of nn.Linear with packed storage
+                raise ValueError(
+                    f"GPart cannot adapt module {key!r} of type {type(base).__module__}."
+                    f"{type(base).__name__}: its weight is stored as {weight.dtype} of shape "
+                    f"{tuple(weight.shape)}, not a float [out_features, in_features] matrix. "
+                    f"Supported: {SUPPORTED_TYPES}. Remove it from target_modules (or add it "
+                    "to exclude_modules)."
+                )
             return Linear(target, fan_in_fan_out=False, **kwargs)
         if isinstance(base, Conv1D):
             return Linear(target, fan_in_fan_out=True, **kwargs)
