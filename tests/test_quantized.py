@@ -144,3 +144,34 @@ def test_a_layer_gpart_cannot_adapt_is_one_clear_error():
     model = nn.Sequential(nn.Linear(8, 8), PackedLinear())
     with pytest.raises(ValueError, match=r"module '1' of type .*PackedLinear.*uint8 of shape"):
         get_peft_model(model, GPartConfig(d=4, target_modules=["1"]))
+
+
+def test_the_dequantized_weight_is_not_kept_for_the_backward(llama_dir, monkeypatch):
+    import gc
+    import weakref
+
+    from gpart.tuner.bnb import QuantLinear
+
+    model = get_peft_model(
+        _load(llama_dir, "nf4"), GPartConfig(d=64, target_modules=["q_proj"], init_bound=0.1)
+    )
+    model.train()
+    x = _ids()
+    model(input_ids=x, labels=x).loss.backward()
+    reference = _theta(model).grad.clone()
+    _theta(model).grad = None
+
+    made = []
+    original = QuantLinear.dequantized_weight
+
+    def tracked(self):
+        w = original(self)
+        made.append(weakref.ref(w))
+        return w
+
+    monkeypatch.setattr(QuantLinear, "dequantized_weight", tracked)
+    loss = model(input_ids=x, labels=x).loss
+    gc.collect()
+    assert made and all(ref() is None for ref in made)  # only the 4-bit weight is held
+    loss.backward()  # dequantizes again, same gradient
+    torch.testing.assert_close(_theta(model).grad, reference)

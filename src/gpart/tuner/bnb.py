@@ -16,6 +16,7 @@ model holds its layers.
 from __future__ import annotations
 
 import warnings
+import weakref
 from typing import Any
 
 import bitsandbytes as bnb
@@ -32,6 +33,16 @@ QUANTIZED_TYPES = (bnb.nn.Linear4bit, bnb.nn.Linear8bitLt)
 
 def is_bnb_layer(module: torch.nn.Module) -> bool:
     return isinstance(module, QUANTIZED_TYPES)
+
+
+class _Redequantize:
+    """What autograd keeps of a quantized layer's dequantized W0 until the backward."""
+
+    def __init__(self, layer: QuantLinear, dtype: torch.dtype) -> None:
+        self.layer, self.dtype = layer, dtype
+
+    def weight(self) -> torch.Tensor:
+        return self.layer.dequantized_weight().to(self.dtype)
 
 
 class QuantLinear(Linear):
@@ -68,7 +79,22 @@ class QuantLinear(Linear):
         dtype = self._compute_dtype(x)
         weight = self.dequantized_weight().to(dtype)
         bias = None if base.bias is None else base.bias.to(dtype)
-        out = gpart_linear(x.to(dtype), weight, bias, terms, transposed=False)
+
+        # gpart_linear saves W0 for its backward; a dense copy per adapted layer would hold
+        # the memory the 4-bit base saves until the backward. It saves a note instead and
+        # the backward dequantizes again (torch's saved-tensor hooks, as activation
+        # checkpointing and CPU offloading use them).
+        # autograd keeps the hooks with what they saved: they must not hold W0 themselves.
+        held = weakref.ref(weight)
+
+        def pack(t: torch.Tensor):
+            return _Redequantize(self, dtype) if t is held() else t
+
+        def unpack(saved):
+            return saved.weight() if isinstance(saved, _Redequantize) else saved
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
+            out = gpart_linear(x.to(dtype), weight, bias, terms, transposed=False)
         return out.to(x.dtype)
 
     def _set_weight(self, w: torch.Tensor) -> None:
