@@ -175,3 +175,20 @@ def test_the_dequantized_weight_is_not_kept_for_the_backward(llama_dir, monkeypa
     assert made and all(ref() is None for ref in made)  # only the 4-bit weight is held
     loss.backward()  # dequantizes again, same gradient
     torch.testing.assert_close(_theta(model).grad, reference)
+
+
+def test_bf16_compute_as_qlora_trains_an_fp32_theta(llama_dir):
+    bnb_config = BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16
+    )
+    base = AutoModelForCausalLM.from_pretrained(
+        llama_dir, quantization_config=bnb_config, dtype=torch.bfloat16
+    )
+    model = get_peft_model(base, GPartConfig(d=128, target_modules=TARGETS))
+    model.train()
+    x = _ids()
+    out = model(input_ids=x, labels=x)
+    out.loss.backward()
+    assert out.logits.dtype == torch.bfloat16
+    grad = _theta(model).grad
+    assert _theta(model).dtype == grad.dtype == torch.float32 and grad.abs().sum() > 0
