@@ -26,7 +26,7 @@ from peft.tuners.tuners_utils import check_adapters_to_merge
 from peft.utils.integrations import dequantize_bnb_weight
 
 from gpart.tuner.layer import Linear
-from gpart.tuner.ops import gpart_linear, merged_weight
+from gpart.tuner.ops import gpart_linear
 
 QUANTIZED_TYPES = (bnb.nn.Linear4bit, bnb.nn.Linear8bitLt)
 
@@ -113,41 +113,18 @@ class QuantLinear(Linear):
             ).to(old.device)
             base.state.reset_grads()
 
+    def _weight_for_merge(self) -> torch.Tensor:
+        return self.dequantized_weight()
+
+    def _store_merged_weight(self, weight: torch.Tensor) -> None:
+        self._set_weight(weight)
+
     def merge(self, safe_merge: bool = False, adapter_names: list[str] | None = None) -> None:
-        adapter_names = check_adapters_to_merge(self, adapter_names)
-        base = self.get_base_layer()
-        for name in adapter_names:
-            if name not in self.gpart_slot:
-                continue
+        for name in check_adapters_to_merge(self, adapter_names):
             warnings.warn(
-                f"Merging GPart adapter {name!r} into a quantized {type(base).__name__} "
-                "re-quantizes W0 + dW: generations may differ from the unmerged model by "
-                "rounding errors (as for peft's LoRA).",
+                f"Merging GPart adapter {name!r} into a quantized "
+                f"{type(self.get_base_layer()).__name__} re-quantizes W0 + dW: generations "
+                "may differ from the unmerged model by rounding errors (as for peft's LoRA).",
                 stacklevel=2,
             )
-            term = self._term(name, training=False)
-            w0 = self.dequantized_weight()
-            new_w, new_b, _ = merged_weight(w0, base.bias.data if term.bias_numel else None, [term])
-            if safe_merge and not (
-                torch.isfinite(new_w).all() and (new_b is None or torch.isfinite(new_b).all())
-            ):
-                raise ValueError(f"NaNs or infs in the merged weights of adapter {name!r}.")
-            self._set_weight(new_w)
-            if new_b is not None:
-                base.bias.data = new_b
-            self.merged_adapters.append(name)
-
-    def unmerge(self) -> None:
-        if not self.merged:
-            warnings.warn("Already unmerged. Nothing to do.", stacklevel=2)
-            return
-        base = self.get_base_layer()
-        while self.merged_adapters:
-            name = self.merged_adapters.pop()
-            if name not in self.gpart_slot:
-                continue
-            w = self.dequantized_weight()
-            self._set_weight(w - self.get_delta_weight(name).to(w.dtype))
-            db = self.get_delta_bias(name)
-            if db is not None:
-                base.bias.data -= db
+        super().merge(safe_merge=safe_merge, adapter_names=adapter_names)

@@ -225,6 +225,14 @@ class GPartLayer(BaseTunerLayer):
         _, db = self._term(adapter_name, training=False).delta(weight.shape, weight.device)
         return None if db is None else db.to(self.get_base_layer().bias.dtype)
 
+    def _weight_for_merge(self) -> torch.Tensor:
+        """W0 as merging reads it (a quantized layer's: dequantized)."""
+        return self.get_base_layer().weight.data
+
+    def _store_merged_weight(self, weight: torch.Tensor) -> None:
+        """Put a merged (or unmerged) weight into the base layer."""
+        self.get_base_layer().weight.data = weight
+
     def merge(self, safe_merge: bool = False, adapter_names: list[str] | None = None) -> None:
         adapter_names = check_adapters_to_merge(self, adapter_names)
         base = self.get_base_layer()
@@ -235,13 +243,13 @@ class GPartLayer(BaseTunerLayer):
             # model computes exactly what the unmerged one did, also in bf16/fp16.
             term = self._term(name, training=False)
             new_w, new_b, _ = merged_weight(
-                base.weight.data, base.bias.data if term.bias_numel else None, [term]
+                self._weight_for_merge(), base.bias.data if term.bias_numel else None, [term]
             )
             if safe_merge and not (
                 torch.isfinite(new_w).all() and (new_b is None or torch.isfinite(new_b).all())
             ):
                 raise ValueError(f"NaNs or infs in the merged weights of adapter {name!r}.")
-            base.weight.data = new_w
+            self._store_merged_weight(new_w)
             if new_b is not None:
                 base.bias.data = new_b
             self.merged_adapters.append(name)
@@ -257,7 +265,8 @@ class GPartLayer(BaseTunerLayer):
             name = self.merged_adapters.pop()
             if name not in self.gpart_slot:
                 continue
-            base.weight.data -= self.get_delta_weight(name)
+            w = self._weight_for_merge()
+            self._store_merged_weight(w - self.get_delta_weight(name).to(w.dtype))
             db = self.get_delta_bias(name)
             if db is not None:
                 base.bias.data -= db
