@@ -466,3 +466,98 @@ def test_config_defaults_are_the_documented_ones():
     assert cfg.target_modules is None and cfg.exclude_modules is None
     assert cfg.modules_to_save is None and cfg.layers_to_transform is None
     assert cfg.peft_type == PeftType.GPART
+
+
+# ---------------------------------------------------------------- peft's conventions
+
+
+def test_layers_report_in_and_out_features_as_peft_layers_do():
+    from peft.tuners.lora import LoraLayer
+
+    # One of every type GPart adapts, compared with what peft's LoRA reports for it.
+    gpt2 = tiny_gpt2()
+    for base, targets in ((tiny_roberta(), ["query"]), (gpt2, ["c_attn"]), (ConvNet(), None)):
+        kw = {"target_modules": targets or ["patch", "emb", "head"]}
+        gp = get_peft_model(base, GPartConfig(d=16, **kw))
+        ours = {
+            n: (m.in_features, m.out_features)
+            for n, m in gp.named_modules()
+            if isinstance(m, GPartLayer)
+        }
+        gp.unload()
+        from peft import LoraConfig
+
+        lo = get_peft_model(base, LoraConfig(r=2, **kw))
+        theirs = {
+            n: (m.in_features, m.out_features)
+            for n, m in lo.named_modules()
+            if isinstance(m, LoraLayer)
+        }
+        assert ours == theirs and all(None not in v for v in ours.values())
+        lo.unload()
+
+
+def test_delete_adapter_forgets_every_per_adapter_entry():
+    model = get_peft_model(tiny_roberta(), GPartConfig(d=32, bias="gpart_only"))
+    model.add_adapter("other", GPartConfig(d=16, bias="gpart_only"))
+    model.delete_adapter("other")
+    for layer in (m for m in model.modules() if isinstance(m, GPartLayer)):
+        for attr in layer.other_param_names:
+            assert "other" not in getattr(layer, attr), attr
+        assert layer.gpart_adapt_bias == {"default": True}
+
+
+@pytest.mark.parametrize("is_trainable", [False, True])
+def test_loading_an_adapter_keeps_the_other_adapters_trainability(tmp_path, is_trainable):
+    model = get_peft_model(tiny_roberta(), GPartConfig(d=32, init_bound=0.1))
+    model.save_pretrained(tmp_path)
+    model = PeftModel.from_pretrained(tiny_roberta(), tmp_path, is_trainable=is_trainable)
+    model.load_adapter(tmp_path, adapter_name="other", is_trainable=is_trainable)
+    model.load_adapter(tmp_path, adapter_name="opposite", is_trainable=not is_trainable)
+    flags = {n: p.requires_grad for n, p in model.base_model.gpart_theta_d.items()}
+    assert flags == {"default": is_trainable, "other": is_trainable, "opposite": not is_trainable}
+
+
+def test_bias_all_under_fsdp_saves_the_directly_trained_biases():
+    import torch.distributed as dist
+    from peft import get_peft_model_state_dict
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+    model = get_peft_model(tiny_bert(), GPartConfig(d=32, bias="all", task_type="SEQ_CLS"))
+    plain = set(get_peft_model_state_dict(model))
+    assert any(k.endswith("intermediate.dense.bias") for k in plain)
+    # One process, as peft's own FSDP tests set it up.
+    dist.init_process_group(backend="gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        wrapped = FSDP(model, use_orig_params=True, device_id="cpu")
+        assert set(get_peft_model_state_dict(wrapped)) == plain
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_autocast_adapter_dtype_false_keeps_theta_in_the_base_dtype(tmp_path, dtype):
+    base = tiny_bert().to(dtype)
+    model = get_peft_model(base, GPartConfig(d=32, init_bound=0.1), autocast_adapter_dtype=False)
+    model.add_adapter("other", GPartConfig(d=16), autocast_adapter_dtype=False)
+    assert {p.dtype for p in model.base_model.gpart_theta_d.values()} == {dtype}
+    model.train()
+    model(input_ids=tokens(), labels=torch.tensor([0, 1])).loss.backward()
+    assert _theta(model).grad.dtype == dtype and _theta(model).grad.abs().sum() > 0
+    model.save_pretrained(tmp_path)
+    fresh = tiny_bert().to(dtype)
+    assert (
+        PeftModel.from_pretrained(fresh, tmp_path).base_model.gpart_theta_d["default"].dtype
+        == torch.float32
+    )  # the default, autocast_adapter_dtype=True
+    fresh = tiny_bert().to(dtype)
+    loaded = PeftModel.from_pretrained(fresh, tmp_path, autocast_adapter_dtype=False)
+    assert torch.equal(_theta(loaded), _theta(model).detach())
+
+
+def test_gpart_only_bias_adapters_coexist_but_only_one_bias_all():
+    model = get_peft_model(tiny_roberta(), GPartConfig(d=32, bias="gpart_only"))
+    model.add_adapter("second", GPartConfig(d=16, bias="gpart_only"))  # each in its own theta
+    model.add_adapter("third", GPartConfig(d=16, bias="all"))
+    with pytest.raises(ValueError, match=r"\['third', 'fourth'\] all use bias='all'"):
+        model.add_adapter("fourth", GPartConfig(d=16, bias="all"))

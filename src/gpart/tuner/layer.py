@@ -18,7 +18,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from peft.tuners._buffer_dict import BufferDict
-from peft.tuners.tuners_utils import BaseTunerLayer, check_adapters_to_merge
+from peft.tuners.tuners_utils import (
+    BaseTunerLayer,
+    _get_in_out_features,
+    check_adapters_to_merge,
+)
 from torch import nn
 
 from gpart.tuner.fastfood import FastfoodCache, FastfoodProjection
@@ -63,6 +67,7 @@ class GPartLayer(BaseTunerLayer):
     other_param_names = (
         "gpart_slot",
         "gpart_dropout",
+        "gpart_adapt_bias",
         "gpart_ids",
         "gpart_ff_sign",
         "gpart_ff_gauss",
@@ -85,6 +90,9 @@ class GPartLayer(BaseTunerLayer):
         self._disable_adapters = False
         self.merged_adapters: list[str] = []
         self.kwargs = kwargs
+        # peft's convention for every LoRA-family layer (its own helper, so Conv1D, Conv2d and
+        # Embedding get the same meaning as in LoRA: Embedding's are (num_embeddings, dim)).
+        self.in_features, self.out_features = _get_in_out_features(self.get_base_layer())
 
     @property
     def gpart_theta_d(self) -> nn.ParameterDict:
@@ -101,7 +109,8 @@ class GPartLayer(BaseTunerLayer):
         self.gpart_adapt_bias[adapter_name] = bool(adapt_bias and has_bias)
         bias_numel = base.bias.numel() if self.gpart_adapt_bias[adapter_name] else 0
         # The offset is assigned by GPartModel once all layers exist (model order).
-        self.gpart_slot[adapter_name] = LayerSlot(-1, base.weight.numel(), bias_numel)
+        weight_numel = self.weight_in_storage.numel()  # unpacked, for a quantized base
+        self.gpart_slot[adapter_name] = LayerSlot(-1, weight_numel, bias_numel)
         self.set_adapter(self.active_adapters)
 
     def set_offset(self, adapter_name: str, offset: int, materialize: bool, block: int = 0) -> None:
@@ -216,6 +225,14 @@ class GPartLayer(BaseTunerLayer):
         _, db = self._term(adapter_name, training=False).delta(weight.shape, weight.device)
         return None if db is None else db.to(self.get_base_layer().bias.dtype)
 
+    def _weight_for_merge(self) -> torch.Tensor:
+        """W0 as merging reads it (a quantized layer's: dequantized)."""
+        return self.get_base_layer().weight.data
+
+    def _store_merged_weight(self, weight: torch.Tensor) -> None:
+        """Put a merged (or unmerged) weight into the base layer."""
+        self.get_base_layer().weight.data = weight
+
     def merge(self, safe_merge: bool = False, adapter_names: list[str] | None = None) -> None:
         adapter_names = check_adapters_to_merge(self, adapter_names)
         base = self.get_base_layer()
@@ -226,13 +243,13 @@ class GPartLayer(BaseTunerLayer):
             # model computes exactly what the unmerged one did, also in bf16/fp16.
             term = self._term(name, training=False)
             new_w, new_b, _ = merged_weight(
-                base.weight.data, base.bias.data if term.bias_numel else None, [term]
+                self._weight_for_merge(), base.bias.data if term.bias_numel else None, [term]
             )
             if safe_merge and not (
                 torch.isfinite(new_w).all() and (new_b is None or torch.isfinite(new_b).all())
             ):
                 raise ValueError(f"NaNs or infs in the merged weights of adapter {name!r}.")
-            base.weight.data = new_w
+            self._store_merged_weight(new_w)
             if new_b is not None:
                 base.bias.data = new_b
             self.merged_adapters.append(name)
@@ -248,7 +265,8 @@ class GPartLayer(BaseTunerLayer):
             name = self.merged_adapters.pop()
             if name not in self.gpart_slot:
                 continue
-            base.weight.data -= self.get_delta_weight(name)
+            w = self._weight_for_merge()
+            self._store_merged_weight(w - self.get_delta_weight(name).to(w.dtype))
             db = self.get_delta_bias(name)
             if db is not None:
                 base.bias.data -= db

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import warnings
 
 import torch
@@ -27,7 +28,10 @@ from gpart.tuner.partition import (
 
 # GPart's default targets are the attention query/value projections, exactly LoRA's defaults.
 TARGET_MODULES_MAPPING = dict(TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING)
-SUPPORTED_TYPES = "nn.Linear, transformers Conv1D, nn.Conv2d, nn.Embedding"
+SUPPORTED_TYPES = (
+    "nn.Linear, transformers Conv1D, nn.Conv2d, nn.Embedding, bitsandbytes Linear4bit and "
+    "Linear8bitLt"
+)
 
 
 def direct_bias_names(model: nn.Module) -> list[str]:
@@ -61,6 +65,8 @@ BLOCK_CONTAINERS = ("layers", "layer", "h", "block", "blocks")
 THETA = "gpart_theta_d"
 LEGACY_THETA = "gpart_theta"
 EXTRA_BLOCK = "(modules outside the blocks)"
+# The name FSDP(1) gives the module it wraps (torch.distributed.fsdp's FSDP_WRAPPED_MODULE).
+FSDP_PREFIX = "_fsdp_wrapped_module."
 
 
 def _transformer_blocks(
@@ -178,10 +184,17 @@ class GPartModel(BaseTuner):
         return peft_config
 
     def _check_new_adapter_config(self, config: GPartConfig) -> None:
-        super()._check_new_adapter_config(config)
+        # Not BaseTuner's check: it refuses a second adapter with any bias other than "none"
+        # because LoRA's bias trains the raw biases, which adapters cannot share. GPart's
+        # bias="gpart_only" puts the biases' update into each adapter's own theta, so only
+        # bias="all" (raw biases trained directly) conflicts with another adapter.
         with_bias = [n for n, c in self.peft_config.items() if c.bias == "all"]
         if len(with_bias) > 1:
-            raise ValueError("Only one GPart adapter of a model may use bias='all'.")
+            raise ValueError(
+                f"GPart adapters {with_bias} all use bias='all', which trains the model's raw "
+                "biases directly; only one adapter of a model may do so. Use bias='gpart_only' "
+                "(the biases' update then lives in each adapter's theta) or bias='none' for the others."
+            )
 
     # ------------------------------------------------------------------ injection
     def _create_and_replace(self, config, adapter_name, target, target_name, parent, current_key):
@@ -202,7 +215,25 @@ class GPartModel(BaseTuner):
             dropout=config.gpart_dropout,
             adapt_bias=adapt_bias,
         )
+        if "bitsandbytes" in sys.modules:  # a model with bitsandbytes layers has imported it
+            from gpart.tuner.bnb import QuantLinear, is_bnb_layer
+
+            if is_bnb_layer(base):
+                return QuantLinear(target, **kwargs)
         if isinstance(base, nn.Linear):
+            weight = base.weight
+            if not weight.is_floating_point() or weight.shape != (
+                base.out_features,
+                base.in_features,
+            ):
+                # e.g. another quantizer's subclass of nn.Linear with packed storage
+                raise ValueError(
+                    f"GPart cannot adapt module {key!r} of type {type(base).__module__}."
+                    f"{type(base).__name__}: its weight is stored as {weight.dtype} of shape "
+                    f"{tuple(weight.shape)}, not a float [out_features, in_features] matrix. "
+                    f"Supported: {SUPPORTED_TYPES}. Remove it from target_modules (or add it "
+                    "to exclude_modules)."
+                )
             return Linear(target, fan_in_fan_out=False, **kwargs)
         if isinstance(base, Conv1D):
             return Linear(target, fan_in_fan_out=True, **kwargs)
@@ -232,6 +263,11 @@ class GPartModel(BaseTuner):
         low_cpu_mem_usage=False,
         state_dict=None,
     ):
+        # theta lives on the tuner, outside `model`, so peft's inject_adapter, which keeps the
+        # trainability of parameters already in the model, cannot see it: its set_adapter
+        # would flip the other adapters' theta (e.g. loading one with is_trainable=False).
+        theta = self._shared().theta
+        kept_flags = {name: p.requires_grad for name, p in theta.items() if name != adapter_name}
         try:
             super().inject_adapter(
                 model,
@@ -244,6 +280,10 @@ class GPartModel(BaseTuner):
             if "No modules were targeted" not in str(err):
                 raise
             raise ValueError(self._no_match_message(model, adapter_name)) from err
+        finally:
+            for name, flag in kept_flags.items():
+                if name in theta:
+                    theta[name].requires_grad_(flag)
         try:
             self._layout_adapter(model, adapter_name)
         except Exception:
@@ -454,8 +494,32 @@ class GPartModel(BaseTuner):
         )
 
     def _cast_adapter_dtype(self, adapter_name: str, autocast_adapter_dtype: bool = True) -> None:
-        # theta is created fp32 and stays fp32 whatever the base model's dtype.
-        return
+        """theta's dtype, as peft sets every method's adapter dtype: fp32 by default (theta is
+        created fp32), the adapted weights' dtype with ``autocast_adapter_dtype=False``.
+
+        theta is one tensor for all adapted layers, so it takes their dtype only when they
+        agree (a model with some modules kept in fp32 keeps an fp32 theta). The forward
+        accumulates in fp32 from theta of any dtype.
+        """
+        theta = self._shared().theta
+        if adapter_name not in theta:
+            return
+        if autocast_adapter_dtype:
+            dtype = torch.float32
+        else:
+            dtypes = {
+                m.weight_in_storage.dtype
+                for m in self.model.modules()
+                if isinstance(m, GPartLayer) and adapter_name in m.gpart_slot
+            }
+            if len(dtypes) != 1 or not next(iter(dtypes)).is_floating_point:
+                return
+            dtype = dtypes.pop()
+        old = theta[adapter_name]
+        if old.dtype != dtype and old.dtype != torch.float64:
+            theta[adapter_name] = nn.Parameter(
+                old.detach().to(dtype), requires_grad=old.requires_grad
+            )
 
     # ------------------------------------------------------------------ trainability
     def _mark_only_adapters_as_trainable(self, model: nn.Module) -> None:
@@ -484,10 +548,11 @@ class GPartModel(BaseTuner):
         to_return = {key: state_dict[key]}
         if getattr(config, "bias", "none") == "all":
             # Only what bias='all' trains directly: not the adapted layers' biases (theta
-            # holds their update) nor the head's (saved by peft as modules_to_save).
-            to_return.update(
-                {k: state_dict[k] for k in direct_bias_names(model) if k in state_dict}
-            )
+            # holds their update) nor the head's (saved by peft as modules_to_save). Under
+            # FSDP the module names carry `_fsdp_wrapped_module.` and the state dict does not;
+            # removed as torch's FSDP does it (`clean_tensor_name`) and peft's bias code.
+            names = [n.replace(FSDP_PREFIX, "") for n in direct_bias_names(model)]
+            to_return.update({k: state_dict[k] for k in names if k in state_dict})
         return to_return
 
     @classmethod
