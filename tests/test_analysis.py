@@ -120,7 +120,7 @@ def test_landscape_command_writes_figure_and_json_and_redraws_from_it(glue_runs,
         assert entry["centre_loss"] == pytest.approx(recorded, rel=1e-5)
         assert surface[1, 1] == pytest.approx(recorded, rel=1e-5)
     assert data["runs"][0]["dim"] == 64  # GPart's theta alone: the head is not moved
-    assert data["runs"][0]["tensors"] == ["base_model.gpart_theta.default"]
+    assert data["runs"][0]["tensors"] == ["base_model.gpart_theta_d.default"]
     assert all("lora_" in t for t in data["runs"][1]["tensors"])
 
     redrawn = tmp_path / "figs" / "again"
