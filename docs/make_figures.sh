@@ -40,7 +40,7 @@ $plots params "$work/logs" --task rte --out "$work/rte_params"
 $plots curves "$work"/logs/gpart_*/rte/seed_0 --out "$work/rte_curves"
 gpart=$(ls -d "$work"/logs/gpart_d2048_*/rte/seed_0)  # as many numbers as LoRA
 lora=$(ls -d "$work"/logs/lora_*/rte/seed_0)
-$plots landscape "$gpart" "$lora" --labels GPart LoRA --grid 9 --span 0.5 --seeds 2 \
+$plots landscape "$gpart" "$lora" --labels GPart LoRA --grid 9 --span 2 --seeds 2 \
     --max_samples all --out "$work/rte_landscape"
 $plots theta "$work"/logs/gpart_*/rte --out "$work/rte_theta"
 uv run python -m gpart.bench.isometry --model_config roberta-tiny --d 256 --pairs 100 \
