@@ -12,7 +12,7 @@
 # inside a time budget (GPU_CHECK_BUDGET seconds, default 540): a step gets at most what is
 # left, and is skipped under 20 s. PYTHON picks the interpreter (default `uv run python`);
 # GPU_CHECK_PACK=FILE.tar.gz packs OUT_DIR after every step (for a machine that may be
-# taken back before the end). The README's "Performance on a GPU" holds the last results.
+# taken back before the end). docs/performance.md ("On a GPU") holds the last results.
 set -u
 OUT=${1:?usage: bash benchmarks/gpu_check.sh OUT_DIR}
 mkdir -p "$OUT"
@@ -101,7 +101,7 @@ step train_lora 120 $PY "${RUN[@]}" --adapter_type lora --output_dir "$WORK/runs
     "${OVR[@]}" training.max_steps 30
 copy_results "$(run_of "$WORK/runs" lora)" results_lora
 
-# 4. The README's benchmark rows in bf16. No fresh-process memory probes: on an H200 they
+# 4. The benchmark rows of docs/performance.md in bf16. No fresh-process memory probes: on an H200 they
 #    took the qwen row's whole budget; the math runs above record peak memory instead.
 step bench_roberta 150 $PY -m gpart.bench --model_config roberta-base --targets both \
     --batch_size 16 --seq_len 128 --device cuda --dtype bf16 --warmup 3 --steps 10 \

@@ -205,11 +205,11 @@ def test_the_ablation_variants_run_on_request(tmp_path):
     from gpart.bench.cli import build_parser
 
     default = build_parser().parse_args([]).methods
-    assert "fastfood" not in default  # opt-in: the README's default table is unchanged
+    assert "fastfood" not in default  # opt-in: docs/performance.md table unchanged
 
 
 def test_decoder_row_options_qkvo_num_layers_and_lora_rank(tmp_path):
-    # The decoder row of the README: q,k,v,o targets, a shortened stack, LoRA r=4 alpha 4.
+    # docs/performance.md decoder row: q,k,v,o targets, a shortened stack, LoRA r=4 alpha 4.
     out = tmp_path / "dec.json"
     args = ["--model_config", "qwen2-tiny", "--batch_size", "2", "--seq_len", "8", "--warmup",
             "0", "--steps", "1", "--gpart_d", "64", "--no_memory", "--num_layers", "1",

@@ -1,6 +1,6 @@
 """`python -m gpart.bench`: time training steps of GPart against its baselines.
 
-Example (the README's table):
+Example (the table of docs/performance.md):
 
     uv run python -m gpart.bench --model_config roberta-base --targets both \
         --batch_size 16 --seq_len 128 --dtype fp32 --output bench.json

@@ -31,7 +31,7 @@ GPART_VARIANTS = {
 # The paper's ablations, each against its reference mode: per-block partition vs
 # stateless random, sign/magnitude groups vs materialized random, and the dense Fastfood
 # projection (the expensive baseline the partition is meant to beat). Opt-in
-# (`--methods ablations`), so the default table stays what the README reports.
+# (`--methods ablations`), so the default table stays what docs/performance.md reports.
 ABLATIONS: dict[str, dict[str, str]] = {
     "gpart-block": {"partition_scope": "transformer_block"},
     "gpart-signed": {"assignment_backend": "materialized", "grouping_strategy": "signed_magnitude"},

@@ -9,7 +9,7 @@ started on the first check that needs it (`gpart.evaluation.equivalence.SympyWor
     rescore("runs/.../eval/gsm8k/predictions.jsonl")   # writes *.rescored.* beside it
     score_completions("math", pairs, graders=["gpart", "official"]).summary["graders"]
 
-The rules are described in the README section "GSM8K and MATH answer checking".
+The rules are described in docs/evaluation.md ("Answer checking and grading rules").
 """
 
 from gpart.evaluation.answers import (

@@ -41,6 +41,7 @@ from gpart.results import RESULTS_FILENAME, read_json, read_jsonl
 from gpart.runners.common import load_trained
 from gpart.runners.core import Domain, training_arguments
 from gpart.runners.evaluate import find_runs, weights_dir
+from gpart.tuner.model import THETA
 
 # The reference script evaluates its landscape on 1,024 validation examples (its default).
 DEFAULT_MAX_SAMPLES = 1024
@@ -414,9 +415,10 @@ def theta_values(loaded: LoadedRun) -> dict[str, Any]:
     cfg = loaded.cfg
     if cfg.adapter.type == "gpart" and getattr(cfg.adapter, "projection", None) == "partition":
         tuner = loaded.model.base_model  # the GPartModel under peft's wrapper
-        (adapter,) = tuner.gpart_theta_d.keys()
+        thetas = getattr(tuner, THETA)  # the attribute is the checkpoint key's name
+        (adapter,) = thetas.keys()
         scales = tuner.gpart_scales[adapter].detach().float().cpu()
-        update = (scales * tuner.gpart_theta_d[adapter].detach().float().cpu()).tolist()
+        update = (scales * thetas[adapter].detach().float().cpu()).tolist()
     return {
         "run": str(loaded.run),
         "label": loaded.label,

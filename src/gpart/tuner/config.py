@@ -58,7 +58,8 @@ class GPartConfig(PeftConfig):
             partitioned space (their update comes from `theta`); ``"all"`` additionally trains
             every other bias of the model directly (they are saved with the adapter).
         modules_to_save: Modules trained in full and saved, e.g. a classifier head.
-        layers_to_transform / layers_pattern: Restrict adaptation to some layer indices.
+        layers_to_transform: Restrict adaptation to some layer indices, as in peft.
+        layers_pattern: The name of the layer list that ``layers_to_transform`` indexes.
         grouping_strategy: ``"random"``: i.i.d. uniform groups; ``"balanced"`` (this
             project's extension): a keyed bijection of the positions followed by ``mod d``,
             so group sizes differ by at most one; ``"signed_magnitude"`` (see below).
@@ -85,8 +86,8 @@ class GPartConfig(PeftConfig):
         scheme_version: Which definitions the ids, scales, block seeds and Fastfood factors
             follow: 2 (default), the reference implementation's; 1, this project's earlier
             ones (set when an adapter saved by an earlier version is loaded). See
-            `gpart.tuner.partition` and the README's "Compatibility with the reference
-            implementation".
+            `gpart.tuner.partition` and docs/compatibility.md ("Compatibility with the
+            reference implementation").
 
     ``grouping_strategy="signed_magnitude"`` sorts the entries of each sign of the
     *pretrained* weights by magnitude and cuts them into equal-count bins; its ids depend on

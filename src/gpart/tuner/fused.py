@@ -115,7 +115,7 @@ def scalar(value: int, device: torch.device | str) -> torch.Tensor:
     Not ``torch.tensor(value, device=device)``: on CUDA that copies from host memory and
     synchronizes the stream (PyTorch waits for every blocking copy), once per call, i.e.
     several times per adapted layer and step: the GPU then idles while Python catches up,
-    which cost GPart 1.7x LoRA's step time on a GPU (README, "Performance on a GPU").
+    which cost GPart 1.7x LoRA's step time on a GPU (docs/performance.md, "On a GPU").
     ``torch.full`` passes the value as a kernel argument instead: no copy, no wait. The
     values are per-layer constants (offsets, seeds, ``d``), so each is made once per device
     and reused (kernels never write their inputs).
