@@ -31,7 +31,7 @@ def _compile_must_work():
     assert fused._broken is None, f"fused kernels fell back to eager: {fused._broken}"
 
 
-@pytest.mark.parametrize("scheme", [1, 2])
+@pytest.mark.parametrize("scheme", [1, 2, 3])
 @pytest.mark.parametrize("grouping", ["random", "balanced"])
 def test_fused_ids_are_bit_identical(grouping, scheme):
     part = Partition(total=3 * 2**33, d=23040, seed=42, grouping=grouping, scheme=scheme)
@@ -106,7 +106,7 @@ def _run(mode, x, w, b, theta, part, *, offset, bias, dropout, materialized, tra
 @pytest.mark.parametrize("grouping", ["random", "balanced"])
 @pytest.mark.parametrize("materialized", [False, True])
 @pytest.mark.parametrize("dropout", [0.0, 0.3])
-@pytest.mark.parametrize("scheme", [1, 2])
+@pytest.mark.parametrize("scheme", [1, 2, 3])
 def test_fused_layer_equals_eager(grouping, materialized, dropout, scheme):
     torch.manual_seed(0)
     w = torch.randn(48, 40) * 0.1

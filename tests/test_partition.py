@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 
@@ -72,14 +73,63 @@ def test_ids_identical_in_a_fresh_process():
     assert out.stdout.strip() == f"{here[0]} {here[1]}"
 
 
-@pytest.mark.parametrize("total,d", [(1000, 7), (4097, 64), (10, 10), (65537, 1000)])
-def test_balanced_is_a_bijection_with_sizes_differing_by_at_most_one(total, d):
-    part = Partition(total=total, d=d, seed=11, grouping="balanced")
-    perm = part.feistel.permute(torch.arange(total))
-    assert torch.equal(torch.sort(perm).values, torch.arange(total))
-    sizes = torch.bincount(part.group_ids(0, total), minlength=d)
+@pytest.mark.parametrize("scheme", [1, 2, 3])
+@pytest.mark.parametrize("total,d", [(1000, 7), (4097, 64), (10, 10), (65537, 1000), (5, 8)])
+def test_balanced_sizes_differ_by_at_most_one(total, d, scheme):
+    part = Partition(total=total, d=d, seed=11, grouping="balanced", scheme=scheme)
+    if scheme < 3:  # a permutation of the positions, then mod d
+        perm = part.feistel.permute(torch.arange(total))
+        assert torch.equal(torch.sort(perm).values, torch.arange(total))
+    ids = part.group_ids(0, total)
+    sizes = torch.bincount(ids, minlength=d)
     assert int(sizes.max() - sizes.min()) <= 1
     assert torch.equal(sizes, part.group_sizes())
+    if scheme == 3:  # stratified: every window of d consecutive positions is a bijection
+        for start in range(0, total - d + 1, d):
+            window = ids[start : start + d]
+            assert torch.equal(torch.sort(window).values, torch.arange(d))
+
+
+def _reference_stratified(total: int, d: int, seed: int, start: int, count: int) -> list[int]:
+    """Scheme 3's balanced ids in plain Python ints, from the definition (partition's module
+    doc): window `c`, offset `o`, group `(a_c o + b_c) mod d`."""
+    golden = 0x9E3779B97F4A7C15
+    key_b, key_a, key_units = (_mix(seed + (5 + s) * golden) for s in range(3))
+    units, i = [], 0
+    while len(units) < 1024:
+        a = _mix(i + key_units) % d
+        if math.gcd(a, d) == 1:
+            units.append(a)
+        i += 1
+    out = []
+    for p in range(start, start + count):
+        c, o = divmod(p, d)
+        out.append((units[_mix(c + key_a) >> 54] * o + _mix(c + key_b) % d) % d)
+    return out
+
+
+@pytest.mark.parametrize("mode", ["off", "on"])
+def test_stratified_balanced_ids_are_pinned_on_the_eager_and_fused_paths(mode):
+    # Against the definition in Python ints: d of 1 and 2 (degenerate unit tables), a prime,
+    # powers of two, a highly composite d (few units), d up to 2**31 - 1, seeds up to
+    # 2**63 - 1, ranges straddling windows and far into a large space.
+    from gpart.tuner import fused
+
+    cases = [(1000, 7, 42, 0, 1000), (70_000, 1, 3, 5, 100), (70_000, 2, 3, 0, 300),
+             (3_000_000, 23040, 0, 2_990_000, 3000), (1 << 20, 65536, 7, 65000, 2000),
+             (10**6, 30030, 2**31 + 7, 123_457, 3000), (10**7, 2**31 - 1, 2**63 - 1, 0, 2000),
+             (3 * 2**33, 1_000_003, 42, 2**34 + 5, 2000)]  # fmt: skip
+    with fused.forced(mode):
+        for total, d, seed, start, count in cases:
+            part = Partition(total, d, seed, "balanced", scheme=3)
+            got = part.group_ids(start, count).tolist()
+            assert got == _reference_stratified(total, d, seed, start, count), (total, d, seed)
+            assert part.group_ids(start, count, dtype=torch.int32).tolist() == got
+
+
+def test_stratified_balanced_refuses_a_space_beyond_its_exact_reduction():
+    with pytest.raises(ValueError, match="2\\*\\*51.*grouping_strategy='random'"):
+        Partition(total=1 << 51, d=7, seed=0, grouping="balanced").group_ids(0, 4)
 
 
 @pytest.mark.parametrize("scheme", [1, 2])

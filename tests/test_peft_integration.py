@@ -366,7 +366,7 @@ def test_bf16_model_trains_with_fp32_theta():
         ({"d": 4, "bias": "some"}, "bias must be one of"),
         ({"d": 4, "grouping_strategy": "sorted"}, "grouping_strategy must be one of"),
         ({"d": 4, "assignment_backend": "cached"}, "assignment_backend must be one of"),
-        ({"d": 4, "scheme_version": 3}, "scheme_version must be one of"),
+        ({"d": 4, "scheme_version": 4}, "scheme_version must be one of"),
         ({"d": 4, "isometric": "no"}, "isometric must be True or False"),
         ({"d": 4, "proj_seed": 1.5}, "proj_seed must be an integer"),
     ],
@@ -461,7 +461,7 @@ def test_config_defaults_are_the_documented_ones():
     assert (cfg.projection_type, cfg.partition_scope, cfg.scheme_version) == (
         "partition",
         "global",
-        2,
+        3,
     )
     assert cfg.target_modules is None and cfg.exclude_modules is None
     assert cfg.modules_to_save is None and cfg.layers_to_transform is None

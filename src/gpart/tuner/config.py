@@ -21,7 +21,7 @@ from typing import Literal
 
 from peft.config import PeftConfig
 
-from gpart.tuner.partition import SCHEME_OFFICIAL, SCHEMES
+from gpart.tuner.partition import SCHEME_CURRENT, SCHEMES, follows_reference
 from gpart.tuner.peft_type import GPART_PEFT_TYPE
 
 BIAS_CHOICES = ("none", "all", "gpart_only")
@@ -61,8 +61,10 @@ class GPartConfig(PeftConfig):
         layers_to_transform: Restrict adaptation to some layer indices, as in peft.
         layers_pattern: The name of the layer list that ``layers_to_transform`` indexes.
         grouping_strategy: ``"random"``: i.i.d. uniform groups; ``"balanced"`` (this
-            project's extension): a keyed bijection of the positions followed by ``mod d``,
-            so group sizes differ by at most one; ``"signed_magnitude"`` (see below).
+            project's extension): group sizes differ by at most one; under scheme 3 every
+            window of `d` consecutive positions holds each group once (a keyed affine
+            bijection per window), under schemes 1 and 2 a keyed permutation of the
+            positions followed by ``mod d``; ``"signed_magnitude"`` (see below).
         assignment_backend: ``"stateless"``: group ids recomputed from the hash of the
             position on every use, no per-weight memory. ``"materialized"``: ids stored as
             int32 per layer (4 bytes per adapted weight, less compute); for ``random`` it is
@@ -84,8 +86,10 @@ class GPartConfig(PeftConfig):
             anisotropic gains (4:1 spread, RMS one) multiply `theta`. Fastfood has no groups:
             `grouping_strategy` stays ``"random"``.
         scheme_version: Which definitions the ids, scales, block seeds and Fastfood factors
-            follow: 2 (default), the reference implementation's; 1, this project's earlier
-            ones (set when an adapter saved by an earlier version is loaded). See
+            follow: 3 (default) and 2, the reference implementation's (they differ only in
+            this project's own ``balanced`` grouping: stratified under 3, a Feistel
+            permutation under 2); 1, this project's earlier ones (set when an adapter saved
+            by an earlier version is loaded). See
             `gpart.tuner.partition` and docs/compatibility.md ("Compatibility with the
             reference implementation").
 
@@ -133,8 +137,11 @@ class GPartConfig(PeftConfig):
         default="partition", metadata={"help": "'partition' (GPart) or 'fastfood'."}
     )
     scheme_version: int = field(
-        default=SCHEME_OFFICIAL,
-        metadata={"help": "2: the reference implementation's definitions; 1: earlier gpart."},
+        default=SCHEME_CURRENT,
+        metadata={
+            "help": "3: the reference's definitions, stratified 'balanced'; 2: Feistel "
+            "'balanced'; 1: earlier gpart."
+        },
     )
 
     @classmethod
@@ -199,7 +206,7 @@ class GPartConfig(PeftConfig):
         _check_choice("bias", self.bias, BIAS_CHOICES)
         if self.scheme_version not in SCHEMES or isinstance(self.scheme_version, bool):
             raise ValueError(
-                f"GPartConfig.scheme_version must be one of {SCHEMES} (2: the reference "
+                f"GPartConfig.scheme_version must be one of {SCHEMES} (3 and 2: the reference "
                 f"implementation's definitions, 1: earlier gpart); got {self.scheme_version!r}."
             )
         _check_choice("grouping_strategy", self.grouping_strategy, GROUPING_CHOICES)
@@ -208,7 +215,7 @@ class GPartConfig(PeftConfig):
         _check_choice("projection_type", self.projection_type, PROJECTION_CHOICES)
         _check_combination(self.projection_type, self.grouping_strategy, self.assignment_backend)
         if (
-            self.scheme_version == SCHEME_OFFICIAL
+            follows_reference(self.scheme_version)
             and self.projection_type == "fastfood"
             and self.partition_scope != "global"
         ):
@@ -218,7 +225,7 @@ class GPartConfig(PeftConfig):
                 "projection_type='partition' (valid with fastfood: global)."
             )
         if (
-            self.scheme_version == SCHEME_OFFICIAL
+            follows_reference(self.scheme_version)
             and self.projection_type == "fastfood"
             and not self.isometric
             and self.d < 2

@@ -50,7 +50,7 @@ from dataclasses import dataclass
 
 import torch
 
-from gpart.tuner.partition import SCHEME_OFFICIAL, _lsr, hash_positions
+from gpart.tuner.partition import SCHEME_CURRENT, _lsr, follows_reference, hash_positions
 
 # Streams of the hash (the partition uses 0, the Feistel keys 1-4, dropout 7, blocks 11).
 _SIGN_STREAM = 12
@@ -116,7 +116,7 @@ class FastfoodProjection:
     total: int
     d: int
     seed: int
-    scheme: int = SCHEME_OFFICIAL
+    scheme: int = SCHEME_CURRENT
 
     def __post_init__(self) -> None:
         if self.d <= 0 or self.total <= 0:
@@ -124,7 +124,7 @@ class FastfoodProjection:
 
     @property
     def _reference(self) -> bool:
-        return self.scheme == SCHEME_OFFICIAL
+        return follows_reference(self.scheme)
 
     @property
     def _c(self) -> float:
@@ -138,7 +138,7 @@ class FastfoodProjection:
     def scales(
         self, isometric: bool, device: torch.device | str | None = None, sizes=None
     ) -> torch.Tensor:
-        """Per-entry factor on `theta` (fp32). Scheme 2: the anisotropic gain when not
+        """Per-entry factor on `theta` (fp32). Schemes 2-3: the anisotropic gain when not
         `isometric`, else 1 (`c` is applied after the transforms, as in the reference).
         Scheme 1: `c = 1/sqrt(D L)`, times the gain. `sizes` is ignored (no groups)."""
         if self._reference:
@@ -236,7 +236,7 @@ class FastfoodProjection:
 
 @functools.lru_cache(maxsize=2)
 def _reference_table(seed: int, blocks: int, length: int):
-    """Scheme 2's `B`, `G`, `Pi` of every block, (blocks, L) on the CPU: int8, fp32, int32,
+    """Schemes 2-3: the `B`, `G`, `Pi` of every block, (blocks, L) on the CPU: int8, fp32, int32,
     drawn block after block from one generator as the reference draws them."""
     generator = torch.Generator(device="cpu")
     generator.manual_seed(int(seed))
@@ -251,7 +251,7 @@ def _reference_table(seed: int, blocks: int, length: int):
 
 
 def _reference_gains(d: int, seed: int) -> torch.Tensor:
-    """Scheme 2's non-isometric gains (fp32, RMS one, max/min exactly 4): log-spaced in
+    """Schemes 2-3: the non-isometric gains (fp32, RMS one, max/min exactly 4): log-spaced in
     float64, normalised, then shuffled by a generator of their own seed."""
     if d < 2:
         raise ValueError("Fastfood with isometric=False needs d >= 2 (its gains have a spread).")

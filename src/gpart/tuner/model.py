@@ -16,11 +16,11 @@ from gpart.tuner.config import GPartConfig
 from gpart.tuner.fastfood import FastfoodProjection
 from gpart.tuner.layer import Conv2d, Embedding, GPartLayer, GPartShared, Linear
 from gpart.tuner.partition import (
-    SCHEME_OFFICIAL,
     Partition,
     ScopeBlock,
     ScopedPartition,
     block_seed,
+    follows_reference,
     seeded_randint_ids,
     signed_magnitude_ids,
     split_evenly,
@@ -75,7 +75,7 @@ def _transformer_blocks(
     """The adapted layers grouped by transformer block, blocks in natural numeric order."""
     pattern = config.layers_pattern
     names = (pattern,) if isinstance(pattern, str) else tuple(pattern or BLOCK_CONTAINERS)
-    if config.scheme_version == SCHEME_OFFICIAL:
+    if follows_reference(config.scheme_version):
         return _reference_blocks(named, names)
     return _legacy_blocks(named, names)
 
@@ -95,7 +95,7 @@ def _natural_key(path: str) -> tuple:
 
 
 def _reference_blocks(named, names):
-    """Scheme 2, as the reference resolves blocks: each targeted module's block by
+    """Schemes 2 and 3, as the reference resolves blocks: each targeted module's block by
     `_block_of` (blocks of different containers are all blocks), in natural path order; a
     targeted module outside every block is an error."""
     blocks: dict[str, list[GPartLayer]] = {}
@@ -457,7 +457,7 @@ class GPartModel(BaseTuner):
         )
         if partition.positional:
             return partition, partition.group_sizes(device=device), None
-        if config.grouping_strategy == "random":  # scheme 2, materialized: a seeded stream
+        if config.grouping_strategy == "random":  # schemes 2-3, materialized: a seeded stream
             numels = [layer.gpart_slot[adapter_name].numel for layer in layers]
             ids = torch.cat(seeded_randint_ids(numels, d, seed))
             return partition, torch.bincount(ids, minlength=d), ids

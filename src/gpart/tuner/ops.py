@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from gpart.tuner import fused
 from gpart.tuner.fastfood import FastfoodCache, FastfoodProjection
 from gpart.tuner.partition import (
-    SCHEME_OFFICIAL,
     Partition,
+    follows_reference,
     hash_keyed,
     hash_positions,
     keyed_start,
@@ -220,10 +220,10 @@ class AdapterTerm:
 
     def _masks(self, start: int) -> bool:
         """Whether dropout masks the entries from `start` (all weight, or all bias, entries):
-        the reference masks only `dW` (scheme 2); scheme 1 masked the bias update too."""
+        the reference masks only `dW` (schemes 2, 3); scheme 1 masked the bias update too."""
         if not self._masked():
             return False
-        return start < self.weight_numel or self.partition.scheme != SCHEME_OFFICIAL
+        return start < self.weight_numel or not follows_reference(self.partition.scheme)
 
     def _coef(self, device: torch.device) -> torch.Tensor:
         """`s_j * theta_j` for every group (d entries; once per forward, reused backward)."""

@@ -8,25 +8,40 @@ stored. int64 multiplication wraps modulo 2**64 on CPU and CUDA, which is exactl
 unsigned arithmetic the splitmix64 finaliser is defined in (right shifts are made logical
 with a mask).
 
-Two schemes (``GPartConfig.scheme_version``) define the ids; an adapter records its own:
+Three schemes (``GPartConfig.scheme_version``) define the ids; an adapter records its own:
 
-* **2, the reference definitions** (the paper authors' code, SamsungLabs/GPart, its
-  ``peft/tuners/gpart/grouping.py``; the default for new adapters):
+* **2 and 3, the reference definitions** (the paper authors' code, SamsungLabs/GPart, its
+  ``peft/tuners/gpart/grouping.py``; 3 is the default for new adapters):
   ``random`` ids are ``splitmix64(p + proj_seed + 0x9E3779B97F4A7C15)`` read as an unsigned
   64-bit number, ``mod d``. The reduction is exact without an integer division (which does
   not vectorise): `h = hi 2**32 + lo`, `t = hi (2**32 mod d) + lo < 2**63` has the same
   residue, and `floor(t / d)` is found through float64 within one, then corrected once
-  (`_mod_u64`). ``balanced`` (this project's extension; the reference has none) permutes the
-  positions by an alternating Feistel network on the smallest bit width `b` with
-  `2**b >= D` (odd widths too, so the domain is < 2 D and cycle walking needs < 2
-  encryptions per entry on average), then ``mod d``.
+  (`_mod_u64`). The two differ only in ``balanced``, this project's extension (the
+  reference has none):
+
+  - scheme 3, *stratified*: position `p` lies in window `c = p // d` at offset
+    `o = p mod d`, and its group is `(a_c o + b_c) mod d`, where
+    `b_c = splitmix64(c + k_b) mod d` and `a_c` is entry `splitmix64(c + k_a) >> 54` of a
+    table of 1024 units of `d` (`unit_table`; keys from `stratified_keys`). Each window is
+    a bijection onto the groups, so every group holds exactly one entry of every full
+    window and the sizes differ by at most one; the cost is two exact float64 reductions
+    per entry and no cycle walk. It is not a uniformly random balanced partition: two
+    entries of one window are never in one group, and within a window the groups of
+    entries `k` apart differ by `a_c k`.
+  - scheme 2: an alternating Feistel network on the smallest bit width `b` with
+    `2**b >= D` permutes the positions (cycle walking back into `[0, D)`, < 2
+    encryptions per entry on average), then ``mod d``: a pseudorandom balanced partition,
+    ~6x slower to compute than scheme 3's.
 * **1, this project's earlier definitions** (adapters saved before it adopted the
   reference's): ``random`` is the multiply-shift `((h & 0xFFFFFFFF) * d) >> 32` of
   `splitmix64(p + (seed + 1) * golden)`; ``balanced`` a 4-round balanced Feistel network
   on the smallest even bit width. Kept so that those adapters reload to their own weights.
 
+Elsewhere in this package "scheme 2" in a comment means 2 and 3 (`follows_reference`)
+unless it is about ``balanced``.
+
 Changing anything in this file changes every saved adapter's meaning: the golden-id tests
-(`tests/test_partition.py`, `tests/test_official_reference.py`) pin both schemes.
+(`tests/test_partition.py`, `tests/test_official_reference.py`) pin every scheme.
 
 Speed: for large ranges the same integer arithmetic runs as fused `torch.compile` kernels
 (`gpart.tuner.fused`); they compute bit-identical ids (integer ops are exact), so the fused
@@ -52,7 +67,16 @@ _MAX_D = (1 << 31) - 1  # both reductions keep their products inside int64
 # ``GPartConfig.scheme_version``: which definitions an adapter's ids follow (module doc).
 SCHEME_LEGACY = 1
 SCHEME_OFFICIAL = 2
-SCHEMES = (SCHEME_LEGACY, SCHEME_OFFICIAL)
+SCHEME_STRATIFIED = 3
+SCHEMES = (SCHEME_LEGACY, SCHEME_OFFICIAL, SCHEME_STRATIFIED)
+# What new adapters get.
+SCHEME_CURRENT = SCHEME_STRATIFIED
+
+
+def follows_reference(scheme: int) -> bool:
+    """Whether `scheme` uses the reference implementation's definitions (2 and later: they
+    differ only in this project's own ``balanced`` grouping)."""
+    return scheme >= SCHEME_OFFICIAL
 
 
 def _i64(value: int) -> int:
@@ -97,7 +121,7 @@ def seed_key(seed: int, stream: int = 0) -> int:
 
 def random_key(seed: int, scheme: int) -> int:
     """The additive key of the ``random`` grouping: `p + key` is what the hash sees."""
-    if scheme == SCHEME_OFFICIAL:
+    if follows_reference(scheme):
         return _i64(seed + _GOLDEN)  # the reference: proj_seed + the splitmix64 gamma
     return seed_key(seed)
 
@@ -152,10 +176,10 @@ def random_ids_of_keyed(keyed: torch.Tensor, d, consts: tuple | None = None) -> 
 
 
 def random_group_ids(
-    positions: torch.Tensor, d: int, seed: int, scheme: int = SCHEME_OFFICIAL
+    positions: torch.Tensor, d: int, seed: int, scheme: int = SCHEME_CURRENT
 ) -> torch.Tensor:
     """i.i.d. uniform group in [0, d) for each position (int64)."""
-    consts = mod_constants(d) if scheme == SCHEME_OFFICIAL else None
+    consts = mod_constants(d) if follows_reference(scheme) else None
     return random_ids_of_keyed(positions + random_key(seed, scheme), d, consts)
 
 
@@ -178,7 +202,7 @@ def _mod_tensors(d: int, device: torch.device) -> tuple[torch.Tensor, ...]:
 
 def reduce_tensors(d: int, scheme: int, device: torch.device) -> tuple:
     """The kernels' reduction constants of `d`: `()` for scheme 1, (r32, inv_d) for 2."""
-    if scheme != SCHEME_OFFICIAL:
+    if not follows_reference(scheme):
         return ()
     return _mod_tensors(d, fused.concrete_device(device))
 
@@ -287,9 +311,9 @@ class FeistelSpec:
     alternating: bool = False
 
     @classmethod
-    def build(cls, total: int, seed: int, scheme: int = SCHEME_OFFICIAL) -> FeistelSpec:
+    def build(cls, total: int, seed: int, scheme: int = SCHEME_CURRENT) -> FeistelSpec:
         bits = max(2, math.ceil(math.log2(max(total, 2))))
-        if scheme == SCHEME_OFFICIAL:
+        if follows_reference(scheme):
             # Round keys from the seed through splitmix64 itself, one per round.
             keys = tuple(_i64(mix64_int(seed + (r + 1) * _GOLDEN)) for r in range(4))
             return cls(total=total, bits=bits, keys=keys, alternating=True)
@@ -445,6 +469,97 @@ def _feistel_tensors(spec: FeistelSpec, device: torch.device) -> tuple:
         return cipher, fused.scalar(spec.total, device)
 
 
+# ---------------------------------------------------------------- scheme 3: stratified balanced
+# Position p lies in window c = p // d at offset o = p mod d; its group is
+# `(a_c o + b_c) mod d`, with `b_c` the hash of `c` mod d and `a_c` a unit of d (so the map is
+# a bijection of the window) picked by the top bits of another hash of `c` from a table of
+# units drawn from the seed. Every window holds each group once (the last, partial one each
+# group at most once), so the sizes differ by at most one, and no entry needs a walk.
+_UNIT_BITS = 10  # a table of 2**10 units; indexed by the top bits of the window's hash
+# The float64 quotient in `_divmod_f64` is within one of the true one while x / d < 2**51.
+_STRATIFIED_MAX = 1 << 51
+
+
+def _divmod_f64(x, d, inv_d):
+    """`(x // d, x % d)` for 0 <= x, x / d < 2**51, 0 < d < 2**31, without an integer
+    division: the float64 quotient `x * inv_d` has a relative error below 3 2**-53, so its
+    truncation is the true quotient or one off, corrected once each way."""
+    q = (x.to(torch.float64) * inv_d).to(torch.int64)
+    r = x - q * d
+    low = r < 0
+    q, r = torch.where(low, q - 1, q), torch.where(low, r + d, r)
+    high = r >= d
+    return torch.where(high, q + 1, q), torch.where(high, r - d, r)
+
+
+def _k_stratified_ids(n: int, start, d, inv_d, c0, a, b, dtype: torch.dtype):
+    # `a`, `b`: the factors of the windows c0, c0 + 1, ... that the range touches.
+    p = torch.arange(n, dtype=torch.int64, device=start.device) + start
+    c, o = _divmod_f64(p, d, inv_d)
+    w = c - c0
+    _, ids = _divmod_f64(a[w] * o + b[w], d, inv_d)  # < d**2 + d < 2**62
+    return ids.to(dtype)
+
+
+_STRATIFIED_IDS = fused.kernel(_k_stratified_ids)
+
+
+def stratified_keys(seed: int) -> tuple[int, int, int]:
+    """(key of `b_c`, key of `a_c`'s table index, key of the unit table), as int64."""
+    return tuple(_i64(mix64_int(seed + (5 + s) * _GOLDEN)) for s in range(3))
+
+
+@functools.lru_cache(maxsize=256)
+def unit_table(d: int, key: int) -> tuple[int, ...]:
+    """`2**_UNIT_BITS` units of `d` (numbers in [0, d) coprime to it; 0 when d == 1): the
+    first candidates `splitmix64(i + key) mod d`, i = 0, 1, ..., that are units. At least
+    ~18 % of the residues below 2**31 are units, so a few thousand candidates suffice."""
+    units: list[int] = []
+    i = 0
+    while len(units) < 1 << _UNIT_BITS:
+        a = mix64_int(i + key) % d
+        if math.gcd(a, d) == 1:
+            units.append(a)
+        i += 1
+    return tuple(units)
+
+
+@functools.lru_cache(maxsize=256)
+def _unit_tensor(d: int, key: int, device: torch.device) -> torch.Tensor:
+    with torch.inference_mode(False), torch.no_grad():  # see fused.scalar
+        return torch.tensor(unit_table(d, key), dtype=torch.int64, device=device)
+
+
+def stratified_ids_range(
+    total: int,
+    d: int,
+    seed: int,
+    start: int,
+    count: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    compiled: bool,
+) -> torch.Tensor:
+    """Scheme 3 balanced ids of positions `start .. start + count - 1` (count > 0): the
+    windows' factors are computed here (a few per layer), the ids by one fused pass."""
+    if total >= _STRATIFIED_MAX:
+        raise ValueError(
+            f"the stratified balanced grouping needs an adapted space below 2**51 entries, "
+            f"got {total}; use grouping_strategy='random'."
+        )
+    kb, ka, ku = stratified_keys(seed)
+    device = fused.concrete_device(device)
+    c0 = start // d
+    with torch.no_grad():
+        c = torch.arange(c0, (start + count - 1) // d + 1, dtype=torch.int64, device=device)
+        b = _mod_u64(mix64(c + kb), d, *mod_constants(d))
+        a = _unit_tensor(d, ku, device)[_lsr(mix64(c + ka), 64 - _UNIT_BITS)]
+    kernel = _STRATIFIED_IDS if compiled else _k_stratified_ids
+    inv_d = _mod_tensors(d, device)[1]
+    start_t, c0_t = fused.scalar(start, device), fused.scalar(c0, device)
+    return kernel(count, start_t, fused.scalar(d, device), inv_d, c0_t, a, b, dtype)
+
+
 @dataclass(frozen=True)
 class Partition:
     """The partition of an adapted space of size `total` into `d` groups.
@@ -459,7 +574,7 @@ class Partition:
     d: int
     seed: int
     grouping: str
-    scheme: int = SCHEME_OFFICIAL
+    scheme: int = SCHEME_CURRENT
     assignment: str = "stateless"
 
     def __post_init__(self) -> None:
@@ -481,7 +596,7 @@ class Partition:
         if self.grouping == "signed_magnitude":
             return False
         return not (
-            self.scheme == SCHEME_OFFICIAL
+            follows_reference(self.scheme)
             and self.grouping == "random"
             and self.assignment == "materialized"
         )
@@ -499,6 +614,9 @@ class Partition:
 
     @property
     def feistel(self) -> FeistelSpec:
+        """The permutation behind schemes 1 and 2's ``balanced`` ids."""
+        if self.scheme == SCHEME_STRATIFIED:
+            raise ValueError("scheme 3's balanced grouping is stratified, not a permutation.")
         return FeistelSpec.build(self.total, self.seed, self.scheme)
 
     def group_ids(
@@ -515,6 +633,10 @@ class Partition:
         if self.grouping == "balanced":
             if count == 0:
                 return torch.empty(0, dtype=dtype, device=dev)
+            if self.scheme == SCHEME_STRATIFIED:
+                return stratified_ids_range(
+                    self.total, self.d, self.seed, start, count, dev, dtype, compiled
+                )
             return self.feistel.group_ids_range(start, count, self.d, dev, dtype, compiled)
         if compiled:
             keyed0 = fused.scalar(random_keyed_start(start, self.seed, self.scheme), dev)
@@ -531,7 +653,10 @@ class Partition:
         if self.grouping == "balanced":
             base, extra = divmod(self.total, self.d)
             sizes = torch.full((self.d,), base, dtype=torch.int64, device=device)
-            sizes[:extra] += 1
+            if self.scheme == SCHEME_STRATIFIED:  # the groups of the last, partial window
+                sizes[self.group_ids(self.total - extra, extra, device)] += 1
+            else:  # a permutation of [0, D), then mod d: the residues below D mod d
+                sizes[:extra] += 1
             return sizes
         sizes = torch.zeros(self.d, dtype=torch.int64, device=device)
         for start in range(0, self.total, chunk_size):
@@ -558,7 +683,7 @@ class Partition:
             return torch.ones(self.d, dtype=torch.float32, device=device)
         if sizes is None:
             sizes = self.group_sizes(device=device)
-        if self.scheme == SCHEME_OFFICIAL:
+        if follows_reference(self.scheme):
             counts = sizes.to(device=device).clamp(min=1).float()
             return counts.rsqrt() if scoped else 1.0 / torch.sqrt(counts)
         sizes = sizes.to(device=device, dtype=torch.float64)
@@ -581,11 +706,11 @@ def seeded_randint_ids(numels: list[int], d: int, seed: int) -> list[torch.Tenso
 _BLOCK_STREAM = 11  # separates per-block seeds from every other use of the hash
 
 
-def block_seed(seed: int, block: int, scheme: int = SCHEME_OFFICIAL) -> int:
+def block_seed(seed: int, block: int, scheme: int = SCHEME_CURRENT) -> int:
     """The seed of block `block` (its ordinal in natural order) under
     `partition_scope="transformer_block"`. Scheme 2: `proj_seed + block`, as the reference
     does. Scheme 1: the hash of the block index under `seed`."""
-    if scheme == SCHEME_OFFICIAL:
+    if follows_reference(scheme):
         return seed + block
     h = hash_positions(torch.tensor([block], dtype=torch.int64), seed, stream=_BLOCK_STREAM)
     return int(h[0])
@@ -598,7 +723,7 @@ def split_evenly(d: int, parts: int) -> list[int]:
 
 
 def signed_magnitude_ids(
-    values: torch.Tensor, d: int, scheme: int = SCHEME_OFFICIAL
+    values: torch.Tensor, d: int, scheme: int = SCHEME_CURRENT
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Group ids (int64) and group sizes of the ``signed_magnitude`` grouping.
 
@@ -622,7 +747,7 @@ def signed_magnitude_ids(
     Raises:
         ValueError: when `d > N`, or `d < 2` while both signs occur.
     """
-    if scheme == SCHEME_OFFICIAL:
+    if follows_reference(scheme):
         return _signed_magnitude_reference(values, d)
     values = values.reshape(-1)
     if values.dtype not in (torch.float32, torch.float64):
