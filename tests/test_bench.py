@@ -207,10 +207,10 @@ def test_the_ablation_variants_run_on_request(tmp_path):
     labels = [r["label"] for r in json.loads(out.read_text())["rows"]]
     assert any("gpart-block" in x for x in labels) and any("gpart-fastfood" in x for x in labels)
     assert any("gpart-signed" in x for x in labels)
-    from gpart.bench.cli import build_parser
+    from gpart.bench.cli import parse
 
-    default = build_parser().parse_args([]).methods
-    assert "fastfood" not in default  # opt-in: docs/performance.md table unchanged
+    default = parse([])[0].methods
+    assert not set(default) & set(ABLATIONS)  # opt-in: docs/performance.md table unchanged
 
 
 def test_decoder_row_options_qkvo_num_layers_and_lora_rank(tmp_path):
@@ -240,3 +240,89 @@ def test_qkvo_on_an_encoder_and_bad_target_sets(capsys):
     assert len(names) == 2 * 4 and sum(n.endswith("attention.output.dense") for n in names) == 2
     assert main([*TINY, "--targets", "qv,kv", "--no_memory"]) == 2
     assert "--targets: unknown 'kv'" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ --quantize nf4 / int8
+QWEN = ["--model_config", "qwen2-tiny", "--batch_size", "2", "--seq_len", "8", "--threads", "1"]
+# qwen2-tiny's q, k, v, o per block: q and o 32 x 32, k and v 16 x 32 (2 KV heads of 8).
+QKVO_ENTRIES = 2 * (2 * 32 * 32 + 2 * 16 * 32)
+
+
+def test_quantized_base_is_what_from_pretrained_gives_a_user(tmp_path):
+    bnb = pytest.importorskip("bitsandbytes")
+    from gpart.bench.methods import is_quantized_layer, share_frozen_weights, weight_entries
+    from gpart.bench.models import build_workload
+
+    for quantize, layer_type in (("nf4", bnb.nn.Linear4bit), ("int8", bnb.nn.Linear8bitLt)):
+        spec, base, _ = build_workload(
+            "qwen2-tiny", "auto", torch.device("cpu"), torch.bfloat16, seed=0, batch_size=2,
+            seq_len=8, quantize=quantize, checkpoint_dir=tmp_path / quantize,
+        )  # fmt: skip
+        quantized = {n: m for n, m in base.named_modules() if is_quantized_layer(m)}
+        # every linear layer of the blocks, as transformers' quantizer picks them; the
+        # output head (tied to the embedding) stays in the bench dtype
+        assert len(quantized) == 2 * 7 and all(type(m) is layer_type for m in quantized.values())
+        assert base.lm_head.weight.dtype == torch.bfloat16 and base.is_quantized
+        q = base.model.layers[0].self_attn.q_proj
+        assert weight_entries(q) == 32 * 32  # unpacked, whatever the storage
+        if quantize == "nf4":  # QLoRA's recipe: NF4, double quantization, bench dtype compute
+            state = q.weight.quant_state
+            assert state.quant_type == "nf4" and state.nested and q.compute_dtype == torch.bfloat16
+        # one set of quantized layers for every method's view
+        view = share_frozen_weights(base)
+        assert view.model.layers[0].self_attn.q_proj is q
+        assert view.model.norm.weight is not base.model.norm.weight
+        assert view.model.norm.weight.data_ptr() == base.model.norm.weight.data_ptr()
+
+
+def test_quantize_nf4_rows_with_peak_memory(tmp_path):
+    pytest.importorskip("bitsandbytes")
+    out = tmp_path / "nf4.json"
+    args = [*QWEN, "--warmup", "1", "--steps", "2", "--gpart_d", "64", "--targets", "qkvo",
+            "--quantize", "nf4", "--methods", "lora,gpart-stateless-random", "--output", str(out)]  # fmt: skip
+    assert main(args) == 0
+    data = json.loads(out.read_text())
+    assert data["args"]["quantize"] == "nf4" and data["args"]["target_sets"] == ["qkvo"]
+    assert data["args"]["methods"] == ["lora", "gpart-stateless-random"]
+    assert data["environment"]["bitsandbytes"] and data["floor"] is None
+    assert data["dropped"] == {}
+    rows = _rows(data)
+    assert set(rows) == {"lora [qkvo]", "gpart-stateless-random [qkvo]"}
+    lora, gpart = rows["lora [qkvo]"], rows["gpart-stateless-random [qkvo]"]
+    for row in (lora, gpart):
+        assert isinstance(row["peak_bytes"], int) and row["peak_bytes"] >= 0
+        assert row["adapted_weights"] == QKVO_ENTRIES and row["adapted_modules"] == 8
+        assert row["ratio_floor"] is None and row["ratio_lora"] > 0
+    assert gpart["trainable_params"] == 64
+    assert lora["trainable_params"] == 2 * (8 * (32 + 32) * 2 + 8 * (32 + 16) * 2)
+    # GPart's peak over LoRA's (None only if LoRA's rounds to no page above the base)
+    if lora["peak_bytes"] > 0:
+        assert gpart["peak_ratio_lora"] == pytest.approx(gpart["peak_bytes"] / lora["peak_bytes"])
+        assert lora["peak_ratio_lora"] == 1.0
+    else:
+        assert gpart["peak_ratio_lora"] is None and lora["peak_ratio_lora"] is None
+
+
+def test_quantize_int8_drops_full_fine_tuning_with_the_reason(tmp_path, capsys):
+    pytest.importorskip("bitsandbytes")
+    out = tmp_path / "int8.json"
+    args = [*QWEN, "--warmup", "0", "--steps", "1", "--gpart_d", "64", "--targets", "qv",
+            "--quantize", "int8", "--no_memory", "--output", str(out)]  # fmt: skip
+    assert main(args) == 0  # the default methods: every one that can train on this base
+    data = json.loads(out.read_text())
+    assert data["args"]["quantize"] == "int8"
+    assert set(data["dropped"]) == {"full", "floor"}
+    assert all("--quantize" in why for why in data["dropped"].values())
+    labels = {r["label"] for r in data["rows"]}
+    assert "floor" not in labels and "full" not in labels
+    assert {"head", "lora [qv]", "gpart-stateless-random [qv]"} <= labels
+    table = capsys.readouterr().out
+    assert "base int8 (bitsandbytes)" in table and "full, floor: not run under --quantize" in table
+
+
+def test_quantize_refuses_full_fine_tuning_asked_for_by_name(capsys):
+    assert main([*QWEN, "--quantize", "nf4", "--methods", "floor,lora", "--no_memory"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--methods floor with --quantize nf4" in err and len(err.splitlines()) == 1
+    assert main([*QWEN, "--quantize", "fp8"]) == 2
+    assert "invalid choice: 'fp8'" in capsys.readouterr().err

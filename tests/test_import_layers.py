@@ -15,9 +15,14 @@ executed. Package ``__init__`` files count as modules of their own (``gpart.conf
   DomainPresets`` in ``presets/glue.py``, while ``presets/__init__`` imports ``glue``: the
   classic partial-initialisation cycle);
 * ``from x.y import z`` where ``x.y.z`` is a module: ``a -> x.y.z``, the module whose names
-  `a` uses (the package ``x.y`` counts as below);
-* the packages Python executes on the way (``x`` and ``x.y`` for ``x.y.z``): ``a -> x.y``
-  etc. as well, since importing ``gpart.configs.errors`` runs all of
+  `a` uses, *and* ``a -> x.y``, also when ``x.y`` contains `a`: the statement takes `z` from
+  the package object's namespace, which ``x/y/__init__.py`` fills in (and may rebind), so
+  `a` sits above that ``__init__`` (e.g. ``from gpart.tuner import fused`` in
+  ``tuner/partition.py``, while ``tuner/__init__`` imports ``model`` -> ``partition``). To
+  use a sibling without its package, name the module itself: ``import x.y.z as z`` or
+  ``from x.y.z import name``;
+* for ``import x.y.z`` and ``from x.y.z import name``, the packages Python executes on the
+  way (``x`` and ``x.y``): ``a -> x.y`` etc. as well, since importing ``gpart.configs.errors`` runs all of
   ``gpart/configs/__init__.py`` and whatever it imports -- *except* the packages that
   contain `a` itself: Python has always started those before `a` runs, so they are no
   dependency of `a` (otherwise every package whose ``__init__`` re-exports a submodule
@@ -110,9 +115,9 @@ def import_edges(modules: dict[str, Path], root_package: str) -> tuple[list[Edge
                     base = node.module or ""
                 names = [alias.name for alias in node.names]
                 submodules = [f"{base}.{n}" for n in names if f"{base}.{n}" in modules]
-                loaded = [(sub, True) for sub in submodules]
-                # the package itself: named when some name is an attribute of it
-                loaded.append((base, len(submodules) < len(names)))
+                # the package itself too, submodules or not: the statement reads its
+                # attributes (see the module docstring)
+                loaded = [(sub, True) for sub in submodules] + [(base, True)]
             for target, explicit in loaded:
                 if target != root_package and not target.startswith(root_package + "."):
                     continue
@@ -285,14 +290,19 @@ def test_edges_and_cycles_of_a_package_tree(tmp_path):
                 def g():
                     from pkg.user import helper
             """,
-            # `from pkg.sub import api` from inside pkg.sub: only the submodule
-            "pkg/sub/api.py": "from pkg.sub import impl\nfrom ..base import X\nimport os\n",
+            # a sibling named by its own dotted path: no edge to the containing package
+            "pkg/sub/api.py": "import pkg.sub.impl as impl\nfrom ..base import X\nimport os\n",
             "pkg/sub/impl.py": "import pkg.base\n",
             # importing pkg.sub.impl also runs pkg/sub/__init__ (not an ancestor of user)
             "pkg/user.py": "from pkg.sub.impl import thing\ndef helper(): ...\n",
             # a package __init__ attribute read from inside it: a real cycle
             "pkg/presets/__init__.py": "def load():\n    from pkg.presets import glue\n",
             "pkg/presets/glue.py": "from pkg.presets import load\n",
+            # `from <package> import <submodule>` inside the package reads the package's
+            # namespace: a cycle with an __init__ that imports the reader
+            "pkg/tools/__init__.py": "from pkg.tools.model import Model\n",
+            "pkg/tools/model.py": "from pkg.tools import util\nfrom . import util as u\n",
+            "pkg/tools/util.py": "",
         },
     )
     modules = find_modules(tmp_path, "pkg")
@@ -305,6 +315,9 @@ def test_edges_and_cycles_of_a_package_tree(tmp_path):
         "pkg.user",
         "pkg.presets",
         "pkg.presets.glue",
+        "pkg.tools",
+        "pkg.tools.model",
+        "pkg.tools.util",
     }
     edges, missing = import_edges(modules, "pkg")
     assert missing == []
@@ -316,16 +329,22 @@ def test_edges_and_cycles_of_a_package_tree(tmp_path):
         "pkg.user": {"pkg.sub", "pkg.sub.impl"},
         "pkg.presets": {"pkg.presets.glue"},
         "pkg.presets.glue": {"pkg.presets"},
+        "pkg.tools": {"pkg.tools.model"},
+        "pkg.tools.model": {"pkg.tools", "pkg.tools.util"},
     }
     cycles = find_cycles(to_graph(edges))
     assert cycles == [
         ["pkg.presets", "pkg.presets.glue", "pkg.presets"],
         ["pkg.sub", "pkg.user", "pkg.sub"],
+        ["pkg.tools", "pkg.tools.model", "pkg.tools"],
     ]
     text = describe(cycles, edges, tmp_path)
     assert "pkg.sub -> pkg.user -> pkg.sub\n" in text
     assert "    pkg.sub -> pkg.user: pkg/sub/__init__.py:8" in text.splitlines()
     assert "    pkg.user -> pkg.sub: pkg/user.py:1 (imports pkg.sub.impl)" in text.splitlines()
+    assert "    pkg.tools.model -> pkg.tools: pkg/tools/model.py:1, pkg/tools/model.py:2" in (
+        text.splitlines()
+    )
 
     # an import of a module that does not exist is reported
     (tmp_path / "pkg" / "base.py").write_text("from pkg.gone import x\n")

@@ -20,9 +20,9 @@ import transformers
 from gpart.bench.dtypes import DTYPES
 from gpart.bench.errors import BenchError
 from gpart.bench.methods import ABLATIONS, DEFAULT_METHODS, GPART_VARIANTS, METHODS, HyperParams
-from gpart.bench.models import EXTRA_TARGET_SETS, PRESETS, TARGET_SETS, TASKS
+from gpart.bench.models import EXTRA_TARGET_SETS, PRESETS, QUANTIZE, TARGET_SETS, TASKS
 from gpart.bench.report import markdown, write_json
-from gpart.bench.runner import BenchArgs, run
+from gpart.bench.runner import QUANTIZED_OUT, BenchArgs, run
 
 PROG = "python -m gpart.bench"
 
@@ -66,11 +66,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seq_len", type=_positive, default=128)
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--dtype", choices=tuple(DTYPES), default="fp32")
+    p.add_argument(
+        "--quantize",
+        choices=QUANTIZE,
+        default="none",
+        help="the base model's linear layers in bitsandbytes 4-bit (nf4: NF4, double quant, "
+        "compute in --dtype) or 8-bit (int8: Linear8bitLt), loaded as transformers' "
+        "BitsAndBytesConfig loads them; full and floor do not run on such a base "
+        "(default none)",
+    )
     p.add_argument("--warmup", type=_non_negative, default=1, help="untimed rounds first")
     p.add_argument("--steps", type=_positive, default=5, help="timed rounds (median reported)")
     p.add_argument(
         "--methods",
-        default=",".join(DEFAULT_METHODS),
+        default=None,
         help=f"comma-separated subset of: {', '.join(METHODS)}; 'gpart' = the four GPart "
         "modes; 'ablations' = the paper's ablation variants (default: all but those)",
     )
@@ -140,6 +149,14 @@ def _target_sets(text: str) -> list[str]:
 
 def parse(argv: list[str] | None) -> tuple[BenchArgs, Path | None, int | None]:
     ns = build_parser().parse_args(argv)
+    methods = _methods(ns.methods or ",".join(DEFAULT_METHODS))
+    asked = [m for m in methods if m in QUANTIZED_OUT] if ns.methods else []
+    if ns.quantize != "none" and asked:
+        # Asked for by name: refused. The default list just leaves them out (runner.dropped).
+        raise BenchError(
+            f"--methods {','.join(asked)} with --quantize {ns.quantize}: full fine-tuning "
+            "cannot train a quantized base; drop them or use --quantize none"
+        )
     if ns.compile is not None:
         # An environment variable, so the memory probes' processes inherit it.
         os.environ["GPART_COMPILE"] = ns.compile
@@ -159,11 +176,12 @@ def parse(argv: list[str] | None) -> tuple[BenchArgs, Path | None, int | None]:
         dtype=ns.dtype,
         warmup=ns.warmup,
         steps=ns.steps,
-        methods=_methods(ns.methods),
+        methods=methods,
         target_sets=_target_sets(ns.targets),
         memory=not ns.no_memory,
         hp=hp,
         num_layers=ns.num_layers,
+        quantize=ns.quantize,
     )
     if ns.output is not None and ns.output.exists() and ns.output.is_dir():
         raise BenchError(f"--output: {str(ns.output)!r} is a directory, expected a file path")

@@ -80,6 +80,8 @@ class ProbeRequest:
     hp: Any  # methods.HyperParams
     threads: int | None = None  # torch threads (None: the library default)
     num_layers: int | None = None  # the config's stack, shortened (None: as configured)
+    quantize: str = "none"  # the base's bitsandbytes storage (models.QUANTIZE)
+    checkpoint_dir: str | None = None  # where the quantized base is loaded from
     warmup: int = 1
     steps: int = 1
 
@@ -107,6 +109,8 @@ def probe(req: ProbeRequest) -> dict[str, Any]:
         batch_size=req.batch_size,
         seq_len=req.seq_len,
         num_layers=req.num_layers,
+        quantize=req.quantize,
+        checkpoint_dir=req.checkpoint_dir,
     )
     cuda = device.type == "cuda"
     # One throw-away run: compiles kernels and loads library caches, which a long training

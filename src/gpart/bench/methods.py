@@ -99,9 +99,38 @@ def share_frozen_weights(base: nn.Module) -> nn.Module:
 
     requires_grad is per Parameter object, so each method can freeze/unfreeze its own view
     while the weights themselves exist once in memory. Tied weights stay tied.
+
+    Quantized layers (bitsandbytes' `Linear4bit` / `Linear8bitLt`, whose weight is a
+    Parameter subclass carrying its quantization state: `quant_state`, int8 scales that
+    the first forward moves into the layer's `state`) are shared whole, module and all: a
+    plain Parameter on their packed data would lose that state, and a quantized weight is
+    never trained, so no view needs its own `requires_grad`.
     """
-    memo = {id(p): nn.Parameter(p.data, requires_grad=p.requires_grad) for p in base.parameters()}
+    memo: dict[int, object] = {}
+    for m in base.modules():
+        if is_quantized_layer(m):
+            memo[id(m)] = m
+            memo.update({id(p): p for p in m.parameters()})
+    for p in base.parameters():
+        if id(p) not in memo:
+            memo[id(p)] = nn.Parameter(p.data, requires_grad=p.requires_grad)
     return copy.deepcopy(base, memo)
+
+
+def is_quantized_layer(module: nn.Module) -> bool:
+    """A layer whose weight is stored quantized (a Parameter subclass, as bitsandbytes'
+    `Params4bit` / `Int8Params`), told apart without importing bitsandbytes."""
+    weight = getattr(module, "weight", None)
+    return isinstance(weight, nn.Parameter) and type(weight) is not nn.Parameter
+
+
+def weight_entries(layer: nn.Module) -> int:
+    """Entries of a layer's weight matrix: the unpacked shape for a 4-bit weight, whose
+    storage packs two entries a byte (`quant_state.shape` is the original shape)."""
+    weight = layer.weight
+    state = getattr(weight, "quant_state", None)
+    shape = getattr(state, "shape", None)
+    return int(torch.Size(shape).numel()) if shape is not None else weight.numel()
 
 
 def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
@@ -196,7 +225,7 @@ def build_setup(
     model: PeftModel = get_peft_model(view, _peft_config(name, spec, targets, hp))
     model.train()
     adapted = sum(
-        m.get_base_layer().weight.numel() for m in model.modules() if isinstance(m, BaseTunerLayer)
+        weight_entries(m.get_base_layer()) for m in model.modules() if isinstance(m, BaseTunerLayer)
     )
     return Setup(
         name,

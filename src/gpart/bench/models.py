@@ -32,6 +32,9 @@ from gpart.configs.bridge import query_value_names
 from gpart.heads import head_module_names, is_head_param
 
 TASKS = ("auto", "seq_cls", "causal_lm", "image_cls")
+# `--quantize`: the base model's linear layers as bitsandbytes stores them (see
+# `ModelSpec.build`): NF4 with double quantization (QLoRA's recipe), or LLM.int8().
+QUANTIZE = ("none", "nf4", "int8")
 TARGET_SETS = ("qv", "all-linear")
 # Also selectable (`--targets qkvo`), not part of `both`: all four attention projections,
 # the decoder fine-tuning targets of the math runs.
@@ -196,15 +199,76 @@ class ModelSpec:
     def num_labels(self) -> int:
         return int(getattr(self.config, "num_labels", 2))
 
-    def build(self, device: torch.device, dtype: torch.dtype, seed: int = 0) -> nn.Module:
-        torch.manual_seed(seed)
-        auto = {
+    @property
+    def auto_class(self) -> type:
+        return {
             "seq_cls": AutoModelForSequenceClassification,
             "causal_lm": AutoModelForCausalLM,
             "image_cls": AutoModelForImageClassification,
         }[self.task]
-        model = auto.from_config(self.config, attn_implementation="sdpa")
-        return model.to(device=device, dtype=dtype)
+
+    def build(
+        self,
+        device: torch.device,
+        dtype: torch.dtype,
+        seed: int = 0,
+        quantize: str = "none",
+        checkpoint_dir: str | Path | None = None,
+    ) -> nn.Module:
+        """The randomly initialised model (seeded), in `dtype` on `device`.
+
+        With `quantize` (``nf4``, ``int8``) the model is saved to `checkpoint_dir` (once:
+        a directory that already holds it is reused, so every process of one benchmark
+        quantizes the same weights) and loaded back with transformers'
+        ``from_pretrained(..., quantization_config=BitsAndBytesConfig(...))``, exactly as a
+        user loads a quantized base. That is what decides which layers become
+        ``Linear4bit`` / ``Linear8bitLt`` and which stay in `dtype` (the output head and
+        whatever the quantizer skips), and it sets the flags peft and TRL read
+        (``is_loaded_in_4bit``, ``quantization_method``); replacing layers in place with
+        bitsandbytes would have to re-implement those choices.
+        """
+        torch.manual_seed(seed)
+        if quantize == "none":
+            model = self.auto_class.from_config(self.config, attn_implementation="sdpa")
+            return model.to(device=device, dtype=dtype)
+        if checkpoint_dir is None:
+            raise ValueError("a quantized base is loaded from a checkpoint: give checkpoint_dir")
+        path = Path(checkpoint_dir)
+        if not (path / "config.json").is_file():
+            model = self.auto_class.from_config(self.config, attn_implementation="sdpa")
+            model.to(dtype=dtype).save_pretrained(path)
+            del model
+        # bitsandbytes quantizes a weight as it moves to the GPU: load straight onto it.
+        where = {"device_map": {"": device.index or 0}} if device.type == "cuda" else {}
+        return self.auto_class.from_pretrained(
+            path,
+            quantization_config=quantization_config(quantize, dtype),
+            dtype=dtype,
+            attn_implementation="sdpa",
+            **where,
+        )
+
+
+def quantization_config(quantize: str, compute_dtype: torch.dtype):
+    """transformers' `BitsAndBytesConfig` for `--quantize`: QLoRA's 4-bit recipe (NF4, double
+    quantization, compute in the benchmark's dtype) or LLM.int8() (`Linear8bitLt`)."""
+    try:
+        import bitsandbytes  # noqa: F401
+        from transformers import BitsAndBytesConfig
+    except ImportError:
+        raise BenchError(
+            f"--quantize {quantize}: bitsandbytes is not installed; `uv sync --extra quant`"
+        ) from None
+    if quantize == "nf4":
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=compute_dtype,
+        )
+    if quantize == "int8":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    raise BenchError(f"--quantize: unknown {quantize!r}; valid: {', '.join(QUANTIZE)}")
 
 
 def output_module_names(model: nn.Module, spec: ModelSpec) -> list[str]:
@@ -263,11 +327,14 @@ def build_workload(
     batch_size: int,
     seq_len: int,
     num_layers: int | None = None,
+    quantize: str = "none",
+    checkpoint_dir: str | Path | None = None,
 ) -> tuple[ModelSpec, nn.Module, dict[str, torch.Tensor]]:
-    """The benchmark's model and batch: built alike in the timing run and in memory probes."""
+    """The benchmark's model and batch: built alike in the timing run and in memory probes
+    (a quantized base through `checkpoint_dir`, see `ModelSpec.build`)."""
     config = load_config(model_config, num_layers)
     spec = ModelSpec(config, resolve_task(config, task))
-    base = spec.build(device, dtype, seed=seed)
+    base = spec.build(device, dtype, seed=seed, quantize=quantize, checkpoint_dir=checkpoint_dir)
     return spec, base, make_batch(spec, batch_size, seq_len, device)
 
 

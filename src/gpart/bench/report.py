@@ -39,31 +39,39 @@ def markdown(result: dict[str, Any]) -> str:
     env = result["environment"]
     # Image models take the config's image size, not a sequence length.
     shape = "images" if args["task"] == "image_cls" else f"x {args['seq_len']}"
+    quantize = args.get("quantize", "none")  # results written before --quantize: none
+    base = "" if quantize == "none" else f", base {quantize} (bitsandbytes)"
     lines = [
         f"model `{args['model_config']}` ({args['task']}), batch {args['batch_size']} "
-        f"{shape}, {args['dtype']}, {env['device']}, {env['threads']} threads; "
+        f"{shape}, {args['dtype']}{base}, {env['device']}, {env['threads']} threads; "
         f"median of {args['steps']} interleaved steps after {args['warmup']} warm-up",
         "",
         f"| method | targets | step (s) | {result.get('throughput_unit', 'items')}/s "
-        "| x floor | x LoRA | x LoRA, paired | peak mem (MiB) | trainable "
+        "| x floor | x LoRA | x LoRA, paired | peak mem (MiB) | peak x LoRA | trainable "
         "| state (B/weight) | state total | saved |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in result["rows"]:
         lines.append(
             f"| {r['method']} | {r['target_set'] or '-'} | {r['step_s_median']:.3f} "
             f"| {r.get('throughput_per_s', 0):,.0f} "
             f"| {_ratio(r['ratio_floor'])} | {_ratio(r['ratio_lora'])} | {_paired(r, 'lora')} "
-            f"| {_mib(r['peak_bytes'])} "
+            f"| {_mib(r['peak_bytes'])} | {_ratio(r.get('peak_ratio_lora'))} "
             f"| {r['trainable_params']:,} | {r['state_bytes_per_weight']:.2f} "
             f"| {_size(r['state_bytes'])} | {_size(r['saved_bytes'])} |"
         )
+    reasons: dict[str, list[str]] = {}  # one line per reason, naming every method it drops
+    for name, why in result.get("dropped", {}).items():
+        reasons.setdefault(why, []).append(name)
+    floor = result["floor"] or "not run"
     lines += [
         "",
-        f"floor: {result['floor']}. x floor, x LoRA: ratios of the medians; paired: the "
+        *(f"{', '.join(names)}: {why}." for why, names in reasons.items()),
+        f"floor: {floor}. x floor, x LoRA: ratios of the medians; paired: the "
         "median of the per-round ratios (both steps ran in the same round) and their "
         "range, within which a difference is noise of this run. "
-        f"peak mem: {result['memory_metric'] or 'not measured'}. "
+        f"peak mem: {result['memory_metric'] or 'not measured'}; peak x LoRA: over LoRA's "
+        "peak on the same targets. "
         "state: adapter buffers kept between steps (indices, scales, projections); "
         "B/weight counts the per-layer ones per adapted weight entry.",
     ]

@@ -7,6 +7,7 @@ import os
 import platform
 import statistics
 import subprocess
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -46,6 +47,17 @@ class BenchArgs:
     memory: bool = True
     hp: HyperParams = field(default_factory=HyperParams)
     num_layers: int | None = None  # keep the first blocks of the config's stack
+    quantize: str = "none"  # the base model's storage: none, nf4 or int8 (models.QUANTIZE)
+
+
+# Under --quantize, full fine-tuning and its floor have no row: said in the JSON ("dropped").
+NO_TRAINABLE_BASE = (
+    "not run under --quantize: a bitsandbytes 4-bit or 8-bit base holds packed integer "
+    "weights that take no gradient and no optimizer step, so full fine-tuning, and its "
+    "forward+backward floor, do not exist on it (QLoRA trains adapters only); the --quantize "
+    "none run of the same model gives the floor"
+)
+QUANTIZED_OUT = ("full", "floor")
 
 
 def _sync(device: torch.device) -> None:
@@ -78,10 +90,20 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def dropped(args: BenchArgs) -> dict[str, str]:
+    """Requested methods that do not run, with the reason (recorded in the JSON)."""
+    if args.quantize == "none":
+        return {}
+    return {name: NO_TRAINABLE_BASE for name in args.methods if name in QUANTIZED_OUT}
+
+
 def plan(args: BenchArgs) -> list[tuple[str, str | None]]:
     """(method, target set) pairs, untargeted methods once."""
     out: list[tuple[str, str | None]] = []
+    skip = dropped(args)
     for name in args.methods:
+        if name in skip:
+            continue
         if name in UNTARGETED:
             out.append((name, None))
     for target_set in args.target_sets:
@@ -92,6 +114,22 @@ def plan(args: BenchArgs) -> list[tuple[str, str | None]]:
 
 
 def run(args: BenchArgs, log=print) -> dict[str, Any]:
+    if not plan(args):
+        raise BenchError(
+            f"--methods: nothing to run with --quantize {args.quantize} "
+            f"({', '.join(dropped(args))} need a trainable base); add lora or gpart"
+        )
+    for name, reason in dropped(args).items():
+        log(f"{name}: {reason}")
+    if args.quantize == "none":
+        return _run(args, None, log)
+    # The random-init base, saved once: the timing run and every memory probe load the
+    # same checkpoint through transformers' quantizer (models.ModelSpec.build).
+    with tempfile.TemporaryDirectory(prefix="gpart-bench-base-") as checkpoint:
+        return _run(args, checkpoint, log)
+
+
+def _run(args: BenchArgs, checkpoint: str | None, log) -> dict[str, Any]:
     device = torch.device(args.device)
     dtype = DTYPES[args.dtype]
     spec, base, batch = build_workload(
@@ -103,6 +141,8 @@ def run(args: BenchArgs, log=print) -> dict[str, Any]:
         batch_size=args.batch_size,
         seq_len=args.seq_len,
         num_layers=args.num_layers,
+        quantize=args.quantize,
+        checkpoint_dir=checkpoint,
     )
 
     setups: list[Setup] = []
@@ -171,6 +211,8 @@ def run(args: BenchArgs, log=print) -> dict[str, Any]:
                 hp=args.hp,
                 threads=torch.get_num_threads(),
                 num_layers=args.num_layers,
+                quantize=args.quantize,
+                checkpoint_dir=checkpoint,
             )
             row.update(prober.run(req))
             log(f"memory {row['label']}: {row['peak_bytes'] / 2**20:.0f} MiB")
@@ -190,12 +232,22 @@ def run(args: BenchArgs, log=print) -> dict[str, Any]:
             "python": platform.python_version(),
             "git_sha": _git_sha(),
             "gpart_compile": os.environ.get("GPART_COMPILE", "auto"),
+            "bitsandbytes": _bitsandbytes_version() if args.quantize != "none" else None,
         },
         "memory_metric": metric_name(device) if args.memory else None,
-        "floor": "full fine-tuning's forward+backward without its optimizer step",
+        "floor": None
+        if args.quantize != "none"
+        else "full fine-tuning's forward+backward without its optimizer step",
+        "dropped": dropped(args),
         "throughput_unit": unit,
         "rows": rows,
     }
+
+
+def _bitsandbytes_version() -> str:
+    import bitsandbytes
+
+    return bitsandbytes.__version__
 
 
 def _device_name(device: torch.device) -> str:
@@ -221,3 +273,7 @@ def _add_ratios(rows: list[dict[str, Any]]) -> None:
             row[f"ratio_{key}_paired"] = statistics.median(rounds)
             # The spread of the rounds: a target inside it is not told apart from noise.
             row[f"ratio_{key}_paired_range"] = [min(rounds), max(rounds)]
+        # The memory target ("GPart's peak <= LoRA's") as a number: peak over LoRA's peak.
+        ref = lora.get(row["target_set"])
+        peaks = (row.get("peak_bytes"), ref and ref.get("peak_bytes"))
+        row["peak_ratio_lora"] = peaks[0] / peaks[1] if None not in peaks and peaks[1] else None

@@ -23,16 +23,26 @@ import json
 import shutil
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from gpart.configs import ConfigError, ExperimentConfig
 from gpart.runners.common import ADAPTER_DIR, is_peft_model, load_trained
 
 if TYPE_CHECKING:
-    from gpart.runners.core import Domain
+    from torch import nn
 
 EXPORT_DTYPES = ("bf16", "fp16", "fp32")
 EXPORT_INFO = "gpart_export.json"  # where the merged weights came from (not an adapter file)
+
+
+class ModelLoader(Protocol):
+    """The one hook of a domain the export needs (`gpart.runners.core.Domain.load_model`).
+
+    A protocol of its own, so that this module, which `core` imports, needs nothing of
+    `core`: every `Domain` is a `ModelLoader` by its methods alone.
+    """
+
+    def load_model(self, cfg: ExperimentConfig, task: str) -> tuple[Any, nn.Module]: ...
 
 
 def export_targets(dest: str | Path, runs: list[tuple[str, int]]) -> dict[tuple[str, int], Path]:
@@ -61,7 +71,12 @@ def check_export_targets(targets: dict[tuple[str, int], Path], *, force: bool) -
 
 
 def export_merged(
-    domain: Domain, cfg: ExperimentConfig, task: str, run: Path, dest: Path, dtype: str = "bf16"
+    domain: ModelLoader,
+    cfg: ExperimentConfig,
+    task: str,
+    run: Path,
+    dest: Path,
+    dtype: str = "bf16",
 ) -> Path:
     """Merge the trained adapter of `run` into its base model and save it to `dest`.
 

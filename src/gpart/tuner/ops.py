@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from gpart.tuner import fused
+import gpart.tuner.fused as fused
 from gpart.tuner.fastfood import FastfoodCache, FastfoodProjection
 from gpart.tuner.partition import (
     Partition,

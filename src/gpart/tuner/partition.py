@@ -59,7 +59,7 @@ from dataclasses import dataclass
 
 import torch
 
-from gpart.tuner import fused
+import gpart.tuner.fused as fused
 
 _MASK64 = (1 << 64) - 1
 _MAX_D = (1 << 31) - 1  # both reductions keep their products inside int64
