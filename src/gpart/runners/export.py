@@ -6,6 +6,10 @@ with ``save_pretrained`` beside the run's tokenizer / image processor, so
 ``AutoModelFor...from_pretrained(DIR)`` loads it with transformers alone: no gpart, no
 peft, no adapter files, and no adapter work per token.
 
+A run on a quantized base (``model.quantization``) exports the same way: its 4-bit or
+8-bit base weights are dequantized to fp32 first (what the adapter trained against), so
+the export holds plain float weights (not re-quantized) that load without bitsandbytes.
+
 The merge happens in fp32 (the base loaded fp32 on the CPU) and only the result is cast to
 the export dtype (bf16 by default, what LLMs are served in): merging into bf16 weights would
 round every update into the base's bf16 grid, where a small ``theta`` can vanish.
@@ -83,6 +87,11 @@ def export_merged(
     single = cfg.for_task(task)
     fp32 = replace(single, training=replace(single.training, precision="fp32"))
     processor, base = domain.load_model(fp32, task)
+    if single.model.quantization != "none":
+        # A quantized run trained its adapter against the dequantized codes, so those are
+        # W0: dequantized once, in fp32 (transformers' own `dequantize`), then merged like
+        # any float base. The export is plain float weights, never quantized again.
+        base = base.dequantize(dtype=torch.float32)
     model: Any = load_trained(base, single, run / ADAPTER_DIR)
     if is_peft_model(model):
         model = model.merge_and_unload()
