@@ -222,3 +222,27 @@ def test_adapters_that_train_base_tensors_are_refused(env, tmp_path, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "model.quantization nf4: --adapter_type full trains the base model's own" in err
+
+
+def test_eval_math_merges_a_4bit_run_into_its_dequantized_base(env, tmp_path):
+    from gpart.runners.math_eval import load_for_generation, resolve_source
+
+    out = tmp_path / "logs"
+    assert _math(env, out, "model.quantization", "nf4") == 0
+    (run,) = [p.parent for p in out.rglob("results.json")]
+    source = resolve_source(str(run), None, None)
+    _, merged, dtype = load_for_generation(source, torch.device("cpu"))
+    assert dtype == "float32" and not any(
+        isinstance(m, bnb.nn.Linear4bit) for m in merged.modules()
+    )
+    want = _logits(_adapted(env["llama"], run, "nf4"))
+    err = (_logits(merged) - want).abs().max()
+    # W0 is the 4-bit codes, not the float checkpoint's weights: the adapter merged into
+    # those is much further off. (bitsandbytes' CPU kernel computes the 4-bit model's other
+    # layers in bf16 at inference, hence no tighter match.)
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    float_base = AutoModelForCausalLM.from_pretrained(env["llama"], dtype=torch.float32)
+    wrong = PeftModel.from_pretrained(float_base, run / "adapter").merge_and_unload().eval()
+    assert err < 1e-2 and err < (_logits(wrong) - want).abs().max() / 5, err

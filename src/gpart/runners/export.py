@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from gpart.configs import ConfigError, ExperimentConfig
 from gpart.runners.common import ADAPTER_DIR, is_peft_model, load_trained
+from gpart.runners.quantization import dequantized
 
 if TYPE_CHECKING:
     from gpart.runners.core import Domain
@@ -87,11 +88,7 @@ def export_merged(
     single = cfg.for_task(task)
     fp32 = replace(single, training=replace(single.training, precision="fp32"))
     processor, base = domain.load_model(fp32, task)
-    if single.model.quantization != "none":
-        # A quantized run trained its adapter against the dequantized codes, so those are
-        # W0: dequantized once, in fp32 (transformers' own `dequantize`), then merged like
-        # any float base. The export is plain float weights, never quantized again.
-        base = base.dequantize(dtype=torch.float32)
+    base = dequantized(base)  # a quantized run's W0: its codes in fp32, merged like any base
     model: Any = load_trained(base, single, run / ADAPTER_DIR)
     if is_peft_model(model):
         model = model.merge_and_unload()

@@ -114,3 +114,16 @@ class UnpackCpuLayoutCallback(TrainerCallback):
             from gpart.tuner.bnb import unpack_cpu_layouts
 
             unpack_cpu_layouts(model)
+
+
+def dequantized(model: Any) -> Any:
+    """`model` with bitsandbytes' layers back in fp32 (`model` itself when not quantized).
+
+    An adapter trained on a quantized base learned its update against the dequantized
+    codes, so those are W0 wherever the adapter is merged (``--export_merged``,
+    ``eval_math.py``): transformers' own `dequantize` replaces each quantized layer by an
+    `nn.Linear` holding them; nothing is quantized again.
+    """
+    if getattr(model, "hf_quantizer", None) is None:
+        return model
+    return model.dequantize(dtype=torch.float32)
