@@ -89,18 +89,23 @@ def write_tokenizer(path: Path):
     return fast
 
 
-def write_tiny_model(path: Path, family: str = "roberta", seed: int = 0) -> Path:
+def write_tiny_model(path: Path, family: str = "roberta", seed: int = 0, **shape) -> Path:
+    """A two-layer RoBERTa or BERT classifier with its tokenizer; `shape` overrides the
+    config's sizes (bitsandbytes' 4-bit CPU kernel wants widths in multiples of 64)."""
     import torch
     from transformers import AutoModelForSequenceClassification, BertConfig, RobertaConfig
 
     torch.manual_seed(seed)
-    common = dict(
-        vocab_size=len(WORDS) + 5,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=48,
-        pad_token_id=1,
+    common = (
+        dict(
+            vocab_size=len(WORDS) + 5,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=48,
+            pad_token_id=1,
+        )
+        | shape
     )
     if family == "roberta":
         cfg = RobertaConfig(max_position_embeddings=72, bos_token_id=0, eos_token_id=2, **common)

@@ -66,23 +66,27 @@ def tiny_tokenizer(*, bos: bool, chat: bool):
     return fast
 
 
-def write_tiny_decoder(path: Path, family: str = "llama", seed: int = 0) -> Path:
+def write_tiny_decoder(path: Path, family: str = "llama", seed: int = 0, **shape) -> Path:
     """A two-layer ``llama`` (BOS, no chat template) or ``qwen2`` (no BOS, ChatML)
-    checkpoint with its tokenizer; neither tokenizer has a pad token."""
+    checkpoint with its tokenizer; neither tokenizer has a pad token. `shape` overrides
+    the config's sizes (bitsandbytes' 4-bit CPU kernel wants widths in multiples of 64)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
     tok = tiny_tokenizer(bos=family == "llama", chat=family == "qwen2")
-    shape = dict(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=37,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        eos_token_id=tok.eos_token_id,
-        bos_token_id=tok.bos_token_id,
+    shape = (
+        dict(
+            vocab_size=len(tok),
+            hidden_size=32,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=256,
+            eos_token_id=tok.eos_token_id,
+            bos_token_id=tok.bos_token_id,
+        )
+        | shape
     )
     torch.manual_seed(seed)
     if family == "llama":

@@ -15,7 +15,7 @@ from gpart.configs import (
     to_peft_config,
 )
 from gpart.configs.presets import DomainPresets, freeze, get_presets
-from gpart.configs.registry import adapter_names
+from gpart.configs.registry import adapter_names, get_adapter
 
 
 @pytest.fixture
@@ -237,6 +237,13 @@ def test_every_preset_resolves(domain):
     tasks = list(get_domain(domain).tasks)
     for adapter in adapter_names():
         for size in presets.sizes():
+            if presets.size[size].get("model.quantization", "none") != "none" and not (
+                get_adapter(adapter).is_peft
+            ):
+                # a 4-bit size: adapters that train the base's own tensors are refused
+                with pytest.raises(ConfigError, match=f"--adapter_type {adapter} trains"):
+                    resolve_experiment(domain=domain, adapter=adapter, tasks=tasks, model_size=size)
+                continue
             exp = resolve_experiment(domain=domain, adapter=adapter, tasks=tasks, model_size=size)
             assert exp.model.base_model
             for task in tasks:

@@ -33,18 +33,16 @@ def write_image_folder(
     return root
 
 
-def write_tiny_vit(path: Path, seed: int = 0) -> Path:
+def write_tiny_vit(path: Path, seed: int = 0, **shape) -> Path:
+    """A two-layer ViT for 32x32 images with its image processor; `shape` overrides the
+    config's sizes (bitsandbytes' 4-bit CPU kernel wants widths in multiples of 64)."""
     import torch
     from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
 
     torch.manual_seed(seed)
+    sizes = dict(hidden_size=32, intermediate_size=37) | shape
     cfg = ViTConfig(
-        image_size=32,
-        patch_size=8,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=37,
+        image_size=32, patch_size=8, num_hidden_layers=2, num_attention_heads=2, **sizes
     )
     ViTForImageClassification(cfg).save_pretrained(path)
     ViTImageProcessor(

@@ -361,6 +361,15 @@ def validate(exp: ExperimentConfig) -> None:
         _validate_training(exp, task)
     _validate_data(exp)
     spec = get_adapter(exp.adapter.type)
+    if exp.model.quantization != "none" and not spec.is_peft:
+        # bitfit / head / full train tensors of the base itself, which a quantized base
+        # holds as frozen integer codes (and Trainer refuses a quantized model without an
+        # adapter).
+        raise ConfigError(
+            f"model.quantization {exp.model.quantization}: --adapter_type "
+            f"{exp.adapter.type} trains the base model's own tensors, which a quantized base "
+            "cannot; use a peft adapter (gpart, lora, ...) or model.quantization none"
+        )
     if spec.is_peft:
         # Build the peft config once now: peft's own checks fail here, before any output.
         from gpart.configs.bridge import to_peft_config

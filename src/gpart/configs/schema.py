@@ -142,6 +142,13 @@ class ModelConfig:
     # Picks the adapter/task/size presets; chosen with --model_size, not as an override,
     # because it decides which presets apply.
     model_size: str = "base"
+    # The frozen base in bitsandbytes' 4-bit (nf4, fp4; double quantization, computing in
+    # the run's training.precision) or 8-bit (int8) storage, as QLoRA trains (peft
+    # adapters only; `gpart.runners.quantization`). Needs the `quant` extra (`uv sync
+    # --extra quant`). "none": the base in floating point.
+    quantization: Literal["none", "nf4", "fp4", "int8"] = field(
+        default="none", metadata={IDENTITY_IF_CHANGED: True}
+    )
 
 
 @dataclass

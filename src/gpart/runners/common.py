@@ -78,6 +78,12 @@ def mixed_precision(precision: str) -> dict[str, bool]:
     return {"bf16": precision == "bf16", "fp16": precision == "fp16"}
 
 
+def compute_dtype(precision: str) -> torch.dtype:
+    """The dtype a run of ``training.precision`` computes in on this machine."""
+    amp = mixed_precision(precision)
+    return torch.bfloat16 if amp["bf16"] else torch.float16 if amp["fp16"] else torch.float32
+
+
 # ------------------------------------------------------------------------ models
 def load_pretrained(cfg: ExperimentConfig, auto_class: Any, what: str, **kwargs: Any) -> Any:
     """`auto_class.from_pretrained(--base_model)`; a missing or unreadable one is a
@@ -100,8 +106,16 @@ def load_base_model(cfg: ExperimentConfig, task: str, auto_class: Any, **kwargs:
     the dtype it was saved in (``dtype="auto"``), so a bf16 checkpoint (Qwen2.5, Llama-3.1,
     ...) would train full fine-tuning's weights, or sit beside GPart's fp32 theta under
     FSDP, in bf16 without anyone asking for it.
+
+    With ``model.quantization`` the linear layers load in bitsandbytes' 4-bit or 8-bit
+    storage instead (`gpart.runners.quantization`); ``dtype`` then applies to the rest.
     """
     kwargs.setdefault("dtype", torch.float32)
+    if cfg.model.quantization != "none":
+        from gpart.runners.quantization import quantization_config
+
+        dtype = compute_dtype(cfg.training.precision)
+        kwargs["quantization_config"] = quantization_config(cfg, auto_class, dtype)
     return load_pretrained(cfg, auto_class, "a model", **kwargs)
 
 

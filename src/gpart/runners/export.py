@@ -6,6 +6,10 @@ with ``save_pretrained`` beside the run's tokenizer / image processor, so
 ``AutoModelFor...from_pretrained(DIR)`` loads it with transformers alone: no gpart, no
 peft, no adapter files, and no adapter work per token.
 
+A run on a quantized base (``model.quantization``) exports the same way: its 4-bit or
+8-bit base weights are dequantized to fp32 first (what the adapter trained against), so
+the export holds plain float weights (not re-quantized) that load without bitsandbytes.
+
 The merge happens in fp32 (the base loaded fp32 on the CPU) and only the result is cast to
 the export dtype (bf16 by default, what LLMs are served in): merging into bf16 weights would
 round every update into the base's bf16 grid, where a small ``theta`` can vanish.
@@ -27,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from gpart.configs import ConfigError, ExperimentConfig
 from gpart.runners.common import ADAPTER_DIR, is_peft_model, load_trained
+from gpart.runners.quantization import dequantized
 
 if TYPE_CHECKING:
     from torch import nn
@@ -98,6 +103,7 @@ def export_merged(
     single = cfg.for_task(task)
     fp32 = replace(single, training=replace(single.training, precision="fp32"))
     processor, base = domain.load_model(fp32, task)
+    base = dequantized(base)  # a quantized run's W0: its codes in fp32, merged like any base
     model: Any = load_trained(base, single, run / ADAPTER_DIR)
     if is_peft_model(model):
         model = model.merge_and_unload()

@@ -266,9 +266,19 @@ def load_for_generation(
     if bf16 is None:
         bf16 = device.type == "cuda"
     dtype = torch.bfloat16 if bf16 else torch.float32
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    quantized = source.cfg is not None and source.cfg.model.quantization != "none"
+    if quantized and source.weights is not None:
+        # Trained on a quantized base: W0 is its dequantized codes, not the float
+        # checkpoint's weights; loaded as in training, dequantized below, then merged.
+        from gpart.runners.quantization import quantization_config
+
+        kwargs = {
+            "quantization_config": quantization_config(source.cfg, AutoModelForCausalLM, dtype)
+        }
     try:
         tokenizer = AutoTokenizer.from_pretrained(source.base_model)
-        model = AutoModelForCausalLM.from_pretrained(source.base_model, dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(source.base_model, **kwargs)
     except (OSError, ValueError, TypeError) as exc:
         raise ConfigError(
             f"cannot load the base model {source.base_model!r} ({first_line(exc)}); "
@@ -280,8 +290,12 @@ def load_for_generation(
     tokenizer.padding_side = "left"
     model.config.pad_token_id = tokenizer.pad_token_id
     if source.weights is not None:
+        if quantized:
+            from gpart.runners.quantization import dequantized
+
+            model = dequantized(model)  # fp32: merged in fp32, then cast (as the export)
         model = load_trained(model, source.cfg, source.weights)
-        model = merge_adapter(model) if merge else model
+        model = (merge_adapter(model) if merge else model).to(dtype)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return tokenizer, model.to(device).eval(), str(dtype).removeprefix("torch.")
 

@@ -35,6 +35,37 @@ def is_bnb_layer(module: torch.nn.Module) -> bool:
     return isinstance(module, QUANTIZED_TYPES)
 
 
+def unpack_cpu_layout(layer: torch.nn.Module) -> bool:
+    """Put a `Linear4bit`'s weight back into bitsandbytes' standard layout; True if it was not.
+
+    On a CPU with AVX512-BF16, `Linear4bit.forward` repacks its weight for the CPU kernel
+    at the first inference forward (eval mode, no grad) and keeps it so. That layout only
+    serves inference: a later *training* forward through it (bitsandbytes 0.50's
+    ``matmul_4bit`` takes the ``gemv_4bit`` path) returns outputs without a gradient path
+    to the input, so every layer below gets no gradient, silently (only autograd warns).
+    Restored with the inverse bitsandbytes itself applies before saving or moving the
+    weight; exact (the same codes, only their order changes).
+    """
+    weight = getattr(layer, "weight", None)
+    quant_state = getattr(weight, "quant_state", None)
+    if not getattr(quant_state, "packing_format_for_cpu", False):
+        return False
+    weight.data, weight.quant_state = _convert_weight_packed_for_cpu_inverse(
+        weight.data, quant_state
+    )
+    return True
+
+
+def unpack_cpu_layouts(model: torch.nn.Module) -> int:
+    """`unpack_cpu_layout` on every `Linear4bit` of `model`; the number that were repacked.
+
+    Call it before training a model that may have run an inference forward (an evaluation
+    during training, a base-model score before it); `gpart.runners.quantization` does so
+    at every training step.
+    """
+    return sum(unpack_cpu_layout(m) for m in model.modules() if isinstance(m, bnb.nn.Linear4bit))
+
+
 class _Redequantize:
     """What autograd keeps of a quantized layer's dequantized W0 until the backward."""
 
@@ -53,17 +84,9 @@ class QuantLinear(Linear):
 
     def dequantized_weight(self) -> torch.Tensor:
         base = self.get_base_layer()
-        weight = base.weight
-        quant_state = getattr(weight, "quant_state", None)
-        if getattr(quant_state, "packing_format_for_cpu", False):
-            # Linear4bit's first inference forward on an AVX512-BF16 CPU repacks the weight
-            # for its CPU kernel; dequantize_4bit reads the standard layout. Restored as
-            # bitsandbytes itself does before saving or moving the weight.
-            weight.data, weight.quant_state = _convert_weight_packed_for_cpu_inverse(
-                weight.data, quant_state
-            )
+        unpack_cpu_layout(base)  # dequantize_4bit reads the standard layout
         state = getattr(base, "state", None)  # Linear8bitLt's scales
-        return dequantize_bnb_weight(weight, state=state)
+        return dequantize_bnb_weight(base.weight, state=state)
 
     @property
     def weight_in_storage(self) -> torch.Tensor:

@@ -21,7 +21,11 @@ CHECKPOINTS = {
     "gemma-7b": "google/gemma-7b",
     "mistral-7b": "mistralai/Mistral-7B-v0.1",
 }
-SIZES = tuple(CHECKPOINTS)
+# The 7B / 8B checkpoints again with a 4-bit base (QLoRA-style; `model.quantization`):
+# "<size>-nf4" -> "<size>". Sizes of their own, not a changed default: the float sizes
+# are the paper's protocol, and a 4-bit run is another backbone in a results table.
+QUANTIZED_SIZES = {f"{size}-nf4": size for size in CHECKPOINTS if size.endswith(("7b", "8b"))}
+SIZES = (*CHECKPOINTS, *QUANTIZED_SIZES)
 # Activation checkpointing from 3B up: without it a 2,048-token batch of 4 does not fit
 # next to a 3B+ model's weights on one 80 GB GPU; 0.5B fits without.
 _CHECKPOINTING = {"qwen2.5-0.5b": False}
@@ -38,6 +42,20 @@ SIZE_PRESETS = {
         }
     )
     for size, hub_id in CHECKPOINTS.items()
+}
+# The 4-bit sizes: QLoRA's storage (Dettmers et al. 2023: NF4 codes, double quantization,
+# bf16 compute, paged AdamW). NF4 and double quantization are `model.quantization nf4`
+# (double quantization is always on; `gpart.runners.quantization`), bf16 compute is the
+# size's training.precision bf16, which a 4-bit base computes in. Kept from the float
+# size: the checkpoint, the adapter's settings (the same q/k/v/o targets and d, so a 4-bit
+# run differs from its float twin by the base's storage alone) and activation
+# checkpointing. Not taken: the paged optimizer. QLoRA pages AdamW's state out to CPU
+# memory to survive the memory spikes of LoRA on every linear layer of a 65B model; GPart
+# trains d = 524,288 numbers here, whose AdamW state is 4 MiB, so there is nothing worth
+# paging, and the protocol's torch AdamW stays.
+SIZE_PRESETS |= {
+    size: freeze({**SIZE_PRESETS[base], "model.quantization": "nf4"})
+    for size, base in QUANTIZED_SIZES.items()
 }
 
 # The protocol every method shares (the reference / Uni-LoRA MetaMathQA setup): 2 epochs,
@@ -108,6 +126,8 @@ def _adapter_presets() -> dict[tuple[str, str], Any]:
         few = {**_PROTOCOL, "training.lr": 2e-3, "adapter.target_modules": _QKVO}
         for name in ("vera", "fourierft", "vblora"):
             out[name, size] = freeze(few)
+        if size in QUANTIZED_SIZES:
+            continue  # bitfit / head / full train base tensors: refused on a 4-bit base
         # BitFit trains the biases (Qwen2 has q/k/v biases; Llama, Mistral and Gemma have
         # none, so it finds nothing to train there); "head" has no new head on a causal
         # LM. Both kept for completeness with the protocol's values.
