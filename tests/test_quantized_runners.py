@@ -125,39 +125,53 @@ def test_export_merged_from_a_4bit_run_is_plain_bf16_matching_the_adapter(env, t
 
 
 def test_an_evaluation_during_training_leaves_the_4bit_weights_trainable(env):
-    """bitsandbytes' inference repacking (on AVX512-BF16 CPUs) is undone before each step:
-    the gradient after an eval pass equals a fresh model's."""
-    from peft import get_peft_model
+    """bitsandbytes' inference repacking (on AVX512-BF16 CPUs) is undone before training:
+    by GPart's own forward hook (a loop of the user's own), and by the runners' callback
+    before every step (every adapter type, LoRA included). The gradient after an eval pass
+    equals a fresh model's."""
+    from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     from gpart import GPartConfig
     from gpart.runners.quantization import UnpackCpuLayoutCallback
 
-    def model():
+    def model(config):
         base = AutoModelForCausalLM.from_pretrained(
             env["llama"], quantization_config=_bnb_config("nf4")
         )
-        return get_peft_model(base, GPartConfig(d=256, target_modules=["q_proj"], init_bound=0.05))
+        return get_peft_model(base, config)
 
     def grad(m):
         m.train()
         m(input_ids=IDS, labels=IDS).loss.backward()
-        g = m.base_model.gpart_theta_d["default"].grad.clone()
+        g = [p.grad.clone() for p in m.parameters() if p.requires_grad]
         m.zero_grad()
         return g
 
-    m = model()
+    def packed(m):
+        layers = [x for x in m.modules() if isinstance(x, bnb.nn.Linear4bit)]
+        return [getattr(x.weight.quant_state, "packing_format_for_cpu", False) for x in layers]
+
+    def evaluate(m):
+        m.eval()
+        with torch.no_grad():
+            m(input_ids=IDS)  # repacks where the CPU has the kernel
+
+    m = model(GPartConfig(d=256, target_modules=["q_proj"], init_bound=0.05))
     fresh = grad(m)
-    m.eval()
-    with torch.no_grad():
-        m(input_ids=IDS)  # an evaluation: repacks where the CPU has the kernel
-    layers = [x for x in m.modules() if isinstance(x, bnb.nn.Linear4bit)]
-    repacked = any(getattr(x.weight.quant_state, "packing_format_for_cpu", False) for x in layers)
-    if repacked:
-        assert not torch.allclose(grad(m), fresh)  # what the callback prevents
+    evaluate(m)
+    torch.testing.assert_close(grad(m), fresh)  # GPart's hook restored the layout
+    assert not any(packed(m))
+
+    m = model(LoraConfig(r=2, target_modules=["q_proj"], init_lora_weights=False))
+    fresh = grad(m)
+    evaluate(m)
     UnpackCpuLayoutCallback().on_step_begin(None, None, None, model=m)
-    assert not any(getattr(x.weight.quant_state, "packing_format_for_cpu", False) for x in layers)
-    torch.testing.assert_close(grad(m), fresh)
+    assert not any(packed(m))
+    # LoRA's base forward is bitsandbytes' own 4-bit kernel, whose path after the restore
+    # rounds differently (4e-5 at most here); without it the step fails or the lower
+    # layers get no gradient at all.
+    torch.testing.assert_close(grad(m), fresh, atol=2e-4, rtol=1e-3)
 
 
 def test_glue_trains_a_4bit_encoder_with_a_float_head_through_evaluations(tmp_path):

@@ -26,7 +26,8 @@ its three steps are covered as follows:
 A head the run trains (GLUE's and the vision runner's classifier) stays in floating point:
 bitsandbytes would otherwise quantize it like any `nn.Linear`, and a quantized head cannot
 train. The 4-bit repacking bitsandbytes does on some CPUs at an inference forward is undone
-before every training step (`UnpackCpuLayoutCallback`).
+before every training step (`UnpackCpuLayoutCallback`), for every adapter type; a GPart
+model also undoes it itself before each forward with gradients (`GPartModel`'s guard).
 
 bitsandbytes is optional: the `quant` extra (``uv sync --extra quant``).
 """

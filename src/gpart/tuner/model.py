@@ -290,12 +290,32 @@ class GPartModel(BaseTuner):
             # e.g. d larger than the adapted space: leave the user's model as it was.
             self._undo_injection(model, adapter_name)
             raise
+        self._guard_cpu_layouts(model)
         if self.peft_config[adapter_name].inference_mode:
             # peft freezes adapter parameters inside its inject_adapter, before theta exists
             # (and it knows nothing of bias='all'): freeze what this adapter trains here.
             self._shared().theta[adapter_name].requires_grad_(False)
             if self.peft_config[adapter_name].bias == "all":
                 _set_direct_biases_trainable(model, False)
+
+    def _guard_cpu_layouts(self, model: nn.Module) -> None:
+        """On a bitsandbytes 4-bit base, restore its training layout before every forward
+        with gradients (`gpart.tuner.bnb.unpack_cpu_layout`): an inference forward repacks
+        the weights on some CPUs, after which training would pass no gradient to the layers
+        below, silently. Once per model; a flag check per layer when nothing was repacked."""
+        if "bitsandbytes" not in sys.modules or getattr(model, "_gpart_layout_guard", False):
+            return
+        from gpart.tuner.bnb import QuantLinear, unpack_cpu_layouts
+
+        if not any(isinstance(m, QuantLinear) for m in model.modules()):
+            return
+
+        def restore(module: nn.Module, args: tuple) -> None:
+            if torch.is_grad_enabled():
+                unpack_cpu_layouts(module)
+
+        model.register_forward_pre_hook(restore)
+        model._gpart_layout_guard = True
 
     def _undo_injection(self, model: nn.Module, adapter_name: str) -> None:
         """Remove what injecting `adapter_name` added: its entries in shared layers, the
