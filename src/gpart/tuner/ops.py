@@ -24,6 +24,7 @@ import torch.nn.functional as F
 import gpart.tuner.fused as fused
 from gpart.tuner.fastfood import FastfoodCache, FastfoodProjection
 from gpart.tuner.partition import (
+    SCHEME_STRATIFIED,
     Partition,
     follows_reference,
     hash_keyed,
@@ -32,6 +33,8 @@ from gpart.tuner.partition import (
     random_ids_of_keyed,
     random_keyed_start,
     reduce_tensors,
+    stratified_args,
+    stratified_ids_of,
 )
 
 # Dropout masks come from a hash of (position, per-call key) in their own stream, so backward
@@ -62,10 +65,15 @@ def _merge(w, dw, out_dtype: torch.dtype):
     return (acc + dw.view(w.shape).to(acc.dtype)).to(out_dtype)
 
 
-# `hashed` = (keyed start, d, *reduction constants): `reduce_tensors` (empty for scheme 1).
-def _hashed_ids(n: int, device, keyed0, d, *red):
+# `hashed` = ("random", keyed start, d, *reduction constants: `reduce_tensors`, empty for
+# scheme 1), or ("stratified", *`stratified_args`): ids computed inside the merge kernel
+# from the position, never stored.
+def _hashed_ids(n: int, device, kind: str, *args):
+    if kind == "stratified":
+        return stratified_ids_of(n, *args)
+    keyed0, d, *red = args
     keyed = torch.arange(n, dtype=torch.int64, device=device) + keyed0
-    return random_ids_of_keyed(keyed, d, red or None)
+    return random_ids_of_keyed(keyed, d, tuple(red) or None)
 
 
 def _k_merge_hashed(w, coef, hashed, out_dtype: torch.dtype):
@@ -309,14 +317,21 @@ class AdapterTerm:
             raise ValueError(f"theta has {coef.numel()} entries, the partition {self.partition.d}")
         drop = self._dropout_args(device) if self._masked() else ()
         hashed = ()
-        if self.ids is None and self.partition.grouping == "random":
+        part = self.partition
+        if self.ids is None and part.grouping == "random":
             # Stateless random grouping: hash, gather and add in one loop, no id tensor.
-            part = self.partition
             hashed = (
+                "random",
                 fused.scalar(random_keyed_start(self.offset, part.seed, part.scheme), device),
                 fused.scalar(part.d, device),
                 *reduce_tensors(part.d, part.scheme, device),
             )
+        elif self.ids is None and part.grouping == "balanced" and part.scheme == SCHEME_STRATIFIED:
+            # Scheme 3 balanced: the same, its window factors computed per call.
+            args = stratified_args(
+                part.total, part.d, part.seed, self.offset, self.weight_numel, device
+            )
+            hashed = ("stratified", *args)
         if drop and grad_w is not None:  # one kernel call for W, ids and the masked grad
             if hashed:
                 new_w, ids, flat = _BACKWARD_HASHED_DROP(w, coef, hashed, grad_w, *drop, out_dtype)
@@ -331,7 +346,7 @@ class AdapterTerm:
                 return kernel(w, coef, hashed, *drop, out_dtype)
             kernel = _MERGE_HASHED_DROP if drop else _MERGE_HASHED
             return kernel(w, coef, hashed, *drop, out_dtype), None
-        # Materialized ids, or the balanced permutation (its cycle walk needs an id tensor).
+        # Materialized ids, or the Feistel balanced ids (their cycle walk needs an id tensor).
         ids = self.weight_ids32(device)
         kernel = _MERGE_IDS_DROP if drop else _MERGE_IDS
         return kernel(w, coef, ids, *drop, out_dtype), (ids if want_ids else None)

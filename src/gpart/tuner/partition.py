@@ -492,13 +492,18 @@ def _divmod_f64(x, d, inv_d):
     return torch.where(high, q + 1, q), torch.where(high, r - d, r)
 
 
-def _k_stratified_ids(n: int, start, d, inv_d, c0, a, b, dtype: torch.dtype):
+def stratified_ids_of(n: int, start, d, inv_d, c0, a, b) -> torch.Tensor:
+    """Scheme 3 balanced ids (int64) of positions `start .. start + n - 1` from
+    `stratified_args` (a pure tensor function: the fused merge kernels inline it)."""
     # `a`, `b`: the factors of the windows c0, c0 + 1, ... that the range touches.
     p = torch.arange(n, dtype=torch.int64, device=start.device) + start
     c, o = _divmod_f64(p, d, inv_d)
     w = c - c0
-    _, ids = _divmod_f64(a[w] * o + b[w], d, inv_d)  # < d**2 + d < 2**62
-    return ids.to(dtype)
+    return _divmod_f64(a[w] * o + b[w], d, inv_d)[1]  # a o + b < d**2 + d < 2**62
+
+
+def _k_stratified_ids(n: int, start, d, inv_d, c0, a, b, dtype: torch.dtype):
+    return stratified_ids_of(n, start, d, inv_d, c0, a, b).to(dtype)
 
 
 _STRATIFIED_IDS = fused.kernel(_k_stratified_ids)
@@ -530,18 +535,12 @@ def _unit_tensor(d: int, key: int, device: torch.device) -> torch.Tensor:
         return torch.tensor(unit_table(d, key), dtype=torch.int64, device=device)
 
 
-def stratified_ids_range(
-    total: int,
-    d: int,
-    seed: int,
-    start: int,
-    count: int,
-    device: torch.device,
-    dtype: torch.dtype,
-    compiled: bool,
-) -> torch.Tensor:
-    """Scheme 3 balanced ids of positions `start .. start + count - 1` (count > 0): the
-    windows' factors are computed here (a few per layer), the ids by one fused pass."""
+def stratified_args(
+    total: int, d: int, seed: int, start: int, count: int, device: torch.device
+) -> tuple[torch.Tensor, ...]:
+    """The arguments of `stratified_ids_of` for positions `start .. start + count - 1`
+    (count > 0): the factors of the windows the range touches (a few per layer), computed
+    here, and the range's constants as 0-d tensors."""
     if total >= _STRATIFIED_MAX:
         raise ValueError(
             f"the stratified balanced grouping needs an adapted space below 2**51 entries, "
@@ -554,10 +553,25 @@ def stratified_ids_range(
         c = torch.arange(c0, (start + count - 1) // d + 1, dtype=torch.int64, device=device)
         b = _mod_u64(mix64(c + kb), d, *mod_constants(d))
         a = _unit_tensor(d, ku, device)[_lsr(mix64(c + ka), 64 - _UNIT_BITS)]
-    kernel = _STRATIFIED_IDS if compiled else _k_stratified_ids
     inv_d = _mod_tensors(d, device)[1]
     start_t, c0_t = fused.scalar(start, device), fused.scalar(c0, device)
-    return kernel(count, start_t, fused.scalar(d, device), inv_d, c0_t, a, b, dtype)
+    return start_t, fused.scalar(d, device), inv_d, c0_t, a, b
+
+
+def stratified_ids_range(
+    total: int,
+    d: int,
+    seed: int,
+    start: int,
+    count: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    compiled: bool,
+) -> torch.Tensor:
+    """Scheme 3 balanced ids of positions `start .. start + count - 1` (count > 0), by one
+    fused pass (`compiled`) or the same function run eagerly."""
+    kernel = _STRATIFIED_IDS if compiled else _k_stratified_ids
+    return kernel(count, *stratified_args(total, d, seed, start, count, device), dtype)
 
 
 @dataclass(frozen=True)
