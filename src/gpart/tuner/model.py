@@ -305,14 +305,17 @@ class GPartModel(BaseTuner):
         below, silently. Once per model; a flag check per layer when nothing was repacked."""
         if "bitsandbytes" not in sys.modules or getattr(model, "_gpart_layout_guard", False):
             return
-        from gpart.tuner.bnb import QuantLinear, unpack_cpu_layouts
+        from gpart.tuner.bnb import QuantLinear, is_bnb_layer, unpack_cpu_layout
 
         if not any(isinstance(m, QuantLinear) for m in model.modules()):
             return
+        # Found once: adapters wrap these layers but never replace them.
+        layers = [m for m in model.modules() if is_bnb_layer(m)]
 
         def restore(module: nn.Module, args: tuple) -> None:
             if torch.is_grad_enabled():
-                unpack_cpu_layouts(module)
+                for layer in layers:
+                    unpack_cpu_layout(layer)
 
         model.register_forward_pre_hook(restore)
         model._gpart_layout_guard = True

@@ -141,6 +141,18 @@ def _mulshift(h: torch.Tensor, d: int | torch.Tensor) -> torch.Tensor:
     return ((h & _LOW32) * d) >> 32
 
 
+def _divmod_f64(x, d, inv_d):
+    """`(x // d, x % d)` for 0 <= x, x / d < 2**51, 0 < d < 2**31, without an integer
+    division: the float64 quotient `x * inv_d` has a relative error below 3 2**-53, so its
+    truncation is the true quotient or one off, corrected once each way."""
+    q = (x.to(torch.float64) * inv_d).to(torch.int64)
+    r = x - q * d
+    low = r < 0
+    q, r = torch.where(low, q - 1, q), torch.where(low, r + d, r)
+    high = r >= d
+    return torch.where(high, q + 1, q), torch.where(high, r - d, r)
+
+
 def _mod_u64(h: torch.Tensor, d, r32, inv_d) -> torch.Tensor:
     """Scheme 2: `h` read as an unsigned 64-bit number, `mod d` (0 < d < 2**31), exactly.
 
@@ -150,10 +162,7 @@ def _mod_u64(h: torch.Tensor, d, r32, inv_d) -> torch.Tensor:
     on `t / d < 2**33`, so its truncation is `floor(t / d)` or one off, which one
     comparison each way corrects."""
     t = _lsr(h, 32) * r32 + (h & _LOW32)
-    q = (t.to(torch.float64) * inv_d).to(torch.int64)
-    r = t - q * d
-    r = torch.where(r < 0, r + d, r)
-    return torch.where(r >= d, r - d, r)
+    return _divmod_f64(t, d, inv_d)[1]
 
 
 def reduce_hash(h: torch.Tensor, d, consts: tuple | None) -> torch.Tensor:
@@ -264,8 +273,7 @@ def _mod_exact(x, d):
     """`x % d` for 0 <= x < 2**53, 0 < d < 2**31 through float64: exact there (the rounded
     quotient of x/d cannot reach the next integer: its gap to it is >= 1/d, more than x/d's
     rounding error x/d * 2**-53), and vectorised, unlike int64 division with a runtime d."""
-    q = torch.floor(x.to(torch.float64) / d.to(torch.float64)).to(torch.int64)
-    return x - q * d
+    return _divmod_f64(x, d, 1.0 / d.to(torch.float64))[1]
 
 
 def _k_balanced_ids(
@@ -480,18 +488,6 @@ _UNIT_BITS = 10  # a table of 2**10 units; indexed by the top bits of the window
 _STRATIFIED_MAX = 1 << 51
 
 
-def _divmod_f64(x, d, inv_d):
-    """`(x // d, x % d)` for 0 <= x, x / d < 2**51, 0 < d < 2**31, without an integer
-    division: the float64 quotient `x * inv_d` has a relative error below 3 2**-53, so its
-    truncation is the true quotient or one off, corrected once each way."""
-    q = (x.to(torch.float64) * inv_d).to(torch.int64)
-    r = x - q * d
-    low = r < 0
-    q, r = torch.where(low, q - 1, q), torch.where(low, r + d, r)
-    high = r >= d
-    return torch.where(high, q + 1, q), torch.where(high, r - d, r)
-
-
 def stratified_ids_of(n: int, start, d, inv_d, c0, a, b) -> torch.Tensor:
     """Scheme 3 balanced ids (int64) of positions `start .. start + n - 1` from
     `stratified_args` (a pure tensor function: the fused merge kernels inline it)."""
@@ -550,7 +546,9 @@ def stratified_args(
     device = fused.concrete_device(device)
     c0 = start // d
     with torch.no_grad():
-        c = torch.arange(c0, (start + count - 1) // d + 1, dtype=torch.int64, device=device)
+        # One window more than the range touches: tables of one entry would be a shape
+        # dynamo specialises on (one compiled graph more per kernel).
+        c = torch.arange(c0, (start + count - 1) // d + 2, dtype=torch.int64, device=device)
         b = _mod_u64(mix64(c + kb), d, *mod_constants(d))
         a = _unit_tensor(d, ku, device)[_lsr(mix64(c + ka), 64 - _UNIT_BITS)]
     inv_d = _mod_tensors(d, device)[1]
