@@ -60,6 +60,48 @@ def test_every_method_and_target_set_has_every_figure(result):
     assert result["memory_metric"] and result["floor"]
 
 
+def test_tensor_peak_counts_live_bytes_inside_the_timed_window():
+    """The CPU memory metric on real profiler events: allocations live together inside the
+    window make its peak; a larger block freed before the window does not; a block
+    allocated before the profile and freed inside it (no event) cannot lower it."""
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    from gpart.bench.memory import peak_live_bytes
+
+    old = torch.empty(4_000_000, dtype=torch.uint8)
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        kept = torch.empty(1_000_000, dtype=torch.uint8)  # live through the window
+        before = torch.empty(5_000_000, dtype=torch.uint8)
+        del before
+        with record_function("window"):
+            a = torch.empty(2_000_000, dtype=torch.uint8)
+            b = torch.empty(3_000_000, dtype=torch.uint8)
+            del a, b, old
+            c = torch.empty(500_000, dtype=torch.uint8)
+    del kept, c
+    events = prof.profiler.kineto_results.events()
+    assert peak_live_bytes(events, "window") == 6_000_000
+    with pytest.raises(RuntimeError, match="one profiler event 'elsewhere'"):
+        peak_live_bytes(events, "elsewhere")
+
+
+def test_cpu_tensor_peaks_are_repeatable_and_rss_stays_available(tmp_path):
+    """Two runs of the same probes give the same tensor peaks to the byte (what lets the
+    'GPart's peak <= LoRA's' target be decided); --memory_metric rss still measures RSS."""
+    base = [*QWEN, "--warmup", "1", "--steps", "1", "--gpart_d", "64", "--targets", "qkvo",
+            "--methods", "lora,gpart-stateless-random"]  # fmt: skip
+    runs = []
+    for i, metric in enumerate(("tensors", "tensors", "rss")):
+        out = tmp_path / f"{i}.json"
+        assert main([*base, "--memory_metric", metric, "--output", str(out)]) == 0
+        runs.append(json.loads(out.read_text()))
+    peaks = [[r["peak_bytes"] for r in run["rows"]] for run in runs]
+    assert peaks[0] == peaks[1] and all(p > 0 for p in peaks[0])
+    assert runs[0]["memory_metric"].startswith("peak live tensor bytes")
+    assert runs[2]["memory_metric"].startswith("peak RSS")
+    assert all(isinstance(p, int) and p >= 0 for p in peaks[2])
+
+
 def test_paired_ratios_are_per_round_with_their_range(result):
     rows = _rows(result)
     lora = rows["lora [qv]"]

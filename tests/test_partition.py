@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from gpart.tuner.partition import Partition, hash_positions
+from gpart.tuner.partition import Partition, hash_positions, mod_constants, reduce_hash
 
 M64 = (1 << 64) - 1
 
@@ -33,6 +33,24 @@ def test_torch_hash_equals_unsigned_reference_including_huge_positions():
 
 GOLDEN_RANDOM = [188, 347, 196, 153, 937, 318, 948, 36, 233, 558, 222, 359]
 GOLDEN_BALANCED = [1, 1, 1, 4, 3, 6, 3, 1, 0, 5, 2, 5]
+
+
+@pytest.mark.parametrize("d", [3, 7, 1_000_003, 2**30 + 1, 2**31 - 1, 2**17, 1])
+def test_unsigned_mod_is_exact_where_its_float_quotient_is_tightest(d):
+    """Scheme 2's `h mod d` against Python ints on the hashes where its float64 quotient is
+    most likely off: `t = hi (2**32 mod d) + lo` a multiple of d or one either side, at the
+    largest `hi` (so the largest `t`), and hashes with the sign bit set."""
+    r32 = (1 << 32) % d
+    hashes = []
+    for hi in (0, 1, 2**31, 2**32 - 2, 2**32 - 1):
+        base = hi * r32
+        top = (base + 2**32 - 1) // d * d  # the largest multiple of d that lo can reach
+        for t in (top - 1, top, top + 1, base, base + 2**32 - 1):
+            if 0 <= t - base < 2**32:
+                hashes.append((hi << 32) | (t - base))
+    signed = [h - (1 << 64) if h >= 1 << 63 else h for h in hashes]
+    got = reduce_hash(torch.tensor(signed, dtype=torch.int64), d, mod_constants(d))
+    assert got.tolist() == [h % d for h in hashes]
 
 
 def test_golden_group_ids_random_scheme1():

@@ -19,6 +19,7 @@ import transformers
 
 from gpart.bench.dtypes import DTYPES
 from gpart.bench.errors import BenchError
+from gpart.bench.memory import CPU_METRIC_DEFAULT, CPU_METRICS
 from gpart.bench.methods import ABLATIONS, DEFAULT_METHODS, GPART_VARIANTS, METHODS, HyperParams
 from gpart.bench.models import EXTRA_TARGET_SETS, PRESETS, QUANTIZE, TARGET_SETS, TASKS
 from gpart.bench.report import markdown, write_json
@@ -102,6 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no_memory", action="store_true", help="skip the peak-memory probes")
     p.add_argument(
+        "--memory_metric",
+        choices=tuple(CPU_METRICS),
+        default=CPU_METRIC_DEFAULT,
+        help="what the CPU memory probes count: peak live tensor bytes from torch's profiler "
+        "(tensors, default: exact, like the GPU's allocator count) or peak RSS (rss: all the "
+        "process holds, too noisy to rank close methods); a GPU always counts tensors",
+    )
+    p.add_argument(
         "--compile",
         choices=("auto", "on", "off"),
         default=None,
@@ -182,6 +191,7 @@ def parse(argv: list[str] | None) -> tuple[BenchArgs, Path | None, int | None]:
         hp=hp,
         num_layers=ns.num_layers,
         quantize=ns.quantize,
+        memory_metric=ns.memory_metric,
     )
     if ns.output is not None and ns.output.exists() and ns.output.is_dir():
         raise BenchError(f"--output: {str(ns.output)!r} is a directory, expected a file path")

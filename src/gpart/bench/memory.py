@@ -13,9 +13,19 @@ runs the method once on the same model and throws that setup away (compiled kern
 thread pools and library caches stay loaded, as in a long training run), returns freed heap
 memory to the OS (glibc `malloc_trim`), and only then takes the baseline.
 
-* CPU: resident set size. Linux's peak-RSS counter (VmHWM) is reset after the measured
-  setup's own warm-up step (`/proc/self/clear_refs`), then read after a timed step; state
-  that persists from the warm-up (optimizer moments) is counted.
+* CPU, ``tensors`` (the default): the peak of live tensor bytes, from the allocation and
+  free events torch's profiler records (``profile_memory=True``) from just before the
+  measured setup is built to the end of its timed step, i.e. what
+  `torch.cuda.max_memory_allocated` counts on a GPU: adapter state, optimizer moments,
+  gradients, activations, temporaries. Exact and repeatable, so two methods' peaks can be
+  compared to the byte; memory that torch does not allocate (a BLAS library's scratch,
+  the allocator's own slack) is not in it.
+* CPU, ``rss``: resident set size. Linux's peak-RSS counter (VmHWM) is reset after the
+  measured setup's own warm-up step (`/proc/self/clear_refs`), then read after a timed
+  step; state that persists from the warm-up (optimizer moments) is counted. What the
+  process really holds, but glibc's heap keeps freed blocks and maps pages lazily, so two
+  probes of the same setup can differ by hundreds of MiB on a large model: it cannot
+  decide a small difference.
 * CUDA: `torch.cuda.max_memory_allocated()` (tensors only, not the allocator's cache),
   with the same baseline and warm-up.
 """
@@ -32,8 +42,15 @@ from typing import Any
 
 import torch
 
-CPU_METRIC = "peak RSS above the base model (VmHWM, fresh process, after a warm-up step)"
+CPU_METRICS = {
+    "tensors": "peak live tensor bytes above the base model (torch profiler allocation events, "
+    "fresh process, after a warm-up step)",
+    "rss": "peak RSS above the base model (VmHWM, fresh process, after a warm-up step)",
+}
+CPU_METRIC_DEFAULT = "tensors"
 CUDA_METRIC = "torch.cuda.max_memory_allocated above the base model (fresh process)"
+# The record_function label around the timed steps: where the tensor peak is read.
+_TIMED = "gpart.bench.memory.timed"
 
 
 def _status_kib(field: str) -> int:
@@ -84,6 +101,7 @@ class ProbeRequest:
     checkpoint_dir: str | None = None  # where the quantized base is loaded from
     warmup: int = 1
     steps: int = 1
+    metric: str = CPU_METRIC_DEFAULT  # on a CPU: "tensors" or "rss" (CPU_METRICS)
 
 
 def probe(req: ProbeRequest) -> dict[str, Any]:
@@ -117,6 +135,8 @@ def probe(req: ProbeRequest) -> dict[str, Any]:
     # run pays once and which are not the method's memory.
     build_setup(req.method, req.target_set, base, spec, req.hp).step(batch)
     _trim_heap()
+    if not cuda and req.metric == "tensors":
+        return {"peak_bytes": _tensor_peak(req, spec, base, batch), "peak_reset": True}
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.empty_cache()
@@ -144,6 +164,44 @@ def probe(req: ProbeRequest) -> dict[str, Any]:
     return {"peak_bytes": int(peak - before), "peak_reset": reset}
 
 
+def _tensor_peak(req: ProbeRequest, spec, base, batch) -> int:
+    """Peak live tensor bytes of `req`'s timed steps above what was live before its setup."""
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    from gpart.bench.methods import build_setup
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        setup = build_setup(req.method, req.target_set, base, spec, req.hp)
+        for _ in range(req.warmup):
+            setup.step(batch)
+        gc.collect()
+        with record_function(_TIMED):
+            for _ in range(req.steps):
+                setup.step(batch)
+    # The raw events (torch.autograd.profiler reads the same ones to attribute memory to ops).
+    return peak_live_bytes(prof.profiler.kineto_results.events(), _TIMED)
+
+
+def peak_live_bytes(events, window: str) -> int:
+    """The highest running sum of the profiler's allocation events (`[memory]`: +bytes
+    allocated, -bytes freed) reached inside the event named `window`, counted from the
+    start of the profile. A block allocated before the profile and freed inside it has no
+    event (torch warns so), which can only raise the figure: the probe starts the profile
+    with nothing of the method allocated yet, and whatever the bare model holds stays."""
+    marks = [e for e in events if e.name() == window]
+    if len(marks) != 1:
+        raise RuntimeError(f"expected one profiler event {window!r}, found {len(marks)}")
+    begin, end = marks[0].start_ns(), marks[0].end_ns()
+    live = peak = 0
+    for e in sorted((e for e in events if e.name() == "[memory]"), key=lambda e: e.start_ns()):
+        if e.start_ns() > end:
+            break
+        live += e.nbytes()
+        if e.start_ns() >= begin:
+            peak = max(peak, live)
+    return max(peak, 0)
+
+
 class Prober:
     """A forkserver whose children each probe one setup."""
 
@@ -157,8 +215,8 @@ class Prober:
             return pool.apply(probe, (req,))
 
 
-def metric_name(device: torch.device) -> str:
-    return CUDA_METRIC if device.type == "cuda" else CPU_METRIC
+def metric_name(device: torch.device, metric: str = CPU_METRIC_DEFAULT) -> str:
+    return CUDA_METRIC if device.type == "cuda" else CPU_METRICS[metric]
 
 
 def available() -> bool:

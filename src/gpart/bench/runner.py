@@ -18,7 +18,7 @@ import transformers
 
 from gpart.bench.dtypes import DTYPES
 from gpart.bench.errors import BenchError
-from gpart.bench.memory import Prober, ProbeRequest, metric_name
+from gpart.bench.memory import CPU_METRIC_DEFAULT, Prober, ProbeRequest, metric_name
 from gpart.bench.methods import (
     DESCRIPTIONS,
     UNTARGETED,
@@ -48,6 +48,7 @@ class BenchArgs:
     hp: HyperParams = field(default_factory=HyperParams)
     num_layers: int | None = None  # keep the first blocks of the config's stack
     quantize: str = "none"  # the base model's storage: none, nf4 or int8 (models.QUANTIZE)
+    memory_metric: str = CPU_METRIC_DEFAULT  # on a CPU: tensors or rss (memory.CPU_METRICS)
 
 
 # Under --quantize, full fine-tuning and its floor have no row: said in the JSON ("dropped").
@@ -213,6 +214,7 @@ def _run(args: BenchArgs, checkpoint: str | None, log) -> dict[str, Any]:
                 num_layers=args.num_layers,
                 quantize=args.quantize,
                 checkpoint_dir=checkpoint,
+                metric=args.memory_metric,
             )
             row.update(prober.run(req))
             log(f"memory {row['label']}: {row['peak_bytes'] / 2**20:.0f} MiB")
@@ -234,7 +236,7 @@ def _run(args: BenchArgs, checkpoint: str | None, log) -> dict[str, Any]:
             "gpart_compile": os.environ.get("GPART_COMPILE", "auto"),
             "bitsandbytes": _bitsandbytes_version() if args.quantize != "none" else None,
         },
-        "memory_metric": metric_name(device) if args.memory else None,
+        "memory_metric": metric_name(device, args.memory_metric) if args.memory else None,
         "floor": None
         if args.quantize != "none"
         else "full fine-tuning's forward+backward without its optimizer step",

@@ -15,8 +15,9 @@ Three schemes (``GPartConfig.scheme_version``) define the ids; an adapter record
   ``random`` ids are ``splitmix64(p + proj_seed + 0x9E3779B97F4A7C15)`` read as an unsigned
   64-bit number, ``mod d``. The reduction is exact without an integer division (which does
   not vectorise): `h = hi 2**32 + lo`, `t = hi (2**32 mod d) + lo < 2**63` has the same
-  residue, and `floor(t / d)` is found through float64 within one, then corrected once
-  (`_mod_u64`). The two differ only in ``balanced``, this project's extension (the
+  residue, and `floor(t / d)` is found through float64 from below within one, then
+  corrected once (`_mod_u64`); a power-of-two `d` takes the hash's low bits, which is the
+  same number. The two differ only in ``balanced``, this project's extension (the
   reference has none):
 
   - scheme 3, *stratified*: position `p` lies in window `c = p // d` at offset
@@ -56,6 +57,7 @@ import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from fractions import Fraction
 
 import torch
 
@@ -153,29 +155,43 @@ def _divmod_f64(x, d, inv_d):
     return torch.where(high, q + 1, q), torch.where(high, r - d, r)
 
 
-def _mod_u64(h: torch.Tensor, d, r32, inv_d) -> torch.Tensor:
+def _mod_u64(h: torch.Tensor, d, r32, inv_lo) -> torch.Tensor:
     """Scheme 2: `h` read as an unsigned 64-bit number, `mod d` (0 < d < 2**31), exactly.
 
-    `r32 = 2**32 mod d`, `inv_d = 1.0 / d` (float64). With `h = hi 2**32 + lo`,
-    `t = hi r32 + lo` is congruent to `h` and `< 2**32 d + 2**32 < 2**63`. The float64
-    quotient `t * inv_d` carries a relative error of at most ~3 2**-53, i.e. less than one
-    on `t / d < 2**33`, so its truncation is `floor(t / d)` or one off, which one
-    comparison each way corrects."""
+    `r32 = 2**32 mod d` and `inv_lo`, a float64 just below `1 / d` (`mod_constants`). With
+    `h = hi 2**32 + lo`, `t = hi r32 + lo` is congruent to `h` and `< 2**32 d + 2**32 <=
+    2**63`. `inv_lo` is `1 / d` lowered by a relative 2**-48, more than the float64 rounding
+    of `t` and of the product (< 3 2**-53) can take back, so the truncated quotient is never
+    above `floor(t / d)`; and at most 2**33 2**-47.9 < 1 below `t / d`, so never more than one
+    below it. One comparison then corrects it (libdivide's one-sided correction, with a
+    float64 reciprocal: int64 division does not vectorise)."""
     t = _lsr(h, 32) * r32 + (h & _LOW32)
-    return _divmod_f64(t, d, inv_d)[1]
+    q = (t.to(torch.float64) * inv_lo).to(torch.int64)
+    r = t - q * d
+    return torch.where(r >= d, r - d, r)
 
 
 def reduce_hash(h: torch.Tensor, d, consts: tuple | None) -> torch.Tensor:
     """A random group id in [0, d) from a 64-bit hash: `consts` is `mod_constants(d)` for
-    scheme 2 (unsigned `mod d`), None for scheme 1 (multiply-shift)."""
+    scheme 2 (unsigned `h mod d`), None for scheme 1 (multiply-shift)."""
     if consts is None:
         return _mulshift(h, d)
+    if len(consts) == 1:  # d a power of two: `h mod d` is its low bits
+        return h & consts[0]
     return _mod_u64(h, d, *consts)
 
 
-def mod_constants(d: int) -> tuple[int, float]:
-    """(`2**32 mod d`, `1.0 / d`) for `_mod_u64` (Python numbers, eager path)."""
-    return (1 << 32) % d, 1.0 / d
+def mod_constants(d: int) -> tuple:
+    """Scheme 2's reduction of `d` (Python numbers, eager path): `(d - 1,)`, the mask, when
+    `d` is a power of two; else (`2**32 mod d`, `inv_lo`) for `_mod_u64`, `inv_lo` the
+    largest float64 not above `(1 - 2**-48) / d` (exact rational arithmetic)."""
+    if d & (d - 1) == 0:
+        return (d - 1,)
+    target = Fraction(2**48 - 1, 2**48 * d)
+    inv_lo = float(target)  # nearest; one step down if it rounded up
+    if Fraction(inv_lo) > target:
+        inv_lo = math.nextafter(inv_lo, 0.0)
+    return (1 << 32) % d, inv_lo
 
 
 def random_ids_of_keyed(keyed: torch.Tensor, d, consts: tuple | None = None) -> torch.Tensor:
@@ -205,12 +221,23 @@ def random_keyed_start(start: int, seed: int, scheme: int) -> int:
 @functools.lru_cache(maxsize=4096)
 def _mod_tensors(d: int, device: torch.device) -> tuple[torch.Tensor, ...]:
     with torch.inference_mode(False), torch.no_grad():  # see fused.scalar
-        r32, inv_d = mod_constants(d)
-        return fused.scalar(r32, device), torch.full((), inv_d, dtype=torch.float64, device=device)
+        consts = mod_constants(d)
+        if len(consts) == 1:
+            return (fused.scalar(consts[0], device),)
+        r32, inv_lo = consts
+        return fused.scalar(r32, device), torch.full((), inv_lo, dtype=torch.float64, device=device)
+
+
+@functools.lru_cache(maxsize=4096)
+def _inv_tensor(d: int, device: torch.device) -> torch.Tensor:
+    """`1.0 / d` as a 0-d float64 tensor (the stratified ids' `_divmod_f64`)."""
+    with torch.inference_mode(False), torch.no_grad():  # see fused.scalar
+        return torch.full((), 1.0 / d, dtype=torch.float64, device=device)
 
 
 def reduce_tensors(d: int, scheme: int, device: torch.device) -> tuple:
-    """The kernels' reduction constants of `d`: `()` for scheme 1, (r32, inv_d) for 2."""
+    """The kernels' reduction constants of `d`: `()` for scheme 1; for scheme 2 the mask
+    (a power-of-two `d`) or (r32, inv_lo), as 0-d tensors (`mod_constants`)."""
     if not follows_reference(scheme):
         return ()
     return _mod_tensors(d, fused.concrete_device(device))
@@ -218,8 +245,8 @@ def reduce_tensors(d: int, scheme: int, device: torch.device) -> tuple:
 
 # ---------------------------------------------------------------- fused kernels (pure)
 # Scalars travel as 0-d int64 tensors: one compiled graph serves every offset and seed.
-# `red` is `reduce_tensors(...)`: empty (scheme 1) or (r32, inv_d) (scheme 2); dynamo
-# compiles one graph per arity.
+# `red` is `reduce_tensors(...)`: empty (scheme 1), the mask or (r32, inv_lo) (scheme 2);
+# dynamo compiles one graph per arity.
 
 
 def _k_random_ids(n: int, keyed0: torch.Tensor, d: torch.Tensor, dtype: torch.dtype, *red):
@@ -549,9 +576,9 @@ def stratified_args(
         # One window more than the range touches: tables of one entry would be a shape
         # dynamo specialises on (one compiled graph more per kernel).
         c = torch.arange(c0, (start + count - 1) // d + 2, dtype=torch.int64, device=device)
-        b = _mod_u64(mix64(c + kb), d, *mod_constants(d))
+        b = reduce_hash(mix64(c + kb), d, mod_constants(d))
         a = _unit_tensor(d, ku, device)[_lsr(mix64(c + ka), 64 - _UNIT_BITS)]
-    inv_d = _mod_tensors(d, device)[1]
+    inv_d = _inv_tensor(d, device)
     start_t, c0_t = fused.scalar(start, device), fused.scalar(c0, device)
     return start_t, fused.scalar(d, device), inv_d, c0_t, a, b
 
