@@ -219,6 +219,36 @@ def test_theta_grad_equals_p_transpose_grad_w(dropout):
     torch.testing.assert_close(got, p.t() @ grad_wb)
 
 
+def test_nothing_d_long_waits_for_the_backward_per_layer():
+    """Between forward and backward a GPart layer keeps only what autograd saves (x, the
+    weights), not its d-long `s * theta`: 8 layers at d = 4096 would hold 128 KiB of it,
+    against 4 KiB of activations. Counted with torch's profiler allocation events."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.manual_seed(0)
+    stack = torch.nn.Sequential(*[torch.nn.Linear(64, 64) for _ in range(8)])
+    model = get_peft_model(stack, GPartConfig(d=4096, target_modules=[str(i) for i in range(8)]))
+    x = torch.randn(2, 64)
+    model(x).sum().backward()  # first call: lazy state
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        y = model(x).sum()
+    live = sum(e.nbytes() for e in prof.profiler.kineto_results.events() if e.name() == "[memory]")
+    assert 0 < live < 4096 * 4  # less than one layer's s * theta
+    y.backward()
+    assert _theta(model).grad.abs().sum() > 0
+
+
+def test_theta_changed_in_place_before_the_backward_is_refused():
+    """The backward rebuilds W from theta; autograd's version check (theta is saved) refuses
+    a theta changed in between, instead of mixing two thetas in one gradient."""
+    model = get_peft_model(tiny_roberta(), GPartConfig(d=64, task_type="SEQ_CLS"))
+    loss = model(input_ids=tokens(), labels=torch.tensor([0, 2])).loss
+    with torch.no_grad():
+        _theta(model).add_(1.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
+
+
 def test_dropout_masks_entries_of_dw_only_in_training():
     model = get_peft_model(
         tiny_roberta(), GPartConfig(d=64, init_bound=0.5, gpart_dropout=0.5, task_type="SEQ_CLS")

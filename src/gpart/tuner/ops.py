@@ -238,12 +238,22 @@ class AdapterTerm:
         return start < self.weight_numel or not follows_reference(self.partition.scheme)
 
     def _coef(self, device: torch.device) -> torch.Tensor:
-        """`s_j * theta_j` for every group (d entries; once per forward, reused backward)."""
+        """`s_j * theta_j` for every group (d entries; once per forward, and once again in the
+        backward: `release_coef`)."""
         key = ("coef", device)
         if key not in self._memo:
             theta = self._block(self.theta.detach()).to(device, self.acc_dtype)
             self._memo[key] = theta * self._block(self.scales).to(device, self.acc_dtype)
         return self._memo[key]
+
+    def release_coef(self) -> None:
+        """Forget `_coef` at the end of the forward. Kept until the backward it would be d
+        floats per adapted layer alive at once, more than LoRA's whole state (48 MiB for
+        Qwen2-0.5B's 96 q/k/v/o layers at d = 2**17), to save one d-long product per layer
+        in the backward. The autograd functions save theta, so autograd's own version check
+        refuses a backward after theta changed in place, as for any saved input."""
+        for key in [k for k in self._memo if k[0] == "coef"]:
+            del self._memo[key]
 
     def values(self, start: int, count: int, device: torch.device) -> torch.Tensor:
         """fp32 update of entries `start .. start + count - 1` of this layer."""
@@ -428,6 +438,12 @@ def merged_weight(
     return new_w, new_b, ids
 
 
+def _release(terms: list[AdapterTerm]) -> None:
+    """What a term computed for the forward and the backward recomputes (`release_coef`)."""
+    for term in terms:
+        term.release_coef()
+
+
 class _GPartLinearFn(torch.autograd.Function):
     """y = x @ (W0 + dW)^T + (b0 + db) with grads for x and every theta.
 
@@ -438,14 +454,15 @@ class _GPartLinearFn(torch.autograd.Function):
     def forward(ctx, x, weight, bias, terms, transposed, *thetas):
         w, b, _ = merged_weight(weight, bias, terms)
         y = F.linear(x, w.t() if transposed else w, b)
-        ctx.save_for_backward(x, weight, bias)
+        _release(terms)
+        ctx.save_for_backward(x, weight, bias, *thetas)
         ctx.terms = terms
         ctx.transposed = transposed
         return y
 
     @staticmethod
     def backward(ctx, grad_y):
-        x, weight, bias = ctx.saved_tensors
+        x, weight, bias, *_ = ctx.saved_tensors  # unpacking checks theta's version
         terms, transposed = ctx.terms, ctx.transposed
         compute_dtype = grad_y.dtype
         grad_x = None
@@ -491,13 +508,14 @@ class _GPartGenericFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, terms, op, *thetas):
         w, b, _ = merged_weight(weight, bias, terms)
-        ctx.save_for_backward(x, weight, bias)
+        _release(terms)
+        ctx.save_for_backward(x, weight, bias, *thetas)
         ctx.terms, ctx.op = terms, op
         return op(x, w, b)
 
     @staticmethod
     def backward(ctx, grad_y):
-        x, weight, bias = ctx.saved_tensors
+        x, weight, bias, *_ = ctx.saved_tensors  # unpacking checks theta's version
         terms, op = ctx.terms, ctx.op
         w, b, ids = merged_weight(weight, bias, terms, want_ids=True)
         w = w.detach().requires_grad_(True)
