@@ -117,6 +117,11 @@ def probe(req: ProbeRequest) -> dict[str, Any]:
 
     if req.threads is not None:
         torch.set_num_threads(req.threads)
+    # What the server loaded (the libraries) is the same in every probe and never freed
+    # here: out of the collector's sight (`gc.freeze`), each collection below walks only
+    # what the probe builds, ~0.3 s less per collection on a CPU. The figure is unchanged:
+    # both its baseline and its peak are read after this.
+    gc.freeze()
     device = torch.device(req.device)
     spec, base, batch = build_workload(
         req.model_config,
