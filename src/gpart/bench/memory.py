@@ -32,6 +32,7 @@ memory to the OS (glibc `malloc_trim`), and only then takes the baseline.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import gc
@@ -41,6 +42,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch.profiler import ProfilerActivity, profile, record_function
 
 CPU_METRICS = {
     "tensors": "peak live tensor bytes above the base model (torch profiler allocation events, "
@@ -140,27 +142,29 @@ def probe(req: ProbeRequest) -> dict[str, Any]:
     # run pays once and which are not the method's memory.
     build_setup(req.method, req.target_set, base, spec, req.hp).step(batch)
     _trim_heap()
-    if not cuda and req.metric == "tensors":
-        return {"peak_bytes": _tensor_peak(req, spec, base, batch), "peak_reset": True}
+    tensors = not cuda and req.metric == "tensors"
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.empty_cache()
         before = torch.cuda.memory_allocated(device)
-    else:
-        before = _status_kib("VmRSS") * 1024
-    setup = build_setup(req.method, req.target_set, base, spec, req.hp)
-    for _ in range(req.warmup):
-        setup.step(batch)
-    gc.collect()
-    if cuda:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats(device)
-        reset = True
-    else:
-        reset = _reset_peak_rss()
-    for _ in range(req.steps):
-        setup.step(batch)
-    if cuda:
+    else:  # the tensor count starts at 0 with its profile: nothing of the method exists yet
+        before = 0 if tensors else _status_kib("VmRSS") * 1024
+    with _profile_memory() if tensors else contextlib.nullcontext() as prof:
+        setup = build_setup(req.method, req.target_set, base, spec, req.hp)
+        for _ in range(req.warmup):
+            setup.step(batch)
+        gc.collect()
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats(device)
+        reset = tensors or cuda or _reset_peak_rss()
+        with record_function(_TIMED) if tensors else contextlib.nullcontext():
+            for _ in range(req.steps):
+                setup.step(batch)
+    if tensors:
+        # The raw events (torch.autograd.profiler reads the same ones to attribute memory).
+        peak = peak_live_bytes(prof.profiler.kineto_results.events(), _TIMED)
+    elif cuda:
         torch.cuda.synchronize()
         peak = torch.cuda.max_memory_allocated(device)
     else:
@@ -169,22 +173,9 @@ def probe(req: ProbeRequest) -> dict[str, Any]:
     return {"peak_bytes": int(peak - before), "peak_reset": reset}
 
 
-def _tensor_peak(req: ProbeRequest, spec, base, batch) -> int:
-    """Peak live tensor bytes of `req`'s timed steps above what was live before its setup."""
-    from torch.profiler import ProfilerActivity, profile, record_function
-
-    from gpart.bench.methods import build_setup
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        setup = build_setup(req.method, req.target_set, base, spec, req.hp)
-        for _ in range(req.warmup):
-            setup.step(batch)
-        gc.collect()
-        with record_function(_TIMED):
-            for _ in range(req.steps):
-                setup.step(batch)
-    # The raw events (torch.autograd.profiler reads the same ones to attribute memory to ops).
-    return peak_live_bytes(prof.profiler.kineto_results.events(), _TIMED)
+def _profile_memory():
+    """torch's profiler recording every CPU tensor allocation and free."""
+    return profile(activities=[ProfilerActivity.CPU], profile_memory=True)
 
 
 def peak_live_bytes(events, window: str) -> int:
