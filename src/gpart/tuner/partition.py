@@ -181,6 +181,7 @@ def reduce_hash(h: torch.Tensor, d, consts: tuple | None) -> torch.Tensor:
     return _mod_u64(h, d, *consts)
 
 
+@functools.lru_cache(maxsize=4096)  # exact rational arithmetic: per d once, not per layer call
 def mod_constants(d: int) -> tuple:
     """Scheme 2's reduction of `d` (Python numbers, eager path): `(d - 1,)`, the mask, when
     `d` is a power of two; else (`2**32 mod d`, `inv_lo`) for `_mod_u64`, `inv_lo` the
