@@ -2,7 +2,7 @@
 
 `GPART_COMPILE=on` forces the fused kernels at every size, `off` forbids them; the same
 layer is run both ways. Ids, forward outputs and dropout masks must be bit-identical; theta
-gradients too where the reduction order is the same (below `segment_sum_`'s row split).
+gradients too where the reduction order is the same (below `segment_sum`'s row split).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from gpart.tuner import fused
-from gpart.tuner.ops import AdapterTerm, gpart_linear, segment_sum_
+from gpart.tuner.ops import AdapterTerm, gpart_linear, segment_sum
 from gpart.tuner.partition import Partition
 
 pytestmark = pytest.mark.slow  # compiles a handful of kernels once (cached on disk after)
@@ -141,9 +141,9 @@ def test_segment_sum_rows_equal_index_add():
     ids = torch.randint(0, d, (n,))
     flat = torch.randn(n, dtype=torch.float64)
     ref = torch.zeros(d, dtype=torch.float64).index_add_(0, ids, flat)
-    got = segment_sum_(torch.zeros(d, dtype=torch.float64), ids, flat)
+    got = segment_sum(ids, flat, d)
     torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
-    again = segment_sum_(torch.zeros(d, dtype=torch.float64), ids.int(), flat)
+    again = segment_sum(ids.int(), flat, d)
     assert torch.equal(got, again)  # deterministic, int32 or int64 ids
 
 

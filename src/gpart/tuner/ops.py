@@ -151,16 +151,18 @@ _SCATTER_ROWS = 2
 _SCATTER_MIN_ROW = 1 << 14
 
 
-def segment_sum_(g: torch.Tensor, ids: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
-    """`g[ids[i]] += flat[i]` for all i (ids int32 or int64), in place; returns g."""
+def segment_sum(ids: torch.Tensor, flat: torch.Tensor, d: int) -> torch.Tensor:
+    """A new (d,) vector `g` with `g[j] = sum of flat[i] over ids[i] == j` (ids int32 or
+    int64, flat's dtype). New, not added into a given vector: the rows' sum is the result
+    itself, one d-long pass fewer per layer than summing into a zeroed one."""
     n = flat.numel()
     row = n // _SCATTER_ROWS
     if flat.device.type != "cpu" or row < _SCATTER_MIN_ROW:
-        return g.index_add_(0, ids, flat)
+        return torch.zeros(d, dtype=flat.dtype, device=flat.device).index_add_(0, ids, flat)
     head = row * _SCATTER_ROWS
-    parts = torch.zeros(_SCATTER_ROWS, g.numel(), dtype=g.dtype, device=g.device)
+    parts = torch.zeros(_SCATTER_ROWS, d, dtype=flat.dtype, device=flat.device)
     parts.scatter_add_(1, ids[:head].view(_SCATTER_ROWS, row), flat[:head].view(_SCATTER_ROWS, row))
-    g += parts.sum(0)
+    g = parts.sum(0)
     if head < n:
         g.index_add_(0, ids[head:], flat[head:])
     return g
@@ -374,7 +376,6 @@ class AdapterTerm:
         """`s * segment_sum(grad, by g)` in fp32 (ids of the weight entries reused if given);
         with Fastfood `s * P^T grad`. Always the full length of theta (zero outside the
         term's block)."""
-        g = torch.zeros(self.partition.d, dtype=self.acc_dtype, device=grad_w.device)
         if not self.dense and fused.enabled(self.weight_numel, grad_w.device):
             if weight_ids is None:
                 weight_ids = self.weight_ids32(grad_w.device)
@@ -387,13 +388,14 @@ class AdapterTerm:
                     else grad_w.reshape(-1).to(self.acc_dtype)
                 )
             # Not bincount (fp64 output, slower) nor a compiled atomic scatter (sums in a
-            # run-dependent order): see segment_sum_.
-            segment_sum_(g, weight_ids, flat)
+            # run-dependent order): see segment_sum.
+            g = segment_sum(weight_ids, flat, self.partition.d)
         else:
+            g = torch.zeros(self.partition.d, dtype=self.acc_dtype, device=grad_w.device)
             self.accumulate_grad(g, 0, grad_w)
         if self.bias_numel and grad_b is not None:
             self.accumulate_grad(g, self.weight_numel, grad_b)
-        g = g * self._block(self.scales).to(g.device, g.dtype)
+        g.mul_(self._block(self.scales).to(g.device, g.dtype))  # g is ours: in place
         if self.partition.d != self.theta.shape[0]:
             full = torch.zeros(self.theta.shape[0], dtype=g.dtype, device=g.device)
             full[self.theta_start : self.theta_start + self.partition.d] = g
