@@ -26,12 +26,15 @@ def _ratio(x: float | None) -> str:
 
 
 def _paired(r: dict[str, Any], key: str) -> str:
-    """`median (min-max)` of the per-round ratios; '-' without a reference row (or for
-    results written before the range was recorded)."""
+    """`median [95 % interval] (min-max)` of the per-round ratios; '-' without a reference
+    row (or for results written before the range was recorded), no interval for results
+    written before it was, or with too few rounds for one."""
     paired, spread = r.get(f"ratio_{key}_paired"), r.get(f"ratio_{key}_paired_range")
     if paired is None or spread is None:
         return "-"
-    return f"{paired:.2f} ({spread[0]:.2f}-{spread[1]:.2f})"
+    ci = r.get(f"ratio_{key}_paired_ci95")
+    interval = "" if ci is None else f" [{ci[0]:.2f}-{ci[1]:.2f}]"
+    return f"{paired:.2f}{interval} ({spread[0]:.2f}-{spread[1]:.2f})"
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -68,8 +71,9 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         *(f"{', '.join(names)}: {why}." for why, names in reasons.items()),
         f"floor: {floor}. x floor, x LoRA: ratios of the medians; paired: the "
-        "median of the per-round ratios (both steps ran in the same round) and their "
-        "range, within which a difference is noise of this run. "
+        "median of the per-round ratios (both steps ran in the same round), its 95 % "
+        "confidence interval [in brackets] and the rounds' range (in parentheses): a "
+        "target inside the interval is not decided by this run. "
         f"peak mem: {result['memory_metric'] or 'not measured'}; peak x LoRA: over LoRA's "
         "peak on the same targets. "
         "state: adapter buffers kept between steps (indices, scales, projections); "

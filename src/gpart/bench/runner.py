@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import math
 import os
 import platform
 import statistics
@@ -15,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import peft
+import scipy.stats
 import torch
 import transformers
 
@@ -279,23 +281,39 @@ def _device_name(device: torch.device) -> str:
     return f"{_cpu_name()} ({os.cpu_count()} logical CPUs)"
 
 
+def median_interval(values: list[float], confidence: float = 0.95) -> list[float] | None:
+    """Distribution-free confidence interval of the median of `values`: two of their order
+    statistics, chosen from the binomial law (`scipy.stats.quantile_test`); no assumption
+    on how the noise is distributed, which on a shared machine is skewed. None when there
+    are too few values for the confidence (fewer than 6 at 95 %)."""
+    if len(values) < 2:
+        return None
+    median = statistics.median(values)
+    ci = scipy.stats.quantile_test(values, q=median, p=0.5).confidence_interval(confidence)
+    low, high = float(ci.low), float(ci.high)
+    return None if math.isnan(low) or math.isnan(high) else [low, high]
+
+
 def _add_ratios(rows: list[dict[str, Any]]) -> None:
-    """Ratios of medians, plus the median of per-round ratios ("paired") and their range:
-    both steps of a pair ran within one round, so the paired figure is the more robust on a
-    busy machine, and the range says how far one run can be trusted."""
+    """Ratios of medians, plus the median of per-round ratios ("paired"), their range and
+    the median's 95 % interval: both steps of a pair ran within one round, so the paired
+    figure is the more robust on a busy machine, and the interval says how far one run
+    decides a target."""
     floor = next((r for r in rows if r["method"] == "floor"), None)
     lora = {r["target_set"]: r for r in rows if r["method"] == "lora"}
     for row in rows:
         for key, ref in (("floor", floor), ("lora", lora.get(row["target_set"]))):
             if ref is None:
                 row[f"ratio_{key}"] = row[f"ratio_{key}_paired"] = None
-                row[f"ratio_{key}_paired_range"] = None
+                row[f"ratio_{key}_paired_range"] = row[f"ratio_{key}_paired_ci95"] = None
                 continue
             row[f"ratio_{key}"] = row["step_s_median"] / ref["step_s_median"]
             rounds = [a / b for a, b in zip(row["step_s"], ref["step_s"], strict=True)]
             row[f"ratio_{key}_paired"] = statistics.median(rounds)
-            # The spread of the rounds: a target inside it is not told apart from noise.
+            # The spread of the rounds, and how well their median is known: a target
+            # inside the interval is not told apart from this run's noise.
             row[f"ratio_{key}_paired_range"] = [min(rounds), max(rounds)]
+            row[f"ratio_{key}_paired_ci95"] = median_interval(rounds)
         # The memory target ("GPart's peak <= LoRA's") as a number: peak over LoRA's peak.
         ref = lora.get(row["target_set"])
         peaks = (row.get("peak_bytes"), ref and ref.get("peak_bytes"))
