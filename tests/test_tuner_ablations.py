@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 import gpart
+import gpart.tuner.fastfood as fastfood
 from gpart import GPartConfig
 from gpart.tuner.fastfood import FastfoodProjection, fwht
 from gpart.tuner.layer import GPartLayer
@@ -575,6 +576,8 @@ def test_fastfood_layers_cache_their_randoms_unsaved_and_exact(tmp_path):
     )
     layers = _layers(model)
     assert all("default" in layer.gpart_ff_sign for layer in layers)
+    # the whole-model table the layers took their rows from is not kept beside them
+    assert fastfood._reference_table.cache_info().currsize == 0
     layer = layers[0]
     assert layer.gpart_ff_sign["default"].dtype == torch.int8
     assert layer.gpart_ff_perm["default"].dtype == torch.int16

@@ -250,6 +250,14 @@ def _reference_table(seed: int, blocks: int, length: int):
     return sign, gauss, perm
 
 
+def release_reference_tables() -> None:
+    """Forget the whole-model tables `_reference_table` keeps while the layers take their
+    rows: once each layer holds its own (int8 signs, int16/int32 permutations), the table's
+    signs and permutations would be 5 more bytes per adapted entry kept for nothing (about
+    1.8 GB for the 360M entries of Qwen2-0.5B's linear layers). A layer without its rows regenerates them."""
+    _reference_table.cache_clear()
+
+
 def _reference_gains(d: int, seed: int) -> torch.Tensor:
     """Schemes 2-3: the non-isometric gains (fp32, RMS one, max/min exactly 4): log-spaced in
     float64, normalised, then shuffled by a generator of their own seed."""

@@ -13,7 +13,7 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from gpart.tuner.config import GPartConfig
-from gpart.tuner.fastfood import FastfoodProjection
+from gpart.tuner.fastfood import FastfoodProjection, release_reference_tables
 from gpart.tuner.layer import Conv2d, Embedding, GPartLayer, GPartShared, Linear
 from gpart.tuner.partition import (
     Partition,
@@ -463,6 +463,8 @@ class GPartModel(BaseTuner):
                     layer.set_ids(adapter_name, ids[local : local + numel])
                 offset += numel
                 local += numel
+        # Every layer now holds the Fastfood randoms of its own blocks.
+        release_reference_tables()
 
     def _block_projection(self, config, adapter_name, layers, total, d, seed, device):
         """(partition or Fastfood map, group sizes or None, stored ids or None) of a block:
