@@ -66,6 +66,11 @@ def tiny_tokenizer(*, bos: bool, chat: bool):
     return fast
 
 
+# Widths bitsandbytes' 4-bit CPU kernel accepts (multiples of its block size, 64): the
+# tiny models' shape overrides for a quantized base.
+BNB_WIDE = dict(hidden_size=64, intermediate_size=128)
+
+
 def write_tiny_decoder(path: Path, family: str = "llama", seed: int = 0, **shape) -> Path:
     """A two-layer ``llama`` (BOS, no chat template) or ``qwen2`` (no BOS, ChatML)
     checkpoint with its tokenizer; neither tokenizer has a pad token. `shape` overrides

@@ -18,6 +18,9 @@ tiny Llama saved to a temporary directory. Both see the same global batches:
   normalises by the global count (``average_tokens_across_devices``), which is what makes
   2 x 2 equal to 4 x 1 at all;
 * no randomness inside a step: adapter dropout 0, same seed (theta starts at 0).
+
+The DDP case runs twice: on the float base, and on its NF4 quantization (QLoRA's setup,
+``model.quantization nf4``), where every process holds the frozen 4-bit base.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from pathlib import Path
 
 import pytest
 
-from math_env import rows, write_jsonl, write_tiny_decoder
+from math_env import BNB_WIDE, rows, write_jsonl, write_tiny_decoder
 
 ROOT = Path(__file__).parents[1]
 SCRIPT = ROOT / "src" / "scripts" / "math" / "finetune_metamath.py"
@@ -59,8 +62,14 @@ def _theta(run: Path):
 
 
 @pytest.mark.slow
-def test_ddp_two_processes_train_the_same_theta_as_one(tmp_path):
-    model = write_tiny_decoder(tmp_path / "llama", "llama")
+@pytest.mark.parametrize("quantization", ["none", "nf4"])
+def test_ddp_two_processes_train_the_same_theta_as_one(tmp_path, quantization):
+    # nf4: QLoRA-style, the frozen base in bitsandbytes' 4-bit storage on every process.
+    wide = {}
+    if quantization != "none":
+        pytest.importorskip("bitsandbytes")
+        wide = BNB_WIDE
+    model = write_tiny_decoder(tmp_path / "llama", "llama", **wide)
     write_jsonl(tmp_path / "data" / "metamathqa" / "train.jsonl", rows(20))
     env = {
         **os.environ,
@@ -75,6 +84,7 @@ def test_ddp_two_processes_train_the_same_theta_as_one(tmp_path):
     def argv(out: str, batch: int) -> list[str]:
         return ["--base_model", str(model), "--data_dir", str(tmp_path / "data"),
                 "--output_dir", str(tmp_path / out), *SETTINGS,
+                "model.quantization", quantization,
                 "training.batch_size", str(batch)]  # fmt: skip
 
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(DDP_YAML),

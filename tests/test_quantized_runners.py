@@ -17,11 +17,9 @@ from glue_env import write_glue_data, write_tiny_model  # noqa: E402
 from gpart.runners import glue as glue_runner  # noqa: E402
 from gpart.runners import math as math_runner  # noqa: E402
 from gpart.runners import vision as vision_runner  # noqa: E402
-from math_env import rows, write_jsonl, write_tiny_decoder  # noqa: E402
+from math_env import BNB_WIDE, rows, write_jsonl, write_tiny_decoder  # noqa: E402
 from vision_env import write_image_folder, write_tiny_vit  # noqa: E402
 
-# bitsandbytes' 4-bit CPU kernel needs inner widths of at least its block size (64)
-WIDE = dict(hidden_size=64, intermediate_size=128)
 FAST = ["training.epochs", "1", "training.batch_size", "4", "training.grad_accum", "1",
         "training.num_workers", "0", "training.precision", "fp32",
         "training.max_seq_length", "64", "data.heldout_samples", "4",
@@ -34,7 +32,7 @@ IDS = torch.tensor([[0, 5, 17, 42, 99, 120, 7, 3]])
 def env(tmp_path_factory):
     root = tmp_path_factory.mktemp("quant")
     return {
-        "llama": write_tiny_decoder(root / "llama", "llama", **WIDE),
+        "llama": write_tiny_decoder(root / "llama", "llama", **BNB_WIDE),
         "data": write_jsonl(root / "data" / "metamathqa" / "train.jsonl", rows(16)),
     }
 
@@ -181,7 +179,7 @@ def test_glue_trains_a_4bit_encoder_with_a_float_head_through_evaluations(tmp_pa
     from gpart.runners.quantization import quantization_config
 
     data = write_glue_data(tmp_path / "data", tasks=("sst2",))
-    model = write_tiny_model(tmp_path / "roberta", "roberta", **WIDE)
+    model = write_tiny_model(tmp_path / "roberta", "roberta", **BNB_WIDE)
     out = tmp_path / "logs"
     # best-model selection evaluates every epoch, between training steps
     argv = ["--adapter_type", "gpart", "--tasks", "sst2", "--base_model", str(model),
@@ -207,7 +205,7 @@ def test_glue_trains_a_4bit_encoder_with_a_float_head_through_evaluations(tmp_pa
 def test_the_vision_runner_trains_a_4bit_vit(tmp_path):
     data = tmp_path / "data"
     write_image_folder(data / "eurosat", sizes=(("train", 4), ("validation", 2), ("test", 2)))
-    vit = write_tiny_vit(tmp_path / "vit", **WIDE)
+    vit = write_tiny_vit(tmp_path / "vit", **BNB_WIDE)
     out = tmp_path / "logs"
     argv = ["--adapter_type", "gpart", "--tasks", "eurosat", "--base_model", str(vit),
             "--data_dir", str(data), "--output_dir", str(out), "training.epochs", "1",
