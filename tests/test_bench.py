@@ -36,7 +36,7 @@ FIGURES = (
 def result(tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("bench") / "bench.json"
     assert main([*TINY, *FAST, "--targets", "both", "--output", str(out)]) == 0
-    # the timing loop hides the heap from the collector (runner._frozen_heap) and gives it
+    # the timing loop hides the heap from the collector (memory.frozen_heap) and gives it
     # back afterwards, so the setups it built can be freed
     assert gc.get_freeze_count() == 0
     return json.loads(out.read_text())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import math
 import os
@@ -11,7 +10,6 @@ import statistics
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -22,7 +20,13 @@ import transformers
 
 from gpart.bench.dtypes import DTYPES
 from gpart.bench.errors import BenchError
-from gpart.bench.memory import CPU_METRIC_DEFAULT, Prober, ProbeRequest, metric_name
+from gpart.bench.memory import (
+    CPU_METRIC_DEFAULT,
+    Prober,
+    ProbeRequest,
+    frozen_heap,
+    metric_name,
+)
 from gpart.bench.methods import (
     DESCRIPTIONS,
     UNTARGETED,
@@ -95,24 +99,6 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-@contextlib.contextmanager
-def _frozen_heap() -> Iterator[None]:
-    """Moves every object alive now (the libraries, the model, the setups) out of the
-    garbage collector's sight (`gc.freeze`) until the block ends.
-
-    A full collection walks every tracked object: with torch, transformers and peft loaded
-    that is ~0.3 s on a CPU, more than a tiny model's whole step, paid before every step.
-    Frozen, a collection walks only what the steps made, and one triggered inside a timed
-    step cannot walk the libraries either. Unfrozen afterwards, so the setups can be freed.
-    """
-    gc.collect()  # garbage that exists now is freed, not frozen
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
-
-
 def dropped(args: BenchArgs) -> dict[str, str]:
     """Requested methods that do not run, with the reason (recorded in the JSON)."""
     if args.quantize == "none":
@@ -179,7 +165,7 @@ def _run(args: BenchArgs, checkpoint: str | None, log) -> dict[str, Any]:
     # Interleaved: round r runs every setup once (rotating the start), so slow drifts of a
     # shared machine hit every method alike. Warm-up rounds are not recorded.
     times: dict[str, list[float]] = {s.label: [] for s in setups}
-    with _frozen_heap():
+    with frozen_heap():
         for r in range(args.warmup + args.steps):
             k = r % len(setups)
             for setup in setups[k:] + setups[:k]:

@@ -254,7 +254,8 @@ def release_reference_tables() -> None:
     """Forget the whole-model tables `_reference_table` keeps while the layers take their
     rows: once each layer holds its own (int8 signs, int16/int32 permutations), the table's
     signs and permutations would be 5 more bytes per adapted entry kept for nothing (about
-    1.8 GB for the 360M entries of Qwen2-0.5B's linear layers). A layer without its rows regenerates them."""
+    1.8 GB for the 360M entries of Qwen2-0.5B's linear layers). A layer without its rows
+    regenerates them."""
     _reference_table.cache_clear()
 
 

@@ -189,8 +189,10 @@ class AdapterTerm:
     dropout_key: int | None = None  # set per training call when dropout > 0
     theta_start: int = 0  # the block's first entry of theta (0: the whole of theta)
     fastfood: FastfoodCache | None = None  # Fastfood: the layer's cached B, G, Pi
-    # Per device: what forward computed and backward reuses (a term lives for one forward
-    # and its backward, during which theta and the dropout key do not change).
+    # Per device: what a pass computes once and reuses (`s * theta` within the forward or
+    # the backward, `release_coef`; the dropout arguments across both; the masked weight
+    # gradient within the backward). A term lives for one forward and its backward, during
+    # which theta and the dropout key do not change.
     _memo: dict[tuple[str, torch.device], object] = field(
         default_factory=dict, repr=False, compare=False
     )
