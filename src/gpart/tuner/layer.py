@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import torch
@@ -25,8 +24,9 @@ from peft.tuners.tuners_utils import (
 )
 from torch import nn
 
+import gpart.tuner.custom_ops as custom_ops
 from gpart.tuner.fastfood import FastfoodCache, FastfoodProjection
-from gpart.tuner.ops import AdapterTerm, gpart_generic, gpart_linear, merged_weight
+from gpart.tuner.ops import AdapterTerm, merged_weight
 from gpart.tuner.partition import Partition, ScopedPartition
 
 
@@ -184,7 +184,10 @@ class GPartLayer(BaseTunerLayer):
         slot = self.gpart_slot[adapter_name]
         dropout = self.gpart_dropout[adapter_name] if training else 0.0
         key = None
-        if dropout > 0.0:
+        if dropout > 0.0 and torch.compiler.is_compiling():
+            # in the graph, never read back by the host (custom_ops' module doc)
+            key = custom_ops.dropout_key(_real(self.weight_in_storage.device))
+        elif dropout > 0.0:
             # drawn from torch's global RNG, so torch.manual_seed reproduces the masks
             key = int(torch.randint(0, 2**62, (1,)).item())
         ids = self.gpart_ids[adapter_name] if adapter_name in self.gpart_ids else None
@@ -329,7 +332,9 @@ class Linear(_GPartModule):
 
     def _adapted_forward(self, x, terms, *args, **kwargs):
         base = self.get_base_layer()
-        return gpart_linear(x, base.weight, base.bias, terms, transposed=self.fan_in_fan_out)
+        return custom_ops.gpart_linear(
+            x, base.weight, base.bias, terms, transposed=self.fan_in_fan_out
+        )
 
 
 class Conv2d(_GPartModule):
@@ -338,21 +343,11 @@ class Conv2d(_GPartModule):
         if base.padding_mode != "zeros":
             # As nn.Conv2d does it: pad explicitly, then convolve without padding.
             x = F.pad(x, base._reversed_padding_repeated_twice, mode=base.padding_mode)
-            padding = 0
+            padding = (0, 0)
         else:
             padding = base.padding
-        op = partial(
-            _conv2d,
-            stride=base.stride,
-            padding=padding,
-            dilation=base.dilation,
-            groups=base.groups,
-        )
-        return gpart_generic(x, base.weight, base.bias, terms, op)
-
-
-def _conv2d(x, w, b, *, stride, padding, dilation, groups):
-    return F.conv2d(x, w, b, stride, padding, dilation, groups)
+        op, op_ints = custom_ops.conv2d_op(base.stride, padding, base.dilation, base.groups)
+        return custom_ops.gpart_generic(x, base.weight, base.bias, terms, op, op_ints, [])
 
 
 class Embedding(_GPartModule):
@@ -363,16 +358,9 @@ class Embedding(_GPartModule):
         # No padding_idx: it only zeroes the padding row's weight gradient, but dW of that
         # row does reach the output, so theta's gradient must see it (the forward is the
         # same either way). No sparse: theta's gradient needs the dense grad_W.
-        op = partial(
-            _embedding,
-            max_norm=base.max_norm,
-            norm_type=base.norm_type,
-            scale_grad_by_freq=base.scale_grad_by_freq,
+        op, op_ints, op_floats = custom_ops.embedding_op(
+            base.max_norm, base.norm_type, base.scale_grad_by_freq
         )
-        out = gpart_generic(x, base.weight, None, terms, op)
+        out = custom_ops.gpart_generic(x, base.weight, None, terms, op, op_ints, op_floats)
         embed_scale = self._get_embed_scale()
         return out * embed_scale.to(out.dtype) if embed_scale is not None else out
-
-
-def _embedding(x, w, b, **kwargs):
-    return F.embedding(x, w, **kwargs)

@@ -30,6 +30,7 @@ from gpart.tuner.partition import (
     hash_keyed,
     hash_positions,
     keyed_start,
+    keyed_start_tensor,
     random_ids_of_keyed,
     random_keyed_start,
     reduce_tensors,
@@ -186,7 +187,9 @@ class AdapterTerm:
     bias_numel: int  # 0 when the bias is not adapted
     ids: torch.Tensor | None = None  # materialized int32 ids of weight (+ bias) entries
     dropout: float = 0.0
-    dropout_key: int | None = None  # set per training call when dropout > 0
+    # Set per training call when dropout > 0: a Python int, or under `torch.compile` a 0-d
+    # int64 tensor drawn in the graph (`gpart.tuner.custom_ops`).
+    dropout_key: int | torch.Tensor | None = None
     theta_start: int = 0  # the block's first entry of theta (0: the whole of theta)
     fastfood: FastfoodCache | None = None  # Fastfood: the layer's cached B, G, Pi
     # Per device: what a pass computes once and reuses (`s * theta` within the forward or
@@ -223,10 +226,17 @@ class AdapterTerm:
         return self.partition.group_ids(self.offset + start, count, device=device)
 
     def _keep_scale(self, start: int, count: int, device: torch.device) -> torch.Tensor:
-        positions = torch.arange(self.offset + start, self.offset + start + count, device=device)
-        bits = hash_positions(positions, self.dropout_key, stream=_DROPOUT_STREAM) & (
-            (1 << _DROPOUT_BITS) - 1
-        )
+        if isinstance(self.dropout_key, torch.Tensor):  # drawn inside a compiled graph
+            keyed0 = keyed_start_tensor(self.offset + start, self.dropout_key, _DROPOUT_STREAM)
+            keyed = torch.arange(count, dtype=torch.int64, device=device) + keyed0.to(device)
+            bits = hash_keyed(keyed) & ((1 << _DROPOUT_BITS) - 1)
+        else:
+            positions = torch.arange(
+                self.offset + start, self.offset + start + count, device=device
+            )
+            bits = hash_positions(positions, self.dropout_key, stream=_DROPOUT_STREAM) & (
+                (1 << _DROPOUT_BITS) - 1
+            )
         threshold = round(self.dropout * (1 << _DROPOUT_BITS))
         keep = bits >= threshold
         return keep.to(self.acc_dtype) / (1.0 - self.dropout)
@@ -295,11 +305,20 @@ class AdapterTerm:
         assert self.dropout_key is not None
         key = ("dropout", device)
         if key not in self._memo:
-            keyed0 = keyed_start(self.offset, self.dropout_key, _DROPOUT_STREAM)
+            if isinstance(self.dropout_key, torch.Tensor):  # drawn inside a compiled graph
+                key0 = keyed_start_tensor(self.offset, self.dropout_key, _DROPOUT_STREAM)
+                keyed0 = key0.to(device)
+            else:  # new each step
+                keyed0 = torch.full(
+                    (),
+                    keyed_start(self.offset, self.dropout_key, _DROPOUT_STREAM),
+                    dtype=torch.int64,
+                    device=device,
+                )
             # The same division as `_keep_scale`, so the kept value is bit-identical.
             kept = torch.ones((), dtype=self.acc_dtype, device=device) / (1.0 - self.dropout)
             self._memo[key] = (
-                torch.full((), keyed0, dtype=torch.int64, device=device),  # new each step
+                keyed0,
                 fused.scalar(round(self.dropout * (1 << _DROPOUT_BITS)), device),
                 kept,
             )
@@ -448,17 +467,91 @@ def _release(terms: list[AdapterTerm]) -> None:
         term.release_coef()
 
 
+def linear_forward(x, weight, bias, terms: list[AdapterTerm], transposed: bool) -> torch.Tensor:
+    """y = x @ (W0 + dW)^T + (b0 + db); `transposed`: the weight is stored [in, out]."""
+    w, b, _ = merged_weight(weight, bias, terms)
+    y = F.linear(x, w.t() if transposed else w, b)
+    _release(terms)
+    return y
+
+
+def linear_backward(
+    x, weight, bias, terms: list[AdapterTerm], transposed: bool, grad_y, need_x: bool
+) -> tuple[torch.Tensor | None, tuple[torch.Tensor, ...]]:
+    """(grad_x or None, theta's gradient per term) of `linear_forward`."""
+    compute_dtype = grad_y.dtype
+    grad_x = None
+    ids: list[torch.Tensor | None] = [None] * len(terms)
+    # One 2-D view (a copy when grad_y arrives strided, e.g. from attention heads) serves
+    # both matmuls; `grad_y @ w` on a strided 3-D grad would run as a broadcast bmm.
+    gy2 = grad_y.reshape(-1, grad_y.shape[-1])
+    x2 = x.reshape(-1, x.shape[-1]).to(compute_dtype)
+    # With dropout on the fused path, grad_w comes first so that the pass rebuilding W
+    # also masks it (one kernel call instead of two; grad_w and W are alive together).
+    early = (
+        need_x
+        and any(t._masked() and not t.dense for t in terms)
+        and fused.enabled(weight.numel(), weight.device)
+    )
+
+    def weight_grad() -> torch.Tensor:
+        return x2.t() @ gy2 if transposed else gy2.t() @ x2
+
+    grad_w = weight_grad() if early else None
+    if need_x:
+        # Rebuilt, not kept from forward; the fused path hands back the ids it hashed.
+        w, _, ids = merged_weight(weight, None, terms, want_ids=True, grad_w=grad_w)
+        w = w.to(compute_dtype)
+        grad_x = (gy2 @ (w.t() if transposed else w)).view(x.shape)
+        del w
+    if not early:
+        grad_w = weight_grad()
+    grad_b = gy2.sum(0) if any(t.bias_numel for t in terms) else None
+    grad_thetas = tuple(t.grad_theta(grad_w, grad_b, i) for t, i in zip(terms, ids, strict=True))
+    return grad_x, grad_thetas
+
+
+def generic_forward(x, weight, bias, terms: list[AdapterTerm], op) -> torch.Tensor:
+    """y = op(x, W0 + dW, b0 + db)."""
+    w, b, _ = merged_weight(weight, bias, terms)
+    _release(terms)
+    return op(x, w, b)
+
+
+def generic_backward(
+    x, weight, bias, terms: list[AdapterTerm], op, grad_y, need_x: bool
+) -> tuple[torch.Tensor | None, tuple[torch.Tensor, ...]]:
+    """(grad_x or None, theta's gradient per term) of `generic_forward`: op recomputed on the
+    rebuilt weight."""
+    w, b, ids = merged_weight(weight, bias, terms, want_ids=True)
+    w = w.detach().requires_grad_(True)
+    inputs = [w]
+    if b is not None:
+        b = b.detach().requires_grad_(True)
+        inputs.append(b)
+    x_in = x
+    if need_x:
+        x_in = x.detach().requires_grad_(True)
+        inputs.append(x_in)
+    with torch.enable_grad():
+        y = op(x_in, w, b)
+        grads = torch.autograd.grad(y, inputs, grad_y)
+    grad_w = grads[0]
+    grad_b = grads[1] if b is not None else None
+    grad_x = grads[-1] if need_x else None
+    grad_thetas = tuple(t.grad_theta(grad_w, grad_b, i) for t, i in zip(terms, ids, strict=True))
+    return grad_x, grad_thetas
+
+
 class _GPartLinearFn(torch.autograd.Function):
-    """y = x @ (W0 + dW)^T + (b0 + db) with grads for x and every theta.
+    """`linear_forward` with grads for x and every theta (`linear_backward`).
 
     `transposed=True` is transformers' Conv1D (weight stored as [in, out]).
     """
 
     @staticmethod
     def forward(ctx, x, weight, bias, terms, transposed, *thetas):
-        w, b, _ = merged_weight(weight, bias, terms)
-        y = F.linear(x, w.t() if transposed else w, b)
-        _release(terms)
+        y = linear_forward(x, weight, bias, terms, transposed)
         ctx.save_for_backward(x, weight, bias, *thetas)
         ctx.terms = terms
         ctx.transposed = transposed
@@ -467,43 +560,14 @@ class _GPartLinearFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_y):
         x, weight, bias, *_ = ctx.saved_tensors  # unpacking checks theta's version
-        terms, transposed = ctx.terms, ctx.transposed
-        compute_dtype = grad_y.dtype
-        grad_x = None
-        ids: list[torch.Tensor | None] = [None] * len(terms)
-        # One 2-D view (a copy when grad_y arrives strided, e.g. from attention heads) serves
-        # both matmuls; `grad_y @ w` on a strided 3-D grad would run as a broadcast bmm.
-        gy2 = grad_y.reshape(-1, grad_y.shape[-1])
-        x2 = x.reshape(-1, x.shape[-1]).to(compute_dtype)
-        # With dropout on the fused path, grad_w comes first so that the pass rebuilding W
-        # also masks it (one kernel call instead of two; grad_w and W are alive together).
-        early = (
-            ctx.needs_input_grad[0]
-            and any(t._masked() and not t.dense for t in terms)
-            and fused.enabled(weight.numel(), weight.device)
-        )
-
-        def weight_grad() -> torch.Tensor:
-            return x2.t() @ gy2 if transposed else gy2.t() @ x2
-
-        grad_w = weight_grad() if early else None
-        if ctx.needs_input_grad[0]:
-            # Rebuilt, not kept from forward; the fused path hands back the ids it hashed.
-            w, _, ids = merged_weight(weight, None, terms, want_ids=True, grad_w=grad_w)
-            w = w.to(compute_dtype)
-            grad_x = (gy2 @ (w.t() if transposed else w)).view(x.shape)
-            del w
-        if not early:
-            grad_w = weight_grad()
-        grad_b = gy2.sum(0) if any(t.bias_numel for t in terms) else None
-        grad_thetas = tuple(
-            t.grad_theta(grad_w, grad_b, i) for t, i in zip(terms, ids, strict=True)
+        grad_x, grad_thetas = linear_backward(
+            x, weight, bias, ctx.terms, ctx.transposed, grad_y, ctx.needs_input_grad[0]
         )
         return (grad_x, None, None, None, None, *grad_thetas)
 
 
 class _GPartGenericFn(torch.autograd.Function):
-    """y = op(x, W0 + dW, b0 + db) for any op; backward recomputes op on the rebuilt weight.
+    """`generic_forward` for any op; backward recomputes op on the rebuilt weight.
 
     Used for Conv2d and Embedding, where the extra op in backward is cheap (a patch
     embedding, a lookup); Linear/Conv1D take the explicit `_GPartLinearFn`.
@@ -511,34 +575,16 @@ class _GPartGenericFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, terms, op, *thetas):
-        w, b, _ = merged_weight(weight, bias, terms)
-        _release(terms)
+        y = generic_forward(x, weight, bias, terms, op)
         ctx.save_for_backward(x, weight, bias, *thetas)
         ctx.terms, ctx.op = terms, op
-        return op(x, w, b)
+        return y
 
     @staticmethod
     def backward(ctx, grad_y):
         x, weight, bias, *_ = ctx.saved_tensors  # unpacking checks theta's version
-        terms, op = ctx.terms, ctx.op
-        w, b, ids = merged_weight(weight, bias, terms, want_ids=True)
-        w = w.detach().requires_grad_(True)
-        inputs = [w]
-        if b is not None:
-            b = b.detach().requires_grad_(True)
-            inputs.append(b)
-        x_in = x
-        if ctx.needs_input_grad[0]:
-            x_in = x.detach().requires_grad_(True)
-            inputs.append(x_in)
-        with torch.enable_grad():
-            y = op(x_in, w, b)
-            grads = torch.autograd.grad(y, inputs, grad_y)
-        grad_w = grads[0]
-        grad_b = grads[1] if b is not None else None
-        grad_x = grads[-1] if ctx.needs_input_grad[0] else None
-        grad_thetas = tuple(
-            t.grad_theta(grad_w, grad_b, i) for t, i in zip(terms, ids, strict=True)
+        grad_x, grad_thetas = generic_backward(
+            x, weight, bias, ctx.terms, ctx.op, grad_y, ctx.needs_input_grad[0]
         )
         return (grad_x, None, None, None, None, *grad_thetas)
 

@@ -91,6 +91,7 @@ _GOLDEN = 0x9E3779B97F4A7C15
 _M1 = _i64(0xBF58476D1CE4E5B9)
 _M2 = _i64(0x94D049BB133111EB)
 _LOW32 = 0xFFFFFFFF
+_STREAM_GAMMA = 0xD1B54A32D192ED03  # separates `seed_key`'s streams
 
 
 def _lsr(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -118,7 +119,7 @@ def mix64_int(x: int) -> int:
 def seed_key(seed: int, stream: int = 0) -> int:
     """The additive key of a seed in this project's own streams (stream separates unrelated
     uses, e.g. dropout; stream 0 is scheme 1's random grouping)."""
-    return _i64((seed + 1) * _GOLDEN + stream * 0xD1B54A32D192ED03)
+    return _i64((seed + 1) * _GOLDEN + stream * _STREAM_GAMMA)
 
 
 def random_key(seed: int, scheme: int) -> int:
@@ -212,6 +213,12 @@ def random_group_ids(
 def keyed_start(start: int, seed: int, stream: int = 0) -> int:
     """`start + seed_key(seed, stream)` as the int64 the hash sees (wrapping like torch)."""
     return _i64(start + seed_key(seed, stream))
+
+
+def keyed_start_tensor(start: int, seed: torch.Tensor, stream: int = 0) -> torch.Tensor:
+    """`keyed_start` of a 0-d int64 tensor `seed` (a seed drawn on the device, never read
+    back by the host): int64 arithmetic wraps modulo 2**64, so it is the same number."""
+    return (seed + 1) * _i64(_GOLDEN) + _i64(start + stream * _STREAM_GAMMA)
 
 
 def random_keyed_start(start: int, seed: int, scheme: int) -> int:
