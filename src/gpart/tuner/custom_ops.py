@@ -179,6 +179,50 @@ def generic_op(op: str, op_ints: Sequence[int], op_floats: Sequence[float]) -> C
     raise ValueError(f"unknown GPart layer op {op!r}; known: linear, linear_t, conv2d, embedding")
 
 
+def op_grads(op: str, op_ints: Sequence[int], op_floats: Sequence[float]) -> Callable:
+    """`(x, w, b, grad_y, need_x) -> (grad_x, grad_w, grad_b)` of `generic_op`'s op, by the
+    aten backward kernels that autograd itself runs for it (so the same numbers as the eager
+    path): a custom op's implementation runs below autograd, which records nothing there."""
+    if op.startswith("conv2d"):
+        return partial(_conv2d_grads, op=generic_op(op, op_ints, op_floats))
+    if op == "embedding":
+        return partial(_embedding_grads, scale_grad_by_freq=bool(op_ints[0]))
+    raise ValueError(f"unknown GPart layer op {op!r}; known: conv2d, embedding")
+
+
+def _conv2d_grads(x, w, b, grad_y, need_x, *, op):
+    kw = op.keywords
+    padding = kw["padding"]
+    if isinstance(padding, str):  # 'valid', or 'same' (stride 1): symmetric where it can be
+        total = [dil * (k - 1) for dil, k in zip(kw["dilation"], w.shape[2:], strict=True)]
+        if padding == "same" and any(t % 2 for t in total):
+            raise ValueError(
+                "GPart under torch.compile: Conv2d(padding='same') with an even kernel pads "
+                "unevenly; give the layer explicit padding (or pad its input) instead."
+            )
+        padding = [t // 2 for t in total] if padding == "same" else [0, 0]
+    grad_x, grad_w, grad_b = torch.ops.aten.convolution_backward(
+        grad_y,
+        x,
+        w,
+        None if b is None else [b.shape[0]],
+        list(kw["stride"]),
+        list(padding),
+        list(kw["dilation"]),
+        False,
+        [0, 0],
+        kw["groups"],
+        [need_x, True, b is not None],
+    )
+    return grad_x, grad_w, grad_b
+
+
+def _embedding_grads(x, w, b, grad_y, need_x, *, scale_grad_by_freq):
+    # padding_idx -1: none (see layer.Embedding)
+    grad_w = torch.ops.aten.embedding_dense_backward(grad_y, x, w.shape[0], -1, scale_grad_by_freq)
+    return None, grad_w, None
+
+
 def _conv2d(x, w, b, *, stride, padding, dilation, groups):
     return F.conv2d(x, w, b, stride, padding, dilation, groups)
 
@@ -239,7 +283,11 @@ def adapted_backward(
     if op in (LINEAR, LINEAR_T):
         backward = partial(ops.linear_backward, transposed=op == LINEAR_T)
     else:
-        backward = partial(ops.generic_backward, op=generic_op(op, op_ints, op_floats))
+        backward = partial(
+            ops.generic_backward,
+            op=generic_op(op, op_ints, op_floats),
+            op_grads=op_grads(op, op_ints, op_floats),
+        )
     grad_x, grads = backward(x, weight, bias, terms, grad_y=grad_y, need_x=need_x)
     grad_x = grad_x.to(x.dtype).contiguous() if need_x else x.new_empty(0)
     return [grad_x, *grads]

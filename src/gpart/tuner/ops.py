@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -519,11 +520,18 @@ def generic_forward(x, weight, bias, terms: list[AdapterTerm], op) -> torch.Tens
 
 
 def generic_backward(
-    x, weight, bias, terms: list[AdapterTerm], op, grad_y, need_x: bool
+    x, weight, bias, terms: list[AdapterTerm], op, grad_y, need_x: bool, op_grads=None
 ) -> tuple[torch.Tensor | None, tuple[torch.Tensor, ...]]:
-    """(grad_x or None, theta's gradient per term) of `generic_forward`: op recomputed on the
-    rebuilt weight."""
+    """(grad_x or None, theta's gradient per term) of `generic_forward`: op's gradients on
+    the rebuilt weight, by autograd through `op`, or by `op_grads(x, w, b, grad_y, need_x)`
+    -> (grad_x, grad_w, grad_b) where autograd is not at hand (inside a custom op)."""
     w, b, ids = merged_weight(weight, bias, terms, want_ids=True)
+    grad_x, grad_w, grad_b = (op_grads or partial(_autograd_grads, op))(x, w, b, grad_y, need_x)
+    grad_thetas = tuple(t.grad_theta(grad_w, grad_b, i) for t, i in zip(terms, ids, strict=True))
+    return grad_x, grad_thetas
+
+
+def _autograd_grads(op, x, w, b, grad_y, need_x: bool):
     w = w.detach().requires_grad_(True)
     inputs = [w]
     if b is not None:
@@ -536,11 +544,7 @@ def generic_backward(
     with torch.enable_grad():
         y = op(x_in, w, b)
         grads = torch.autograd.grad(y, inputs, grad_y)
-    grad_w = grads[0]
-    grad_b = grads[1] if b is not None else None
-    grad_x = grads[-1] if need_x else None
-    grad_thetas = tuple(t.grad_theta(grad_w, grad_b, i) for t, i in zip(terms, ids, strict=True))
-    return grad_x, grad_thetas
+    return grads[-1] if need_x else None, grads[0], grads[1] if b is not None else None
 
 
 class _GPartLinearFn(torch.autograd.Function):
