@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The checks that need a CUDA GPU, in one command, offline (no hub): the CUDA tests, the
-# bf16 benchmark rows, the math runner's qwen2.5-0.5b preset (GPart and LoRA) and one FSDP
-# run through `accelerate launch` on a stand-in model of Qwen2.5-0.5B's shape
-# (benchmarks/stand_in_decoder.py: random weights, so only speed and memory mean anything),
-# generation throughput of eval_math.py, and the fast test suite with a GPU present.
+# The checks that need a CUDA GPU, in one command, offline (no hub): the CUDA tests (CUDA
+# graphs of a compiled GPart model among them), the bf16 benchmark rows (compiled too), the
+# math runner's qwen2.5-0.5b preset (GPart and LoRA) and one FSDP run through `accelerate
+# launch` on a stand-in model of Qwen2.5-0.5B's shape (benchmarks/stand_in_decoder.py:
+# random weights, so only speed and memory mean anything), generation throughput of
+# eval_math.py, and the fast test suite with a GPU present.
 #
 #   bash benchmarks/gpu_check.sh OUT_DIR
 #
@@ -78,6 +79,10 @@ print(sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.
 step cuda_tests 150 $PY -m pytest -q -p no:cacheprovider -m cuda tests/test_fused.py \
     tests/test_bench.py
 
+# 1b. The whole model compiled with mode="reduce-overhead": GPart's steps captured as CUDA
+#     graphs (no skip, no sync in a replay, fresh dropout masks per replay).
+step cuda_graphs 150 $PY -m pytest -q -p no:cacheprovider -m cuda tests/test_compile.py
+
 # 2. A Qwen2.5-0.5B-shaped stand-in; on it first fsdp.yaml through accelerate launch (its
 #    fp32-loading fix was never run on a GPU: the most important check left), then the
 #    math runner's end-to-end tests with a GPU present.
@@ -125,6 +130,12 @@ step bench_ablations 120 $PY -m gpart.bench --model_config roberta-base --target
     --batch_size 16 --seq_len 128 --device cuda --dtype bf16 --warmup 3 --steps 10 \
     --no_memory --methods floor,gpart-stateless-random,gpart-stateless-balanced,gpart-materialized-random,ablations \
     --output "$OUT/bench_ablations_cuda_bf16.json"
+
+# The same rows' models compiled whole (Trainer's torch_compile): compile_s and step times.
+step bench_compiled 150 $PY -m gpart.bench --model_config roberta-base --targets all-linear \
+    --batch_size 16 --seq_len 128 --device cuda --dtype bf16 --warmup 3 --steps 10 \
+    --no_memory --torch_compile --methods floor,lora,gpart-stateless-random \
+    --output "$OUT/bench_roberta-base_cuda_bf16_compiled.json"
 
 # 6. The fast suite with a GPU present (code that picks the device must still pass).
 xdist=""

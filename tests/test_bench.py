@@ -413,3 +413,22 @@ def test_median_interval_covers_the_median_of_skewed_noise():
         low, high = median_interval(ratios.tolist())
         covered += low <= 1.0 <= high
     assert covered / trials >= 0.93
+
+
+@pytest.mark.slow  # compiles two models
+def test_torch_compile_times_each_method_compiled(tmp_path, capsys):
+    out = tmp_path / "b.json"
+    args = [*TINY, "--warmup", "0", "--steps", "1", "--gpart_d", "64", "--no_memory"]
+    methods = ["--methods", "lora,gpart-stateless-random", "--targets", "qv"]
+    # --compile on: GPart's fused kernels at this tiny size, inside the compiled model
+    argv = [*args, *methods, "--compile", "on", "--torch_compile", "--output", str(out)]
+    assert main(argv) == 0
+    table = capsys.readouterr().out
+    assert "compiled whole (torch.compile)" in table and "| compile (s) |" in table
+    data = json.loads(out.read_text())
+    assert data["args"]["torch_compile"] is True
+    assert [r["method"] for r in data["rows"]] == ["lora", "gpart-stateless-random"]
+    assert all(r["compile_s"] > 0 and math.isfinite(r["step_s_median"]) for r in data["rows"])
+    plain = tmp_path / "plain.json"
+    assert main([*args, *methods, "--output", str(plain)]) == 0
+    assert all(r["compile_s"] is None for r in json.loads(plain.read_text())["rows"])

@@ -298,3 +298,14 @@ def test_the_data_is_fingerprinted_once_per_task_not_per_seed(tmp_path):
 
     assert _main(Counting(), tmp_path / "logs", "--tasks", "sst2", "--seed", "1", "2") == 0
     assert calls == ["sst2"]
+
+
+def test_training_torch_compile_reaches_the_trainer(tmp_path):
+    # Trainer's own switch, under its own name: the run trains the compiled model.
+    assert _main(FakeDomain(), tmp_path, "--tasks", "rte", "training.torch_compile", "true") == 0
+    (run,) = _runs(tmp_path)
+    saved = sorted(run.rglob("training_args.bin"))
+    assert saved, "no checkpoint wrote its TrainingArguments"
+    args = torch.load(saved[-1], weights_only=False)
+    assert args.torch_compile is True
+    assert json.loads((run / "results.json").read_text())["test"]

@@ -118,6 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
         "else auto = large weights only)",
     )
     p.add_argument(
+        "--torch_compile",
+        action="store_true",
+        help="every method's model compiled whole by torch.compile (default mode), as "
+        "Trainer's torch_compile does; each row's first step (compilation included) is "
+        "timed apart as compile_s",
+    )
+    p.add_argument(
         "--gpart_d",
         type=_positive,
         default=HyperParams.gpart_d,
@@ -188,6 +195,7 @@ def parse(argv: list[str] | None) -> tuple[BenchArgs, Path | None, int | None]:
         methods=methods,
         target_sets=_target_sets(ns.targets),
         memory=not ns.no_memory,
+        torch_compile=ns.torch_compile,
         hp=hp,
         num_layers=ns.num_layers,
         quantize=ns.quantize,

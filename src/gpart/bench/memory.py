@@ -105,6 +105,7 @@ class ProbeRequest:
     warmup: int = 1
     steps: int = 1
     metric: str = CPU_METRIC_DEFAULT  # on a CPU: "tensors" or "rss" (CPU_METRICS)
+    torch_compile: bool = False  # the model compiled whole (methods.Setup.compile)
 
 
 @contextlib.contextmanager
@@ -163,7 +164,7 @@ def _probe(req: ProbeRequest) -> dict[str, Any]:
     cuda = device.type == "cuda"
     # One throw-away run: compiles kernels and loads library caches, which a long training
     # run pays once and which are not the method's memory.
-    build_setup(req.method, req.target_set, base, spec, req.hp).step(batch)
+    build_setup(req.method, req.target_set, base, spec, req.hp, req.torch_compile).step(batch)
     _trim_heap()
     tensors = not cuda and req.metric == "tensors"
     if cuda:
@@ -173,7 +174,7 @@ def _probe(req: ProbeRequest) -> dict[str, Any]:
     else:  # the tensor count starts at 0 with its profile: nothing of the method exists yet
         before = 0 if tensors else _status_kib("VmRSS") * 1024
     with _profile_memory() if tensors else contextlib.nullcontext() as prof:
-        setup = build_setup(req.method, req.target_set, base, spec, req.hp)
+        setup = build_setup(req.method, req.target_set, base, spec, req.hp, req.torch_compile)
         for _ in range(req.warmup):
             setup.step(batch)
         gc.collect()

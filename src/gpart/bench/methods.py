@@ -80,13 +80,21 @@ class Setup:
     adapted_weights: int
     save: Callable[[Path], list[Path]]  # writes the trained state, returns the files
     extra: dict = field(default_factory=dict)
+    # What a step calls: the model, or it compiled whole (`compile`).
+    forward: Callable[..., object] | None = field(default=None, repr=False)
 
     @property
     def label(self) -> str:
         return self.name if self.target_set is None else f"{self.name} [{self.target_set}]"
 
+    def compile(self) -> None:
+        """Run the model compiled whole (`torch.compile`, default mode) from the next step
+        on, as Trainer's ``torch_compile`` does; the first step pays the compilation."""
+        self.forward = torch.compile(self.model)
+
     def step(self, batch: dict[str, torch.Tensor]) -> float:
-        loss = self.model(**batch).loss
+        model = self.model if self.forward is None else self.forward
+        loss = model(**batch).loss
         loss.backward()
         if self.optimizer is not None:
             self.optimizer.step()
@@ -193,9 +201,25 @@ def _peft_config(name: str, spec: ModelSpec, targets: list[str], hp: HyperParams
 
 
 def build_setup(
+    name: str,
+    target_set: str | None,
+    base: nn.Module,
+    spec: ModelSpec,
+    hp: HyperParams,
+    torch_compile: bool = False,
+) -> Setup:
+    """Wrap (a weight-sharing view of) `base` for method `name`; `torch_compile`: its steps
+    run the model compiled whole (`Setup.compile`)."""
+    setup = _build_setup(name, target_set, base, spec, hp)
+    if torch_compile:
+        setup.compile()
+    return setup
+
+
+def _build_setup(
     name: str, target_set: str | None, base: nn.Module, spec: ModelSpec, hp: HyperParams
 ) -> Setup:
-    """Wrap (a weight-sharing view of) `base` for method `name`."""
+    """The setup of `build_setup`, uncompiled."""
     if name in ("full", "floor", "head"):
         if name == "head":
             model = share_frozen_weights(base)

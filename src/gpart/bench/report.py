@@ -44,6 +44,9 @@ def markdown(result: dict[str, Any]) -> str:
     shape = "images" if args["task"] == "image_cls" else f"x {args['seq_len']}"
     quantize = args.get("quantize", "none")  # results written before --quantize: none
     base = "" if quantize == "none" else f", base {quantize} (bitsandbytes)"
+    compiled = bool(args.get("torch_compile"))  # results written before it: not compiled
+    if compiled:
+        base += ", compiled whole (torch.compile)"
     lines = [
         f"model `{args['model_config']}` ({args['task']}), batch {args['batch_size']} "
         f"{shape}, {args['dtype']}{base}, {env['device']}, {env['threads']} threads; "
@@ -51,8 +54,9 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"| method | targets | step (s) | {result.get('throughput_unit', 'items')}/s "
         "| x floor | x LoRA | x LoRA, paired | peak mem (MiB) | peak x LoRA | trainable "
-        "| state (B/weight) | state total | saved |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| state (B/weight) | state total | saved |" + (" compile (s) |" if compiled else ""),
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        + ("---:|" if compiled else ""),
     ]
     for r in result["rows"]:
         lines.append(
@@ -62,6 +66,7 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {_mib(r['peak_bytes'])} | {_ratio(r.get('peak_ratio_lora'))} "
             f"| {r['trainable_params']:,} | {r['state_bytes_per_weight']:.2f} "
             f"| {_size(r['state_bytes'])} | {_size(r['saved_bytes'])} |"
+            + (f" {r['compile_s']:.1f} |" if compiled else "")
         )
     reasons: dict[str, list[str]] = {}  # one line per reason, naming every method it drops
     for name, why in result.get("dropped", {}).items():
@@ -77,7 +82,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"peak mem: {result['memory_metric'] or 'not measured'}; peak x LoRA: over LoRA's "
         "peak on the same targets. "
         "state: adapter buffers kept between steps (indices, scales, projections); "
-        "B/weight counts the per-layer ones per adapted weight entry.",
+        "B/weight counts the per-layer ones per adapted weight entry."
+        + (" compile: the first step, compilation included." if compiled else ""),
     ]
     return "\n".join(lines)
 

@@ -57,6 +57,7 @@ class BenchArgs:
     num_layers: int | None = None  # keep the first blocks of the config's stack
     quantize: str = "none"  # the base model's storage: none, nf4 or int8 (models.QUANTIZE)
     memory_metric: str = CPU_METRIC_DEFAULT  # on a CPU: tensors or rss (memory.CPU_METRICS)
+    torch_compile: bool = False  # every method's model compiled whole (Setup.compile)
 
 
 # Under --quantize, full fine-tuning and its floor have no row: said in the JSON ("dropped").
@@ -157,10 +158,22 @@ def _run(args: BenchArgs, checkpoint: str | None, log) -> dict[str, Any]:
     setups: list[Setup] = []
     for name, target_set in plan(args):
         try:
-            setups.append(build_setup(name, target_set, base, spec, args.hp))
+            setups.append(build_setup(name, target_set, base, spec, args.hp, args.torch_compile))
         except ValueError as err:  # e.g. d larger than the adapted space: a user mistake
             raise BenchError(f"{name} [{target_set or '-'}]: {err}") from None
         log(f"built {setups[-1].label}")
+
+    # Compiled: each setup's first step compiles it, timed alone (compile_s, compilation
+    # and one step together) before the rounds, so no round holds a compilation.
+    compile_s: dict[str, float] = {}
+    if args.torch_compile:
+        for setup in setups:
+            _sync(device)
+            t0 = time.perf_counter()
+            setup.step(batch)
+            _sync(device)
+            compile_s[setup.label] = time.perf_counter() - t0
+            log(f"compiled {setup.label}: first step {compile_s[setup.label]:.1f} s")
 
     # Interleaved: round r runs every setup once (rotating the start), so slow drifts of a
     # shared machine hit every method alike. Warm-up rounds are not recorded.
@@ -200,6 +213,7 @@ def _run(args: BenchArgs, checkpoint: str | None, log) -> dict[str, Any]:
                 "state_bytes": total_state,
                 "state_bytes_per_weight": local_state / max(setup.adapted_weights, 1),
                 "saved_bytes": saved_bytes(setup),
+                "compile_s": compile_s.get(setup.label),  # None: not compiled
                 **setup.extra,
             }
         )
@@ -224,6 +238,7 @@ def _run(args: BenchArgs, checkpoint: str | None, log) -> dict[str, Any]:
                 quantize=args.quantize,
                 checkpoint_dir=checkpoint,
                 metric=args.memory_metric,
+                torch_compile=args.torch_compile,
             )
             row.update(prober.run(req))
             log(f"memory {row['label']}: {row['peak_bytes'] / 2**20:.0f} MiB")

@@ -85,6 +85,10 @@ class TrainingConfig:
     save_total_limit: int | None = 1
     num_workers: int = 2
     gradient_checkpointing: bool = False
+    # Trainer's own `torch_compile`: the model compiled whole by `torch.compile` (GPart's
+    # layers are opaque custom ops in its graph). Pays on long runs of a fixed shape; each
+    # new batch shape recompiles (docs/performance.md, "Compiling the model").
+    torch_compile: bool = field(default=False, metadata={IDENTITY_IF_CHANGED: True})
     # Used by image classification (ViT recipes); 0 leaves the loss unchanged elsewhere.
     label_smoothing: float = 0.0
     # Experiment trackers, as transformers' `TrainingArguments.report_to` takes them:
