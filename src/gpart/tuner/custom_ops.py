@@ -232,19 +232,16 @@ def _embedding(x, w, b, **kwargs):
 
 
 # ---------------------------------------------------------------- the custom ops
-@torch.library.custom_op("gpart::adapted", mutates_args=())
-def adapted(
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    thetas: list[torch.Tensor],
-    buffers: list[torch.Tensor],
-    ints: list[int],
-    floats: list[float],
-    op: str,
-    op_ints: list[int],
-    op_floats: list[float],
-) -> torch.Tensor:
+# The arguments both ops take: a layer's input, base weight and bias, its flattened terms
+# (`flatten_terms`) and its op (`LINEAR`, `LINEAR_T`, or `generic_op`'s description).
+_ARGS = (
+    "Tensor x, Tensor weight, Tensor? bias, Tensor[] thetas, Tensor[] buffers, int[] ints, "
+    "float[] floats, str op, int[] op_ints, float[] op_floats"
+)
+
+
+@torch.library.custom_op("gpart::adapted", mutates_args=(), schema=f"({_ARGS}) -> Tensor")
+def adapted(x, weight, bias, thetas, buffers, ints, floats, op, op_ints, op_floats):
     """`op(x, W0 + dW, b0 + db)` of one adapted layer (`ops.linear_forward` and kin)."""
     terms = _unflatten(thetas, buffers, ints, floats)
     if op in (LINEAR, LINEAR_T):
@@ -263,21 +260,14 @@ def _adapted_fake(x, weight, bias, thetas, buffers, ints, floats, op, op_ints, o
     return generic_op(op, op_ints, op_floats)(x, weight, bias).contiguous()
 
 
-@torch.library.custom_op("gpart::adapted_backward", mutates_args=())
+@torch.library.custom_op(
+    "gpart::adapted_backward",
+    mutates_args=(),
+    schema=f"(Tensor grad_y, {_ARGS}, bool need_x) -> Tensor[]",
+)
 def adapted_backward(
-    grad_y: torch.Tensor,
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    thetas: list[torch.Tensor],
-    buffers: list[torch.Tensor],
-    ints: list[int],
-    floats: list[float],
-    op: str,
-    op_ints: list[int],
-    op_floats: list[float],
-    need_x: bool,
-) -> list[torch.Tensor]:
+    grad_y, x, weight, bias, thetas, buffers, ints, floats, op, op_ints, op_floats, need_x
+):
     """[grad_x (empty when not `need_x`), theta's gradient per term] of `adapted`."""
     terms = _unflatten(thetas, buffers, ints, floats)
     if op in (LINEAR, LINEAR_T):
