@@ -65,6 +65,16 @@ def test_checks_from_threads_share_one_worker(worker):
     assert worker.restarts == restarts
 
 
+def test_the_worker_reads_what_the_problem_asks(worker):
+    # a decimal reference: rounded when the problem is not known, exact when it asks none
+    assert worker.equal("\\sqrt{2}", "1.41") is True
+    plain = {"known": True, "asked": False, "places": None}
+    assert worker.equal("\\sqrt{2}", "1.41", rounding=plain) is False
+    # places alone, as math_equal(places=) takes them
+    assert worker.equal("1.41", "\\sqrt{2}") is False
+    assert worker.equal("1.41", "\\sqrt{2}", places=2) is True
+
+
 def test_a_dead_worker_is_replaced(worker):
     assert worker.equal("2x", "x+x") is True
     restarts = worker.restarts

@@ -281,8 +281,10 @@ def answer(request: dict[str, Any]) -> dict[str, Any]:
     rule = request.get("rule", "gpart")
     if rule not in RULES:
         raise ValueError(f"unknown rule {rule!r} (known: {', '.join(RULES)})")
-    rounding = request.get("rounding")
-    options = {"rounding": Rounding(**rounding)} if rule == "gpart" and rounding else {}
+    rounding = Rounding(**request["rounding"]) if request.get("rounding") else None
+    if request.get("places") is not None:  # places alone, as math_equal(places=) takes them
+        rounding = Rounding(known=True, asked=True, places=request["places"])
+    options = {"rounding": rounding} if rule == "gpart" and rounding else {}
     got = RULES[rule](request["a"], request["b"], **options)
     return got if isinstance(got, dict) else {"equal": bool(got)}
 
