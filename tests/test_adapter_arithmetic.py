@@ -336,3 +336,17 @@ def test_the_documented_snippet_runs(tmp_path, monkeypatch):
     expected = model(input_ids=x).logits
     loaded = PeftModel.from_pretrained(tiny_gpt2(), "out/merged/soup").eval()
     assert torch.equal(loaded(input_ids=x).logits, expected)
+
+
+def test_thetas_kept_in_bf16_combine_in_fp32_and_stay_bf16():
+    model = get_peft_model(
+        tiny_roberta().to(torch.bfloat16),
+        GPartConfig(d=64, init_bound=0.2),
+        autocast_adapter_dtype=False,
+    )
+    model.add_adapter("b", GPartConfig(d=64, init_bound=0.2), autocast_adapter_dtype=False)
+    model.add_weighted_adapter(["default", "b"], [0.3, 0.7], "mix")
+    sources = [_theta(model, n).float() for n in ("default", "b")]
+    expected = (0.3 * sources[0] + 0.7 * sources[1]).to(torch.bfloat16)
+    assert _theta(model, "mix").dtype == torch.bfloat16
+    assert torch.equal(_theta(model, "mix"), expected)

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from peft.utils import ModulesToSaveWrapper
 from peft.utils.merge_utils import dare_linear, dare_ties, magnitude_prune, task_arithmetic, ties
 
 from gpart.tuner.config import GPartConfig
@@ -108,6 +109,65 @@ def check_arguments(
             f"{_WHERE}: majority_sign_method={majority_sign_method!r} elects signs, which only "
             f"ties and dare_ties do, not combination_type={combination_type!r}."
         )
+
+
+def check_sources(
+    model: torch.nn.Module,
+    shared: GPartShared,
+    configs: dict[str, GPartConfig],
+    adapters: list[str],
+    weights: list[float],
+    adapter_name: str,
+) -> dict[str, str]:
+    """Refuse, in one line each, sources that cannot be combined into `adapter_name`.
+
+    Returns:
+        Each module wrapped by modules_to_save that one of `adapters` trains -> that
+        adapter, whose trained copy the combination takes.
+    """
+    if not adapters:
+        raise ValueError(f"{_WHERE}: adapters is empty; name at least one adapter to combine.")
+    unknown = [a for a in adapters if a not in configs]
+    if unknown:
+        raise ValueError(
+            f"{_WHERE}: adapter {unknown[0]!r} does not exist; this model's adapters: "
+            f"{', '.join(map(repr, configs))}."
+        )
+    if len(weights) != len(adapters):
+        raise ValueError(
+            f"{_WHERE}: {len(weights)} weights for {len(adapters)} adapters; give one weight "
+            "per adapter."
+        )
+    if adapter_name in configs:
+        raise ValueError(
+            f"{_WHERE}: adapter {adapter_name!r} already exists; choose another name or "
+            f"delete_adapter({adapter_name!r}) first."
+        )
+    direct = [a for a in adapters if configs[a].bias == "all"]
+    if direct:
+        raise ValueError(
+            f"{_WHERE}: adapter {direct[0]!r} has bias='all', which trains the model's raw "
+            "biases in place, outside theta, so they cannot be weighted; combine adapters "
+            "trained with bias='gpart_only' (the biases' update in theta) or 'none'."
+        )
+    for other in adapters[1:]:
+        reason = partition_mismatch(model, shared, configs, adapters[0], other)
+        if reason:
+            raise ValueError(reason)
+    owners = {}
+    for name, module in model.named_modules():
+        if isinstance(module, ModulesToSaveWrapper):
+            trained = [a for a in dict.fromkeys(adapters) if a in module.modules_to_save]
+            if len(trained) > 1:
+                # peft's LoRA refuses this too.
+                raise ValueError(
+                    f"{_WHERE}: adapters {trained} each train their own copy of {name!r} "
+                    "(modules_to_save); a trained module is no update that can be weighted, "
+                    "so combine adapters of which at most one trains it."
+                )
+            if trained:
+                owners[name] = trained[0]
+    return owners
 
 
 def combine(

@@ -625,27 +625,7 @@ class GPartModel(BaseTuner):
                 the adapters, adapters that do not share a partition (naming the field), a
                 combination type or option that does not apply to theta vectors.
         """
-        where = "GPart add_weighted_adapter"
-        adapters = list(adapters)
-        weights = list(weights)
-        if not adapters:
-            raise ValueError(f"{where}: adapters is empty; name at least one adapter to combine.")
-        unknown = [a for a in adapters if a not in self.peft_config]
-        if unknown:
-            raise ValueError(
-                f"{where}: adapter {unknown[0]!r} does not exist; this model's adapters: "
-                f"{', '.join(map(repr, self.peft_config))}."
-            )
-        if len(weights) != len(adapters):
-            raise ValueError(
-                f"{where}: {len(weights)} weights for {len(adapters)} adapters; give one weight "
-                "per adapter."
-            )
-        if adapter_name in self.peft_config:
-            raise ValueError(
-                f"{where}: adapter {adapter_name!r} already exists; choose another name or "
-                f"delete_adapter({adapter_name!r}) first."
-            )
+        adapters, weights = list(adapters), list(weights)
         arithmetic.check_arguments(
             combination_type,
             density,
@@ -657,30 +637,13 @@ class GPartModel(BaseTuner):
                 "svd_driver": (svd_driver, None),
             },
         )
-        direct = [a for a in adapters if self.peft_config[a].bias == "all"]
-        if direct:
-            raise ValueError(
-                f"{where}: adapter {direct[0]!r} has bias='all', which trains the model's raw "
-                "biases in place, outside theta, so they cannot be weighted; combine adapters "
-                "trained with bias='gpart_only' (the biases' update in theta) or 'none'."
-            )
         shared = self._shared()
+        owners = arithmetic.check_sources(
+            self.model, shared, self.peft_config, adapters, weights, adapter_name
+        )
         first = adapters[0]
-        for other in adapters[1:]:
-            reason = arithmetic.partition_mismatch(
-                self.model, shared, self.peft_config, first, other
-            )
-            if reason:
-                raise ValueError(reason)
-        owners = self._trained_copies(adapters)
-        shared_copies = {m: o for m, o in owners.items() if len(o) > 1}
-        if shared_copies:
-            module, names = next(iter(shared_copies.items()))
-            raise ValueError(
-                f"{where}: adapters {names} each train their own copy of {module!r} "
-                "(modules_to_save); a trained module is no update that can be weighted, so "
-                "combine adapters of which at most one trains it."
-            )
+        # Combined before the injection, whose init_bound draw would otherwise come between
+        # torch.manual_seed and DARE's masks (both use the global RNG).
         combined = arithmetic.combine(
             [shared.theta[a] for a in adapters],
             weights,
@@ -712,20 +675,10 @@ class GPartModel(BaseTuner):
         shared.theta[adapter_name] = nn.Parameter(
             combined.to(dtype=dtype, device=shared.theta[first].device), requires_grad=False
         )
-        for wrapper_name, (owner,) in owners.items():
+        for wrapper_name, owner in owners.items():
             copies = self.model.get_submodule(wrapper_name).modules_to_save
             copies[adapter_name].load_state_dict(copies[owner].state_dict())
             copies[adapter_name].requires_grad_(False)
-
-    def _trained_copies(self, adapters: list[str]) -> dict[str, list[str]]:
-        """Each module wrapped by modules_to_save -> which of `adapters` train a copy of it."""
-        owners = {}
-        for name, module in self.model.named_modules():
-            if isinstance(module, ModulesToSaveWrapper):
-                trained = [a for a in dict.fromkeys(adapters) if a in module.modules_to_save]
-                if trained:
-                    owners[name] = trained
-        return owners
 
     # ------------------------------------------------------------------ state dict
     @classmethod
