@@ -16,6 +16,7 @@ import torch
 
 from gpart.bench.cli import main
 from gpart.bench.methods import ABLATIONS, METHODS, TARGETED, UNTARGETED
+from gpart.bench.report import markdown
 from gpart.bench.runner import median_interval
 
 TINY = ["--model_config", "roberta-tiny", "--batch_size", "2", "--seq_len", "16"]
@@ -162,6 +163,22 @@ def test_markdown_table_lists_every_row(capsys, tmp_path):
     data = json.loads(out.read_text())
     assert [r["label"] for r in data["rows"]][0] == "floor"
     assert all(r["peak_bytes"] is None for r in data["rows"])
+
+
+def test_a_result_without_throughput_shows_a_dash_not_zero(tmp_path):
+    # Results written before the benchmark recorded throughput: "-", never "0 items/s".
+    out = tmp_path / "b.json"
+    args = [*TINY, "--warmup", "0", "--steps", "1", "--no_memory", "--methods", "floor"]
+    assert main([*args, "--output", str(out)]) == 0
+    result = json.loads(out.read_text())
+    recorded = markdown(result).splitlines()[4]
+    assert recorded.startswith("| floor |") and float(recorded.split("|")[4].replace(",", "")) > 0
+    del result["throughput_unit"]
+    for row in result["rows"]:
+        del row["throughput_per_s"]
+    old = markdown(result).splitlines()
+    assert "| items/s |" in old[2]
+    assert old[4].split("|")[4].strip() == "-"
 
 
 def test_bf16_and_a_qwen2_shaped_decoder(tmp_path):
