@@ -12,7 +12,7 @@ Why each choice:
 * **Left padding.** A decoder continues from the last position of each row; with left
   padding every row's last prompt token is the batch's last column. The attention mask
   marks the padding, and transformers derives positions from it, so a padded row decodes
-  as it would alone (`tests/test_eval_math.py` checks batch 16 against batch 1).
+  as it would alone (`tests/test_math_eval_runner.py` checks batch 16 against batch 1).
 * **Stops.** EOS ends a completion; so does the template's next-turn marker (``Question:``
   of ``plain``, ``### Instruction`` of ``alpaca``) that a model trained on one turn tends to
   write next. transformers' ``stop_strings`` stops there (matching across token
