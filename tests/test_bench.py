@@ -16,6 +16,7 @@ import torch
 
 from gpart.bench.cli import main
 from gpart.bench.methods import ABLATIONS, METHODS, TARGETED, UNTARGETED
+from gpart.bench.report import markdown
 from gpart.bench.runner import median_interval
 
 TINY = ["--model_config", "roberta-tiny", "--batch_size", "2", "--seq_len", "16"]
@@ -164,6 +165,22 @@ def test_markdown_table_lists_every_row(capsys, tmp_path):
     assert all(r["peak_bytes"] is None for r in data["rows"])
 
 
+def test_a_result_without_throughput_shows_a_dash_not_zero(tmp_path):
+    # Results written before the benchmark recorded throughput: "-", never "0 items/s".
+    out = tmp_path / "b.json"
+    args = [*TINY, "--warmup", "0", "--steps", "1", "--no_memory", "--methods", "floor"]
+    assert main([*args, "--output", str(out)]) == 0
+    result = json.loads(out.read_text())
+    recorded = markdown(result).splitlines()[4]
+    assert recorded.startswith("| floor |") and float(recorded.split("|")[4].replace(",", "")) > 0
+    del result["throughput_unit"]
+    for row in result["rows"]:
+        del row["throughput_per_s"]
+    old = markdown(result).splitlines()
+    assert "| items/s |" in old[2]
+    assert old[4].split("|")[4].strip() == "-"
+
+
 def test_bf16_and_a_qwen2_shaped_decoder(tmp_path):
     out = tmp_path / "q.json"
     args = ["--model_config", "qwen2-tiny", "--batch_size", "2", "--seq_len", "8"]
@@ -225,8 +242,8 @@ def test_module_entry_point_exit_code(monkeypatch, capsys):
     with pytest.raises(SystemExit) as exc:
         runpy.run_module("gpart.bench", run_name="__main__", alter_sys=True)
     assert exc.value.code == 2
-    # ours is one line, the last, and no traceback (bitsandbytes, imported through peft,
-    # may print its own notice about optional CPU kernels in a fresh process)
+    # ours is the usage and one error line, and no traceback
+    # (tests/test_quiet_startup.py: no third-party notice in a fresh process either)
     err = capsys.readouterr().err
     lines = err.strip().splitlines()
     assert lines[-1].startswith("python -m gpart.bench: error:")

@@ -212,3 +212,43 @@ def test_math_verify_grades_beside_ours():
     assert scores.summary["graders"]["math-verify"]["accuracy"] == 0.5
     gsm = check_answer("gsm8k", "She pays 9 * 2 = 18.\n#### 18", "#### 18", grader="math-verify")
     assert gsm.correct and gsm.harness is not None
+
+
+# The decimal and list rules beside the other graders, as docs/evaluation.md's table gives
+# them: (completion's box, reference, problem, gpart, official, math-verify). The other two
+# never read the problem; the paper's grader reads no LaTeX (`\frac{1}{3}`) but allows
+# relative 1e-3 on what parse_expr reads (`1/3`).
+HUNDREDTH = "Round your answer to the nearest hundredth."
+PLAIN = "What is the value of $x$?"
+DECIMAL_RULES = [
+    ("0.33", "\\frac{1}{3}", PLAIN, False, False, False),
+    ("0.33", "\\frac{1}{3}", HUNDREDTH, True, False, False),
+    ("0.333", "\\frac{1}{3}", None, False, False, False),
+    ("0.333", "1/3", None, False, True, False),
+    ("1.41", "\\sqrt{2}", HUNDREDTH, True, False, False),
+    ("1.414", "1.41", None, True, False, False),
+    ("1.414", "1.41", PLAIN, False, False, False),
+    ("\\sqrt{2}", "1.41", None, True, False, False),
+    ("1/3", "0.33", None, True, False, False),
+    ("2.83", "3", "What is it, to the nearest whole number?", True, False, False),
+    ("18.499", "\\$18.50", "How much, to the nearest cent?", True, False, False),
+    ("0.5", "\\frac{1}{2}", None, True, False, True),
+    ("3.0", "3", None, True, True, True),
+    ("3, 4", "3 \\text{ and } 4", None, True, False, True),
+    ("4, 3", "3 \\text{ and } 4", None, True, False, True),
+    ("3 and 4", "3, 4", None, True, False, True),
+]
+
+
+def test_decimal_and_list_rules_beside_the_other_graders():
+    pytest.importorskip("math_verify")
+    scores = score_completions(
+        "math",
+        [(f"so $\\boxed{{{box}}}$", reference) for box, reference, *_ in DECIMAL_RULES],
+        graders=["gpart", "official", "math-verify"],
+        questions=[question for _, _, question, *_ in DECIMAL_RULES],
+    )
+    for i, (*case, gpart, official, math_verify) in enumerate(DECIMAL_RULES):
+        verdicts = scores.verdicts(i)
+        got = tuple(verdicts[name]["correct"] for name in ("gpart", "official", "math-verify"))
+        assert got == (gpart, official, math_verify), case

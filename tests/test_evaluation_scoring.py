@@ -114,6 +114,22 @@ def test_rescore_math_from_the_folder_name(tmp_path):
     assert "harness" not in written[3]  # a stale field of the other rules goes
 
 
+def test_rescore_reads_the_problem_from_each_line(tmp_path):
+    # the same decimal for an exact answer: right only where the problem asks for it
+    row = {"completion": "so $\\boxed{0.33}$", "ground_truth": "\\frac{1}{3}"}
+    rows = [
+        {**row, "question": "Express it to the nearest hundredth."},
+        {**row, "question": "Express it as a common fraction."},
+        row,
+    ]
+    path = _write(tmp_path / "eval" / "math" / "predictions.jsonl", rows)
+    rescore(path, graders=["gpart"])
+    written = [
+        json.loads(line) for line in (path.parent / RESCORED_PREDICTIONS).read_text().splitlines()
+    ]
+    assert [r["correct"] for r in written] == [True, False, False]
+
+
 def test_score_completions_and_rescore_agree(tmp_path):
     pairs = [(row["completion"], row["ground_truth"]) for row in GSM8K_ROWS]
     direct = score_completions("gsm8k", pairs, graders=DEFAULT_GRADERS)

@@ -15,6 +15,7 @@ import time
 import pytest
 
 from gpart.evaluation import SympyWorker, check_answer, math_equal
+from gpart.evaluation.answers import Rounding
 from gpart.evaluation.sympy_worker import sympy_equal
 
 # Expanding a 6-term sum to the 15th power: ~30 s of sympy on one core, so a limit of a
@@ -64,6 +65,16 @@ def test_checks_from_threads_share_one_worker(worker):
     assert worker.restarts == restarts
 
 
+def test_the_worker_reads_what_the_problem_asks(worker):
+    # a decimal reference: rounded when the problem is not known, exact when it asks none
+    assert worker.equal("\\sqrt{2}", "1.41") is True
+    plain = {"known": True, "asked": False, "places": None}
+    assert worker.equal("\\sqrt{2}", "1.41", rounding=plain) is False
+    # places alone, as math_equal(places=) takes them
+    assert worker.equal("1.41", "\\sqrt{2}") is False
+    assert worker.equal("1.41", "\\sqrt{2}", places=2) is True
+
+
 def test_a_dead_worker_is_replaced(worker):
     assert worker.equal("2x", "x+x") is True
     restarts = worker.restarts
@@ -92,8 +103,13 @@ def test_worker_protocol_survives_bad_requests():
 
 def test_sympy_equal_in_process():
     assert sympy_equal("\\frac{1}{\\sqrt{2}}", "\\frac{\\sqrt{2}}{2}")
-    assert not sympy_equal("\\sqrt{2}", "1.4")  # two significant digits
-    assert sympy_equal("\\sqrt{2}", "1.414")  # rounded (or truncated) where it stops
+    # a decimal reference: the closed form rounded to its places
+    assert sympy_equal("\\sqrt{2}", "1.414") and sympy_equal("\\sqrt{2}", "1.4")
     assert not sympy_equal("\\sqrt{2}", "1.415")
+    assert not sympy_equal("\\sqrt{2}", "1.414", Rounding(known=True))  # asked for none
+    # a decimal prediction: no exact answer, unless the problem asks for a decimal
+    assert not sympy_equal("1.414", "\\sqrt{2}")
+    assert sympy_equal("1.414", "\\sqrt{2}", Rounding(known=True, asked=True))
+    assert sympy_equal("1.41", "\\sqrt{2}", Rounding(known=True, asked=True, places=2))
     assert not sympy_equal("x+1", "x")
     assert not sympy_equal("x < 1", "1 > x")  # inequalities: not compared

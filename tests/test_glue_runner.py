@@ -306,7 +306,8 @@ def test_bf16_trains_on_a_cpu_machine(env, tmp_path):
 
 def test_two_process_ddp_run_writes_each_file_once(env, tmp_path):
     # torchrun on CPU (gloo): both processes train every task together; only the main one
-    # creates directories, writes files and prints.
+    # creates directories, writes files and prints. The preset's data order is drawn from one
+    # process's global RNG (refused under DDP), so the run takes Trainer's seeded order.
     import socket
     import subprocess
     import sys
@@ -320,7 +321,7 @@ def test_two_process_ddp_run_writes_each_file_once(env, tmp_path):
            "--master_addr", "127.0.0.1", "--master_port", str(port), str(script),
            "--adapter_type", "gpart", "--base_model", str(env["roberta"]), "--data_dir",
            str(env["data"]), "--output_dir", str(out), "--tasks", "rte", "stsb",
-           "adapter.d", "64", *FAST]  # fmt: skip
+           "adapter.d", "64", "training.data_order", "seeded", *FAST]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = _result_dirs(out)

@@ -3,7 +3,8 @@
 * Adapters their code wrote (``../shared/fixtures/official-gpart``, skipped when absent) load
   through stock peft + gpart to the logits and per-layer deltas their code computes.
 * The reference's stateless ids, from its formula in plain Python ints.
-* With ``GPART_REFERENCE_SRC`` pointing at a checkout of their code, both directions on
+* With their code (`reference_tree.REFERENCE_SRC`: ``../shared/reference/GPart-320f0c1``, or
+  ``GPART_REFERENCE_SRC``), both directions on
   models and settings the fixtures do not have (GPT-2 `Conv1D` with biases, Qwen2, ViT,
   other `d` and seeds): their adapters here, ours there (`reference_worker.py` runs their
   code in its own process).
@@ -30,12 +31,12 @@ import gpart  # noqa: F401  (registers GPart with peft)
 from gpart import GPartConfig
 from gpart.tuner.layer import GPartLayer
 from gpart.tuner.partition import SCHEME_CURRENT, Partition
+from reference_tree import REFERENCE_SRC, SKIP_REASON
 from reference_worker import build_base, model_input
 
 HERE = Path(__file__).resolve().parent
 FIXTURES = HERE.parents[1] / "shared" / "fixtures" / "official-gpart"
 LEGACY = HERE / "data" / "gpart_v1"
-REFERENCE_SRC = os.environ.get("GPART_REFERENCE_SRC")
 M64 = (1 << 64) - 1
 
 
@@ -132,9 +133,7 @@ def _reference(mode: str, cases: dict, out: Path) -> None:
     )
 
 
-needs_reference = pytest.mark.skipif(
-    not REFERENCE_SRC, reason="set GPART_REFERENCE_SRC to a checkout of SamsungLabs/GPart"
-)
+needs_reference = pytest.mark.skipif(not REFERENCE_SRC, reason=SKIP_REASON)
 
 
 @pytest.fixture(scope="module")

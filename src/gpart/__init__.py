@@ -24,10 +24,14 @@ first. So the registration is tied to peft's import:
 while ``import gpart.results`` costs milliseconds. Should the registration fail (an
 incompatible peft), importing peft still succeeds with a warning, and ``from gpart import
 GPartConfig`` raises the actual error.
+
+It also drops one import-time notice of bitsandbytes (see `BNB_KERNELS_NOTICE`) with a
+logging filter, which imports nothing.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -126,7 +130,34 @@ class _RegisteringLoader:
         return getattr(self.loader, name)
 
 
+# bitsandbytes logs this notice when it is imported on a CPU with AVX512-BF16 and the
+# optional `kernels` package (a faster CPU 4-bit matmul) is absent. peft imports
+# bitsandbytes whenever it is installed (the dev group installs it), so every command would
+# open with it, 4-bit or not. Only this record is dropped, matched by its logger, level and
+# format string: the logger's other records, and every other bitsandbytes logger, errors
+# included, still reach the handlers. docs/compatibility.md names `kernels` for 4-bit CPU use.
+BNB_KERNELS_LOGGER = "bitsandbytes.backends.cpu.ops"
+BNB_KERNELS_NOTICE = "Failed to load CPU gemm_4bit_forward from kernels-community"
+
+
+class _DropBnbKernelsNotice(logging.Filter):
+    is_gpart_bnb_filter = True
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        notice = record.levelno == logging.WARNING and str(record.msg).startswith(
+            BNB_KERNELS_NOTICE
+        )
+        return not notice
+
+
+def _quiet_bnb_kernels_notice() -> None:
+    logger = logging.getLogger(BNB_KERNELS_LOGGER)
+    if not any(getattr(f, "is_gpart_bnb_filter", 0) for f in logger.filters):
+        logger.addFilter(_DropBnbKernelsNotice())
+
+
 def _install() -> None:
+    _quiet_bnb_kernels_notice()  # before peft, which imports bitsandbytes
     peft = sys.modules.get("peft")
     if peft is not None and not getattr(getattr(peft, "__spec__", None), "_initializing", 0):
         _register_with_peft()

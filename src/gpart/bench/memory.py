@@ -114,7 +114,7 @@ def frozen_heap() -> Iterator[None]:
     garbage collector's sight (`gc.freeze`) until the block ends.
 
     A full collection walks every tracked object: with torch, transformers and peft loaded
-    that is ~0.3 s on a CPU, more than a tiny model's whole step, paid before every step.
+    that walk outlasts a tiny model's whole step, and one may start before any step.
     Frozen, a collection walks only what the steps made, and one triggered inside a timed
     step cannot walk the libraries either. Unfrozen afterwards, so the setups can be freed.
     Both the benchmark's timing loop and each memory probe run inside it.

@@ -21,6 +21,12 @@ def _size(n: int) -> str:
     return f"{n / 2**20:,.1f} MiB"
 
 
+def _throughput(r: dict[str, Any]) -> str:
+    """'-' for results written before the benchmark recorded it, not a rate of 0."""
+    rate = r.get("throughput_per_s")
+    return "-" if rate is None else f"{rate:,.0f}"
+
+
 def _ratio(x: float | None) -> str:
     return "-" if x is None else f"{x:.2f}"
 
@@ -61,7 +67,7 @@ def markdown(result: dict[str, Any]) -> str:
     for r in result["rows"]:
         lines.append(
             f"| {r['method']} | {r['target_set'] or '-'} | {r['step_s_median']:.3f} "
-            f"| {r.get('throughput_per_s', 0):,.0f} "
+            f"| {_throughput(r)} "
             f"| {_ratio(r['ratio_floor'])} | {_ratio(r['ratio_lora'])} | {_paired(r, 'lora')} "
             f"| {_mib(r['peak_bytes'])} | {_ratio(r.get('peak_ratio_lora'))} "
             f"| {r['trainable_params']:,} | {r['state_bytes_per_weight']:.2f} "

@@ -91,6 +91,20 @@ class TrainingConfig:
     torch_compile: bool = field(default=False, metadata={IDENTITY_IF_CHANGED: True})
     # Used by image classification (ViT recipes); 0 leaves the loss unchanged elsewhere.
     label_smoothing: float = 0.0
+    # How long the learning-rate schedule is (gpart.training.trainer). "exact": the
+    # optimizer steps Trainer takes, warmup ceil(warmup_ratio * steps). "reference": the
+    # paper authors' int(n / batch * epochs) and int(steps * warmup_ratio), truncated as
+    # their utils/training_config.py does (the GLUE presets, to run their experiment).
+    schedule_steps: Literal["exact", "reference"] = field(
+        default="exact", metadata={IDENTITY_IF_CHANGED: True}
+    )
+    # The order of training examples. "seeded": Trainer's own (accelerate's seedable
+    # sampler, data_seed + epoch: the same whatever else the run draws, and under DDP).
+    # "reference": the paper authors' DataLoader(shuffle=True), each epoch seeded by a draw
+    # from the global torch RNG as model set-up and training left it; one process only.
+    data_order: Literal["seeded", "reference"] = field(
+        default="seeded", metadata={IDENTITY_IF_CHANGED: True}
+    )
     # Experiment trackers, as transformers' `TrainingArguments.report_to` takes them:
     # tensorboard (the default, into the run directory's runs/), mlflow, wandb, trackio, any
     # other integration transformers has, "all" (every one installed) or "none". mlflow,
@@ -162,6 +176,14 @@ class DataConfig:
     # Cut the splits down for smoke runs; None: all rows.
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
+    # GLUE: how the model-selection split is carved out of train (gpart.data.glue).
+    # "balanced": 20 % (at least 300), stratified by largest remainder, members sorted in
+    # the dataset's order. "reference": the paper authors' rule and library call,
+    # datasets' train_test_split(test_size=min(max(0.15, 300 / n), 0.2), seed,
+    # stratify_by_column="label") (their utils/data_loader_utils.py::split_train_val).
+    selection_split: Literal["balanced", "reference"] = field(
+        default="balanced", metadata={IDENTITY_IF_CHANGED: True}
+    )
     # Vision: side of the square input images.
     image_size: int = 224
     # Vision: train-time RandomResizedCrop + horizontal flip; false: the eval transform.

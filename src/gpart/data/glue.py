@@ -5,7 +5,10 @@ Protocol (as in the paper): the score we report is GLUE's *validation* split, wh
 checkpoint, early stopping) uses a ``selection`` split carved from ``train``; with
 ``model_selection="last"`` nothing is carved out and the last checkpoint is reported.
 
-Selection-split size rule (:func:`selection_split_size`): ``max(ceil(fraction * N), 300)``
+Two carve-out rules (``data.selection_split``). ``"reference"`` is the paper authors' own
+(:func:`carve_reference_selection_split`: datasets' stratified ``train_test_split`` of 15 %
+on every GLUE task), which the GLUE presets use. ``"balanced"``'s size rule
+(:func:`selection_split_size`): ``max(ceil(fraction * N), 300)``
 examples with ``fraction`` in [0.15, 0.2], but never more than half of train, so that tiny
 datasets (tests, smoke runs: N < 600) still keep at least half of their examples for
 training. Every real GLUE task is large enough for the first part of the rule alone (RTE,
@@ -248,6 +251,45 @@ def carve_selection_split(
     return train.select(keep), train.select(select)
 
 
+def reference_selection_fraction(n: int) -> float:
+    """The reference's carve-out share: ``min(max(0.15, 300 / n), 0.2)`` (SamsungLabs/GPart
+    at 320f0c1, ``utils/data_loader_utils.py::split_train_val``): 15 % on every GLUE task."""
+    lo, hi = SELECTION_FRACTION_RANGE
+    return min(max(lo, MIN_SELECTION_EXAMPLES / n), hi)
+
+
+def carve_reference_selection_split(
+    train: Dataset, *, seed: int, stratify: bool = True
+) -> tuple[Dataset, Dataset]:
+    """Split ``train`` into (train, selection) with the reference's rule and library call.
+
+    datasets' ``train_test_split`` with :func:`reference_selection_fraction`, the run's seed
+    and ``stratify_by_column="label"`` (classification), so the members *and their order*
+    are the reference's: both parts come out shuffled, and the data order is drawn over that
+    order. Kept in memory: on a ``load_from_disk`` dataset the indices would otherwise be
+    cached into the user's data directory.
+
+    Raises:
+        DataError: too few examples (or of one class) to stratify.
+    """
+    if len(train) < 2:
+        raise DataError(f"cannot carve a selection split out of {len(train)} training example(s)")
+    kwargs: dict[str, Any] = {"stratify_by_column": "label"} if stratify else {}
+    try:
+        parts = train.train_test_split(
+            test_size=reference_selection_fraction(len(train)),
+            seed=seed,
+            keep_in_memory=True,
+            **kwargs,
+        )
+    except ValueError as exc:  # e.g. a class with a single member cannot be stratified
+        raise DataError(
+            f"data.selection_split reference: datasets' train_test_split refused "
+            f"{len(train)} training examples: {exc}"
+        ) from None
+    return parts["train"], parts["test"]
+
+
 def load_glue_splits(
     task: str | TextClassificationTask,
     data_dir: str | Path | None = None,
@@ -258,6 +300,7 @@ def load_glue_splits(
     seed: int = 0,
     max_train_samples: int | None = None,
     cache_dir: str | Path | None = None,
+    selection_split: Literal["balanced", "reference"] = "balanced",
 ) -> Splits:
     """Load a GLUE task and assign its train / selection / test roles.
 
@@ -272,7 +315,14 @@ def load_glue_splits(
         max_train_samples: Keep only the first N training examples after the carve-out
             (debugging / smoke runs); ``None`` keeps all.
         cache_dir: Hub download cache.
+        selection_split: ``"balanced"`` (:func:`carve_selection_split` with
+            ``selection_fraction`` and ``min_selection_examples``) or ``"reference"``
+            (:func:`carve_reference_selection_split`, which has its own size rule).
     """
+    if selection_split not in ("balanced", "reference"):
+        raise ValueError(
+            f"selection_split must be 'balanced' or 'reference', got {selection_split!r}"
+        )
     if model_selection not in MODEL_SELECTION_CHOICES:
         raise ValueError(
             f"model_selection must be one of {list(MODEL_SELECTION_CHOICES)}, got {model_selection!r}"
@@ -284,7 +334,13 @@ def load_glue_splits(
     # Keys match results.json["selection"] (see gpart.results.schema), so a runner can spread
     # this dict into it and add the metric / best value / best step.
     info: dict[str, Any] = {"strategy": model_selection, "size": 0, "split_seed": seed}
-    if model_selection == "best":
+    if model_selection == "best" and selection_split == "reference":
+        fraction = reference_selection_fraction(len(train))
+        train, selection = carve_reference_selection_split(
+            train, seed=seed, stratify=not spec.is_regression
+        )
+        info.update(size=len(selection), fraction=fraction, rule="reference")
+    elif model_selection == "best":
         train, selection = carve_selection_split(
             train,
             fraction=selection_fraction,

@@ -282,6 +282,9 @@ _INT_SLASH_RE = re.compile(r"(-?\d+)/(\d+)")
 # `x \in [1, 2]`: the short left side of a membership, as of an equation
 _MEMBER_RE = re.compile(r"\s*(?:[A-Za-z]\w?|\\[A-Za-z]+)\s*\\in(?![A-Za-z])\s*(?P<set>.+)")
 _ONE_CHAR_SCRIPT_RE = re.compile(r"([_^])\{(\w)\}")
+# `3 \text{ and } 4`, `3 and 4`, `1, 2, and 3`: a list joined by a word, read as `3, 4`
+# (a whole word only: `\land`, `band` stay)
+_AND_RE = re.compile(r"\s*,?\s*(?:" + _TEXT_CMD + r"\{\s*,?\s*and\s*\}|\band\b)\s*")
 
 
 def normalize_math(answer: str, *, drop_lhs: bool = True) -> str:
@@ -295,13 +298,14 @@ def normalize_math(answer: str, *, drop_lhs: bool = True) -> str:
 
     Extensions (answers models write that MATH solutions do not): a bare ``$`` or ``%``,
     ``°``, thin spaces (``\\,``, ``\\;``, ``\\:``), ``\\displaystyle``, a trailing period,
-    ``\\text{...}`` unwrapped, thousands separators (``1,000`` and ``1{,}000``), the unit
-    rule also for ``10\\text{cm}`` (no space), a short left-hand side of ``\\in`` (``x \\in
-    [1,2]`` -> ``[1,2]``), and one-character scripts unbraced (``52_{8}`` -> ``52_8``).
+    ``\\text{...}`` unwrapped, a list joined by ``and`` read as one joined by commas,
+    thousands separators (``1,000`` and ``1{,}000``), the unit rule also for
+    ``10\\text{cm}`` (no space), a short left-hand side of ``\\in`` (``x \\in [1,2]`` ->
+    ``[1,2]``), and one-character scripts unbraced (``52_{8}`` -> ``52_8``).
 
     Unlike the reference, which cuts everything from the first ``\\text{ `` (it only ever
     introduced units there), only a *trailing* unit goes: ``3 \\text{ and } 4`` keeps its
-    4.
+    4, and reads as the list ``3,4``, as ``3 and 4`` and ``3, \\text{and } 4`` do.
 
     Args:
         answer: the extracted answer.
@@ -317,6 +321,7 @@ def normalize_math(answer: str, *, drop_lhs: bool = True) -> str:
         s = s.replace(degree, "")
     s = s.replace("\\$", "").replace("$", "")
     s = _UNITS_RE.sub(r"\g<value>", s.strip().rstrip(".").strip())
+    s = _AND_RE.sub(",", s)
     s = re.sub(_TEXT_CMD + r"\{([^{}]*)\}", r"\1", s)
     s = s.replace("\\%", "").replace("%", "")
     s = s.replace("{,}", ",")
@@ -425,46 +430,104 @@ def decimal_stands_for(decimal: Fraction, places: int, value: Fraction) -> bool:
     return decimal in (round_half_up(value, places), truncated)
 
 
-def numbers_equal(a: MathNumber, b: MathNumber, places: int | None = None) -> bool:
-    """Whether two numeric answers are equal; no tolerance on exact answers.
+@dataclass(frozen=True)
+class Rounding:
+    """What a problem says about rounding its answer (`asked_rounding` reads it).
 
-    The rules: equal values are equal (``18.00`` = ``18``, ``0.5`` = ``\\frac{1}{2}``). A
-    decimal given with k places stands for a number without a finite expansion (2/3) when
-    it is that number rounded or truncated to k places (`decimal_stands_for`) and has at
-    least `MIN_SIGNIFICANT_DIGITS` significant digits (``0.667`` and ``0.666`` = 2/3;
-    ``0.668`` and ``0.67`` ≠ 2/3). A number with a finite expansion must be matched exactly
-    (``.35626`` ≠ ``.35625``, ``13536`` ≠ ``13535``). With `places` (the precision the
-    problem asks for: `asked_places`), both are compared rounded to it.
+    Attributes:
+        known: the problem's text was given. Without it, a decimal reference speaks for the
+            problem (MATH gives a decimal reference where a decimal was asked for), an exact
+            one does not.
+        asked: it asks for a rounded or decimal answer ("to the nearest tenth", "as a
+            decimal", "rounded to", "to 2 decimal places").
+        places: the decimal places it asks for, when it names one precision.
     """
-    if a.value == b.value:
+
+    known: bool = False
+    asked: bool = False
+    places: int | None = None
+
+    @property
+    def reference_rounded(self) -> bool:
+        """Whether a decimal reference is a rounded figure (compared at its own precision)
+        rather than an exact value: when the problem asks for rounding or is not known."""
+        return self.asked or not self.known
+
+
+def numbers_equal(
+    prediction: MathNumber, reference: MathNumber, rounding: Rounding | None = None
+) -> bool:
+    """Whether a numeric prediction equals the reference; no tolerance on exact answers.
+
+    The rules, first match wins (`rounding`: what the problem asks, `asked_rounding`;
+    None: the problem is not known):
+
+    1. equal values are equal (``18.00`` = ``18``, ``0.5`` = ``\\frac{1}{2}``);
+    2. the problem asks for k places: both rounded (half up) to k places (``3.14`` =
+       ``3.1`` "to the nearest tenth");
+    3. a decimal reference with k places, when the problem asks for rounding or is not
+       known: the prediction rounded to k places is the reference (``1.414`` = ``1.41``,
+       ``1.4`` ≠ ``1.41``); when the problem is known and asks for none, the decimal is
+       exact and rule 1 alone applies;
+    4. a decimal prediction against an exact reference without a finite decimal expansion
+       (2/3), only when the problem asks for a rounded or decimal answer without naming
+       the places: at the prediction's precision, rounded or truncated there
+       (`decimal_stands_for`), with at least `MIN_SIGNIFICANT_DIGITS` significant digits
+       (``0.667``, ``0.666`` = 2/3; ``0.67`` ≠ 2/3). Otherwise a decimal is no exact
+       answer: ``0.333`` ≠ ``\\frac{1}{3}``.
+
+    An exact reference with a finite expansion is matched exactly (``.35626`` ≠
+    ``.35625``, ``13536`` ≠ ``13535``, ``2.83`` ≠ ``3``).
+    """
+    rounding = rounding or Rounding()
+    if prediction.value == reference.value:
         return True
-    if places is not None:
-        return round_half_up(a.value, places) == round_half_up(b.value, places)
-    for dec, other in ((a, b), (b, a)):
-        if (
-            dec.places is not None
-            and dec.significant >= MIN_SIGNIFICANT_DIGITS
-            and not terminates(other.value)
-            and decimal_stands_for(dec.value, dec.places, other.value)
-        ):
-            return True
-    return False
+    if rounding.places is not None:
+        return round_half_up(prediction.value, rounding.places) == round_half_up(
+            reference.value, rounding.places
+        )
+    if reference.places is not None:
+        return rounding.reference_rounded and (
+            round_half_up(prediction.value, reference.places) == reference.value
+        )
+    return (
+        rounding.asked
+        and prediction.places is not None
+        and prediction.significant >= MIN_SIGNIFICANT_DIGITS
+        and not terminates(reference.value)
+        and decimal_stands_for(prediction.value, prediction.places, reference.value)
+    )
 
 
 _PLACE_WORDS = {"whole number": 0, "integer": 0, "tenth": 1, "hundredth": 2,
-                "thousandth": 3, "ten-thousandth": 4}  # fmt: skip
+                "thousandth": 3, "ten-thousandth": 4, "cent": 2, "dollar": 0, "percent": 0,
+                "degree": 0}  # fmt: skip
 _ASKED_RE = re.compile(
-    r"(?:nearest|to\s+the\s+nearest)\s+(?P<word>whole\s+number|integer|ten-thousandth|"
-    r"tenth|hundredth|thousandth)|to\s+(?P<count>\d+|one|two|three|four)\s+decimal\s+places?",
+    r"nearest\s+(?P<word>whole\s+number|integer|ten-thousandth|tenth|hundredth|thousandth|"
+    r"cent|dollar|percent|degree)s?\b|to\s+(?P<count>\d+|one|two|three|four)\s+decimal\s+places?",
     re.IGNORECASE,
 )
 _COUNT_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4}
+# A problem that asks for a rounded or decimal answer, by any of its usual phrasings.
+# Words that also mean something else count only in the phrase that asks: "nearest" as
+# "to the nearest" (not "the point nearest to"), "round" as a verb before what it rounds
+# (not "a round table", "each round"), "decimal" as "as a decimal", "decimal places" (not
+# "the repeating decimal 0.\overline{3} as a common fraction", which asks for an exact one).
+ROUNDING_CUE_RE = re.compile(
+    r"\bto\s+the\s+nearest\b"
+    r"|\bround(?:ed)?\s+(?:to|off|up|down|your|the|it|each|this|that)\b|\brounding\b"
+    r"|\bas\s+an?\s+(?:\w+\s+)?decimal\b|\bin\s+decimal\s+(?:form|notation)\b"
+    r"|\bdecimal\s+(?:places?|approximation)\b|\bsignificant\s+(?:figures|digits)\b"
+    r"|\bapproximate(?:ly)?\b|\bapproximation\b",
+    re.IGNORECASE,
+)
 
 
 def asked_places(question: str | None) -> int | None:
     """The number of decimal places a problem asks its answer rounded to ("to the nearest
-    tenth": 1, "to 2 decimal places": 2, "to the nearest whole number": 0), or None when it
-    asks for none or several (then the answers compare by `numbers_equal`'s own rules)."""
+    tenth": 1, "to 2 decimal places": 2, "to the nearest whole number": 0, "to the
+    nearest cent": 2), or None when it asks for none or several (then the answers compare
+    by `numbers_equal`'s other rules)."""
     if not question:
         return None
     found = set()
@@ -475,3 +538,14 @@ def asked_places(question: str | None) -> int | None:
             count = match.group("count").lower()
             found.add(int(count) if count.isdigit() else _COUNT_WORDS[count])
     return found.pop() if len(found) == 1 else None
+
+
+def asked_rounding(question: str | None) -> Rounding:
+    """What `question` says about rounding: whether it asks for a rounded or decimal answer
+    (`ROUNDING_CUE_RE`) and to how many places (`asked_places`). None or an empty text:
+    not known."""
+    if not question or not question.strip():
+        return Rounding()
+    places = asked_places(question)
+    asked = places is not None or ROUNDING_CUE_RE.search(question) is not None
+    return Rounding(known=True, asked=asked, places=places)

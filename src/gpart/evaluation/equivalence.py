@@ -4,12 +4,13 @@
 
 1. the normalised strings match (`gpart.evaluation.answers.normalize_math`, as the MATH
    reference's ``is_equiv`` does; most correct answers stop here);
-2. both are numbers (``0.5``, ``\\frac{1}{2}``, ``-3``): exact answers compare exactly, a
-   decimal against a number without a finite expansion at the precision it was given
+2. both are numbers (``0.5``, ``\\frac{1}{2}``, ``-3``): exact answers compare exactly; a
+   decimal is no exact answer unless the problem asks for a rounded or decimal one, and a
+   decimal reference is compared at its own precision
    (`gpart.evaluation.answers.numbers_equal`), with no sympy call;
 3. both are tuples or intervals (``(1,2)``, ``[1,2)``, ``\\{1,2\\}``): the same brackets and
-   element-wise equal; unbracketed lists (``1, -2``: "enter all solutions") match in any
-   order;
+   element-wise equal; unbracketed lists (``1, -2``, ``1 and -2``: "enter all solutions")
+   match in any order;
 4. sympy proves the difference zero, in a `SympyWorker` subprocess with a time limit. A
    check that runs out of time counts as not equal and is reported (``timed_out``).
 
@@ -31,11 +32,17 @@ import re
 import subprocess
 import sys
 import threading
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from gpart.evaluation.answers import math_number_form, normalize_math, numbers_equal
+from gpart.evaluation.answers import (
+    Rounding,
+    asked_rounding,
+    math_number_form,
+    normalize_math,
+    numbers_equal,
+)
 
 # Seconds one sympy check may take. MATH answers that sympy can prove equal take well under
 # a second; a few seconds leave room for a loaded machine without letting a pathological
@@ -138,7 +145,8 @@ class SympyWorker:
             timeout: seconds the check may take.
             **options: the rest of the request (`gpart.evaluation.sympy_worker.serve`):
                 ``rule`` (whose rules: ``gpart``, ``official``, ``math-verify``),
-                ``places`` (the precision a problem asks for).
+                ``rounding`` (what the problem asks: `gpart.evaluation.answers.Rounding`
+                as a dict).
 
         Raises:
             RuntimeError: the worker could not start.
@@ -255,26 +263,28 @@ class _Check:
     timeout: float
     worker: SympyWorker | None
     use_sympy: bool
-    places: int | None
+    rounding: Rounding
 
     def sympy(self, a: str, b: str) -> Equivalence:
         if not self.use_sympy or _is_wordy(a) or _is_wordy(b):
             return Equivalence(False)
         worker = self.worker if self.worker is not None else default_worker()
-        got = worker.equal(a, b, timeout=self.timeout, places=self.places)
+        got = worker.equal(a, b, timeout=self.timeout, rounding=asdict(self.rounding))
         if got is None:
             return Equivalence(False, timed_out=True, method="timeout")
         return Equivalence(got, method="sympy" if got else "none")
 
 
 def _equal_normalized(a: str, b: str, check: _Check) -> Equivalence:
+    """Normalised prediction `a` against normalised reference `b` (the order matters: the
+    reference's form decides how decimals compare)."""
     if a == b:
         return Equivalence(True, method="string")
     if not a or not b:
         return Equivalence(False)
     na, nb = math_number_form(a), math_number_form(b)
     if na is not None and nb is not None:
-        return Equivalence(numbers_equal(na, nb, check.places), method="number")
+        return Equivalence(numbers_equal(na, nb, check.rounding), method="number")
     sa, sb = _sequence(a), _sequence(b)
     if sa is not None or sb is not None:
         if sa is None or sb is None or sa[:2] != sb[:2] or len(sa[2]) != len(sb[2]):
@@ -313,6 +323,7 @@ def math_equal(
     worker: SympyWorker | None = None,
     use_sympy: bool = True,
     places: int | None = None,
+    question: str | None = None,
 ) -> Equivalence:
     """Whether a MATH prediction equals the reference (both as extracted, not normalised).
 
@@ -322,8 +333,11 @@ def math_equal(
         timeout: seconds each sympy check may take (one per tuple element at most).
         worker: the sympy worker to use; the process-wide `default_worker` by default.
         use_sympy: False stops after the string/number/tuple checks.
-        places: the decimal places the problem asks the answer rounded to
-            (`gpart.evaluation.answers.asked_places`); None: it asks for none.
+        places: the decimal places the problem asks the answer rounded to, when given
+            without the problem (it then counts as a problem that asks for rounding).
+        question: the problem: whether it asks for a rounded or decimal answer, and to
+            how many places (`gpart.evaluation.answers.asked_rounding`). None: not known,
+            so a decimal reference is taken as rounded and an exact one as exact.
 
     Returns:
         An `Equivalence`; ``timed_out`` when a sympy check ran out of time.
@@ -338,4 +352,7 @@ def math_equal(
         kept_b = normalize_math(reference, drop_lhs=False)
         if _is_equation(kept_a) and _is_equation(kept_b):
             a, b = kept_a, kept_b
-    return _equal_normalized(a, b, _Check(timeout, worker, use_sympy, places))
+    rounding = asked_rounding(question)
+    if places is not None:
+        rounding = replace(rounding, known=True, asked=True, places=places)
+    return _equal_normalized(a, b, _Check(timeout, worker, use_sympy, rounding))

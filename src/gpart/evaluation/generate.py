@@ -12,7 +12,7 @@ Why each choice:
 * **Left padding.** A decoder continues from the last position of each row; with left
   padding every row's last prompt token is the batch's last column. The attention mask
   marks the padding, and transformers derives positions from it, so a padded row decodes
-  as it would alone (`tests/test_eval_math.py` checks batch 16 against batch 1).
+  as it would alone (`tests/test_math_eval_runner.py` checks batch 16 against batch 1).
 * **Stops.** EOS ends a completion; so does the template's next-turn marker (``Question:``
   of ``plain``, ``### Instruction`` of ``alpaca``) that a model trained on one turn tends to
   write next. transformers' ``stop_strings`` stops there (matching across token
@@ -39,10 +39,13 @@ STOP_MARKERS: dict[str, tuple[str, ...]] = {
     "alpaca": ("### Instruction",),
     "chat": (),
 }
+# The `vllm` extra (pyproject.toml) is locked beside the dev environment, not in it: vLLM
+# pins its own torch, so the extra conflicts with the dev group and replaces it.
+VLLM_SYNC = "uv sync --locked --extra vllm --no-dev"
 VLLM_INSTALL = (
-    "--backend vllm needs the vllm package, which the locked environment leaves out (its "
-    "wheels pin their own torch): on a CUDA machine run `uv pip install vllm`, or use "
-    "--backend hf"
+    "--backend vllm needs the vllm package, which the dev environment leaves out (vLLM pins "
+    f"its own torch): on a Linux CUDA machine, `{VLLM_SYNC}` installs it in the dev tools' "
+    "place (then `uv run --extra vllm --no-dev ...`), or use --backend hf"
 )
 
 
@@ -326,12 +329,43 @@ def generate_sharded(
 
 
 def require_vllm() -> Any:
-    """The vllm module, or a `ConfigError` saying how to install it."""
+    """The vllm module, or a `ConfigError` saying how to install it, or how to put back
+    the torch it was built for: a plain `uv run` syncs the dev group and its torch under
+    an installed vllm, which then imports but fails in its first CUDA extension (vllm
+    0.33 over torch 2.15: torchaudio's CUDA 13.0 against torch's 13.2)."""
     try:
         import vllm
-    except ImportError:
+    except ModuleNotFoundError as e:
+        if e.name != "vllm":
+            raise ConfigError(_vllm_broken(str(e))) from None
         raise ConfigError(VLLM_INSTALL) from None
+    except ImportError as e:
+        raise ConfigError(_vllm_broken(str(e))) from None
+    from importlib.metadata import requires, version
+
+    from packaging.requirements import Requirement
+
+    torch = version("torch")
+    for line in requires("vllm") or ():
+        req = Requirement(line)
+        if req.name == "torch" and (req.marker is None or req.marker.evaluate({"extra": ""})):
+            if not req.specifier.contains(torch, prereleases=True):
+                raise ConfigError(
+                    _vllm_broken(
+                        f"vllm {version('vllm')} needs torch{req.specifier}, "
+                        f"and torch {torch} is installed"
+                    )
+                )
     return vllm
+
+
+def _vllm_broken(reason: str) -> str:
+    first = reason.strip().splitlines()[0] if reason.strip() else "unknown error"
+    return (
+        f"vllm does not work here ({first}): `{VLLM_SYNC}` puts back the environment it was "
+        "locked with (a plain `uv run` syncs the dev group's torch; use "
+        "`uv run --extra vllm --no-dev`)"
+    )
 
 
 def generate_vllm(

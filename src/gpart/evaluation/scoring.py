@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 from gpart.evaluation.answers import (
-    asked_places,
     gsm8k_equal,
     gsm8k_prediction,
     gsm8k_reference,
@@ -170,8 +169,9 @@ def check_answer(
             with ``\\boxed{}``) or the bare answer.
         timeout: seconds each sympy check may take (MATH).
         worker: the sympy worker (MATH); the process-wide one by default.
-        question: the problem (MATH): the precision it asks for, if any, decides between
-            decimals (`gpart.evaluation.answers.asked_places`; ours only).
+        question: the problem (MATH; ours only): whether it asks for a rounded or decimal
+            answer, and to how many places, decides how a decimal compares with the
+            reference (`gpart.evaluation.answers.asked_rounding`). None: not known.
         grader: ``gpart`` (ours), ``official`` or ``math-verify`` (module docstring).
             lm-evaluation-harness's GSM8K filters (``harness``) come with every grader.
 
@@ -205,9 +205,7 @@ def check_answer(
         )
     reference = math_reference(str(ground_truth))
     prediction = math_prediction(completion)
-    got = math_equal(
-        prediction, reference, timeout=timeout, worker=worker, places=asked_places(question)
-    )
+    got = math_equal(prediction, reference, timeout=timeout, worker=worker, question=question)
     return AnswerResult(
         prediction=prediction,
         correct=got.equal,
@@ -298,8 +296,8 @@ def score_completions(
     `check_answer`.
 
     Args:
-        questions: the problems, in the pairs' order (ours reads the precision a MATH
-            problem asks for from them); None: not known.
+        questions: the problems, in the pairs' order (ours reads from a MATH problem
+            whether it asks for a rounded answer: `check_answer`); None: not known.
 
     Returns:
         `Scores`: the first grader's ``results`` in the order of `pairs`, their

@@ -2,9 +2,11 @@
 
 `gpart.evaluation.equivalence.SympyWorker` starts this module once and keeps it: it prints
 ``ready`` after importing sympy, then answers one JSON request per line (``{"a": ..., "b":
-..., "rule": "gpart", "places": null}``: two answers, whose rules compare them (`RULES`:
-ours, the paper's symbolic step, math-verify), and the precision a problem asks for) with
-one JSON line (``{"equal": bool, "error": str | null}``, plus what the rule reports). A check that runs too long is stopped by killing the process, the one reliable
+..., "rule": "gpart", "rounding": {"known": true, "asked": false, "places": null}}``: the
+prediction and the reference, whose rules compare them (`RULES`: ours, the paper's
+symbolic step, math-verify), and what the problem says about rounding, ours only) with
+one JSON line (``{"equal": bool, "error": str | null}``, plus what the rule reports). A
+check that runs too long is stopped by killing the process, the one reliable
 way to stop sympy from any thread (``signal.alarm`` works only in the main thread of the
 main interpreter, and sympy's C-level big-integer work ignores it anyway).
 
@@ -24,6 +26,7 @@ from typing import Any
 
 from gpart.evaluation.answers import (
     MIN_SIGNIFICANT_DIGITS,
+    Rounding,
     decimal_form,
     decimal_stands_for,
     round_half_up,
@@ -62,35 +65,54 @@ def _exact_rational(expr: Any) -> Fraction | None:
     return Fraction(int(expr.p), int(expr.q)) if isinstance(expr, Rational) else None
 
 
-def _constants_equal(ea: Any, eb: Any, a: str, b: str, places: int | None) -> bool:
-    """Two constants whose difference sympy could not simplify to 0 (see `sympy_equal`)."""
+def _decimal_places(text: str, expr: Any) -> int | None:
+    """The places of `text` when it is a plain decimal literal (``-0.035``: 3), else None
+    (an integer, a closed form, or a decimal inside an expression)."""
+    from sympy import Float
+
+    form = decimal_form(text)
+    return form[0] if form is not None and expr.atoms(Float) else None
+
+
+def _constants_equal(ea: Any, eb: Any, a: str, b: str, rounding: Rounding) -> bool:
+    """Prediction `ea` (text `a`) and reference `eb` (text `b`), two constants whose
+    difference sympy could not simplify to 0 (see `sympy_equal`)."""
     from sympy import Float
 
     va, vb = _value(ea, 2 * IDENTICAL_DIGITS), _value(eb, 2 * IDENTICAL_DIGITS)
     if va is None or vb is None:
         return False
-    if places is not None:  # the problem asks for a precision: both rounded to it
+
+    def at(expr: Any, places: int) -> Fraction:  # exact enough to round at `places`
+        return Fraction(str(expr.evalf(2 * IDENTICAL_DIGITS + places)))
+
+    if rounding.places is not None:  # the problem asks for a precision: both rounded to it
         if va.imag or vb.imag:
             return False
-        digits = 2 * IDENTICAL_DIGITS + places
-        ra, rb = (round_half_up(Fraction(str(e.evalf(digits))), places) for e in (ea, eb))
-        return ra == rb
-    approximate = [side for side, e in ((a, ea), (b, eb)) if e.atoms(Float)]
-    if not approximate:  # exact against exact: identical values, not close ones
+        places = rounding.places
+        return round_half_up(at(ea, places), places) == round_half_up(at(eb, places), places)
+    pred_float, ref_float = bool(ea.atoms(Float)), bool(eb.atoms(Float))
+    if not pred_float and not ref_float:  # exact against exact: identical values
         scale = max(abs(va), abs(vb))
         return abs(va - vb) <= scale * 10.0**-IDENTICAL_DIGITS
-    if len(approximate) == 2:
+    if (pred_float and ref_float) or va.imag or vb.imag:
         return False  # two decimals with different values: numbers_equal's case
-    # a decimal against a closed form: at the decimal's precision, as numbers_equal
-    form = decimal_form(approximate[0])
-    other = eb if approximate[0] == a else ea
-    exact = _exact_rational(other)
-    if form is None or (exact is not None and terminates(exact)) or va.imag or vb.imag:
+    if ref_float:  # a decimal reference: the closed form at its precision, as numbers_equal
+        places = _decimal_places(b, eb)
+        return (
+            places is not None
+            and rounding.reference_rounded
+            and round_half_up(at(ea, places), places) == Fraction(b)
+        )
+    # a decimal for a closed form: only where a rounded answer is asked for, at the
+    # decimal's precision, as numbers_equal
+    form = decimal_form(a)
+    exact = _exact_rational(eb)
+    if not rounding.asked or form is None or (exact is not None and terminates(exact)):
         return False
-    places_given, significant = form
-    closed = Fraction(str(other.evalf(2 * IDENTICAL_DIGITS + places_given)))
+    places, significant = form
     return significant >= MIN_SIGNIFICANT_DIGITS and decimal_stands_for(
-        Fraction(approximate[0]), places_given, closed
+        Fraction(a), places, at(eb, places)
     )
 
 
@@ -108,15 +130,18 @@ def _equations_equal(ea: Any, eb: Any) -> bool:
     return bool(ratio.is_number and ratio != 0 and ratio.is_finite)
 
 
-def sympy_equal(a: str, b: str, places: int | None = None) -> bool:
-    """Whether two normalised LaTeX answers are equal as sympy expressions (our rules).
+def sympy_equal(a: str, b: str, rounding: Rounding | None = None) -> bool:
+    """Whether a normalised LaTeX prediction `a` equals the reference `b` as sympy
+    expressions (our rules).
 
     Both must parse whole (`_parse`). Then they are equal when ``simplify(a - b)`` is 0;
     two equations when they are one equation (`_equations_equal`; other relations are not
     compared); two constants also when exact forms have identical values (to
-    `IDENTICAL_DIGITS`), or a decimal and a closed form without a finite expansion agree
-    to less than one unit in the decimal's last place (``0.70711`` = ``\\frac{\\sqrt2}{2}``;
-    at least three significant digits), or, with `places`, both round to the same number.
+    `IDENTICAL_DIGITS`), or by the decimal rules of
+    `gpart.evaluation.answers.numbers_equal` with `rounding` (None: the problem is not
+    known): a decimal reference against a closed form at the reference's precision
+    (``\\frac{\\sqrt2}{2}`` = ``0.70711``), a decimal prediction for a closed form only
+    where the problem asks for a rounded answer, both rounded where it names the places.
     Unparsable input is not equal.
     """
     from sympy import Eq, simplify
@@ -134,7 +159,7 @@ def sympy_equal(a: str, b: str, places: int | None = None) -> bool:
         return True
     if ea.free_symbols or eb.free_symbols:
         return False
-    return _constants_equal(ea, eb, a, b, places)
+    return _constants_equal(ea, eb, a, b, rounding or Rounding())
 
 
 # ------------------------------------------------------------- the paper's symbolic step
@@ -256,7 +281,10 @@ def answer(request: dict[str, Any]) -> dict[str, Any]:
     rule = request.get("rule", "gpart")
     if rule not in RULES:
         raise ValueError(f"unknown rule {rule!r} (known: {', '.join(RULES)})")
-    options = {"places": request["places"]} if request.get("places") is not None else {}
+    rounding = Rounding(**request["rounding"]) if request.get("rounding") else None
+    if request.get("places") is not None:  # places alone, as math_equal(places=) takes them
+        rounding = Rounding(known=True, asked=True, places=request["places"])
+    options = {"rounding": rounding} if rule == "gpart" and rounding else {}
     got = RULES[rule](request["a"], request["b"], **options)
     return got if isinstance(got, dict) else {"equal": bool(got)}
 

@@ -31,17 +31,20 @@ same code; only the main one writes files or prints (anchor: accelerate's
 from __future__ import annotations
 
 import argparse
+import contextlib
+import random
 import shutil
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
-from transformers import TrainerCallback
+from transformers import TrainerCallback, set_seed
 
 from gpart.configs import ConfigError, ExperimentConfig, apply_adapter, get_domain, get_task
 from gpart.configs.cli import configs_for_seeds
@@ -231,6 +234,14 @@ def run_sweep(domain: Domain, cfg: ExperimentConfig, flags: argparse.Namespace) 
             "none here; without GPUs train with DDP instead: accelerate launch --config_file "
             "configs/accelerate/ddp.yaml (gloo on the CPU)"
         )
+    orders = {cfg.effective_training(t).data_order for t in cfg.tasks}
+    if "reference" in orders and _num_processes() > 1:
+        # Each process's global RNG would draw its own order (gpart.training.trainer).
+        raise ConfigError(
+            "training.data_order reference: the reference's order is drawn from one "
+            "process's global RNG; under accelerate launch / torchrun pass "
+            "training.data_order seeded"
+        )
     if fsdp_launched() and cfg.model.quantization != "none":
         # FSDP would have to shard bitsandbytes' packed codes and their quantization
         # state; the runners have not been made to (a QLoRA base fits one GPU anyway).
@@ -274,6 +285,12 @@ def run_sweep(domain: Domain, cfg: ExperimentConfig, flags: argparse.Namespace) 
         print(f"{len(failed)} run(s) failed: {', '.join(failed)}", file=sys.stderr)
         return 1
     return 0
+
+
+def _num_processes() -> int:
+    from accelerate import PartialState
+
+    return PartialState().num_processes
 
 
 def _export(
@@ -380,6 +397,10 @@ def run_task(
     checkpoint = last_checkpoint(out) if resume else None
 
     # Everything that can fail on user input happens before the run directory exists.
+    # Seeded before anything draws: the new head's initialisation (and whatever an adapter
+    # draws) is then the same on every run of the same command, as in the reference
+    # (its utils/trainer.py::run_task calls set_seed before loading the model).
+    set_seed(cfg.seed)
     splits = domain.load_splits(single, task)
     processor, base = domain.load_model(single, task)
     heads = domain.head_names(base)
@@ -390,7 +411,8 @@ def run_task(
         data.test = {
             k: v.select(range(min(cfg.data.max_eval_samples, len(v)))) for k, v in data.test.items()
         }
-    trainer = build_trainer(domain, single, task, model, processor, data, heads, out)
+    with rng_state_kept():  # Trainer() re-seeds; training goes on from the set-up's state
+        trainer = build_trainer(domain, single, task, model, processor, data, heads, out)
     trainer.add_callback(
         RunParamsCallback(
             run_parameters(
@@ -470,6 +492,29 @@ def run_task(
     return out
 
 
+@contextlib.contextmanager
+def rng_state_kept() -> Iterator[None]:
+    """Put every global RNG (Python, numpy, torch CPU and CUDA) back as it was on entry.
+
+    `Trainer.__init__` calls ``set_seed(args.seed)``, which would restart the streams that
+    dropout and ``training.data_order reference`` draw from. The reference trains straight
+    on from the state its set-up (``set_seed``, model, adapter) left, so the runners build
+    their Trainer inside this. (`Trainer` also saves and restores these states with each
+    checkpoint, which is what makes a resumed run continue the same streams.)
+    """
+    py, np_state = random.getstate(), np.random.get_state()
+    cpu = torch.random.get_rng_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    try:
+        yield
+    finally:
+        random.setstate(py)
+        np.random.set_state(np_state)
+        torch.random.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
+
+
 def training_arguments(
     cfg: ExperimentConfig,
     task: str,
@@ -530,6 +575,9 @@ def training_arguments(
         label_names=["labels"],
         dataloader_pin_memory=torch.cuda.is_available(),
         disable_tqdm=False,
+        # data_order "reference" brings its own RandomSampler; accelerate's seedable one
+        # would replace it (gpart.training.trainer)
+        accelerator_config={"use_seedable_sampler": tc.data_order == "seeded"},
     )
     kwargs.update(overrides or {})
     return TrainingArguments(**kwargs)
@@ -583,6 +631,8 @@ def build_trainer(
         decay_theta=tc.decay_theta,
         warmup_ratio=tc.warmup_ratio,
         head_modules=heads,
+        schedule_steps=tc.schedule_steps,
+        data_order=tc.data_order,
     )
 
 

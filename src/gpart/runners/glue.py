@@ -39,6 +39,7 @@ class GlueDomain(Domain):
             model_selection=cfg.training.model_selection,
             seed=cfg.seed,
             max_train_samples=cfg.data.max_train_samples,
+            selection_split=cfg.data.selection_split,
         )
 
     def data_fingerprint(self, cfg: ExperimentConfig, task: str) -> dict[str, Any]:

@@ -21,28 +21,53 @@ Parameter groups (only ``requires_grad`` parameters; empty groups are dropped):
   ``theta`` is exactly decaying the update towards the base weights;
   ``decay_theta=False`` exempts it.
 
-Warmup: ``ceil(warmup_ratio * total_steps)`` computed on the exact number of optimizer steps
-`Trainer` will take (:func:`count_training_steps` reproduces it), with a tolerance so float
-noise (``0.07 * 100 = 7.000000000000001``) does not add a step, unlike
-``TrainingArguments.get_warmup_steps``.
+Schedule length (``schedule_steps``):
+
+* ``"exact"``: the schedule spans the optimizer steps `Trainer` takes
+  (:func:`count_training_steps` reproduces the count) and warms up for
+  ``ceil(warmup_ratio * total_steps)`` steps, with a tolerance so float noise
+  (``0.07 * 100 = 7.000000000000001``) does not add a step, unlike
+  ``TrainingArguments.get_warmup_steps``.
+* ``"reference"``: the paper authors' arithmetic (SamsungLabs/GPart at 320f0c1,
+  ``utils/training_config.py::get_total_steps`` / ``get_warmup_steps``):
+  ``int(n / batch * epochs)`` steps and ``int(total * warmup_ratio)`` warmup steps, both
+  truncated as written there. With a partial last batch the schedule reaches zero before
+  the last steps, which then train at learning rate 0, as theirs do.
+
+Data order (``data_order``):
+
+* ``"seeded"``: `Trainer`'s own, accelerate's seedable sampler (``data_seed + epoch``):
+  independent of everything else the run draws, the same under DDP.
+* ``"reference"``: `ReferenceOrderSampler`, the order of the reference's
+  ``DataLoader(shuffle=True)``: each epoch's permutation is seeded by a draw from the global
+  torch RNG, so it depends on what ran before it (the head's initialisation, dropout). One
+  process only. Resumable: the epoch's seed is saved with each checkpoint
+  (`DATA_ORDER_FILE`), so a run resumed mid-epoch sees the rest of the same permutation.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from transformers import Trainer, get_scheduler
+from torch.utils.data import RandomSampler
+from transformers import Trainer, TrainerCallback, get_scheduler
 
 from gpart.heads import is_head_param
 
 THETA_NAME = "gpart_theta"
 DEFAULT_HEAD_MODULES: tuple[str, ...] = ("classifier",)
 SCHEDULER_CHOICES = ("linear", "cosine", "constant_with_warmup")
+SCHEDULE_STEPS_CHOICES = ("exact", "reference")
+DATA_ORDER_CHOICES = ("seeded", "reference")
+# Saved in each checkpoint under data_order "reference": the seed of the epoch in progress.
+DATA_ORDER_FILE = "data_order.json"
 
 # The name patterns `Trainer` itself exempts from decay (on the lower-cased name).
 _NO_DECAY_NAME = re.compile(r"bias|layernorm|rmsnorm|(?:^|\.)norm(?:$|\.)|_norm(?:$|\.)")
@@ -162,6 +187,57 @@ def warmup_steps_from_ratio(total_steps: int, warmup_ratio: float) -> int:
     return min(math.ceil(warmup_ratio * total_steps - 1e-9), total_steps)
 
 
+def reference_total_steps(num_examples: int, batch_size: int, num_epochs: float) -> int:
+    """The schedule's length as the reference computes it: ``int(n / batch * epochs)``, the
+    same float expression, so the same truncation (its warmup is ``int(total * ratio)``).
+
+    ``batch_size`` is the examples per optimizer step (per-device batch x accumulation x
+    processes; the reference has none of the last two).
+    """
+    return int((num_examples / batch_size) * num_epochs)
+
+
+class ReferenceOrderSampler(RandomSampler):
+    """`RandomSampler` whose every epoch is seeded by one draw from the global torch RNG.
+
+    The same draw, at the same moment (the first index of the epoch), and the same
+    permutation as a `RandomSampler` without a generator, which is what
+    ``DataLoader(shuffle=True)`` uses; the epoch's seed is kept (`epoch_seed`) so that a
+    checkpoint can save it and a resumed run can replay the epoch (`resume_seed`).
+    """
+
+    def __init__(self, data_source: Any) -> None:
+        super().__init__(data_source)
+        self.epoch_seed: int | None = None
+        self.resume_seed: int | None = None
+
+    def __iter__(self) -> Iterator[int]:
+        if self.resume_seed is not None:
+            seed, self.resume_seed = self.resume_seed, None
+        else:
+            # torch.utils.data.RandomSampler.__iter__'s own draw when it has no generator
+            seed = int(torch.empty((), dtype=torch.int64).random_().item())
+        self.epoch_seed = seed
+        self.generator = torch.Generator()
+        self.generator.manual_seed(seed)
+        yield from super().__iter__()
+
+
+class _SaveEpochSeed(TrainerCallback):
+    """Writes the reference sampler's current epoch seed into each checkpoint."""
+
+    def __init__(self, trainer: GroupedTrainer) -> None:
+        self.trainer = trainer
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        sampler = self.trainer._reference_sampler
+        if sampler is None or not state.is_world_process_zero:
+            return
+        ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if ckpt.is_dir():
+            (ckpt / DATA_ORDER_FILE).write_text(json.dumps({"epoch_seed": sampler.epoch_seed}))
+
+
 class GroupedTrainer(Trainer):
     """`Trainer` whose optimizer has adapter / head groups and whose warmup is a ratio.
 
@@ -173,9 +249,13 @@ class GroupedTrainer(Trainer):
         head_lr: Head learning rate; ``None`` = ``args.learning_rate``.
         head_weight_decay: Head weight decay; ``None`` = ``args.weight_decay``.
         decay_theta: Decay GPart's ``theta`` (default on, see the module docstring).
-        warmup_ratio: Warmup as a share of the exact total step count; ``None`` falls back
+        warmup_ratio: Warmup as a share of the total step count; ``None`` falls back
             to ``args.warmup_steps`` (`Trainer`'s own rule).
         head_modules: Module names that form the head.
+        schedule_steps: ``"exact"`` or ``"reference"`` (the module docstring).
+        data_order: ``"seeded"`` or ``"reference"`` (the module docstring); ``"reference"``
+            needs ``accelerator_config={"use_seedable_sampler": False}`` in ``args``, or
+            accelerate would replace the sampler by its seedable one.
     """
 
     def __init__(
@@ -186,16 +266,66 @@ class GroupedTrainer(Trainer):
         decay_theta: bool = True,
         warmup_ratio: float | None = None,
         head_modules: Iterable[str] = DEFAULT_HEAD_MODULES,
+        schedule_steps: str = "exact",
+        data_order: str = "seeded",
         **kwargs: Any,
     ) -> None:
         if warmup_ratio is not None and not 0.0 <= warmup_ratio <= 1.0:
             raise ValueError(f"warmup_ratio must be in [0, 1], got {warmup_ratio}")
+        if schedule_steps not in SCHEDULE_STEPS_CHOICES:
+            raise ValueError(f"schedule_steps must be one of {SCHEDULE_STEPS_CHOICES}")
+        if data_order not in DATA_ORDER_CHOICES:
+            raise ValueError(f"data_order must be one of {DATA_ORDER_CHOICES}")
         self.head_lr = head_lr
         self.head_weight_decay = head_weight_decay
         self.decay_theta = decay_theta
         self.warmup_ratio = warmup_ratio
         self.head_modules = tuple(head_modules)
+        self.schedule_steps = schedule_steps
+        self.data_order = data_order
+        self._reference_sampler: ReferenceOrderSampler | None = None
+        self._resume_seed: int | None = None
         super().__init__(*args, **kwargs)
+        if data_order == "reference":
+            if self.args.world_size > 1:
+                raise ValueError(
+                    "data_order 'reference' draws the order from each process's global RNG: "
+                    "one process only; use 'seeded' under accelerate launch / torchrun"
+                )
+            if self.args.accelerator_config.use_seedable_sampler:
+                raise ValueError(
+                    "data_order 'reference' needs TrainingArguments(accelerator_config="
+                    "{'use_seedable_sampler': False}): accelerate would replace its sampler"
+                )
+            self.add_callback(_SaveEpochSeed(self))
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs: Any) -> Any:
+        """`Trainer.train`; under data_order "reference", a checkpoint taken mid-epoch
+        hands the epoch's seed to the sampler so the resumed epoch keeps its permutation
+        (`Trainer` restores the global RNG only after the new epoch has drawn its seed)."""
+        self._resume_seed = None
+        if self.data_order == "reference" and isinstance(resume_from_checkpoint, str):
+            ckpt = Path(resume_from_checkpoint)
+            state = json.loads((ckpt / "trainer_state.json").read_text())
+            epoch = float(state.get("epoch") or 0.0)
+            if epoch != math.floor(epoch):  # mid-epoch; at a boundary the next epoch draws
+                saved = ckpt / DATA_ORDER_FILE
+                if not saved.exists():
+                    raise ValueError(
+                        f"{ckpt}: a mid-epoch checkpoint without {DATA_ORDER_FILE}; it was not "
+                        "written with data_order 'reference', so its epoch cannot be replayed"
+                    )
+                self._resume_seed = int(json.loads(saved.read_text())["epoch_seed"])
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+        if self.data_order != "reference":
+            return super()._get_train_sampler(train_dataset)
+        dataset = self.train_dataset if train_dataset is None else train_dataset
+        sampler = ReferenceOrderSampler(dataset)
+        sampler.resume_seed, self._resume_seed = self._resume_seed, None
+        self._reference_sampler = sampler
+        return sampler
 
     def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
         opt_model = self.model if model is None else model
@@ -228,12 +358,27 @@ class GroupedTrainer(Trainer):
         """Warmup steps for a schedule of ``num_training_steps`` optimizer steps."""
         if self.warmup_ratio is None:
             return self.args.get_warmup_steps(num_training_steps)
+        if self.schedule_steps == "reference":
+            return int(num_training_steps * self.warmup_ratio)
         return warmup_steps_from_ratio(num_training_steps, self.warmup_ratio)
+
+    def _reference_total_steps(self) -> int:
+        """The schedule's length under schedule_steps "reference" (``max_steps`` wins)."""
+        if self.args.max_steps > 0:
+            return self.args.max_steps
+        per_step = (
+            self.args.per_device_train_batch_size
+            * self.args.gradient_accumulation_steps
+            * max(1, self.args.world_size)
+        )
+        return reference_total_steps(len(self.train_dataset), per_step, self.args.num_train_epochs)
 
     def create_scheduler(
         self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None
     ) -> torch.optim.lr_scheduler.LRScheduler:
         if self.lr_scheduler is None:
+            if self.schedule_steps == "reference":
+                num_training_steps = self._reference_total_steps()
             self.lr_scheduler = get_scheduler(
                 self.args.lr_scheduler_type,
                 optimizer=self.optimizer if optimizer is None else optimizer,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import warnings
+from typing import Literal
 
 import torch
 from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer
@@ -12,6 +14,7 @@ from peft.utils.other import AuxiliaryTrainingWrapper
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
+import gpart.tuner.arithmetic as arithmetic
 from gpart.tuner.config import GPartConfig
 from gpart.tuner.fastfood import FastfoodProjection, release_reference_tables
 from gpart.tuner.layer import Conv2d, Embedding, GPartLayer, GPartShared, Linear
@@ -561,6 +564,121 @@ class GPartModel(BaseTuner):
     def delete_adapter(self, adapter_name: str) -> None:
         super().delete_adapter(adapter_name)
         self._drop_shared(adapter_name)
+
+    # ------------------------------------------------------------------ adapter arithmetic
+    def add_weighted_adapter(
+        self,
+        adapters: list[str],
+        weights: list[float],
+        adapter_name: str,
+        combination_type: Literal[
+            "linear", "ties", "dare_linear", "dare_ties", "magnitude_prune"
+        ] = "linear",
+        svd_rank: int | None = None,
+        svd_clamp: int | None = None,
+        svd_full_matrices: bool = True,
+        svd_driver: str | None = None,
+        density: float | None = None,
+        majority_sign_method: Literal["total", "frequency"] = "total",
+    ) -> None:
+        """Add adapter `adapter_name` whose theta combines the thetas of `adapters`.
+
+        peft's `LoraModel.add_weighted_adapter`, for adapters that share one partition `P`
+        (same `d`, seed, targets, scope, grouping, projection, scheme and bias layout):
+        `dW = P theta` is linear, so ``"linear"`` gives exactly `sum_i w_i dW_i` (a model soup
+        when the weights sum to one, task arithmetic otherwise). ``"ties"``, ``"dare_linear"``,
+        ``"dare_ties"`` and ``"magnitude_prune"`` are peft's `merge_utils` functions applied
+        to the thetas, so pruning ranks the entries of each adapter's whole theta (one vector
+        for the model), not of each layer. The new adapter is added but not activated
+        (`set_adapter` it), and it is frozen.
+
+        Differences from LoRA's version, each so that nothing happens silently: the default
+        is ``"linear"`` (exact; LoRA's default ``"svd"`` and ``"cat"`` refactor low-rank
+        factors, which GPart has not, and are refused with the reason); an existing
+        `adapter_name` is an error, not a silent no-op; one adapter is combined as asked,
+        not switched to ``"linear"``; `density` or `majority_sign_method` given to a type
+        that ignores them is an error. Two adapters that each train their own copy of a
+        module (`modules_to_save`, e.g. a classifier head) are refused, as by LoRA: a
+        trained module is no update that can be weighted. If only one of them trains it,
+        the new adapter takes that trained copy, unweighted (LoRA gives it an untrained copy
+        of the original). `bias="all"` trains the model's biases in place, outside theta,
+        and is refused.
+
+        Args:
+            adapters: Names of the adapters to combine (at least one).
+            weights: One weight per adapter; negative weights subtract.
+            adapter_name: Name of the new adapter (not an existing one).
+            combination_type: ``"linear"``, ``"ties"``, ``"dare_linear"``, ``"dare_ties"``
+                or ``"magnitude_prune"``.
+            svd_rank: LoRA's; must stay None.
+            svd_clamp: LoRA's; must stay None.
+            svd_full_matrices: LoRA's; must stay True.
+            svd_driver: LoRA's; must stay None.
+            density: Fraction of each theta's entries kept, in (0, 1], for the pruning types.
+                The DARE types draw their masks with `torch.bernoulli` from torch's global
+                RNG (`torch.manual_seed` before the call reproduces them).
+            majority_sign_method: ``"total"`` or ``"frequency"``, for ``"ties"`` and
+                ``"dare_ties"``.
+
+        Raises:
+            ValueError: a name that does not exist or already does, weights that do not match
+                the adapters, adapters that do not share a partition (naming the field), a
+                combination type or option that does not apply to theta vectors.
+        """
+        adapters, weights = list(adapters), list(weights)
+        arithmetic.check_arguments(
+            combination_type,
+            density,
+            majority_sign_method,
+            {
+                "svd_rank": (svd_rank, None),
+                "svd_clamp": (svd_clamp, None),
+                "svd_full_matrices": (svd_full_matrices, True),
+                "svd_driver": (svd_driver, None),
+            },
+        )
+        shared = self._shared()
+        owners = arithmetic.check_sources(
+            self.model, shared, self.peft_config, adapters, weights, adapter_name
+        )
+        first = adapters[0]
+        # Combined before the injection, whose init_bound draw would otherwise come between
+        # torch.manual_seed and DARE's masks (both use the global RNG).
+        combined = arithmetic.combine(
+            [shared.theta[a] for a in adapters],
+            weights,
+            combination_type,
+            density,
+            majority_sign_method,
+        )
+        to_save = [m for a in adapters for m in (self.peft_config[a].modules_to_save or ()) if m]
+        self.peft_config[adapter_name] = dataclasses.replace(
+            self.peft_config[first], modules_to_save=list(dict.fromkeys(to_save)) or None
+        )
+        try:
+            self.inject_adapter(self.model, adapter_name)
+        except Exception:
+            del self.peft_config[adapter_name]
+            raise
+        reason = arithmetic.partition_mismatch(
+            self.model, shared, self.peft_config, first, adapter_name
+        )
+        if reason:
+            self._undo_injection(self.model, adapter_name)
+            del self.peft_config[adapter_name]
+            raise ValueError(reason)
+        # The sources' dtype: fp32 unless they all hold theta in the base dtype
+        # (autocast_adapter_dtype=False).
+        dtype = shared.theta[first].dtype
+        for a in adapters:
+            dtype = torch.promote_types(dtype, shared.theta[a].dtype)
+        shared.theta[adapter_name] = nn.Parameter(
+            combined.to(dtype=dtype, device=shared.theta[first].device), requires_grad=False
+        )
+        for wrapper_name, owner in owners.items():
+            copies = self.model.get_submodule(wrapper_name).modules_to_save
+            copies[adapter_name].load_state_dict(copies[owner].state_dict())
+            copies[adapter_name].requires_grad_(False)
 
     # ------------------------------------------------------------------ state dict
     @classmethod

@@ -23,11 +23,26 @@ SIZE_PRESETS = {
 # The protocol every PEFT method below shares (LoRA/VeRA/Uni-LoRA/GPart papers): full-length
 # inputs, AdamW with decoupled weight decay 0.1, linear schedule with 6% warmup. Stated
 # explicitly, not left to the dataclass defaults, so a change of defaults cannot move them.
+# The rest is how the paper authors' loop runs it (SamsungLabs/GPart at 320f0c1, one loop
+# for every method), so that the default run is their experiment step for step; each has
+# the alternative named beside it (docs/glue.md, "Reproducing the paper").
 _PEFT_PROTOCOL: dict[str, Any] = {
     "training.max_seq_length": 512,
     "training.weight_decay": 0.1,
     "training.warmup_ratio": 0.06,
     "training.scheduler": "linear",
+    # No clipping: utils/trainer.py:227-229 steps right after loss.backward().
+    "training.max_grad_norm": None,
+    # utils/training_config.py:163-169: int(n / batch * epochs) steps, int(0.06 T) warmup.
+    # "exact" spans the steps really taken instead.
+    "training.schedule_steps": "reference",
+    # utils/data_loader_utils.py:227-231: DataLoader(shuffle=True), each epoch seeded from
+    # the global torch RNG after set_seed and model loading (utils/trainer.py:561-577).
+    # "seeded" (Trainer's own) is independent of dropout and works under DDP.
+    "training.data_order": "reference",
+    # utils/data_loader_utils.py:52-66: datasets' stratified train_test_split of
+    # min(max(0.15, 300 / n), 0.2), i.e. 15 % on every GLUE task, seeded with the run seed.
+    "data.selection_split": "reference",
 }
 # Query/value projections: the attention targets all these baselines adapt on GLUE.
 _QV = ("query", "value")  # a tuple: presets hold no mutable values

@@ -17,7 +17,7 @@ from gpart.evaluation import (
     normalize_math,
     score_completions,
 )
-from gpart.evaluation.answers import asked_places, math_number
+from gpart.evaluation.answers import Rounding, asked_places, asked_rounding, math_number
 
 
 # --------------------------------------------------------------------------------- boxes
@@ -104,7 +104,12 @@ def test_math_prediction(completion, expected):
         ("3\\!\\,\\sqrt{2}", "3\\sqrt{2}"),
         ("4.", "4"),
         ("10 \\text{ cm}.", "10"),  # a final period does not hide the unit
-        ("3 \\text{ and } 4", "3and4"),  # not cut at the first `\text{ `: the 4 stays
+        ("3 \\text{ and } 4", "3,4"),  # not cut at the first `\text{ `: the 4 stays
+        ("3 and 4", "3,4"),  # a list joined by a word is a list
+        ("1, 2, \\text{and } 3", "1,2,3"),
+        ("1, 2, and 3", "1,2,3"),
+        ("\\text{band}", "band"),  # whole words only
+        ("a \\land b", "a\\land b"),
         ("x \\in [-2, 7]", "[-2,7]"),  # a short left side of `\in`, as of `=`
         ("52_{8}", "52_8"),  # one-character scripts unbraced
         ("x^{2}+1", "x^2+1"),
@@ -135,7 +140,6 @@ def test_math_number(normalized, value):
         ("5^\\circ", "5", "string"),
         ("x = 4", "4", "string"),
         ("\\boxed{}", "\\boxed{}", "string"),
-        ("0.3333", "\\frac{1}{3}", "number"),  # within relative 1e-4
         ("2.0", "2", "number"),
         ("-\\frac{6}{4}", "-1.5", "number"),
         ("\\$1{,}000", "1000.00", "number"),
@@ -157,8 +161,8 @@ def test_equal_without_sympy(prediction, reference, method):
         ("(2,1)", "(1,2)"),  # ordered pairs: order matters
         ("(1,2)", "1,2"),  # a point is not a list of solutions
         ("(1,2,3)", "(1,2)"),
-        ("0.33", "\\frac{1}{3}"),  # two significant digits: a rough figure, no answer
-        ("0.334", "\\frac{1}{3}"),  # neither rounded nor truncated
+        ("0.33", "\\frac{1}{3}"),  # a decimal is no exact answer (unless asked for)
+        ("0.3333", "\\frac{1}{3}"),  # however many digits
         ("-3", "3"),
         ("\\text{Monday}", "\\text{Mondya}"),  # sympy would call these equal products
         ("", "5"),
@@ -206,9 +210,7 @@ def test_the_earlier_false_positives_are_not_equal(prediction, reference):
         ("x \\in [-2,7]", "[-2, 7]"),
         ("52_{8}", "52_8"),
         ("3 \\text{ and } 4", "3\\text{ and }4"),
-        ("0.667", "\\frac{2}{3}"),  # a decimal at the precision it was given: rounded
-        ("0.666", "\\frac{2}{3}"),  # or truncated
-        ("2\\pi", "6.283"),  # `\pi` is the constant
+        ("2\\pi", "6.283"),  # `\pi` is the constant; at the decimal reference's precision
         ("18.00", "18"),  # a finite expansion, matched exactly
     ],
 )
@@ -225,6 +227,8 @@ def test_equal_under_the_stated_rules(prediction, reference):
         ("Give your answer to 3 decimal places.", 3),
         ("to two decimal places", 2),
         ("What is it, to the nearest whole number?", 0),
+        ("How much does she pay, to the nearest cent?", 2),
+        ("to the nearest centimeter", None),  # a unit, not "cent"
         ("Express your answer as a common fraction.", None),
         ("nearest tenth ... or nearest hundredth?", None),  # ambiguous: none
         (None, None),
@@ -234,12 +238,147 @@ def test_asked_places(question, places):
     assert asked_places(question) == places
 
 
-def test_the_precision_a_problem_asks_for_decides():
-    assert math_equal("3.14", "3.1", places=1).equal  # "to the nearest tenth"
-    assert not math_equal("3.14", "3.1").equal  # otherwise 3.1 is an exact answer
+@pytest.mark.parametrize(
+    ("question", "asked"),
+    [
+        ("Express your answer as a decimal to the nearest tenth.", True),
+        ("Express your answer as a decimal.", True),
+        ("Express $\\frac{31}{2\\cdot5^6}$ as a terminating decimal.", True),
+        ("What is $\\sqrt{53}$ rounded to the nearest integer?", True),
+        ("Round your answer to the nearest hundred.", True),  # asked, places not named
+        ("Give the answer in decimal form.", True),
+        ("Give your answer to three significant figures.", True),
+        ("Approximately how many gallons are left?", True),
+        ("Express the repeating decimal $0.\\overline{3}$ as a common fraction.", False),
+        ("Eight people sit around a round table. In each round ...", False),
+        ("Find the point on the line nearest to $(1,2)$.", False),
+        ("What is the 20th digit after the decimal point of $\\frac{1}{7}$?", False),
+    ],
+)
+def test_asked_rounding(question, asked):
+    got = asked_rounding(question)
+    assert got.known and got.asked is asked and got.places == asked_places(question)
+
+
+def test_an_unknown_problem_is_not_known():
+    assert asked_rounding(None) == asked_rounding("  ") == Rounding(False, False, None)
+
+
+# The decimal rules, case by case: the problem's text decides whether a decimal is an
+# answer. NONE: the problem is not known; PLAIN: known, and it asks for no rounding.
+NONE = None
+PLAIN = "What is the value of $x$?"
+DECIMAL = "Express your answer as a decimal."
+TENTH = "Express your answer as a decimal to the nearest tenth."
+HUNDREDTH = "Round your answer to the nearest hundredth."
+THREE_PLACES = "Give the answer to three decimal places."
+WHOLE = "What is it, to the nearest whole number?"
+PERCENT_TENTH = "What percent is left? Express your answer to the nearest tenth."
+CENT = "How much does she pay, to the nearest cent?"
+
+
+@pytest.mark.parametrize(
+    ("prediction", "reference", "question", "equal"),
+    [
+        # an exact reference: a decimal is wrong unless the problem asks for one
+        ("0.33", "\\frac{1}{3}", NONE, False),
+        ("0.33", "\\frac{1}{3}", PLAIN, False),
+        ("0.33", "\\frac{1}{3}", HUNDREDTH, True),  # both rounded to the places asked
+        ("0.333", "\\frac{1}{3}", HUNDREDTH, True),
+        ("0.34", "\\frac{1}{3}", HUNDREDTH, False),
+        ("0.333", "\\frac{1}{3}", NONE, False),
+        ("0.333", "\\frac{1}{3}", DECIMAL, True),  # no places named: at its own precision
+        ("0.33", "\\frac{1}{3}", DECIMAL, False),  # two significant digits: a rough figure
+        ("0.334", "\\frac{1}{3}", DECIMAL, False),  # neither rounded nor truncated
+        ("0.667", "\\frac{2}{3}", DECIMAL, True),  # rounded
+        ("0.666", "\\frac{2}{3}", DECIMAL, True),  # or truncated
+        ("0.667", "\\frac{2}{3}", THREE_PLACES, True),
+        ("0.666", "\\frac{2}{3}", THREE_PLACES, False),  # asked to round: rounded
+        ("1.41", "\\sqrt{2}", NONE, False),  # through sympy: the same rules
+        ("1.414", "\\sqrt{2}", PLAIN, False),
+        ("1.41", "\\sqrt{2}", HUNDREDTH, True),
+        ("1.414", "\\sqrt{2}", DECIMAL, True),
+        ("1.42", "\\sqrt{2}", HUNDREDTH, False),
+        ("0.79", "\\pi/4", NONE, False),
+        ("0.79", "\\frac{\\pi}{4}", HUNDREDTH, True),
+        ("2.83", "3", NONE, False),  # an integer is exact
+        ("2.83", "3", WHOLE, True),
+        ("3.0", "3", NONE, True),  # equal values are equal, whatever the problem
+        ("3", "3.0", PLAIN, True),
+        ("\\frac{1}{2}", "0.5", PLAIN, True),
+        ("0.5", "\\frac{1}{2}", NONE, True),
+        ("0.50", "\\frac{1}{2}", PLAIN, True),
+        # a decimal reference: at its own precision, unless the problem is known and asks
+        # for no rounding (then the decimal is exact)
+        ("1.414", "1.41", NONE, True),
+        ("1.414", "1.41", HUNDREDTH, True),
+        ("1.414", "1.41", DECIMAL, True),
+        ("1.414", "1.41", PLAIN, False),
+        ("1.4", "1.41", NONE, False),  # less precise than the reference
+        ("1.42", "1.41", NONE, False),
+        ("1.415", "1.41", NONE, False),  # rounds (half up) to 1.42
+        ("-1.414", "-1.41", NONE, True),
+        ("\\sqrt{2}", "1.41", NONE, True),  # a closed form at the reference's precision
+        ("\\sqrt{2}", "1.4", NONE, True),
+        ("\\sqrt{2}", "1.41", PLAIN, False),
+        ("\\sqrt{3}", "1.41", NONE, False),
+        ("\\frac{1}{3}", "0.33", NONE, True),
+        ("\\frac{1}{3}", "0.33", PLAIN, False),
+        ("3.14", "3.1", NONE, True),
+        ("3.14", "3.1", TENTH, True),
+        ("3.14", "3.1", PLAIN, False),
+        ("3.2", "3.1", TENTH, False),
+        ("\\pi", "3.14", HUNDREDTH, True),
+        ("0.3563", ".35625", NONE, False),  # fewer places than the reference
+        ("0.356251", ".35625", PLAIN, False),
+        # percentages and money: the number as written, the sign dropped
+        ("33.33\\%", "33.3\\%", PERCENT_TENTH, True),
+        ("33\\%", "33.3\\%", NONE, False),
+        ("\\frac{100}{3}\\%", "33.3\\%", NONE, True),
+        ("0.5", "50\\%", NONE, False),  # a fraction is not the percentage
+        ("\\$18.50", "18.5", PLAIN, True),
+        ("18.499", "\\$18.50", CENT, True),
+        ("18.499", "\\$18.50", PLAIN, False),
+        ("18.5", "19", CENT, False),  # an exact reference, places asked: both rounded
+        # in tuples, element by element
+        ("(0.33, 1)", "(\\frac{1}{3}, 1)", NONE, False),
+        ("(0.33, 1)", "(\\frac{1}{3}, 1)", HUNDREDTH, True),
+    ],
+)
+def test_decimals_by_what_the_problem_asks(prediction, reference, question, equal):
+    got = math_equal(prediction, reference, question=question)
+    assert got.equal is equal and not got.timed_out, got
+    completion = f"so $\\boxed{{{prediction}}}$"
+    assert check_answer("math", completion, reference, question=question).correct is equal
+
+
+def test_places_without_the_problem_decide_as_the_problem_would():
+    assert math_equal("3.14", "3.1", places=1).equal
     assert not math_equal("3.2", "3.1", places=1).equal
     assert math_equal("\\pi", "3.14", places=2).equal
-    assert check_answer("math", "\\boxed{3.14}", "3.1", question="To the nearest tenth?").correct
+    assert math_equal("0.33", "\\frac{1}{3}", places=2).equal
+    assert math_equal("0.33", "\\frac{1}{3}", places=2, question=PLAIN).equal
+
+
+@pytest.mark.parametrize(
+    ("prediction", "reference", "equal"),
+    [
+        ("3, 4", "3 \\text{ and } 4", True),
+        ("3 \\text{ and } 4", "3, 4", True),
+        ("4, 3", "3 \\text{ and } 4", True),  # an unbracketed list: any order
+        ("3 and 4", "4,3", True),
+        ("1, 2, 3", "1, 2, \\text{ and } 3", True),
+        ("3, \\text{and } \\frac{1}{2}", "0.5 \\text{ and } 3", True),
+        ("-2 \\text{ and } 5", "5, -2", True),
+        ("3 \\text{ and } 5", "3, 4", False),
+        ("3, 4, 5", "3 \\text{ and } 4", False),
+        ("3 and 4", "(3, 4)", False),  # a point is not a list of solutions
+        ("3 \\text{ or } 4", "3, 4", False),  # only "and" joins a list
+    ],
+)
+def test_a_list_joined_by_words_is_the_same_list(prediction, reference, equal):
+    got = math_equal(prediction, reference)
+    assert got.equal is equal and not got.timed_out, got
 
 
 def test_no_prediction_is_not_equal():
