@@ -147,6 +147,32 @@ def test_two_active_adapters_compile():
     _assert_compiled_equals_eager(model, thetas)
 
 
+def test_one_dynamic_graph_serves_every_batch_shape():
+    # Trainer's last, shorter batch and per-batch padding change the shapes: the custom
+    # ops' fake implementations take symbolic sizes, so the first compilation serves all.
+    model = _model(target_modules=["emb", "fc1", "fc2"])
+    theta = model.base_model.gpart_theta_d["default"]
+    counter = torch._dynamo.testing.CompileCounterWithBackend("inductor")
+    compiled = torch.compile(model, dynamic=True, fullgraph=True, backend=counter)
+    gen = torch.Generator().manual_seed(3)
+    frames = []
+    for batch, length in ((2, 8), (3, 5), (5, 11)):
+        images = torch.randn(batch, 4, 16, 16, generator=gen)
+        tokens = torch.randint(0, WIDTH, (batch, length), generator=gen)
+        labels = torch.randint(0, 3, (batch,), generator=gen)
+        results = []
+        for m in (model, compiled):
+            loss = F.cross_entropy(m(images, tokens), labels)
+            loss.backward()
+            results.append((loss.detach(), theta.grad.clone()))
+            theta.grad = None
+        (loss, grad), (loss_c, grad_c) = results
+        _assert_close(loss_c, loss)
+        _assert_close(grad_c, grad)
+        frames.append(counter.frame_count)
+    assert frames[0] == frames[-1]  # nothing recompiled for the new shapes
+
+
 def test_compiled_dropout_draws_new_masks_every_step():
     # The key is drawn inside the graph: a compiled step must not replay one mask.
     model = _model(gpart_dropout=0.5, target_modules=["fc1"])
