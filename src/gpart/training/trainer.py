@@ -33,6 +33,9 @@ Schedule length (``schedule_steps``):
   ``int(n / batch * epochs)`` steps and ``int(total * warmup_ratio)`` warmup steps, both
   truncated as written there. With a partial last batch the schedule reaches zero before
   the last steps, which then train at learning rate 0, as theirs do.
+* ``"exact_floor"``: the steps `Trainer` takes, as ``"exact"``, warming up for
+  ``int(total_steps * warmup_ratio)`` (truncated): the vision reference's
+  ``create_scheduler`` (``finetune_ViT.py``), which runs on `Trainer`'s own count.
 
 Data order (``data_order``):
 
@@ -64,7 +67,8 @@ from gpart.heads import is_head_param
 THETA_NAME = "gpart_theta"
 DEFAULT_HEAD_MODULES: tuple[str, ...] = ("classifier",)
 SCHEDULER_CHOICES = ("linear", "cosine", "constant_with_warmup")
-SCHEDULE_STEPS_CHOICES = ("exact", "reference")
+SCHEDULE_STEPS_CHOICES = ("exact", "reference", "exact_floor")
+DECAY_EXEMPT_CHOICES = ("bias_norm", "none")
 DATA_ORDER_CHOICES = ("seeded", "reference")
 # Saved in each checkpoint under data_order "reference": the seed of the epoch in progress.
 DATA_ORDER_FILE = "data_order.json"
@@ -95,6 +99,7 @@ def build_param_groups(
     head_weight_decay: float | None = None,
     decay_theta: bool = True,
     head_modules: Sequence[str] = DEFAULT_HEAD_MODULES,
+    decay_exempt: str = "bias_norm",
 ) -> list[dict[str, Any]]:
     """Optimizer parameter groups for the trainable parameters of ``model``.
 
@@ -105,6 +110,8 @@ def build_param_groups(
         head_weight_decay: Decay of head weights; ``None`` = ``weight_decay``.
         decay_theta: Whether GPart's ``theta`` gets ``weight_decay`` (default: yes).
         head_modules: Module names that make up the head.
+        decay_exempt: ``"bias_norm"``: biases and normalisation weights get no decay;
+            ``"none"``: every tensor but an exempted ``theta`` decays.
 
     Returns:
         Groups with keys ``params``, ``lr``, ``weight_decay`` and ``name`` (one of
@@ -114,6 +121,8 @@ def build_param_groups(
     Raises:
         ValueError: no trainable parameter at all.
     """
+    if decay_exempt not in DECAY_EXEMPT_CHOICES:
+        raise ValueError(f"decay_exempt must be one of {DECAY_EXEMPT_CHOICES}")
     head_lr = lr if head_lr is None else head_lr
     head_weight_decay = weight_decay if head_weight_decay is None else head_weight_decay
     norm_names = _norm_parameter_names(model)
@@ -131,6 +140,8 @@ def build_param_groups(
         role = "head" if is_head_param(name, head_modules) else "adapter"
         if THETA_NAME in name:
             decay = decay_theta
+        elif decay_exempt == "none":
+            decay = True
         else:
             decay = name not in norm_names and not _NO_DECAY_NAME.search(name.lower())
         buckets[role if decay else f"{role}_no_decay"].append(param)
@@ -252,7 +263,9 @@ class GroupedTrainer(Trainer):
         warmup_ratio: Warmup as a share of the total step count; ``None`` falls back
             to ``args.warmup_steps`` (`Trainer`'s own rule).
         head_modules: Module names that form the head.
-        schedule_steps: ``"exact"`` or ``"reference"`` (the module docstring).
+        schedule_steps: ``"exact"``, ``"reference"`` or ``"exact_floor"`` (the module
+            docstring).
+        decay_exempt: which tensors get no weight decay (`build_param_groups`).
         data_order: ``"seeded"`` or ``"reference"`` (the module docstring); ``"reference"``
             needs ``accelerator_config={"use_seedable_sampler": False}`` in ``args``, or
             accelerate would replace the sampler by its seedable one.
@@ -268,6 +281,7 @@ class GroupedTrainer(Trainer):
         head_modules: Iterable[str] = DEFAULT_HEAD_MODULES,
         schedule_steps: str = "exact",
         data_order: str = "seeded",
+        decay_exempt: str = "bias_norm",
         **kwargs: Any,
     ) -> None:
         if warmup_ratio is not None and not 0.0 <= warmup_ratio <= 1.0:
@@ -276,6 +290,9 @@ class GroupedTrainer(Trainer):
             raise ValueError(f"schedule_steps must be one of {SCHEDULE_STEPS_CHOICES}")
         if data_order not in DATA_ORDER_CHOICES:
             raise ValueError(f"data_order must be one of {DATA_ORDER_CHOICES}")
+        if decay_exempt not in DECAY_EXEMPT_CHOICES:
+            raise ValueError(f"decay_exempt must be one of {DECAY_EXEMPT_CHOICES}")
+        self.decay_exempt = decay_exempt
         self.head_lr = head_lr
         self.head_weight_decay = head_weight_decay
         self.decay_theta = decay_theta
@@ -338,6 +355,7 @@ class GroupedTrainer(Trainer):
                 head_weight_decay=self.head_weight_decay,
                 decay_theta=self.decay_theta,
                 head_modules=self.head_modules,
+                decay_exempt=self.decay_exempt,
             )
             if self.optimizer_cls_and_kwargs is not None:
                 optimizer_cls, optimizer_kwargs = self.optimizer_cls_and_kwargs
@@ -358,7 +376,7 @@ class GroupedTrainer(Trainer):
         """Warmup steps for a schedule of ``num_training_steps`` optimizer steps."""
         if self.warmup_ratio is None:
             return self.args.get_warmup_steps(num_training_steps)
-        if self.schedule_steps == "reference":
+        if self.schedule_steps in ("reference", "exact_floor"):
             return int(num_training_steps * self.warmup_ratio)
         return warmup_steps_from_ratio(num_training_steps, self.warmup_ratio)
 
