@@ -270,13 +270,16 @@ def _in_path_order(pooled: Dataset) -> Dataset:
 
 
 def _split(ds: Dataset, test_size: float, seed: int) -> tuple[Dataset, Dataset]:
-    # In memory: on a local dataset the indices would otherwise be cached in its folder.
-    parts = ds.train_test_split(test_size=test_size, seed=seed, keep_in_memory=True)
+    # In memory where the rows are (an image folder); datasets refuses keep_in_memory for
+    # an arrow-backed dataset (hub, save_to_disk), whose indices it caches beside its files.
+    in_memory = not ds.cache_files
+    parts = ds.train_test_split(test_size=test_size, seed=seed, keep_in_memory=in_memory)
     return parts["train"], parts["test"]
 
 
 def _reference_resplit(pooled: Dataset, seed: int) -> tuple[Dataset, Dataset, Dataset]:
-    shuffled = _in_path_order(pooled).shuffle(seed=seed, keep_in_memory=True)
+    pooled = _in_path_order(pooled)
+    shuffled = pooled.shuffle(seed=seed, keep_in_memory=not pooled.cache_files)
     train, held_out = _split(shuffled, REFERENCE_DTD_HELD_OUT, seed)
     selection, test = _split(held_out, REFERENCE_DTD_TEST, seed)
     return train, selection, test
