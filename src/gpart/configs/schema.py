@@ -62,12 +62,10 @@ class TrainingConfig:
     weight_decay: float = 0.1
     # Weight decay of the head; None: same as `weight_decay`.
     head_weight_decay: float | None = None
-    # Which trainable tensors get no weight decay. "bias_norm": biases and normalisation
-    # weights, as stock Trainer grouping does. "none": every tensor decays, the head's bias
-    # too, as the vision reference's optimizer does (finetune_ViT.py:460-484).
-    decay_exempt: Literal["bias_norm", "none"] = field(
-        default="bias_norm", metadata={IDENTITY_IF_CHANGED: True}
-    )
+    # Decay biases and normalisation weights too. false: they get no weight decay, as stock
+    # Trainer grouping does. true: every tensor decays, the head's bias too, as the vision
+    # reference's optimizer does (finetune_ViT.py:460-484).
+    decay_biases_and_norms: bool = field(default=False, metadata={IDENTITY_IF_CHANGED: True})
     # Decay GPart's theta with `weight_decay` (AdamW, decoupled). On by default: the paper's
     # "weight decay 0.1" applies to every trainable tensor except biases and norms, as stock
     # Trainer grouping does (LoRA's B, Uni-LoRA's theta_d are decayed the same way). Since

@@ -634,7 +634,7 @@ def build_trainer(
         head_modules=heads,
         schedule_steps=tc.schedule_steps,
         data_order=tc.data_order,
-        decay_exempt=tc.decay_exempt,
+        decay_biases_and_norms=tc.decay_biases_and_norms,
     )
 
 

@@ -68,7 +68,6 @@ THETA_NAME = "gpart_theta"
 DEFAULT_HEAD_MODULES: tuple[str, ...] = ("classifier",)
 SCHEDULER_CHOICES = ("linear", "cosine", "constant_with_warmup")
 SCHEDULE_STEPS_CHOICES = ("exact", "reference", "exact_floor")
-DECAY_EXEMPT_CHOICES = ("bias_norm", "none")
 DATA_ORDER_CHOICES = ("seeded", "reference")
 # Saved in each checkpoint under data_order "reference": the seed of the epoch in progress.
 DATA_ORDER_FILE = "data_order.json"
@@ -99,7 +98,7 @@ def build_param_groups(
     head_weight_decay: float | None = None,
     decay_theta: bool = True,
     head_modules: Sequence[str] = DEFAULT_HEAD_MODULES,
-    decay_exempt: str = "bias_norm",
+    decay_biases_and_norms: bool = False,
 ) -> list[dict[str, Any]]:
     """Optimizer parameter groups for the trainable parameters of ``model``.
 
@@ -110,8 +109,8 @@ def build_param_groups(
         head_weight_decay: Decay of head weights; ``None`` = ``weight_decay``.
         decay_theta: Whether GPart's ``theta`` gets ``weight_decay`` (default: yes).
         head_modules: Module names that make up the head.
-        decay_exempt: ``"bias_norm"``: biases and normalisation weights get no decay;
-            ``"none"``: every tensor but an exempted ``theta`` decays.
+        decay_biases_and_norms: Decay biases and normalisation weights too (default: they
+            get none, as stock Trainer grouping).
 
     Returns:
         Groups with keys ``params``, ``lr``, ``weight_decay`` and ``name`` (one of
@@ -121,8 +120,6 @@ def build_param_groups(
     Raises:
         ValueError: no trainable parameter at all.
     """
-    if decay_exempt not in DECAY_EXEMPT_CHOICES:
-        raise ValueError(f"decay_exempt must be one of {DECAY_EXEMPT_CHOICES}")
     head_lr = lr if head_lr is None else head_lr
     head_weight_decay = weight_decay if head_weight_decay is None else head_weight_decay
     norm_names = _norm_parameter_names(model)
@@ -140,7 +137,7 @@ def build_param_groups(
         role = "head" if is_head_param(name, head_modules) else "adapter"
         if THETA_NAME in name:
             decay = decay_theta
-        elif decay_exempt == "none":
+        elif decay_biases_and_norms:
             decay = True
         else:
             decay = name not in norm_names and not _NO_DECAY_NAME.search(name.lower())
@@ -265,7 +262,7 @@ class GroupedTrainer(Trainer):
         head_modules: Module names that form the head.
         schedule_steps: ``"exact"``, ``"reference"`` or ``"exact_floor"`` (the module
             docstring).
-        decay_exempt: which tensors get no weight decay (`build_param_groups`).
+        decay_biases_and_norms: Decay biases and norms too (`build_param_groups`).
         data_order: ``"seeded"`` or ``"reference"`` (the module docstring); ``"reference"``
             needs ``accelerator_config={"use_seedable_sampler": False}`` in ``args``, or
             accelerate would replace the sampler by its seedable one.
@@ -281,7 +278,7 @@ class GroupedTrainer(Trainer):
         head_modules: Iterable[str] = DEFAULT_HEAD_MODULES,
         schedule_steps: str = "exact",
         data_order: str = "seeded",
-        decay_exempt: str = "bias_norm",
+        decay_biases_and_norms: bool = False,
         **kwargs: Any,
     ) -> None:
         if warmup_ratio is not None and not 0.0 <= warmup_ratio <= 1.0:
@@ -290,9 +287,7 @@ class GroupedTrainer(Trainer):
             raise ValueError(f"schedule_steps must be one of {SCHEDULE_STEPS_CHOICES}")
         if data_order not in DATA_ORDER_CHOICES:
             raise ValueError(f"data_order must be one of {DATA_ORDER_CHOICES}")
-        if decay_exempt not in DECAY_EXEMPT_CHOICES:
-            raise ValueError(f"decay_exempt must be one of {DECAY_EXEMPT_CHOICES}")
-        self.decay_exempt = decay_exempt
+        self.decay_biases_and_norms = decay_biases_and_norms
         self.head_lr = head_lr
         self.head_weight_decay = head_weight_decay
         self.decay_theta = decay_theta
@@ -355,7 +350,7 @@ class GroupedTrainer(Trainer):
                 head_weight_decay=self.head_weight_decay,
                 decay_theta=self.decay_theta,
                 head_modules=self.head_modules,
-                decay_exempt=self.decay_exempt,
+                decay_biases_and_norms=self.decay_biases_and_norms,
             )
             if self.optimizer_cls_and_kwargs is not None:
                 optimizer_cls, optimizer_kwargs = self.optimizer_cls_and_kwargs

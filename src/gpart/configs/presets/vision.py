@@ -31,10 +31,10 @@ _PROTOCOL: dict[str, Any] = {
     "training.lr": 4e-3,
     "training.head_lr": 3e-3,
     # :463, :479-484: AdamW, weight decay 0.01 on both groups, every tensor (the head's bias
-    # too); "bias_norm" exempts biases and norms as stock Trainer grouping does.
+    # too); false exempts biases and norms as stock Trainer grouping does.
     "training.weight_decay": 0.01,
     "training.head_weight_decay": None,
-    "training.decay_exempt": "none",
+    "training.decay_biases_and_norms": True,
     # :487-494: linear, int(0.4 * T) warmup over Trainer's own T (exact_floor); "exact"
     # rounds the warmup up.
     "training.scheduler": "linear",
