@@ -5,8 +5,8 @@
 
     python reference_vision_worker.py SPEC.json OUT.json
 
-SPEC.json: ``{"ref_src", "hub_dir", "model", "args"}`` (``args``: the script's command
-line). Run it in the directory that holds ``data/dtd/images``: the script reads DTD from
+SPEC.json: ``{"ref_src", "hub_dir", "model", "args", "threads"}`` (``args``: the script's
+command line; ``threads``: torch's intra-op threads, as the test runs ours). Run it in the directory that holds ``data/dtd/images``: the script reads DTD from
 there with datasets' ``imagefolder``, unshimmed. Shimmed here, and only here:
 
 * hub downloads: ``datasets.load_dataset(NAME, split=S)`` reads ``load_from_disk(hub_dir /
@@ -68,6 +68,7 @@ def main(spec_path: str, out_path: str) -> None:
     import torch
     import transformers
 
+    torch.set_num_threads(spec["threads"])
     hub_dir = Path(spec["hub_dir"])
     load_dataset = datasets.load_dataset
 

@@ -13,7 +13,8 @@ accuracy. Two datasets, each through the loader the script uses for it: CIFAR-10
 size of the run (model size, d, epochs, image size) is given on both command lines;
 everything else is each side's default. Augmentation is on: both sides draw it from the
 global torch RNG in the main process (no DataLoader workers; with workers each would draw
-from a seed of its own).
+from a seed of its own). Both sides compute on one thread: the same reduction order, and on
+a busy two-core machine several threads are ten times slower, not faster.
 """
 
 from __future__ import annotations
@@ -39,6 +40,15 @@ SEED = 42
 IMAGE_SIZE = 28  # 2 x 2 patches of 14: DINOv2 interpolates its position embeddings
 EPOCHS = 2
 D = 4096  # the paper's is 144,000 for large
+THREADS = 1
+
+
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(THREADS)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _digits(n: int, start: int = 0) -> list[tuple[object, int]]:
@@ -118,6 +128,7 @@ def _reference(tmp_path: Path, task: str, data: Path, model: Path) -> dict:
         "ref_src": REFERENCE_SRC,
         "hub_dir": str(data),
         "model": str(model),
+        "threads": THREADS,
         "args": [
             "--dataset", task, "--model_size", "large", "--d", str(D),
             "--num_train_epochs", str(EPOCHS), "--seed", str(SEED),
@@ -150,7 +161,7 @@ def _reference(tmp_path: Path, task: str, data: Path, model: Path) -> dict:
     [("cifar10", 2 * 6), ("dtd", 2 * 5)],
 )
 def test_the_vision_preset_is_the_reference_run_step_for_step(
-    tmp_path, monkeypatch, task, forward_passes
+    tmp_path, monkeypatch, one_thread, task, forward_passes
 ):
     data = tmp_path / "work" / "data"  # the worker runs in work/, where data/dtd/images is
     if task == "cifar10":
