@@ -28,10 +28,9 @@ from pathlib import Path
 import pytest
 import torch
 
-import gpart.runners.core as core
 from gpart.data.vision import load_vision_splits
 from gpart.runners import vision as runner
-from reference_tree import REFERENCE_SRC, SKIP_REASON
+from reference_tree import REFERENCE_SRC, SKIP_REASON, record_training_losses
 from reference_vision_worker import pixel_digest
 
 HERE = Path(__file__).parent
@@ -105,24 +104,6 @@ def _dinov2(root: Path) -> Path:
     return root
 
 
-def _record_training_losses(monkeypatch) -> list[float]:
-    losses: list[float] = []
-    apply = core.apply_adapter
-
-    def apply_adapter(*args, **kwargs):
-        model = apply(*args, **kwargs)
-
-        def hook(module, inputs, output):
-            if module.training:
-                losses.append(output.loss.item())
-
-        model.register_forward_hook(hook)
-        return model
-
-    monkeypatch.setattr(core, "apply_adapter", apply_adapter)
-    return losses
-
-
 def _reference(tmp_path: Path, task: str, data: Path, model: Path) -> dict:
     spec = {
         "ref_src": REFERENCE_SRC,
@@ -171,7 +152,7 @@ def test_the_vision_preset_is_the_reference_run_step_for_step(
     model = _dinov2(tmp_path / "dinov2")
     ref = _reference(tmp_path, task, data, model)
 
-    losses = _record_training_losses(monkeypatch)
+    losses = record_training_losses(monkeypatch)
     argv = [
         "--adapter_type", "gpart", "--model_size", "large", "--tasks", task,
         "--seed", str(SEED), "--base_model", str(model), "--data_dir", str(data),
