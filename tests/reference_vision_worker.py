@@ -19,7 +19,8 @@ there with datasets' ``imagefolder``, unshimmed. Shimmed here, and only here:
 * ``TrainingArguments(fp16=True)`` trains in fp32 without CUDA (fp16 needs a GPU).
 
 OUT.json gets the loss of every training forward pass, each split's members in order (the
-SHA-1 of the decoded RGB pixels), the best selection accuracy and the test results.
+SHA-1 of the decoded RGB pixels), the selected model's theta and head, the best selection
+accuracy and the test results.
 """
 
 from __future__ import annotations
@@ -125,7 +126,12 @@ def main(spec_path: str, out_path: str) -> None:
     sys.argv = [str(script), *spec["args"]]
     done = runpy.run_path(str(script), run_name="__main__")
 
+    state = {k: v.detach().cpu() for k, v in done["lora_model"].state_dict().items()}
+    head = {k: v for k, v in state.items() if "classifier.modules_to_save" in k}
     record = {
+        "theta": next(v for k, v in state.items() if "gpart_theta" in k).tolist(),
+        "head_weight": next(v for k, v in head.items() if k.endswith(".weight")).tolist(),
+        "head_bias": next(v for k, v in head.items() if k.endswith(".bias")).tolist(),
         "losses": losses,
         "train": _members(done["train_ds"]),
         "selection": _members(done["val_ds"]),

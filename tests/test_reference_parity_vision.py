@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from gpart.data.vision import load_vision_splits
 from gpart.runners import vision as runner
@@ -179,5 +180,23 @@ def test_the_vision_preset_is_the_reference_run_step_for_step(
     }
     for role, dataset in ours.items():
         assert [pixel_digest(im) for im in dataset["image"]] == ref[role], role
+    # The selected model (the first epoch's here). Whether the head's bias decays does not
+    # show at this size: it starts at zero and the first step is warmup at lr 0
+    # (tests/test_trainer.py checks training.decay_biases_and_norms on its own).
+    saved = load_file(run / "adapter" / "adapter_model.safetensors")
+    theirs = {
+        "theta": ref["theta"],
+        "head_weight": ref["head_weight"],
+        "head_bias": ref["head_bias"],
+    }
+    ours_state = {
+        "theta": next(v for k, v in saved.items() if "gpart_theta" in k),
+        "head_weight": next(
+            v for k, v in saved.items() if "classifier" in k and k.endswith("weight")
+        ),
+        "head_bias": next(v for k, v in saved.items() if "classifier" in k and k.endswith("bias")),
+    }
+    for key, value in ours_state.items():
+        torch.testing.assert_close(value, torch.tensor(theirs[key]), rtol=1e-5, atol=1e-7, msg=key)
     assert result["selection"]["best_value"] == pytest.approx(ref["best_selection_accuracy"])
     assert result["test"]["accuracy"] == pytest.approx(ref["test_results"]["eval_accuracy"])
