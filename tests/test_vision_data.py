@@ -75,6 +75,14 @@ def test_save_to_disk_and_hub_column_names_are_standardised(tmp_path):
     assert raw["test"]["label"][:3] == [0, 1, 2]
     splits = load_vision_splits("cifar100", tmp_path / "data", seed=0)
     assert (len(splits.train), len(splits.selection)) == (18, 2)  # a seeded 10 % of train
+    # The reference's carve-out, datasets' train_test_split: nothing written into the data
+    # folder (its indices go to a temporary directory), the same members every time.
+    before = sorted(p.name for p in (tmp_path / "data").rglob("*"))
+    ref = load_vision_splits("cifar100", tmp_path / "data", seed=0, selection_split="reference")
+    assert (len(ref.train), len(ref.selection)) == (18, 2)
+    assert sorted(p.name for p in (tmp_path / "data").rglob("*")) == before
+    again = load_vision_splits("cifar100", tmp_path / "data", seed=0, selection_split="reference")
+    assert again.selection["label"] == ref.selection["label"]
 
 
 def test_torchvision_sources_list_files_and_keep_the_published_splits(tmp_path, monkeypatch):

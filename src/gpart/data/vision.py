@@ -35,12 +35,22 @@ before it is needed and none is kept in memory.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from datasets import ClassLabel, Dataset, Features, Image, load_from_disk
+from datasets import (
+    ClassLabel,
+    Dataset,
+    Features,
+    Image,
+    disable_caching,
+    enable_caching,
+    is_caching_enabled,
+    load_from_disk,
+)
 
 from gpart.configs.errors import first_line
 from gpart.configs.tasks import ImageClassificationTask, get_task
@@ -269,17 +279,33 @@ def _in_path_order(pooled: Dataset) -> Dataset:
     return pooled if order == list(range(len(paths))) else pooled.select(order)
 
 
+@contextlib.contextmanager
+def _indices_in_a_temporary_directory() -> Iterator[None]:
+    """datasets writes the indices of an arrow-backed dataset's (hub, ``save_to_disk``)
+    shuffle or split beside its files, i.e. into the user's data folder, and refuses
+    ``keep_in_memory`` for them; with caching off it writes them to a temporary directory
+    removed at exit. The members and their order are the same either way."""
+    was_on = is_caching_enabled()
+    disable_caching()
+    try:
+        yield
+    finally:
+        if was_on:
+            enable_caching()
+
+
 def _split(ds: Dataset, test_size: float, seed: int) -> tuple[Dataset, Dataset]:
-    # In memory where the rows are (an image folder); datasets refuses keep_in_memory for
-    # an arrow-backed dataset (hub, save_to_disk), whose indices it caches beside its files.
-    in_memory = not ds.cache_files
-    parts = ds.train_test_split(test_size=test_size, seed=seed, keep_in_memory=in_memory)
+    with _indices_in_a_temporary_directory():
+        parts = ds.train_test_split(
+            test_size=test_size, seed=seed, keep_in_memory=not ds.cache_files
+        )
     return parts["train"], parts["test"]
 
 
 def _reference_resplit(pooled: Dataset, seed: int) -> tuple[Dataset, Dataset, Dataset]:
     pooled = _in_path_order(pooled)
-    shuffled = pooled.shuffle(seed=seed, keep_in_memory=not pooled.cache_files)
+    with _indices_in_a_temporary_directory():
+        shuffled = pooled.shuffle(seed=seed, keep_in_memory=not pooled.cache_files)
     train, held_out = _split(shuffled, REFERENCE_DTD_HELD_OUT, seed)
     selection, test = _split(held_out, REFERENCE_DTD_TEST, seed)
     return train, selection, test
