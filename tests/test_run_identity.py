@@ -67,6 +67,30 @@ def test_names_are_stable_across_releases():
     assert _name(*vera, "adapter.r", "4", *PREVIOUS_GLUE_RECIPE) == "vera_r4_lr0.005_481c2172"
 
 
+# The vision recipe before its presets became the reference's: the stateless partition,
+# this project's cuts, biases and norms undecayed, warmup rounded up, training on from the
+# set-up's RNG state, two loader workers.
+PREVIOUS_VISION_RECIPE = (
+    "adapter.assignment", "stateless", "data.selection_split", "balanced",
+    "training.decay_biases_and_norms", "false", "training.schedule_steps", "exact",
+    "training.reseed_trainer", "false", "training.num_workers", "2",
+)  # fmt: skip
+
+
+def _vision_name(*argv: str) -> str:
+    _, flags = parse_cli(["--adapter_type", "gpart", *argv], domain="vision")
+    return sweep_run_name(configs_for_seeds(flags)[0])
+
+
+def test_the_previous_vision_recipe_keeps_its_hash():
+    # Its runs were written as gpart_d72000_dc238297: the hash is the same; the name now
+    # shows the lr, because no vision task preset sets an lr of its own any more (flowers102
+    # runs at the script's defaults), so training.lr is what every task runs at.
+    assert _vision_name("--tasks", "cifar100") == "gpart_d72000_lr0.004_28a955e8"
+    old = _vision_name("--tasks", "cifar100", *PREVIOUS_VISION_RECIPE)
+    assert old == "gpart_d72000_lr0.004_dc238297"
+
+
 def test_fields_added_later_keep_old_names_at_their_default():
     base = _name("--tasks", "sst2")
     assert _name("--tasks", "sst2", "data.augment", "true") == base

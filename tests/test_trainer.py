@@ -80,6 +80,29 @@ def test_groups_get_their_lr_and_decay(decay_theta):
     assert id(m.embed.weight) not in all_ids  # frozen: not optimised
 
 
+@pytest.mark.parametrize("decay_theta", [False, True])
+def test_decay_biases_and_norms_decays_every_tensor_but_an_exempted_theta(decay_theta):
+    # The vision reference's AdamW: weight decay on every trainable tensor, the head's bias
+    # and the norms too; decay_theta still decides theta's.
+    m = ToyAdapted()
+    groups = _groups_by_name(
+        build_param_groups(
+            m, lr=1e-2, head_lr=4e-3, weight_decay=0.01, decay_theta=decay_theta,
+            decay_biases_and_norms=True,
+        )
+    )  # fmt: skip
+    adapter = {id(m.query.weight), id(m.query.bias), id(m.LayerNorm.weight), id(m.LayerNorm.bias)}
+    theta = {id(m.gpart_theta)}
+    assert _ids(groups["adapter"]["params"]) == adapter | (theta if decay_theta else set())
+    assert _ids(groups["head"]["params"]) == _ids(m.classifier.parameters())
+    assert "head_no_decay" not in groups
+    if decay_theta:
+        assert "adapter_no_decay" not in groups
+    else:
+        assert _ids(groups["adapter_no_decay"]["params"]) == theta
+    assert groups["head"]["weight_decay"] == groups["adapter"]["weight_decay"] == 0.01
+
+
 def test_defaults_and_empty_groups():
     m = ToyAdapted()
     for p in m.classifier.parameters():

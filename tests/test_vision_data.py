@@ -27,6 +27,36 @@ def test_dtd_archive_layout_pools_and_cuts_72_8_20(tmp_path):
     assert splits.info["resplit"] == [0.72, 0.08, 0.2]
 
 
+def test_dtd_reference_cut_is_the_papers_4060_450_1130_whatever_order_the_source_lists(
+    monkeypatch,
+):
+    # DTD's 5,640 images, 47 classes x 120; torchvision lists them split by split, the
+    # reference's imagefolder in path order: the cut is made in path order either way.
+    import gpart.data.vision as vision
+
+    paths = [f"/x/dtd/images/c{c:02d}/{c:02d}_{i:03d}.jpg" for c in range(47) for i in range(120)]
+    features = Features({"image": Image(), "label": ClassLabel(num_classes=47)})
+
+    def pooled(order):
+        rows = {"image": [paths[i] for i in order], "label": [i // 120 for i in order]}
+        return {"images": Dataset.from_dict(rows, features=features)}
+
+    def names(ds):
+        return [item["path"] for item in ds.cast_column("image", Image(decode=False))["image"]]
+
+    cuts = []
+    for order in (range(len(paths)), np.random.default_rng(0).permutation(len(paths))):
+        monkeypatch.setattr(vision, "load_vision_raw", lambda *a, order=order, **k: pooled(order))
+        splits = load_vision_splits("dtd", seed=0, selection_split="reference")
+        cuts.append([names(splits.train), names(splits.selection), names(splits.test["test"])])
+    assert [len(part) for part in cuts[0]] == [4060, 450, 1130]
+    assert cuts[0] == cuts[1]
+    assert len(set(sum(cuts[0], []))) == 5640
+    last = load_vision_splits("dtd", seed=0, selection_split="reference", model_selection="last")
+    assert last.selection is None and len(last.train) == 4060 + 450
+    assert names(last.test["test"]) == cuts[0][2]
+
+
 def test_save_to_disk_and_hub_column_names_are_standardised(tmp_path):
     rng = np.random.default_rng(0)
     pixels = [rng.integers(0, 255, (8, 8, 3), dtype=np.uint8) for _ in range(20)]
@@ -45,6 +75,14 @@ def test_save_to_disk_and_hub_column_names_are_standardised(tmp_path):
     assert raw["test"]["label"][:3] == [0, 1, 2]
     splits = load_vision_splits("cifar100", tmp_path / "data", seed=0)
     assert (len(splits.train), len(splits.selection)) == (18, 2)  # a seeded 10 % of train
+    # The reference's carve-out, datasets' train_test_split: nothing written into the data
+    # folder (its indices go to a temporary directory), the same members every time.
+    before = sorted(p.name for p in (tmp_path / "data").rglob("*"))
+    ref = load_vision_splits("cifar100", tmp_path / "data", seed=0, selection_split="reference")
+    assert (len(ref.train), len(ref.selection)) == (18, 2)
+    assert sorted(p.name for p in (tmp_path / "data").rglob("*")) == before
+    again = load_vision_splits("cifar100", tmp_path / "data", seed=0, selection_split="reference")
+    assert again.selection["label"] == ref.selection["label"]
 
 
 def test_torchvision_sources_list_files_and_keep_the_published_splits(tmp_path, monkeypatch):

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from gpart.results import collect_results
 from gpart.runners import vision as runner
@@ -168,3 +169,43 @@ def test_an_interrupted_vision_run_resumes(env, tmp_path, monkeypatch, capsys):
     (run,) = _runs(out)
     res = json.loads((run / "results.json").read_text())
     assert res["resumed_from"].startswith("checkpoint-") and res["selection"]["last_step"] == 10
+
+
+def test_the_same_command_gives_the_same_run_and_a_resumed_one_ends_the_same(
+    env, tmp_path, monkeypatch
+):
+    # The preset's augmentation draws come from the seeded global RNG in the training
+    # process (training.reseed_trainer, no workers): reruns repeat them, and a run cut after
+    # its first epoch and resumed draws the second epoch's as the uncut one does.
+    from safetensors.torch import load_file
+    from transformers import TrainerCallback
+
+    from gpart.runners import core
+
+    args = ["--adapter_type", "gpart", "--tasks", "eurosat", *FAST, "adapter.d", "256"]
+    for name in ("a", "b"):
+        assert _run(env, tmp_path / name, *args) == 0
+    build = core.build_trainer
+
+    class CrashAfterFirstSave(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            raise RuntimeError("simulated crash")
+
+    def crashing(*a, **k):
+        trainer = build(*a, **k)
+        trainer.add_callback(CrashAfterFirstSave())
+        return trainer
+
+    monkeypatch.setattr(core, "build_trainer", crashing)
+    assert _run(env, tmp_path / "cut", *args) == 1
+    monkeypatch.setattr(core, "build_trainer", build)
+    assert _run(env, tmp_path / "cut", "--resume", *args) == 0
+    adapters = {
+        name: load_file(_runs(tmp_path / name)[0] / "adapter" / "adapter_model.safetensors")
+        for name in ("a", "b", "cut")
+    }
+    assert any("gpart_theta" in key for key in adapters["a"])
+    for name in ("b", "cut"):
+        assert adapters[name].keys() == adapters["a"].keys()
+        for key, value in adapters["a"].items():
+            assert torch.equal(adapters[name][key], value), (name, key)

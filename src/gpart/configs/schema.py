@@ -62,6 +62,10 @@ class TrainingConfig:
     weight_decay: float = 0.1
     # Weight decay of the head; None: same as `weight_decay`.
     head_weight_decay: float | None = None
+    # Decay biases and normalisation weights too. false: they get no weight decay, as stock
+    # Trainer grouping does. true: every tensor decays, the head's bias too, as the vision
+    # reference's optimizer does (finetune_ViT.py:460-484).
+    decay_biases_and_norms: bool = field(default=False, metadata={IDENTITY_IF_CHANGED: True})
     # Decay GPart's theta with `weight_decay` (AdamW, decoupled). On by default: the paper's
     # "weight decay 0.1" applies to every trainable tensor except biases and norms, as stock
     # Trainer grouping does (LoRA's B, Uni-LoRA's theta_d are decayed the same way). Since
@@ -95,7 +99,9 @@ class TrainingConfig:
     # optimizer steps Trainer takes, warmup ceil(warmup_ratio * steps). "reference": the
     # paper authors' int(n / batch * epochs) and int(steps * warmup_ratio), truncated as
     # their utils/training_config.py does (the GLUE presets, to run their experiment).
-    schedule_steps: Literal["exact", "reference"] = field(
+    # "exact_floor": the optimizer steps Trainer takes, warmup int(warmup_ratio * steps),
+    # as the vision reference's create_scheduler computes it (finetune_ViT.py:487-494).
+    schedule_steps: Literal["exact", "reference", "exact_floor"] = field(
         default="exact", metadata={IDENTITY_IF_CHANGED: True}
     )
     # The order of training examples. "seeded": Trainer's own (accelerate's seedable
@@ -105,6 +111,12 @@ class TrainingConfig:
     data_order: Literal["seeded", "reference"] = field(
         default="seeded", metadata={IDENTITY_IF_CHANGED: True}
     )
+    # The global RNGs (Python, numpy, torch) when training starts. false: as the set-up
+    # (set_seed, model, head, adapter) left them, as the GLUE reference's own loop goes on.
+    # true: restarted from the run seed when the Trainer is built, which transformers'
+    # Trainer does by itself; the vision reference trains with it (finetune_ViT.py:497-539),
+    # so its augmentation draws start from set_seed(seed).
+    reseed_trainer: bool = field(default=False, metadata={IDENTITY_IF_CHANGED: True})
     # Experiment trackers, as transformers' `TrainingArguments.report_to` takes them:
     # tensorboard (the default, into the run directory's runs/), mlflow, wandb, trackio, any
     # other integration transformers has, "all" (every one installed) or "none". mlflow,
@@ -176,11 +188,14 @@ class DataConfig:
     # Cut the splits down for smoke runs; None: all rows.
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
-    # GLUE: how the model-selection split is carved out of train (gpart.data.glue).
-    # "balanced": 20 % (at least 300), stratified by largest remainder, members sorted in
-    # the dataset's order. "reference": the paper authors' rule and library call,
+    # How the model-selection split is carved out of train (gpart.data.glue,
+    # gpart.data.vision). "balanced", GLUE: 20 % (at least 300), stratified by largest
+    # remainder, members sorted in the dataset's order; vision: the last 10 % of a seeded
+    # permutation, DTD's pooled images cut 72/8/20. "reference": the paper authors' rule and library call,
     # datasets' train_test_split(test_size=min(max(0.15, 300 / n), 0.2), seed,
-    # stratify_by_column="label") (their utils/data_loader_utils.py::split_train_val).
+    # stratify_by_column="label") (their utils/data_loader_utils.py::split_train_val);
+    # vision: datasets' train_test_split(test_size=0.1, seed), DTD shuffle(seed) then
+    # 0.28 / 0.715 splits (their finetune_ViT.py:145-226).
     selection_split: Literal["balanced", "reference"] = field(
         default="balanced", metadata={IDENTITY_IF_CHANGED: True}
     )

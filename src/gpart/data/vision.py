@@ -12,10 +12,19 @@ Sources (`gpart.configs.tasks.VISION_TASKS` says which dataset comes from where)
 Whatever the source, every split becomes a `Dataset` with an ``image`` column (decoded
 lazily: a path or bytes until a DataLoader worker reads it) and an integer ``label``.
 
-Roles (`Splits`), as the reference code cuts them: the model-selection split is the
-source's validation split where it has one, else a seeded ``selection_fraction`` (10 %) of
-train; DTD pools every image and cuts a seeded 72/8/20 split; the reported score is test
-accuracy. ``model_selection="last"`` keeps everything but the test split for training.
+Roles (`Splits`): the model-selection split is the source's validation split where it has
+one, else 10 % of train; DTD pools every image and cuts it in three; the reported score is
+test accuracy. ``model_selection="last"`` keeps everything but the test split for training.
+How the cuts are drawn is ``data.selection_split``:
+
+* ``"reference"`` (the presets): the paper authors' library calls (SamsungLabs/GPart at
+  320f0c1, ``finetune_ViT.py:145-226``), so the members and their order are theirs:
+  datasets' ``train_test_split(test_size=0.1, seed=seed)`` (selection = its ``test``
+  part); DTD's images in path order (as datasets' ``imagefolder`` lists them),
+  ``shuffle(seed=seed)``, ``train_test_split(test_size=0.28, seed=seed)`` and its test part
+  ``train_test_split(test_size=0.715, seed=seed)`` into selection and test (4,060 / 450 /
+  1,130 images).
+* ``"balanced"``: a seeded permutation's last 10 % (members sorted); DTD cut 72/8/20.
 
 Transforms follow the checkpoint's image processor (mean, std, resize) with torchvision's
 v2 transforms: train ``RandomResizedCrop`` + horizontal flip, eval ``Resize`` +
@@ -26,12 +35,22 @@ before it is needed and none is kept in memory.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from datasets import ClassLabel, Dataset, Features, Image, load_from_disk
+from datasets import (
+    ClassLabel,
+    Dataset,
+    Features,
+    Image,
+    disable_caching,
+    enable_caching,
+    is_caching_enabled,
+    load_from_disk,
+)
 
 from gpart.configs.errors import first_line
 from gpart.configs.tasks import ImageClassificationTask, get_task
@@ -241,6 +260,57 @@ def _seeded_cut(n: int, fractions: tuple[float, ...], seed: int) -> list[np.ndar
     return [np.sort(p) for p in np.split(perm, bounds)]
 
 
+# The reference's cuts (finetune_ViT.py:147-149 and the same at 155-157, 174-176, 183-185;
+# DTD 216-224): datasets' train_test_split, so the members and their order are theirs.
+REFERENCE_SELECTION_FRACTION = 0.1
+REFERENCE_DTD_HELD_OUT = 0.28  # of all images: selection + test
+REFERENCE_DTD_TEST = 0.715  # of those: test
+
+
+def _in_path_order(pooled: Dataset) -> Dataset:
+    """`pooled` ordered by ``<class>/<file>``, the order datasets' ``imagefolder`` lists
+    DTD's ``images/`` in; torchvision hands out its train, val and test lists one after
+    the other."""
+    paths = [
+        "/".join(Path(item["path"] or "").parts[-2:])
+        for item in pooled.cast_column("image", Image(decode=False))["image"]
+    ]
+    order = sorted(range(len(paths)), key=paths.__getitem__)
+    return pooled if order == list(range(len(paths))) else pooled.select(order)
+
+
+@contextlib.contextmanager
+def _indices_in_a_temporary_directory() -> Iterator[None]:
+    """datasets writes the indices of an arrow-backed dataset's (hub, ``save_to_disk``)
+    shuffle or split beside its files, i.e. into the user's data folder, and refuses
+    ``keep_in_memory`` for them; with caching off it writes them to a temporary directory
+    removed at exit. The members and their order are the same either way."""
+    was_on = is_caching_enabled()
+    disable_caching()
+    try:
+        yield
+    finally:
+        if was_on:
+            enable_caching()
+
+
+def _split(ds: Dataset, test_size: float, seed: int) -> tuple[Dataset, Dataset]:
+    with _indices_in_a_temporary_directory():
+        parts = ds.train_test_split(
+            test_size=test_size, seed=seed, keep_in_memory=not ds.cache_files
+        )
+    return parts["train"], parts["test"]
+
+
+def _reference_resplit(pooled: Dataset, seed: int) -> tuple[Dataset, Dataset, Dataset]:
+    pooled = _in_path_order(pooled)
+    with _indices_in_a_temporary_directory():
+        shuffled = pooled.shuffle(seed=seed, keep_in_memory=not pooled.cache_files)
+    train, held_out = _split(shuffled, REFERENCE_DTD_HELD_OUT, seed)
+    selection, test = _split(held_out, REFERENCE_DTD_TEST, seed)
+    return train, selection, test
+
+
 def load_vision_splits(
     task: str | ImageClassificationTask,
     data_dir: str | Path | None = None,
@@ -249,25 +319,45 @@ def load_vision_splits(
     seed: int = 0,
     max_train_samples: int | None = None,
     cache_dir: str | None = None,
+    selection_split: str = "balanced",
 ) -> Splits:
-    """Load a dataset and give its examples the train / selection / test roles."""
+    """Load a dataset and give its examples the train / selection / test roles.
+
+    ``selection_split``: ``"reference"`` (the paper authors' cuts) or ``"balanced"``
+    (this module's docstring).
+    """
+    if selection_split not in ("balanced", "reference"):
+        raise ValueError(
+            f"selection_split must be 'balanced' or 'reference', got {selection_split!r}"
+        )
+    reference = selection_split == "reference"
     spec = _spec(task)
     raw = load_vision_raw(spec, data_dir, cache_dir=cache_dir)
     best = model_selection == "best"
     info: dict[str, Any] = {"strategy": model_selection, "size": 0, "split_seed": seed}
+    if reference:
+        info["rule"] = "reference"
     if POOLED_DIR in raw or spec.selection == "resplit":
         from datasets import concatenate_datasets
 
         pooled = (
             concatenate_datasets(list(raw.values())) if len(raw) > 1 else next(iter(raw.values()))
         )
-        fractions = spec.resplit or (0.72, 0.08, 0.2)
-        train_i, sel_i, test_i = _seeded_cut(len(pooled), fractions, seed)
-        if not best:
-            train_i = np.sort(np.concatenate([train_i, sel_i]))
-        train, test = pooled.select(train_i), pooled.select(test_i)
-        selection = pooled.select(sel_i) if best else None
-        info["resplit"] = list(fractions)
+        if reference:
+            train, selection, test = _reference_resplit(pooled, seed)
+            fractions = (1 - REFERENCE_DTD_HELD_OUT, REFERENCE_DTD_HELD_OUT, REFERENCE_DTD_TEST)
+            info["resplit"] = list(fractions)
+            if not best:
+                train = concatenate_datasets([train, selection])
+                selection = None
+        else:
+            fractions = spec.resplit or (0.72, 0.08, 0.2)
+            train_i, sel_i, test_i = _seeded_cut(len(pooled), fractions, seed)
+            if not best:
+                train_i = np.sort(np.concatenate([train_i, sel_i]))
+            train, test = pooled.select(train_i), pooled.select(test_i)
+            selection = pooled.select(sel_i) if best else None
+            info["resplit"] = list(fractions)
     else:
         train, test = raw["train"], raw["test"]
         selection = None
@@ -275,15 +365,22 @@ def load_vision_splits(
             selection = raw["validation"]
             info["source"] = "validation"
         elif best:
-            keep, select = _seeded_cut(
-                len(train), (1 - spec.selection_fraction, spec.selection_fraction), seed
-            )
-            if len(select) == 0 or len(keep) == 0:
+            if len(train) < 2:
                 raise DataError(
                     f"{spec.name}: too few training images to hold out a selection split"
                 )
-            train, selection = train.select(keep), train.select(select)
-            info.update(source="train", fraction=spec.selection_fraction)
+            if reference:
+                fraction = REFERENCE_SELECTION_FRACTION
+                train, selection = _split(train, fraction, seed)
+            else:
+                fraction = spec.selection_fraction
+                keep, select = _seeded_cut(len(train), (1 - fraction, fraction), seed)
+                if len(select) == 0 or len(keep) == 0:
+                    raise DataError(
+                        f"{spec.name}: too few training images to hold out a selection split"
+                    )
+                train, selection = train.select(keep), train.select(select)
+            info.update(source="train", fraction=fraction)
     if selection is not None:
         info["size"] = len(selection)
     if max_train_samples is not None and max_train_samples < len(train):
@@ -320,7 +417,14 @@ def image_transforms(
         resize = round(size["shortest_edge"] * image_size / reference)
     else:
         resize = image_size
-    to_tensor = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
+    # torchvision's ToTensor arithmetic (float, then / 255), which the reference uses
+    # (finetune_ViT.py:267-293); ToDtype(scale=True) multiplies by 1/255, one ulp away.
+    to_tensor = [
+        v2.ToImage(),
+        v2.ToDtype(torch.float32),
+        v2.Lambda(_to_unit_range),
+        v2.Normalize(mean, std),
+    ]
     evaluate = v2.Compose(
         [v2.Resize(resize, antialias=True), v2.CenterCrop(image_size), *to_tensor]
     )
@@ -330,6 +434,10 @@ def image_transforms(
         [v2.RandomResizedCrop(image_size, antialias=True), v2.RandomHorizontalFlip(), *to_tensor]
     )
     return train, evaluate
+
+
+def _to_unit_range(image: Any) -> Any:
+    return image.div(255)
 
 
 def with_image_transform(dataset: Dataset, transform: Callable[[Any], Any]) -> Dataset:

@@ -411,7 +411,9 @@ def run_task(
         data.test = {
             k: v.select(range(min(cfg.data.max_eval_samples, len(v)))) for k, v in data.test.items()
         }
-    with rng_state_kept():  # Trainer() re-seeds; training goes on from the set-up's state
+    # Trainer() re-seeds; unless training.reseed_trainer, training goes on from the set-up's
+    # state
+    with contextlib.nullcontext() if tc.reseed_trainer else rng_state_kept():
         trainer = build_trainer(domain, single, task, model, processor, data, heads, out)
     trainer.add_callback(
         RunParamsCallback(
@@ -633,6 +635,7 @@ def build_trainer(
         head_modules=heads,
         schedule_steps=tc.schedule_steps,
         data_order=tc.data_order,
+        decay_biases_and_norms=tc.decay_biases_and_norms,
     )
 
 

@@ -57,6 +57,7 @@ class VisionDomain(Domain):
             model_selection=cfg.training.model_selection,
             seed=cfg.seed,
             max_train_samples=cfg.data.max_train_samples,
+            selection_split=cfg.data.selection_split,
         )
 
     def load_eval_sets(
@@ -64,7 +65,10 @@ class VisionDomain(Domain):
     ) -> dict[str, Dataset]:
         if split is None or split == "test":
             # The run's own roles (DTD's test part is cut from the pooled images by seed).
-            return dict(load_vision_splits(task, data_dir, seed=cfg.seed).test)
+            splits = load_vision_splits(
+                task, data_dir, seed=cfg.seed, selection_split=cfg.data.selection_split
+            )
+            return dict(splits.test)
         raw = load_vision_raw(task, data_dir)
         if split not in raw:
             raise ConfigError(f"--split {split!r}: {task} has splits {', '.join(raw)}")

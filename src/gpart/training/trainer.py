@@ -33,6 +33,9 @@ Schedule length (``schedule_steps``):
   ``int(n / batch * epochs)`` steps and ``int(total * warmup_ratio)`` warmup steps, both
   truncated as written there. With a partial last batch the schedule reaches zero before
   the last steps, which then train at learning rate 0, as theirs do.
+* ``"exact_floor"``: the steps `Trainer` takes, as ``"exact"``, warming up for
+  ``int(total_steps * warmup_ratio)`` (truncated): the vision reference's
+  ``create_scheduler`` (``finetune_ViT.py``), which runs on `Trainer`'s own count.
 
 Data order (``data_order``):
 
@@ -64,7 +67,7 @@ from gpart.heads import is_head_param
 THETA_NAME = "gpart_theta"
 DEFAULT_HEAD_MODULES: tuple[str, ...] = ("classifier",)
 SCHEDULER_CHOICES = ("linear", "cosine", "constant_with_warmup")
-SCHEDULE_STEPS_CHOICES = ("exact", "reference")
+SCHEDULE_STEPS_CHOICES = ("exact", "reference", "exact_floor")
 DATA_ORDER_CHOICES = ("seeded", "reference")
 # Saved in each checkpoint under data_order "reference": the seed of the epoch in progress.
 DATA_ORDER_FILE = "data_order.json"
@@ -95,6 +98,7 @@ def build_param_groups(
     head_weight_decay: float | None = None,
     decay_theta: bool = True,
     head_modules: Sequence[str] = DEFAULT_HEAD_MODULES,
+    decay_biases_and_norms: bool = False,
 ) -> list[dict[str, Any]]:
     """Optimizer parameter groups for the trainable parameters of ``model``.
 
@@ -105,6 +109,8 @@ def build_param_groups(
         head_weight_decay: Decay of head weights; ``None`` = ``weight_decay``.
         decay_theta: Whether GPart's ``theta`` gets ``weight_decay`` (default: yes).
         head_modules: Module names that make up the head.
+        decay_biases_and_norms: Decay biases and normalisation weights too (default: they
+            get none, as stock Trainer grouping).
 
     Returns:
         Groups with keys ``params``, ``lr``, ``weight_decay`` and ``name`` (one of
@@ -131,6 +137,8 @@ def build_param_groups(
         role = "head" if is_head_param(name, head_modules) else "adapter"
         if THETA_NAME in name:
             decay = decay_theta
+        elif decay_biases_and_norms:
+            decay = True
         else:
             decay = name not in norm_names and not _NO_DECAY_NAME.search(name.lower())
         buckets[role if decay else f"{role}_no_decay"].append(param)
@@ -252,7 +260,9 @@ class GroupedTrainer(Trainer):
         warmup_ratio: Warmup as a share of the total step count; ``None`` falls back
             to ``args.warmup_steps`` (`Trainer`'s own rule).
         head_modules: Module names that form the head.
-        schedule_steps: ``"exact"`` or ``"reference"`` (the module docstring).
+        schedule_steps: ``"exact"``, ``"reference"`` or ``"exact_floor"`` (the module
+            docstring).
+        decay_biases_and_norms: Decay biases and norms too (`build_param_groups`).
         data_order: ``"seeded"`` or ``"reference"`` (the module docstring); ``"reference"``
             needs ``accelerator_config={"use_seedable_sampler": False}`` in ``args``, or
             accelerate would replace the sampler by its seedable one.
@@ -268,6 +278,7 @@ class GroupedTrainer(Trainer):
         head_modules: Iterable[str] = DEFAULT_HEAD_MODULES,
         schedule_steps: str = "exact",
         data_order: str = "seeded",
+        decay_biases_and_norms: bool = False,
         **kwargs: Any,
     ) -> None:
         if warmup_ratio is not None and not 0.0 <= warmup_ratio <= 1.0:
@@ -276,6 +287,7 @@ class GroupedTrainer(Trainer):
             raise ValueError(f"schedule_steps must be one of {SCHEDULE_STEPS_CHOICES}")
         if data_order not in DATA_ORDER_CHOICES:
             raise ValueError(f"data_order must be one of {DATA_ORDER_CHOICES}")
+        self.decay_biases_and_norms = decay_biases_and_norms
         self.head_lr = head_lr
         self.head_weight_decay = head_weight_decay
         self.decay_theta = decay_theta
@@ -338,6 +350,7 @@ class GroupedTrainer(Trainer):
                 head_weight_decay=self.head_weight_decay,
                 decay_theta=self.decay_theta,
                 head_modules=self.head_modules,
+                decay_biases_and_norms=self.decay_biases_and_norms,
             )
             if self.optimizer_cls_and_kwargs is not None:
                 optimizer_cls, optimizer_kwargs = self.optimizer_cls_and_kwargs
@@ -358,7 +371,7 @@ class GroupedTrainer(Trainer):
         """Warmup steps for a schedule of ``num_training_steps`` optimizer steps."""
         if self.warmup_ratio is None:
             return self.args.get_warmup_steps(num_training_steps)
-        if self.schedule_steps == "reference":
+        if self.schedule_steps in ("reference", "exact_floor"):
             return int(num_training_steps * self.warmup_ratio)
         return warmup_steps_from_ratio(num_training_steps, self.warmup_ratio)
 
