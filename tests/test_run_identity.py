@@ -67,6 +67,33 @@ def test_names_are_stable_across_releases():
     assert _name(*vera, "adapter.r", "4", *PREVIOUS_GLUE_RECIPE) == "vera_r4_lr0.005_481c2172"
 
 
+# The math recipe before the presets became the reference's (the Alpaca prompt with the
+# loss on the response, 1,000 rows held out, length-grouped batches, the exact warmup, and
+# GPart's stateless partition following --seed): asked for by name, it keeps its old names.
+PREVIOUS_MATH_RECIPE = (
+    "data.heldout_samples", "1000", "data.prompt_template", "alpaca",
+    "data.train_on_prompt", "false", "data.group_by_length", "true",
+    "training.schedule_steps", "exact",
+)  # fmt: skip
+PREVIOUS_MATH_GPART = ("adapter.assignment", "stateless", "adapter.proj_seed", "none")
+
+
+def _math_name(*argv: str) -> str:
+    _, flags = parse_cli(list(argv), domain="math")
+    return sweep_run_name(configs_for_seeds(flags)[0])
+
+
+def test_math_names_are_stable_across_releases():
+    gpart = ("--adapter_type", "gpart")
+    assert _math_name(*gpart) == "gpart_d131072_lr0.0002_6418edb9"
+    previous = (*PREVIOUS_MATH_RECIPE, *PREVIOUS_MATH_GPART)
+    assert _math_name(*gpart, *previous) == "gpart_d131072_lr0.0002_d56050bb"
+    lora = ("--adapter_type", "lora", "--model_size", "qwen2.5-7b")
+    assert _math_name(*lora, *PREVIOUS_MATH_RECIPE) == "lora_r4_lr0.0002_c79572ef"
+    large = ("--adapter_type", "gpart", "--model_size", "llama-3.1-8b", "training.lr", "1e-3")
+    assert _math_name(*large, *previous) == "gpart_d524288_lr0.001_9c5b90a4"
+
+
 def test_fields_added_later_keep_old_names_at_their_default():
     base = _name("--tasks", "sst2")
     assert _name("--tasks", "sst2", "data.augment", "true") == base

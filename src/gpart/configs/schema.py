@@ -91,7 +91,10 @@ class TrainingConfig:
     # optimizer steps Trainer takes, warmup ceil(warmup_ratio * steps). "reference": the
     # paper authors' int(n / batch * epochs) and int(steps * warmup_ratio), truncated as
     # their utils/training_config.py does (the GLUE presets, to run their experiment).
-    schedule_steps: Literal["exact", "reference"] = field(
+    # "trainer": transformers' own, the steps Trainer takes and warmup
+    # ceil(steps * warmup_ratio) as TrainingArguments.get_warmup_steps computes it, float
+    # noise included (the math presets: the authors' MetaMathQA script uses Trainer's).
+    schedule_steps: Literal["exact", "reference", "trainer"] = field(
         default="exact", metadata={IDENTITY_IF_CHANGED: True}
     )
     # The order of training examples. "seeded": Trainer's own (accelerate's seedable
@@ -194,18 +197,26 @@ class DataConfig:
         default="first", metadata={IDENTITY_IF_CHANGED: True}
     )
     # Math: rows held out at the end of the data; the run reports the loss on them (the
-    # score comes from generation on GSM8K / MATH, a separate evaluation).
+    # score comes from generation on GSM8K / MATH, a separate evaluation). 0: none, every
+    # row trains (as the GPart authors train) and the run reports no loss of its own.
     heldout_samples: int = field(default=1000, metadata={IDENTITY_IF_CHANGED: True})
     # Math: how a (query, response) pair becomes text; see gpart.data.math.TEMPLATES.
-    # "alpaca" is the prompt MetaMath and Uni-LoRA train with.
-    prompt_template: Literal["plain", "alpaca", "chat"] = field(
+    # "alpaca" is the prompt MetaMath and Uni-LoRA train with; "question_answer" the GPart
+    # authors' text and token layout (gpart.data.math.encode_question_answer).
+    prompt_template: Literal["plain", "alpaca", "chat", "question_answer"] = field(
         default="alpaca", metadata={IDENTITY_IF_CHANGED: True}
     )
-    # Math: text before the prompt ("plain", "alpaca") or a system turn ("chat"); None: none.
+    # Math: text before the prompt ("plain", "alpaca", "question_answer") or a system turn
+    # ("chat"), followed by a blank line; None: none.
     system_prompt: str | None = field(default=None, metadata={IDENTITY_IF_CHANGED: True})
     # Math: false puts the loss on the response only (the prompt's labels are -100), as
-    # instruction tuning usually does; true supervises the prompt tokens too.
+    # instruction tuning usually does; true supervises the prompt tokens too (with
+    # "question_answer": the question and answer, never the BOS or the system prompt).
     train_on_prompt: bool = field(default=False, metadata={IDENTITY_IF_CHANGED: True})
+    # Math: batches of examples of similar length (transformers' group_by_length: less
+    # padding, faster), drawn from the global torch RNG; false: Trainer's shuffled order
+    # (training.data_order), as the GPart authors' Trainer draws it.
+    group_by_length: bool = field(default=True, metadata={IDENTITY_IF_CHANGED: True})
     # Math: examples longer than training.max_seq_length are cut to their last tokens
     # ("truncate", keeps the response) or left out ("drop"); the count is reported.
     length_policy: Literal["truncate", "drop"] = field(

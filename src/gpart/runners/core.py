@@ -102,6 +102,11 @@ class Domain:
     """
 
     name: str = ""
+    # False: training draws (dropout, the data order's epoch seeds) go on from the RNG state
+    # the set-up (seeding, model, adapter) left, as the reference's own training loop does.
+    # True: they start again from ``set_seed(seed)``, as a plain `Trainer` does, whose
+    # constructor re-seeds (the reference's MetaMathQA script).
+    reseed_for_training: bool = False
 
     # ---- inputs ---------------------------------------------------------------------
     def check_inputs(self, cfg: ExperimentConfig) -> None:
@@ -411,7 +416,10 @@ def run_task(
         data.test = {
             k: v.select(range(min(cfg.data.max_eval_samples, len(v)))) for k, v in data.test.items()
         }
-    with rng_state_kept():  # Trainer() re-seeds; training goes on from the set-up's state
+    # Trainer() re-seeds; unless the domain trains as a plain Trainer does, training goes
+    # on from the set-up's state
+    keep = contextlib.nullcontext() if domain.reseed_for_training else rng_state_kept()
+    with keep:
         trainer = build_trainer(domain, single, task, model, processor, data, heads, out)
     trainer.add_callback(
         RunParamsCallback(
@@ -487,7 +495,10 @@ def run_task(
             train=train_summary(output, throughput),
         )
         write_json_atomic(results_path, record)
-        print(f"{task} (seed {cfg.seed}): {primary} = {test[primary]:.4f} -> {out}")
+        if test:
+            print(f"{task} (seed {cfg.seed}): {primary} = {test[primary]:.4f} -> {out}")
+        else:  # nothing held out: its scores come from evaluations of the saved run
+            print(f"{task} (seed {cfg.seed}): trained, nothing held out to report -> {out}")
     dist.wait_for_everyone()  # no process starts the next run before the files exist
     return out
 
@@ -708,7 +719,10 @@ def train_summary(output: Any, throughput: ThroughputCallback) -> dict[str, Any]
 def evaluate_test(
     trainer: Any, domain: Domain, task: str, test_sets: dict[str, Dataset]
 ) -> dict[str, float]:
-    """Evaluate every reported split; ``results.json["test"]`` as the domain merges them."""
+    """Evaluate every reported split; ``results.json["test"]`` as the domain merges them
+    (empty when there is none: a math run that holds no rows out)."""
+    if not test_sets:
+        return {}
     per_split = {}
     for split, ds in test_sets.items():
         metrics = trainer.evaluate(eval_dataset=ds, metric_key_prefix="test")
