@@ -91,10 +91,7 @@ class TrainingConfig:
     # optimizer steps Trainer takes, warmup ceil(warmup_ratio * steps). "reference": the
     # paper authors' int(n / batch * epochs) and int(steps * warmup_ratio), truncated as
     # their utils/training_config.py does (the GLUE presets, to run their experiment).
-    # "trainer": transformers' own, the steps Trainer takes and warmup
-    # ceil(steps * warmup_ratio) as TrainingArguments.get_warmup_steps computes it, float
-    # noise included (the math presets: the authors' MetaMathQA script uses Trainer's).
-    schedule_steps: Literal["exact", "reference", "trainer"] = field(
+    schedule_steps: Literal["exact", "reference"] = field(
         default="exact", metadata={IDENTITY_IF_CHANGED: True}
     )
     # The order of training examples. "seeded": Trainer's own (accelerate's seedable

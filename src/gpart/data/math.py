@@ -5,12 +5,13 @@ Data comes from the hub (``meta-math/MetaMathQA``, columns ``query`` / ``respons
 from a local json / jsonl / parquet file with the same columns (``data.train_file``, or
 ``<data_dir>/metamathqa/train.{jsonl,json,parquet}``), read by `gpart.data.loading`.
 
-Roles (`Splits`): a small held-out slice (``data.heldout_samples`` rows, the *last* rows of
-the data, so "the first N rows" of Uni-LoRA's 100K protocol stay the first N rows) is the
+Roles (`Splits`): an optional held-out slice (``data.heldout_samples`` rows, the *last* rows
+of the data, so "the first N rows" of Uni-LoRA's 100K protocol stay the first N rows) is the
 reported split: the training run reports its loss there, and nothing else -- accuracy on
-GSM8K / MATH comes from generation, a separate evaluation. Training rows are the rest: all
-of them, the first ``data.max_train_samples`` (``data.subset first``) or a seeded sample
-of that many (``data.subset seeded``).
+GSM8K / MATH comes from generation, a separate evaluation. With 0 rows held out (the
+presets, as the paper's authors train) there is no reported split. Training rows are the
+rest: all of them, the first ``data.max_train_samples`` (``data.subset first``) or a seeded
+sample of that many (``data.subset seeded``).
 
 Tokenisation runs once per (data, tokenizer, template, length settings): `tokenize_math`
 writes an Arrow file under the token cache (`token_cache_dir`) named by a fingerprint of

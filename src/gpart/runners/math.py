@@ -2,11 +2,11 @@
 run life cycle (``finetune_metamath.py``).
 
 What is the domain's own: the data (`gpart.data.math`: the hub or a local file, the prompt
-template, labels on the response only, the length policy, cached tokens), the causal LM
-and its tokenizer (a pad token set to EOS when it has none, never a new token), dynamic
-padding with length-grouped batches, and what a run reports: the training loss and
-tokens/s (``results.json["train"]``, written by core for every domain) and the loss on
-the held-out slice of MetaMathQA (``results.json["test"]["loss"]``, lower is better).
+template, the labels, the length policy, cached tokens), the causal LM and its tokenizer (a
+pad token set to EOS when it has none, never a new token), dynamic padding, length-grouped
+batches when asked (``data.group_by_length``), and what a run reports: the training loss
+and tokens/s (``results.json["train"]``, written by core for every domain) and, when rows
+are held out, the loss on them (``results.json["test"]["loss"]``, lower is better).
 That loss tracks the fit, not the skill: GSM8K / MATH accuracy comes from generation with
 the trained adapter, a separate evaluation step (`gpart.evaluation` checks the answers).
 

@@ -33,11 +33,6 @@ Schedule length (``schedule_steps``):
   ``int(n / batch * epochs)`` steps and ``int(total * warmup_ratio)`` warmup steps, both
   truncated as written there. With a partial last batch the schedule reaches zero before
   the last steps, which then train at learning rate 0, as theirs do.
-* ``"trainer"``: transformers' own rule, which the reference's MetaMathQA script
-  (``scripts/math/finetune_metamath.py``, a plain `Trainer`) runs: the optimizer steps
-  `Trainer` takes and ``ceil(total_steps * warmup_ratio)`` warmup steps, exactly as
-  ``TrainingArguments.get_warmup_steps`` computes it, float noise included
-  (``0.05 * 60 = 3.0000000000000004`` warms up for 4 steps; ``"exact"`` for 3).
 
 Data order (``data_order``):
 
@@ -69,7 +64,7 @@ from gpart.heads import is_head_param
 THETA_NAME = "gpart_theta"
 DEFAULT_HEAD_MODULES: tuple[str, ...] = ("classifier",)
 SCHEDULER_CHOICES = ("linear", "cosine", "constant_with_warmup")
-SCHEDULE_STEPS_CHOICES = ("exact", "reference", "trainer")
+SCHEDULE_STEPS_CHOICES = ("exact", "reference")
 DATA_ORDER_CHOICES = ("seeded", "reference")
 # Saved in each checkpoint under data_order "reference": the seed of the epoch in progress.
 DATA_ORDER_FILE = "data_order.json"
@@ -257,8 +252,7 @@ class GroupedTrainer(Trainer):
         warmup_ratio: Warmup as a share of the total step count; ``None`` falls back
             to ``args.warmup_steps`` (`Trainer`'s own rule).
         head_modules: Module names that form the head.
-        schedule_steps: ``"exact"``, ``"reference"`` or ``"trainer"`` (the module
-            docstring).
+        schedule_steps: ``"exact"`` or ``"reference"`` (the module docstring).
         data_order: ``"seeded"`` or ``"reference"`` (the module docstring); ``"reference"``
             needs ``accelerator_config={"use_seedable_sampler": False}`` in ``args``, or
             accelerate would replace the sampler by its seedable one.
@@ -366,8 +360,6 @@ class GroupedTrainer(Trainer):
             return self.args.get_warmup_steps(num_training_steps)
         if self.schedule_steps == "reference":
             return int(num_training_steps * self.warmup_ratio)
-        if self.schedule_steps == "trainer":
-            return math.ceil(num_training_steps * self.warmup_ratio)  # get_warmup_steps' rule
         return warmup_steps_from_ratio(num_training_steps, self.warmup_ratio)
 
     def _reference_total_steps(self) -> int:

@@ -73,9 +73,10 @@ _PROTOCOL: dict[str, Any] = {
     "training.head_lr": None,
     "training.scheduler": "cosine",  # fm.py:274
     "training.warmup_ratio": 0.05,  # fm.py:275
-    # Trainer's own schedule arithmetic: the steps it takes, warmup ceil(T * 0.05)
-    # (fm.py:357-365 hand both to TrainingArguments)
-    "training.schedule_steps": "trainer",
+    # Trainer's own schedule (fm.py:357-365 hand both values to TrainingArguments): the
+    # steps it takes, warmup ceil(T * 0.05), which "exact" computes too (its tolerance for
+    # float noise never applies at 0.05: tests/test_trainer.py checks every T < 200,000)
+    "training.schedule_steps": "exact",
     "training.weight_decay": 0.01,  # fm.py:276
     "training.max_grad_norm": 1.0,  # fm.py:277
     # 4 x 4: the published 0.5B run's directory name says bs4_ga4 (their README.md:381);
