@@ -33,6 +33,8 @@ def main(spec_path: str, out_path: str) -> None:
     import datasets
     import finetune_metamath as fm
 
+    from training_probes import record_training_losses  # beside this file
+
     record: dict = {"losses": []}
     load_local = datasets.load_dataset
 
@@ -69,15 +71,8 @@ def main(spec_path: str, out_path: str) -> None:
     models = []
 
     def peft_model_hooked(*args, **kwargs):
-        model = get_peft_model(*args, **kwargs)
-
-        def hook(module, inputs, output):
-            if module.training:
-                record["losses"].append(output.loss.item())
-
-        model.register_forward_hook(hook)
-        models.append(model)
-        return model
+        models.append(record_training_losses(get_peft_model(*args, **kwargs), record["losses"]))
+        return models[-1]
 
     fm.get_peft_model = peft_model_hooked
     trainer_cls = fm.Trainer

@@ -23,6 +23,7 @@ from gpart.data.math import (
 )
 from gpart.runners import math as runner
 from math_env import rows, tiny_tokenizer, write_jsonl, write_tiny_decoder
+from training_probes import with_callback
 
 FAST = ["training.epochs", "1", "training.batch_size", "4", "training.grad_accum", "1",
         "training.num_workers", "0", "training.logging_steps", "1", "training.precision",
@@ -285,14 +286,7 @@ def test_nothing_held_out_trains_on_every_row_and_reports_no_loss(
         def on_train_begin(self, args, state, control, **kwargs):
             drawn.append(torch.rand(3))
 
-    build = core.build_trainer
-
-    def with_first_draw(*args, **kwargs):
-        trainer = build(*args, **kwargs)
-        trainer.add_callback(FirstDraw())
-        return trainer
-
-    monkeypatch.setattr(core, "build_trainer", with_first_draw)
+    monkeypatch.setattr(core, "build_trainer", with_callback(core.build_trainer, FirstDraw()))
     out = tmp_path / "logs"
     over = ["adapter.d", "256", "adapter.init_bound", "0.01", "data.heldout_samples", "0"]
     assert _run(env, out, "llama", "--adapter_type", "gpart", "--seed", "5", over=over) == 0
@@ -392,3 +386,46 @@ def test_a_bf16_checkpoint_trains_from_fp32_weights_and_pads_inside_the_vocabula
     # this tokenizer folder; the runner pads with EOS instead (an index inside the table).
     assert tokenizer.pad_token_id == tokenizer.eos_token_id
     assert tokenizer.pad_token_id < model.get_input_embeddings().num_embeddings
+
+
+class _Crash(Exception):
+    pass
+
+
+def test_same_command_same_run_and_a_killed_run_resumes_to_the_same_theta(
+    env, tmp_path, monkeypatch
+):
+    from safetensors.torch import load_file
+    from transformers import TrainerCallback
+
+    from gpart.runners import core
+
+    # The preset's order, schedule and adapter dropout (0.05); 40 rows, nothing held out,
+    # batches of 4: 10 steps an epoch, a checkpoint every 3, killed at step 12 (epoch 2)
+    over = ["adapter.d", "256", "data.heldout_samples", "0", "training.epochs", "2"]
+    over += ["training.eval_every", "3", "training.save_total_limit", "none"]
+
+    def theta(out: Path) -> torch.Tensor:
+        (path,) = out.rglob("adapter/adapter_model.safetensors")
+        return next(v for k, v in load_file(path).items() if "gpart_theta" in k)
+
+    assert _run(env, tmp_path / "a", "llama", "--adapter_type", "gpart", over=over) == 0
+    assert _run(env, tmp_path / "b", "llama", "--adapter_type", "gpart", over=over) == 0
+    assert torch.equal(theta(tmp_path / "a"), theta(tmp_path / "b"))
+    assert not torch.equal(theta(tmp_path / "a"), torch.zeros_like(theta(tmp_path / "a")))
+
+    build = core.build_trainer
+
+    class CrashInSecondEpoch(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            if state.global_step == 12:
+                raise _Crash("killed")
+
+    monkeypatch.setattr(core, "build_trainer", with_callback(build, CrashInSecondEpoch()))
+    cut = tmp_path / "cut"
+    assert _run(env, cut, "llama", "--adapter_type", "gpart", over=over) == 1
+    monkeypatch.setattr(core, "build_trainer", build)
+    assert _run(env, cut, "llama", "--adapter_type", "gpart", "--resume", over=over) == 0
+    (res,) = _results(cut)
+    assert res["resumed_from"] == "checkpoint-12"
+    assert torch.equal(theta(cut), theta(tmp_path / "a"))

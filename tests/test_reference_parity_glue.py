@@ -29,6 +29,7 @@ from glue_env import write_glue_data, write_tiny_model
 from gpart.data.glue import load_glue_splits
 from gpart.runners import glue as runner
 from reference_tree import REFERENCE_SRC, SKIP_REASON
+from training_probes import record_training_losses, with_callback
 
 HERE = Path(__file__).parent
 SEED = 42
@@ -55,18 +56,9 @@ def _record_training_losses(monkeypatch) -> list[float]:
     """The loss of every training forward pass of our runs, as the worker records theirs."""
     losses: list[float] = []
     apply = core.apply_adapter
-
-    def apply_adapter(*args, **kwargs):
-        model = apply(*args, **kwargs)
-
-        def hook(module, inputs, output):
-            if module.training:
-                losses.append(output.loss.item())
-
-        model.register_forward_hook(hook)
-        return model
-
-    monkeypatch.setattr(core, "apply_adapter", apply_adapter)
+    monkeypatch.setattr(
+        core, "apply_adapter", lambda *a, **k: record_training_losses(apply(*a, **k), losses)
+    )
     return losses
 
 
@@ -186,12 +178,7 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_theta(tiny, tmp_path, monkey
             if state.global_step == 9:  # epoch 1.29
                 raise _Crash("killed")
 
-    def crashing(*args, **kwargs):
-        trainer = build(*args, **kwargs)
-        trainer.add_callback(CrashInSecondEpoch())
-        return trainer
-
-    monkeypatch.setattr(core, "build_trainer", crashing)
+    monkeypatch.setattr(core, "build_trainer", with_callback(build, CrashInSecondEpoch()))
     assert _tiny_run(tiny, tmp_path / "cut", *every) == 1
     monkeypatch.setattr(core, "build_trainer", build)
     assert _tiny_run(tiny, tmp_path / "cut", *every, flags=("--resume",)) == 0

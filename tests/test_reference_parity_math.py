@@ -29,6 +29,7 @@ import gpart.runners.math as runner
 from gpart.data.math import encode_question_answer
 from math_env import rows, write_jsonl
 from reference_tree import REFERENCE_SRC, SKIP_REASON
+from training_probes import record_training_losses
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not REFERENCE_SRC, reason=SKIP_REASON)]
 
@@ -93,18 +94,9 @@ def test_the_math_preset_is_the_reference_run_step_for_step(smollm2_dir, tmp_pat
 
     losses: list[float] = []
     apply = core.apply_adapter
-
-    def apply_adapter(*args, **kwargs):
-        peft_model = apply(*args, **kwargs)
-
-        def hook(module, inputs, output):
-            if module.training:
-                losses.append(output.loss.item())
-
-        peft_model.register_forward_hook(hook)
-        return peft_model
-
-    monkeypatch.setattr(core, "apply_adapter", apply_adapter)
+    monkeypatch.setattr(
+        core, "apply_adapter", lambda *a, **k: record_training_losses(apply(*a, **k), losses)
+    )
     batches: list[dict[str, list]] = []
     collator = runner.causal_lm_collator
 
