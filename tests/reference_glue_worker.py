@@ -49,6 +49,8 @@ def main(spec_path: str, out_path: str) -> None:
     import datasets
     import torch
 
+    from training_probes import record_training_losses  # beside this file
+
     data_dir = Path(spec["data_dir"])
     load_local = datasets.load_dataset
 
@@ -80,15 +82,8 @@ def main(spec_path: str, out_path: str) -> None:
     models = []
 
     def apply_adapter(*args, **kwargs):
-        model = apply(*args, **kwargs)
-
-        def hook(module, inputs, output):
-            if module.training:
-                record["losses"].append(output.loss.item())
-
-        model.register_forward_hook(hook)
-        models.append(model)
-        return model
+        models.append(record_training_losses(apply(*args, **kwargs), record["losses"]))
+        return models[-1]
 
     ref_trainer.apply_adapter = apply_adapter
 

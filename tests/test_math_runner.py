@@ -15,12 +15,15 @@ from gpart.data.math import (
     TEMPLATES,
     causal_lm_collator,
     encode_example,
+    encode_prompt,
+    encode_question_answer,
     render_example,
     render_prompt,
     tokenize_math,
 )
 from gpart.runners import math as runner
 from math_env import rows, tiny_tokenizer, write_jsonl, write_tiny_decoder
+from training_probes import with_callback
 
 FAST = ["training.epochs", "1", "training.batch_size", "4", "training.grad_accum", "1",
         "training.num_workers", "0", "training.logging_steps", "1", "training.precision",
@@ -62,7 +65,12 @@ def test_each_template_renders_its_documented_string():
         "<|im_start|>assistant\n"
     )
     assert completion == "1 + 2 = 3<|im_end|>\n"
-    assert set(TEMPLATES) == {"plain", "alpaca", "chat"}
+    # the GPart authors' text: stripped, the response after "Answer: " in one piece
+    assert render_example("question_answer", f" {q}\n", f"\n{r} ") == (
+        "Question: What is 1 + 2?\nAnswer:",
+        " 1 + 2 = 3",
+    )
+    assert set(TEMPLATES) == {"plain", "alpaca", "chat", "question_answer"}
 
 
 def test_chat_needs_a_chat_template_and_unknown_names_fail():
@@ -87,6 +95,32 @@ def test_labels_mask_exactly_the_prompt_and_the_response_ends_with_eos(bos):
     assert tok.decode(ids[n_prompt:-1]) == "12 + 13 = 25"
     ids2, labels2 = encode_example(tok, prompt, completion, template="plain", train_on_prompt=True)
     assert ids2 == ids and labels2 == ids
+
+
+@pytest.mark.parametrize("bos", [True, False])
+def test_question_answer_is_the_reference_layout(bos):
+    # BOS by id whenever the tokenizer has one, the system prompt alone and unlabelled, the
+    # text in one piece and labelled, EOS last (the GPart authors' tokenize_example)
+    tok = tiny_tokenizer(bos=bos, chat=False)
+    tok.bos_token = "<s>"  # a BOS the tokenizer's own encoding adds only when `bos`
+    q, r = " What is 12 + 34?", "12 + 34 = 46\n"
+    ids, labels = encode_question_answer(tok, q, r, system_prompt="Be brief.")
+    text = tok("Question: What is 12 + 34?\nAnswer: 12 + 34 = 46", add_special_tokens=False)
+    prefix = tok("Be brief.\n\n", add_special_tokens=False)["input_ids"]
+    bos_id, eos = tok.convert_tokens_to_ids("<s>"), tok.eos_token_id
+    assert ids == [bos_id, *prefix, *text["input_ids"], eos]
+    assert labels == [IGNORE_INDEX] * (1 + len(prefix)) + [*text["input_ids"], eos]
+    # the answer only: the boundary after "Answer:", both pieces tokenised apart
+    ids, labels = encode_question_answer(tok, q, r, train_on_prompt=False)
+    p = tok("Question: What is 12 + 34?\nAnswer:", add_special_tokens=False)["input_ids"]
+    c = tok(" 12 + 34 = 46", add_special_tokens=False)["input_ids"]
+    assert ids == [bos_id, *p, *c, eos]
+    assert labels == [IGNORE_INDEX] * (1 + len(p)) + [*c, eos]
+    # generation feeds the training prompt's ids
+    assert encode_prompt(tok, render_prompt("question_answer", q), template="question_answer") == [
+        bos_id,
+        *p,
+    ]
 
 
 def test_chat_labels_start_after_the_assistant_header():
@@ -153,9 +187,12 @@ def test_a_second_tokenisation_is_a_cache_hit(env, token_cache):
 
 # ------------------------------------------------------------------------ the runner
 def _run(env, out, family, *flags, over=()):
-    """`main` with `flags` (``--x``), then FAST and `over` (``key value`` overrides)."""
+    """`main` with `flags` (``--x``), then FAST and `over` (``key value`` overrides; a key
+    of both takes its value from `over`)."""
+    given = set(over[::2])
+    fast = [x for k, v in zip(FAST[::2], FAST[1::2], strict=True) if k not in given for x in (k, v)]
     argv = ["--base_model", str(env[family]), "--data_dir", str(env["data"].parents[1]),
-            "--output_dir", str(out), *flags, *FAST, *over]  # fmt: skip
+            "--output_dir", str(out), *flags, *fast, *over]  # fmt: skip
     return runner.main(argv)
 
 
@@ -188,7 +225,7 @@ def test_a_few_steps_through_main(env, tmp_path, capsys, family, adapter, extra)
     assert sel["length_policy"] == "truncate" and sel["train_truncated"] == 0
     run = next(out.rglob("results.json")).parent
     saved = json.loads((run / "config.json").read_text())["config"]["data"]
-    assert saved["prompt_template"] == (extra[1] if adapter == "lora" else "alpaca")
+    assert saved["prompt_template"] == (extra[1] if adapter == "lora" else "question_answer")
     if adapter == "gpart":
         assert res["params"]["trainable_adapter"] == 512
         targets = json.loads((run / "adapter" / "adapter_config.json").read_text())
@@ -232,12 +269,58 @@ def test_max_train_samples_first_or_seeded(env):
     assert seeded == train_rows("data.max_train_samples", "5", "data.subset", "seeded")
 
 
+def test_nothing_held_out_trains_on_every_row_and_reports_no_loss(
+    env, tmp_path, monkeypatch, capsys
+):
+    from transformers import TrainerCallback, set_seed
+
+    from gpart.runners import core
+
+    # A plain Trainer re-seeds when it is built: the first draw of training is the first
+    # draw after set_seed(seed), whatever the set-up drew before (here theta's init)
+    set_seed(5)
+    expected = torch.rand(3)
+    drawn = []
+
+    class FirstDraw(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            drawn.append(torch.rand(3))
+
+    monkeypatch.setattr(core, "build_trainer", with_callback(core.build_trainer, FirstDraw()))
+    out = tmp_path / "logs"
+    over = ["adapter.d", "256", "adapter.init_bound", "0.01", "data.heldout_samples", "0"]
+    assert _run(env, out, "llama", "--adapter_type", "gpart", "--seed", "5", over=over) == 0
+    (res,) = _results(out)
+    assert res["test"] == {} and res["selection"]["source"] == "none"
+    assert res["selection"]["train_size"] == 40 and res["selection"]["last_step"] == 10
+    assert torch.equal(drawn[0], expected)
+
+    from gpart.results import collect
+
+    run = collect.load_run_result(next(out.rglob("results.json")))
+    assert run.score is None and collect.with_evaluations(run) == []
+    from gpart.runners.evaluate import eval_main
+
+    capsys.readouterr()
+    assert eval_main(runner.MATH, [str(run.path.parent)], prog="e", description="") == 1
+    assert "data.heldout_samples 0" in capsys.readouterr().err  # nothing to re-evaluate on
+
+
 @pytest.mark.parametrize(
     "args,message",
     [
         (["--tasks", "gsm8k"], "an evaluation set (scored by generation)"),
         (["--", "data.train_file", "/nonexistent.jsonl"], "is not a file"),
         (["--", "data.prompt_template", "alpacca"], "data.prompt_template"),
+        (["--", "data.heldout_samples", "-1"], "data.heldout_samples: must be >= 0"),
+        (
+            ["--", "data.heldout_samples", "0", "training.model_selection", "best"],
+            "training.model_selection last",
+        ),
+        (
+            ["--", "data.group_by_length", "true", "training.data_order", "reference"],
+            "pass data.group_by_length false",
+        ),
     ],
 )
 def test_bad_input_exits_2_and_leaves_nothing(env, tmp_path, capsys, args, message):
@@ -303,3 +386,46 @@ def test_a_bf16_checkpoint_trains_from_fp32_weights_and_pads_inside_the_vocabula
     # this tokenizer folder; the runner pads with EOS instead (an index inside the table).
     assert tokenizer.pad_token_id == tokenizer.eos_token_id
     assert tokenizer.pad_token_id < model.get_input_embeddings().num_embeddings
+
+
+class _Crash(Exception):
+    pass
+
+
+def test_same_command_same_run_and_a_killed_run_resumes_to_the_same_theta(
+    env, tmp_path, monkeypatch
+):
+    from safetensors.torch import load_file
+    from transformers import TrainerCallback
+
+    from gpart.runners import core
+
+    # The preset's order, schedule and adapter dropout (0.05); 40 rows, nothing held out,
+    # batches of 4: 10 steps an epoch, a checkpoint every 3, killed at step 12 (epoch 2)
+    over = ["adapter.d", "256", "data.heldout_samples", "0", "training.epochs", "2"]
+    over += ["training.eval_every", "3", "training.save_total_limit", "none"]
+
+    def theta(out: Path) -> torch.Tensor:
+        (path,) = out.rglob("adapter/adapter_model.safetensors")
+        return next(v for k, v in load_file(path).items() if "gpart_theta" in k)
+
+    assert _run(env, tmp_path / "a", "llama", "--adapter_type", "gpart", over=over) == 0
+    assert _run(env, tmp_path / "b", "llama", "--adapter_type", "gpart", over=over) == 0
+    assert torch.equal(theta(tmp_path / "a"), theta(tmp_path / "b"))
+    assert not torch.equal(theta(tmp_path / "a"), torch.zeros_like(theta(tmp_path / "a")))
+
+    build = core.build_trainer
+
+    class CrashInSecondEpoch(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            if state.global_step == 12:
+                raise _Crash("killed")
+
+    monkeypatch.setattr(core, "build_trainer", with_callback(build, CrashInSecondEpoch()))
+    cut = tmp_path / "cut"
+    assert _run(env, cut, "llama", "--adapter_type", "gpart", over=over) == 1
+    monkeypatch.setattr(core, "build_trainer", build)
+    assert _run(env, cut, "llama", "--adapter_type", "gpart", "--resume", over=over) == 0
+    (res,) = _results(cut)
+    assert res["resumed_from"] == "checkpoint-12"
+    assert torch.equal(theta(cut), theta(tmp_path / "a"))

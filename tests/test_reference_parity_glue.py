@@ -32,7 +32,8 @@ import gpart.runners.core as core
 from glue_env import write_glue_data, write_tiny_model
 from gpart.data.glue import load_glue_splits
 from gpart.runners import glue as runner
-from reference_tree import REFERENCE_SRC, SKIP_REASON, record_training_losses
+from reference_tree import REFERENCE_SRC, SKIP_REASON
+from training_probes import record_run_losses, with_callback
 
 HERE = Path(__file__).parent
 SEED = 42
@@ -89,7 +90,7 @@ def test_the_glue_preset_is_the_reference_run_step_for_step(tmp_path, monkeypatc
     )  # fmt: skip
     ref = json.loads((tmp_path / "reference.json").read_text())
 
-    losses = record_training_losses(monkeypatch)
+    losses = record_run_losses(monkeypatch)
     run = _ours(data, model, tmp_path / "logs", "adapter.dropout", "0", "task.epochs", epochs)
 
     assert len(ref["losses"]) == len(losses) == 14
@@ -130,7 +131,7 @@ def _tiny_run(tiny, out: Path, *extra: str, flags: tuple[str, ...] = ()) -> int:
 def test_the_same_command_gives_the_same_run_twice(tiny, tmp_path, monkeypatch):
     # Dropout on (adapter and model): the head, the data order and every dropout mask are
     # drawn from the seeded global RNG, so nothing differs between the two runs.
-    losses = record_training_losses(monkeypatch)
+    losses = record_run_losses(monkeypatch)
     assert _tiny_run(tiny, tmp_path / "a") == 0
     first = list(losses)
     losses.clear()
@@ -163,12 +164,7 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_theta(tiny, tmp_path, monkey
             if state.global_step == 9:  # epoch 1.29
                 raise _Crash("killed")
 
-    def crashing(*args, **kwargs):
-        trainer = build(*args, **kwargs)
-        trainer.add_callback(CrashInSecondEpoch())
-        return trainer
-
-    monkeypatch.setattr(core, "build_trainer", crashing)
+    monkeypatch.setattr(core, "build_trainer", with_callback(build, CrashInSecondEpoch()))
     assert _tiny_run(tiny, tmp_path / "cut", *every) == 1
     monkeypatch.setattr(core, "build_trainer", build)
     assert _tiny_run(tiny, tmp_path / "cut", *every, flags=("--resume",)) == 0

@@ -31,8 +31,9 @@ from safetensors.torch import load_file
 
 from gpart.data.vision import load_vision_splits
 from gpart.runners import vision as runner
-from reference_tree import REFERENCE_SRC, SKIP_REASON, record_training_losses
+from reference_tree import REFERENCE_SRC, SKIP_REASON
 from reference_vision_worker import pixel_digest
+from training_probes import record_run_losses
 
 HERE = Path(__file__).parent
 DINOV2 = Path(__file__).resolve().parents[2] / "shared" / "models" / "dinov2-small"
@@ -153,7 +154,7 @@ def test_the_vision_preset_is_the_reference_run_step_for_step(
     model = _dinov2(tmp_path / "dinov2")
     ref = _reference(tmp_path, task, data, model)
 
-    losses = record_training_losses(monkeypatch)
+    losses = record_run_losses(monkeypatch)
     argv = [
         "--adapter_type", "gpart", "--model_size", "large", "--tasks", task,
         "--seed", str(SEED), "--base_model", str(model), "--data_dir", str(data),

@@ -115,3 +115,31 @@ def test_where_a_run_is_reported_never_renames_it():
         ("task.rte.run_name", "rte-only"),
     ):
         assert _name("--tasks", "sst2", "rte", *override) == base, override
+
+
+# The math recipe before the presets became the reference's (the Alpaca prompt with the
+# loss on the response, 1,000 rows held out, length-grouped batches, the Trainer re-seeding
+# as it always did, and GPart's stateless partition following --seed): asked for by name,
+# it keeps its old names.
+PREVIOUS_MATH_RECIPE = (
+    "data.heldout_samples", "1000", "data.prompt_template", "alpaca",
+    "data.train_on_prompt", "false", "data.group_by_length", "true",
+    "training.reseed_trainer", "false",
+)  # fmt: skip
+PREVIOUS_MATH_GPART = ("adapter.assignment", "stateless", "adapter.proj_seed", "none")
+
+
+def _math_name(*argv: str) -> str:
+    _, flags = parse_cli(list(argv), domain="math")
+    return sweep_run_name(configs_for_seeds(flags)[0])
+
+
+def test_math_names_are_stable_across_releases():
+    gpart = ("--adapter_type", "gpart")
+    assert _math_name(*gpart) == "gpart_d131072_lr0.0002_835da577"
+    previous = (*PREVIOUS_MATH_RECIPE, *PREVIOUS_MATH_GPART)
+    assert _math_name(*gpart, *previous) == "gpart_d131072_lr0.0002_d56050bb"
+    lora = ("--adapter_type", "lora", "--model_size", "qwen2.5-7b")
+    assert _math_name(*lora, *PREVIOUS_MATH_RECIPE) == "lora_r4_lr0.0002_c79572ef"
+    large = ("--adapter_type", "gpart", "--model_size", "llama-3.1-8b", "training.lr", "1e-3")
+    assert _math_name(*large, *previous) == "gpart_d524288_lr0.001_9c5b90a4"

@@ -243,3 +243,16 @@ def test_trainer_rejects_bad_warmup_ratio(tmp_path):
     args = TrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True)
     with pytest.raises(ValueError, match="warmup_ratio"):
         GroupedTrainer(model=tiny_roberta(num_labels=2), args=args, warmup_ratio=2.0)
+
+
+def test_exact_warmup_is_transformers_own_at_the_math_presets_ratio(tmp_path):
+    # The math presets run Trainer's schedule as the reference's script does: at 0.05 the
+    # "exact" rule's tolerance for float noise never changes a count
+    ratio_args = TrainingArguments(
+        output_dir=str(tmp_path), report_to="none", use_cpu=True, warmup_steps=0.05
+    )
+    totals = range(1, 200_000)
+    assert [warmup_steps_from_ratio(t, 0.05) for t in totals] == [
+        ratio_args.get_warmup_steps(t) for t in totals
+    ]
+    assert warmup_steps_from_ratio(100, 0.07) != math.ceil(100 * 0.07)  # where they differ

@@ -438,7 +438,16 @@ def _validate_data(exp: ExperimentConfig) -> None:
         value = getattr(data, name)
         if value is not None and value <= 0:
             fail(f"data.{name}", "must be > 0 (or none for all rows)", value)
-    if data.heldout_samples <= 0:
-        fail("data.heldout_samples", "must be > 0", data.heldout_samples)
+    if data.heldout_samples < 0:
+        fail("data.heldout_samples", "must be >= 0 (0: nothing held out)", data.heldout_samples)
+    if data.heldout_samples == 0 and exp.domain == "math":
+        best = [t for t in exp.tasks if exp.effective_training(t).model_selection == "best"]
+        if best:
+            fail(
+                "data.heldout_samples",
+                "leaves no rows for training.model_selection best to select on (hold some "
+                "out, or pass training.model_selection last)",
+                0,
+            )
     if data.image_size <= 0:
         fail("data.image_size", "must be > 0", data.image_size)

@@ -114,8 +114,9 @@ class TrainingConfig:
     # The global RNGs (Python, numpy, torch) when training starts. false: as the set-up
     # (set_seed, model, head, adapter) left them, as the GLUE reference's own loop goes on.
     # true: restarted from the run seed when the Trainer is built, which transformers'
-    # Trainer does by itself; the vision reference trains with it (finetune_ViT.py:497-539),
-    # so its augmentation draws start from set_seed(seed).
+    # Trainer does by itself; the vision and math references train with it
+    # (finetune_ViT.py:497-539, finetune_metamath.py:379), so their training draws
+    # (augmentation, dropout) start from set_seed(seed).
     reseed_trainer: bool = field(default=False, metadata={IDENTITY_IF_CHANGED: True})
     # Experiment trackers, as transformers' `TrainingArguments.report_to` takes them:
     # tensorboard (the default, into the run directory's runs/), mlflow, wandb, trackio, any
@@ -213,18 +214,26 @@ class DataConfig:
         default="first", metadata={IDENTITY_IF_CHANGED: True}
     )
     # Math: rows held out at the end of the data; the run reports the loss on them (the
-    # score comes from generation on GSM8K / MATH, a separate evaluation).
+    # score comes from generation on GSM8K / MATH, a separate evaluation). 0: none, every
+    # row trains (as the GPart authors train) and the run reports no loss of its own.
     heldout_samples: int = field(default=1000, metadata={IDENTITY_IF_CHANGED: True})
     # Math: how a (query, response) pair becomes text; see gpart.data.math.TEMPLATES.
-    # "alpaca" is the prompt MetaMath and Uni-LoRA train with.
-    prompt_template: Literal["plain", "alpaca", "chat"] = field(
+    # "alpaca" is the prompt MetaMath and Uni-LoRA train with; "question_answer" the GPart
+    # authors' text and token layout (gpart.data.math.encode_question_answer).
+    prompt_template: Literal["plain", "alpaca", "chat", "question_answer"] = field(
         default="alpaca", metadata={IDENTITY_IF_CHANGED: True}
     )
-    # Math: text before the prompt ("plain", "alpaca") or a system turn ("chat"); None: none.
+    # Math: text before the prompt ("plain", "alpaca", "question_answer") or a system turn
+    # ("chat"), followed by a blank line; None: none.
     system_prompt: str | None = field(default=None, metadata={IDENTITY_IF_CHANGED: True})
     # Math: false puts the loss on the response only (the prompt's labels are -100), as
-    # instruction tuning usually does; true supervises the prompt tokens too.
+    # instruction tuning usually does; true supervises the prompt tokens too (with
+    # "question_answer": the question and answer, never the BOS or the system prompt).
     train_on_prompt: bool = field(default=False, metadata={IDENTITY_IF_CHANGED: True})
+    # Math: batches of examples of similar length (transformers' group_by_length: less
+    # padding, faster), drawn from the global torch RNG; false: Trainer's shuffled order
+    # (training.data_order), as the GPart authors' Trainer draws it.
+    group_by_length: bool = field(default=True, metadata={IDENTITY_IF_CHANGED: True})
     # Math: examples longer than training.max_seq_length are cut to their last tokens
     # ("truncate", keeps the response) or left out ("drop"); the count is reported.
     length_policy: Literal["truncate", "drop"] = field(

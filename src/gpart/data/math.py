@@ -5,12 +5,13 @@ Data comes from the hub (``meta-math/MetaMathQA``, columns ``query`` / ``respons
 from a local json / jsonl / parquet file with the same columns (``data.train_file``, or
 ``<data_dir>/metamathqa/train.{jsonl,json,parquet}``), read by `gpart.data.loading`.
 
-Roles (`Splits`): a small held-out slice (``data.heldout_samples`` rows, the *last* rows of
-the data, so "the first N rows" of Uni-LoRA's 100K protocol stay the first N rows) is the
+Roles (`Splits`): an optional held-out slice (``data.heldout_samples`` rows, the *last* rows
+of the data, so "the first N rows" of Uni-LoRA's 100K protocol stay the first N rows) is the
 reported split: the training run reports its loss there, and nothing else -- accuracy on
-GSM8K / MATH comes from generation, a separate evaluation. Training rows are the rest: all
-of them, the first ``data.max_train_samples`` (``data.subset first``) or a seeded sample
-of that many (``data.subset seeded``).
+GSM8K / MATH comes from generation, a separate evaluation. With 0 rows held out (the
+presets, as the paper's authors train) there is no reported split. Training rows are the
+rest: all of them, the first ``data.max_train_samples`` (``data.subset first``) or a seeded
+sample of that many (``data.subset seeded``).
 
 Tokenisation runs once per (data, tokenizer, template, length settings): `tokenize_math`
 writes an Arrow file under the token cache (`token_cache_dir`) named by a fingerprint of
@@ -62,6 +63,11 @@ TEMPLATES: dict[str, str] = {
     # "chat": the tokenizer's own chat template (a user turn, then the assistant turn);
     # data.system_prompt becomes a system turn. No fixed string: the tokenizer decides.
     "chat": "",
+    # The GPart authors' MetaMathQA text, "Question: {query}\nAnswer: {response}" with both
+    # stripped (their finetune_metamath.py:35-37), in their token layout
+    # (`encode_question_answer`); this string is the generation prompt, as their
+    # eval_math.py:177-179 builds it.
+    "question_answer": "Question: {query}\nAnswer:",
 }
 TEMPLATE_NAMES = tuple(TEMPLATES)
 
@@ -81,6 +87,8 @@ def render_prompt(
         )
     if template == "chat":
         return _chat(tokenizer, query, None, system_prompt)
+    if template == "question_answer":
+        query = query.strip()
     text = TEMPLATES[template].format(query=query)
     return f"{system_prompt}\n\n{text}" if system_prompt else text
 
@@ -99,6 +107,8 @@ def render_example(
     response and the template's own end-of-turn markers).
     """
     prompt = render_prompt(template, query, system_prompt=system_prompt, tokenizer=tokenizer)
+    if template == "question_answer":
+        return prompt, f" {response.strip()}"
     if template != "chat":
         return prompt, response
     full = _chat(tokenizer, query, response, system_prompt)
@@ -133,6 +143,8 @@ def encode_prompt(tokenizer: Any, prompt: str, *, template: str) -> list[int]:
     ``add_special_tokens`` appends (some tokenizers do) is stripped: the prompt must not
     end the sequence. Generation (`gpart.evaluation.generate`) feeds the same ids.
     """
+    if template == "question_answer":  # the BOS by id, as `encode_question_answer` puts it
+        return [*_bos(tokenizer), *tokenizer(prompt, add_special_tokens=False)["input_ids"]]
     special = template != "chat"
     ids = tokenizer(prompt, add_special_tokens=special)["input_ids"]
     eos = tokenizer.eos_token_id
@@ -165,6 +177,42 @@ def encode_example(
     ids = [*p, *c]
     labels = [*(p if train_on_prompt else [IGNORE_INDEX] * len(p)), *c]
     return ids, labels
+
+
+def _bos(tokenizer: Any) -> list[int]:
+    bos = tokenizer.bos_token_id
+    return [] if bos is None else [bos]
+
+
+def encode_question_answer(
+    tokenizer: Any,
+    query: str,
+    response: str,
+    *,
+    system_prompt: str | None = None,
+    train_on_prompt: bool = True,
+) -> tuple[list[int], list[int]]:
+    """``(input_ids, labels)`` of one example in the GPart authors' layout, untruncated.
+
+    Their ``tokenize_example`` (finetune_metamath.py:40-55): the tokenizer's BOS by id
+    whenever it has one (whether or not its own encoding would add it), the system prompt
+    tokenised alone, the text ``Question: {query}\nAnswer: {response}`` tokenised in one
+    piece, then EOS. The loss is on everything after the BOS and the system prompt: the
+    question too. ``train_on_prompt=False`` puts it on the answer and EOS only; the text is
+    then tokenised in two pieces, ``Question: {query}\nAnswer:`` and `` {response}``, so the
+    boundary is exact. The system prompt is followed by a blank line, as in every template.
+    """
+    bos = _bos(tokenizer)
+    prefix = f"{system_prompt}\n\n" if system_prompt else ""
+    head = [*bos, *(tokenizer(prefix, add_special_tokens=False)["input_ids"] if prefix else [])]
+    prompt, completion = render_example("question_answer", query, response)
+    eos = [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
+    if train_on_prompt:
+        text = tokenizer(prompt + completion, add_special_tokens=False)["input_ids"]
+        return [*head, *text, *eos], [*[IGNORE_INDEX] * len(head), *text, *eos]
+    p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    c = [*tokenizer(completion, add_special_tokens=False)["input_ids"], *eos]
+    return [*head, *p, *c], [*[IGNORE_INDEX] * (len(head) + len(p)), *c]
 
 
 def apply_length_policy(
@@ -269,12 +317,21 @@ def tokenize_math(
     def encode(batch: Mapping[str, list[Any]]) -> dict[str, list[Any]]:
         out: dict[str, list[Any]] = {"input_ids": [], "labels": [], "length": [], "full_length": []}
         for q, r in zip(batch[QUERY], batch[RESPONSE], strict=True):
-            prompt, completion = render_example(
-                template, q, r, system_prompt=system_prompt, tokenizer=tokenizer
-            )
-            ids, labels = encode_example(
-                tokenizer, prompt, completion, template=template, train_on_prompt=train_on_prompt
-            )
+            if template == "question_answer":
+                ids, labels = encode_question_answer(
+                    tokenizer, q, r, system_prompt=system_prompt, train_on_prompt=train_on_prompt
+                )
+            else:
+                prompt, completion = render_example(
+                    template, q, r, system_prompt=system_prompt, tokenizer=tokenizer
+                )
+                ids, labels = encode_example(
+                    tokenizer,
+                    prompt,
+                    completion,
+                    template=template,
+                    train_on_prompt=train_on_prompt,
+                )
             fitted = apply_length_policy(ids, labels, max_len, policy)
             if fitted is None:
                 continue  # dropped: counted as the difference in rows
@@ -405,20 +462,28 @@ def cut_splits(
 ) -> Splits:
     """The held-out slice (the last `heldout` rows) and the training rows (see the module
     docstring). With ``model_selection best`` the held-out slice also selects the model.
+    With ``heldout`` 0 every row is a training row and there is no reported split
+    (``test`` is empty; ``info["source"]`` is ``"none"``).
 
     Raises:
-        DataError: too few rows for the held-out slice plus at least one training row.
+        DataError: too few rows for the held-out slice plus at least one training row, or
+            ``model_selection best`` without a held-out slice.
     """
     n = len(ds)
-    if heldout < 1 or heldout >= n:
+    if heldout < 0 or heldout >= n:
         raise DataError(
-            f"data.heldout_samples {heldout}: needs at least 1 and fewer than the data's {n} rows"
+            f"data.heldout_samples {heldout}: needs 0 or more and fewer than the data's {n} rows"
+        )
+    if heldout == 0 and model_selection == "best":
+        raise DataError(
+            "data.heldout_samples 0: training.model_selection best selects on the held-out "
+            "rows; hold some out or pass training.model_selection last"
         )
     pool = ds.select(range(n - heldout))
-    held = ds.select(range(n - heldout, n))
+    held = ds.select(range(n - heldout, n)) if heldout else None
     info: dict[str, Any] = {
         "strategy": model_selection,
-        "source": "heldout_tail",
+        "source": "heldout_tail" if heldout else "none",
         "size": heldout,
         "subset": subset,
     }
@@ -433,7 +498,7 @@ def cut_splits(
         task=task,
         train=pool,
         selection=held if model_selection == "best" else None,
-        test={"heldout": held},
+        test={"heldout": held} if heldout else {},
         info=info,
     )
 
@@ -447,6 +512,7 @@ __all__ = [
     "cut_splits",
     "encode_example",
     "encode_prompt",
+    "encode_question_answer",
     "load_metamath_raw",
     "render_example",
     "render_prompt",

@@ -38,6 +38,9 @@ STOP_MARKERS: dict[str, tuple[str, ...]] = {
     "plain": ("Question:",),
     "alpaca": ("### Instruction",),
     "chat": (),
+    # the GPart authors' stop strings for this prompt, "Question" and "[Question" (their
+    # eval_math.py:345); the second contains the first
+    "question_answer": ("Question",),
 }
 # The `vllm` extra (pyproject.toml) is locked beside the dev environment, not in it: vLLM
 # pins its own torch, so the extra conflicts with the dev group and replaces it.

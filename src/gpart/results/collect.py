@@ -38,6 +38,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from json import JSONDecodeError
 from pathlib import Path
+from typing import Any
 
 from gpart.results.io import is_finite_number, read_json
 from gpart.results.schema import RESULTS_FILENAME, ResultsError, validate_results
@@ -58,7 +59,9 @@ class RunResult:
     task: str
     seed: int
     primary_metric: str
-    score: float  # test[primary_metric], raw (not ×100)
+    # test[primary_metric], raw (not ×100); None for a run that reports no test metric
+    # (a math run that held nothing out: `with_evaluations` leaves it out of tables)
+    score: float | None
     params_adapter: int
     wall_time_s: float
     # Digest of the data the run trained and was evaluated on (None: older runs).
@@ -406,7 +409,8 @@ def load_eval_results(
 def with_evaluations(run: RunResult, grader: str | None = None) -> list[RunResult]:
     """`run`'s own result followed by its after-training evaluations (`load_eval_results`):
     the entries a math run adds to a table (held-out loss, GSM8K, MATH, ...)."""
-    return [run, *load_eval_results(run, grader=grader)]
+    own = [run] if run.score is not None else []  # a run that held nothing out has none
+    return [*own, *load_eval_results(run, grader=grader)]
 
 
 def find_base_evaluations(paths: Iterable[str | Path]) -> list[Path]:
@@ -461,6 +465,10 @@ def load_base_evaluations(
     return [load_base_evaluation(p, grader) for p in find_base_evaluations(paths)]
 
 
+def _score_or_none(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
 def load_run_result(path: str | Path) -> RunResult:
     """Read and validate one ``results.json``."""
     path = Path(path)
@@ -478,7 +486,7 @@ def load_run_result(path: str | Path) -> RunResult:
         task=record["task"],
         seed=record["seed"],
         primary_metric=record["primary_metric"],
-        score=float(record["test"][record["primary_metric"]]),
+        score=_score_or_none(record["test"].get(record["primary_metric"])),
         params_adapter=int(record["params"]["trainable_adapter"]),
         wall_time_s=float(record["wall_time_s"]),
         data_fingerprint=record.get("data_fingerprint"),
@@ -577,6 +585,12 @@ def summarize(
                         for n in sizes
                     )
                     + "); evaluate every seed on the same set"
+                )
+            unscored = [r.path for r in seed_runs if r.score is None]
+            if unscored:
+                raise ResultsError(
+                    f"{unscored[0]}: reports no test metric (nothing was held out); collect "
+                    "it with its evaluations (collect_results_math.py)"
                 )
             scale = seed_runs[0].scale
             values = [scale * r.score for r in seed_runs]

@@ -57,7 +57,7 @@ def params_curve(
     for label, results in series.items():
         by_params: dict[int, dict[str, Any]] = {}
         for r in results:
-            if r.task != task:
+            if r.task != task or r.score is None:  # None: a run that reports no test metric
                 continue
             point = by_params.setdefault(r.params_adapter, {"run_name": r.run_name, "scores": {}})
             if point["run_name"] != r.run_name:

@@ -17,7 +17,9 @@ with :func:`build_results`, which validates it; metric values are raw fractions 
       "seed": 0,
       "primary_metric": "accuracy",     # a key of "test": mcc (cola), pearson (stsb), accuracy
       "test": {"accuracy": 0.783},      # on GLUE's validation split(s), the reported score;
-                                        # mnli: "accuracy" (matched) + "accuracy_mm"
+                                        # mnli: "accuracy" (matched) + "accuracy_mm";
+                                        # {} when selection.source is "none" (a math
+                                        # run that held no rows out)
       "selection": {                    # how the reported checkpoint was chosen
         "strategy": "best",             # "best" (on the split carved from train) | "last"
         "metric": "accuracy",           # best: metric compared on the selection split
@@ -100,13 +102,16 @@ def validate_results(record: Any, *, where: str = "results") -> dict[str, Any]:
         if not isinstance(value, int | float) or isinstance(value, bool):
             raise ResultsError(f"{where}: test metric '{name}' must be a number, got {value!r}")
     primary = record["primary_metric"]
-    if primary not in test:
-        raise ResultsError(
-            f"{where}: primary metric '{primary}' not in test metrics {sorted(test)}"
-        )
-    if not is_finite_number(test[primary]):
-        raise ResultsError(f"{where}: primary metric '{primary}' is {test[primary]!r}")
     selection = _require(record, "selection", Mapping, where)
+    # A math run that held nothing out (data.heldout_samples 0) reports no test metric:
+    # its scores are its evaluations'.
+    if test or selection.get("source") != "none":
+        if primary not in test:
+            raise ResultsError(
+                f"{where}: primary metric '{primary}' not in test metrics {sorted(test)}"
+            )
+        if not is_finite_number(test[primary]):
+            raise ResultsError(f"{where}: primary metric '{primary}' is {test[primary]!r}")
     strategy = _require(selection, "strategy", str, f"{where} [selection]")
     if strategy not in SELECTION_STRATEGIES:
         raise ResultsError(

@@ -489,7 +489,10 @@ def run_task(
             train=train_summary(output, throughput),
         )
         write_json_atomic(results_path, record)
-        print(f"{task} (seed {cfg.seed}): {primary} = {test[primary]:.4f} -> {out}")
+        if test:
+            print(f"{task} (seed {cfg.seed}): {primary} = {test[primary]:.4f} -> {out}")
+        else:  # nothing held out: its scores come from evaluations of the saved run
+            print(f"{task} (seed {cfg.seed}): trained, nothing held out to report -> {out}")
     dist.wait_for_everyone()  # no process starts the next run before the files exist
     return out
 
@@ -712,7 +715,10 @@ def train_summary(output: Any, throughput: ThroughputCallback) -> dict[str, Any]
 def evaluate_test(
     trainer: Any, domain: Domain, task: str, test_sets: dict[str, Dataset]
 ) -> dict[str, float]:
-    """Evaluate every reported split; ``results.json["test"]`` as the domain merges them."""
+    """Evaluate every reported split; ``results.json["test"]`` as the domain merges them
+    (empty when there is none: a math run that holds no rows out)."""
+    if not test_sets:
+        return {}
     per_split = {}
     for split, ds in test_sets.items():
         metrics = trainer.evaluate(eval_dataset=ds, metric_key_prefix="test")

@@ -2,11 +2,11 @@
 run life cycle (``finetune_metamath.py``).
 
 What is the domain's own: the data (`gpart.data.math`: the hub or a local file, the prompt
-template, labels on the response only, the length policy, cached tokens), the causal LM
-and its tokenizer (a pad token set to EOS when it has none, never a new token), dynamic
-padding with length-grouped batches, and what a run reports: the training loss and
-tokens/s (``results.json["train"]``, written by core for every domain) and the loss on
-the held-out slice of MetaMathQA (``results.json["test"]["loss"]``, lower is better).
+template, the labels, the length policy, cached tokens), the causal LM and its tokenizer (a
+pad token set to EOS when it has none, never a new token), dynamic padding, length-grouped
+batches when asked (``data.group_by_length``), and what a run reports: the training loss
+and tokens/s (``results.json["train"]``, written by core for every domain) and, when rows
+are held out, the loss on them (``results.json["test"]["loss"]``, lower is better).
 That loss tracks the fit, not the skill: GSM8K / MATH accuracy comes from generation with
 the trained adapter, a separate evaluation step (`gpart.evaluation` checks the answers).
 
@@ -48,13 +48,20 @@ class MathDomain(Domain):
 
     # ---- inputs -----------------------------------------------------------------------
     def check_inputs(self, cfg: ExperimentConfig) -> None:
-        """Only training tasks run; a local file, when named, exists."""
+        """Only training tasks run; a local file, when named, exists; the batching and the
+        data order do not contradict each other."""
         for task in cfg.tasks:
             if not isinstance(get_task("math", task), CausalLMTrainingTask):
                 raise ConfigError(
                     f"--tasks {task}: an evaluation set (scored by generation), not a training "
                     "task; fine-tune on metamathqa and evaluate the trained run on it"
                 )
+        orders = {cfg.effective_training(t).data_order for t in cfg.tasks}
+        if cfg.data.group_by_length and "reference" in orders:
+            raise ConfigError(
+                "data.group_by_length true: length-grouped batches replace the order of "
+                "training.data_order reference; pass data.group_by_length false"
+            )
         try:
             train_file(cfg.data.train_file, cfg.data.data_dir)
         except DataError as exc:
@@ -92,6 +99,11 @@ class MathDomain(Domain):
     ) -> dict[str, Dataset]:
         if split not in (None, "heldout"):
             raise ConfigError(f"--split {split!r}: {task} has the split heldout")
+        if cfg.data.heldout_samples == 0:
+            raise ConfigError(
+                f"{task}: trained with data.heldout_samples 0, so no rows were held out to "
+                "re-evaluate on; score the run with eval_math.py"
+            )
         local = replace_data_dir(cfg, data_dir)
         return dict(self.load_splits(local, task).test)
 
@@ -142,7 +154,8 @@ class MathDomain(Domain):
         info["train_tokens"] = counts["tokens"]
         for key in ("over_length", "truncated", "dropped"):
             info[f"train_{key}"] = counts[key]
-            info[f"heldout_{key}"] = sum(c[key] for _, c in test.values())
+            if test:
+                info[f"heldout_{key}"] = sum(c[key] for _, c in test.values())
         info["token_cache"] = counts["cache"]
         over = counts["over_length"] + sum(c["over_length"] for _, c in test.values())
         if over:
@@ -185,15 +198,15 @@ class MathDomain(Domain):
         return causal_lm_collator(processor, 8 if torch.cuda.is_available() else None)
 
     def training_overrides(self, cfg: ExperimentConfig) -> dict[str, Any]:
-        """Length-grouped batches (less padding), the loss alone at evaluation (no
-        vocabulary-sized logits gathered), input tokens counted (tokens/s), and
+        """Length-grouped batches (``data.group_by_length``), the loss alone at evaluation
+        (no vocabulary-sized logits gathered), input tokens counted (tokens/s), and
         non-reentrant activation checkpointing (works with a frozen embedding)."""
         out: dict[str, Any] = {
-            "train_sampling_strategy": "group_by_length",
-            "length_column_name": "length",
             "prediction_loss_only": True,
             "include_num_input_tokens_seen": "non_padding",
         }
+        if cfg.data.group_by_length:
+            out |= {"train_sampling_strategy": "group_by_length", "length_column_name": "length"}
         if cfg.training.gradient_checkpointing:
             out["activation_checkpointing_kwargs"] = {"use_reentrant": False}
         return out

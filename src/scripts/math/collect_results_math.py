@@ -9,7 +9,8 @@ Rows are the training runs (method and settings), columns the evaluation dataset
 cell is the accuracy from ``<run dir>/eval/<dataset>/results.json`` (``eval_math.py``) ×100,
 mean ± sample std over seeds, with the seeds and trainable parameters; a run not evaluated
 on a dataset has an empty cell (—). The last column is the run's held-out MetaMathQA loss
-(``results.json`` test.loss, as it is; lower is better). ``--grader official`` (or
+(``results.json`` test.loss, as it is; lower is better), empty for runs that held nothing
+out (``data.heldout_samples 0``, the presets). ``--grader official`` (or
 ``math-verify``) fills the cells with that grader's accuracy instead of ours (``gpart``).
 Base models evaluated alone (``eval_math.py --model_path M --output_dir D``) are rows of
 their own ("base model (M)", 0 parameters). Warnings go to stderr; any error is one line on

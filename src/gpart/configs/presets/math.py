@@ -58,24 +58,48 @@ SIZE_PRESETS |= {
     for size, base in QUANTIZED_SIZES.items()
 }
 
-# The protocol every method shares (the reference / Uni-LoRA MetaMathQA setup): 2 epochs,
-# AdamW, cosine schedule with 5 % warmup, weight decay 0.01, a per-device batch of 4 with 4
-# accumulation steps, 2,048-token examples, and the last model (a fixed budget; the score
-# comes from generation afterwards, not from a selection split). lr 2e-4 unless the method
-# says otherwise. No task head: the LM head is pretrained (head_lr none).
+# The protocol every method shares: the GPart authors' MetaMathQA experiment, step for step
+# (SamsungLabs/GPart at 320f0c1, src/scripts/math/finetune_metamath.py, cited as fm.py:LINE;
+# a plain transformers Trainer). Their values restate Uni-LoRA's setup: 2 epochs, AdamW,
+# cosine schedule with 5 % warmup, weight decay 0.01, 16 examples per optimizer step,
+# 2,048-token examples, the last model (a fixed budget; the score comes from generation on
+# GSM8K / MATH afterwards). lr 2e-4 unless the method says otherwise. No task head: the LM
+# head is pretrained (head_lr none). The keys whose alternative is this project's own
+# recipe (answer-only loss on the Alpaca prompt, a held-out slice, length-grouped batches)
+# are listed in docs/math.md, "Reproducing the paper".
 _PROTOCOL: dict[str, Any] = {
-    "training.epochs": 2,
-    "training.lr": 2e-4,
+    "training.epochs": 2,  # fm.py:269
+    "training.lr": 2e-4,  # fm.py:273
     "training.head_lr": None,
-    "training.scheduler": "cosine",
-    "training.warmup_ratio": 0.05,
-    "training.weight_decay": 0.01,
+    "training.scheduler": "cosine",  # fm.py:274
+    "training.warmup_ratio": 0.05,  # fm.py:275
+    # Trainer's own schedule (fm.py:357-365 hand both values to TrainingArguments): the
+    # steps it takes, warmup ceil(T * 0.05), which "exact" computes too (its tolerance for
+    # float noise never applies at 0.05: tests/test_trainer.py checks every T < 200,000)
+    "training.schedule_steps": "exact",
+    "training.weight_decay": 0.01,  # fm.py:276
+    "training.max_grad_norm": 1.0,  # fm.py:277
+    # 4 x 4: the published 0.5B run's directory name says bs4_ga4 (their README.md:381);
+    # the script's own defaults are 2 x 8 (fm.py:270-271), the same 16 per step
     "training.batch_size": 4,
     "training.grad_accum": 4,
-    "training.max_seq_length": 2048,
-    "training.model_selection": "last",
-    "training.logging_steps": 10,
-    "training.save_total_limit": 2,
+    "training.max_seq_length": 2048,  # fm.py:254; longer examples keep their end (fm.py:57-59)
+    "data.length_policy": "truncate",
+    "training.model_selection": "last",  # eval_strategy "no" (fm.py:375), the last model saved
+    "training.logging_steps": 10,  # fm.py:280
+    "training.save_total_limit": 2,  # fm.py:282
+    # Every row of MetaMathQA trains (fm.py:71-75): nothing held out
+    "data.heldout_samples": 0,
+    # "Question: {q}\nAnswer: {a}" after BOS (and the system prompt, none by default:
+    # fm.py:257), the loss on the question and answer, EOS last (fm.py:35-55)
+    "data.prompt_template": "question_answer",
+    "data.train_on_prompt": True,
+    # Trainer's shuffled order (fm.py:379-385: no group_by_length), seeded by the run's seed
+    "data.group_by_length": False,
+    "training.data_order": "seeded",
+    # A plain Trainer (fm.py:379-385), which re-seeds with the run's seed when built: the
+    # training draws (dropout) start from set_seed(seed), not from the set-up's state.
+    "training.reseed_trainer": True,
 }
 # The attention projections of every decoder family above (Llama, Qwen2, Gemma, Mistral).
 _QKVO = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -93,8 +117,13 @@ def _adapter_presets() -> dict[tuple[str, str], Any]:
             {
                 **_PROTOCOL,
                 "adapter.d": _GPART_D.get(size, _GPART_D_LARGE),
-                "adapter.dropout": 0.05,
-                "adapter.target_modules": _QKVO,
+                "adapter.dropout": 0.05,  # fm.py:230
+                "adapter.target_modules": _QKVO,  # fm.py:32
+                "adapter.init_bound": 0.0,  # fm.py:232: theta starts at zero
+                # the materialized assignment (fm.py:242), drawn with their GPartConfig's
+                # default proj_seed 42 whatever --seed is: fm.py:197-206 never passes it
+                "adapter.assignment": "materialized",
+                "adapter.proj_seed": 42,
             }
         )
         # LoRA r=4, alpha=4, dropout 0.05 on q/k/v/o (the reference's LoRA baseline);
