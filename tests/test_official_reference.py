@@ -30,7 +30,8 @@ from safetensors.torch import load_file, save_file
 import gpart  # noqa: F401  (registers GPart with peft)
 from gpart import GPartConfig
 from gpart.tuner.layer import GPartLayer
-from gpart.tuner.partition import SCHEME_CURRENT, Partition
+from gpart.tuner.partition import Partition
+from gpart.tuner.schemes import SCHEME_CURRENT
 from reference_tree import REFERENCE_SRC, SKIP_REASON
 from reference_worker import build_base, model_input
 

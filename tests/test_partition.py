@@ -9,7 +9,8 @@ import sys
 import pytest
 import torch
 
-from gpart.tuner.partition import Partition, hash_positions, mod_constants, reduce_hash
+from gpart.tuner.hashing import hash_positions, mod_constants, reduce_hash
+from gpart.tuner.partition import Partition
 
 M64 = (1 << 64) - 1
 
@@ -159,7 +160,7 @@ def test_balanced_walk_reuses_its_stage_counts_without_counting_again(
     # (`nonzero_static`: the host never waits). Forced here on the CPU: same ids as counting
     # afresh and as the plain-Python reference, and no `nonzero` after the first call.
     from gpart.tuner import fused
-    from gpart.tuner import partition as partition_module
+    from gpart.tuner import legacy as partition_module
 
     monkeypatch.setattr(partition_module, "_static_walk", lambda device: True)
     monkeypatch.setattr(partition_module, "_WALK_SIZES", {})
@@ -198,7 +199,7 @@ def test_balanced_ids_beyond_float64_exact_division_are_the_same(monkeypatch, co
     # Adapted spaces of 2**53 entries and more skip the float64 `mod d` and permute first;
     # lowered here so that a small space takes that branch: the ids must not change.
     from gpart.tuner import fused
-    from gpart.tuner import partition as partition_module
+    from gpart.tuner import legacy as partition_module
 
     part = Partition(total=70_001, d=997, seed=3, grouping="balanced", scheme=scheme)
     monkeypatch.setattr(partition_module, "_EXACT_F64", 0)

@@ -18,9 +18,10 @@ import gpart
 import gpart.tuner.fastfood as fastfood
 from gpart import GPartConfig
 from gpart.tuner.fastfood import FastfoodProjection, fwht
+from gpart.tuner.groupings import signed_magnitude_ids
 from gpart.tuner.layer import GPartLayer
 from gpart.tuner.model import EXTRA_BLOCK
-from gpart.tuner.partition import ScopedPartition, block_seed, signed_magnitude_ids
+from gpart.tuner.scope import ScopedPartition, block_seed
 from tiny_models import ConvNet, tiny_bert, tiny_roberta, tokens
 
 OPTIONS = {

@@ -21,8 +21,8 @@ from typing import Literal
 
 from peft.config import PeftConfig
 
-from gpart.tuner.partition import SCHEME_CURRENT, SCHEMES, follows_reference
 from gpart.tuner.peft_type import GPART_PEFT_TYPE
+from gpart.tuner.schemes import SCHEME_CURRENT, SCHEMES, follows_reference
 
 BIAS_CHOICES = ("none", "all", "gpart_only")
 GROUPING_CHOICES = ("random", "balanced", "signed_magnitude")
@@ -90,7 +90,7 @@ class GPartConfig(PeftConfig):
             this project's own ``balanced`` grouping: stratified under 3, a Feistel
             permutation under 2); 1, this project's earlier ones (set when an adapter saved
             by an earlier version is loaded). See
-            `gpart.tuner.partition` and docs/compatibility.md ("Compatibility with the
+            `gpart.tuner.schemes` and docs/compatibility.md ("Compatibility with the
             reference implementation").
 
     ``grouping_strategy="signed_magnitude"`` sorts the entries of each sign of the

@@ -15,31 +15,33 @@ partition). The scale `c` (times the anisotropic gain when ``isometric=False``) 
 into the per-entry `scales` of `theta`, so the map itself has no scale.
 
 `B`, `G` and `Pi` are functions of the seed (a counter-based hash of the row's position,
-like the partition), never saved. Each adapted layer generates those of the blocks covering
-its positions once, at injection, and keeps them as non-persistent buffers
+like the partition), never saved. Each adapted layer generates those of the blocks
+covering its positions once, at injection, and keeps them as non-persistent buffers
 (`FastfoodCache`: int8 signs, fp32 Gaussians, int16/int32 permutations, 7-9 bytes per
-covered entry): generating them (hashes, Box-Muller, a sort per block) costs ~10x the
-transforms themselves, so regenerating on every forward and backward made the baseline
-look slower than it is. Without a cache (e.g. in float64) they are regenerated, with the
-same numbers. The saved adapter stays exactly `d` numbers. A layer computes only the
-blocks that cover its positions; the transpose (for `theta`'s gradient) is exact:
-`B H Pi^T G H`. Cost per layer: two fast Walsh-Hadamard transforms, `O(n log L)` for `n`
-entries.
+covered entry): generating them (hashes, Box-Muller, a sort per block) costs several times
+the transforms themselves, so regenerating on every forward and backward made the baseline
+look slower than it is (CHANGELOG.md, "Fastfood's cached factors"). Without a cache (e.g.
+in float64) they are regenerated, with the same numbers. The saved adapter stays exactly
+`d` numbers. A layer computes only the blocks that cover its positions; the transpose (for
+`theta`'s gradient) is exact: `B H Pi^T G H`. Cost per layer: two fast Walsh-Hadamard
+transforms, `O(n log L)` for `n` entries.
 
-Two schemes define `B`, `G`, `Pi` and the gain (``GPartConfig.scheme_version``):
+Two definitions of `B`, `G`, `Pi` and the gain (``GPartConfig.scheme_version``,
+``gpart.tuner.schemes``):
 
-* **2, the reference's** (SamsungLabs/GPart, ``peft/tuners/gpart/fastfood.py``; the
-  default): one CPU `torch.Generator` seeded with `proj_seed` draws, block after block,
-  `B = 2 randint(0, 2) - 1` (int8), `G = randn` (fp32) and `Pi = randperm` (int32); the
-  non-isometric gains are shuffled by a `randperm` of another generator seeded with
-  `proj_seed + 0x6A09E667F3BCC909` (mod `2**63 - 1`) and multiply `theta` itself, and `c`
-  multiplies the transformed result, in the reference's order of operations. The draws are
-  sequential, so the table of all `ceil(D/L)` blocks is made once per adapted space (on the
-  CPU, 9 bytes per covered entry, like the reference's) and each layer keeps its rows.
-* **1, this project's earlier definition**: `B`, `G`, `Pi` are counter-based hashes of the
-  row's position (any block can be generated alone, on any device); the Gaussians come from
-  a Box-Muller transform in float64 (`log`, `cos`), which can differ in the last bit on
-  another device; the gains stay in decreasing order and `c` is folded into them.
+* **the reference's**, schemes 2 and 3 (SamsungLabs/GPart,
+  ``peft/tuners/gpart/fastfood.py``; the default): one CPU `torch.Generator` seeded with
+  `proj_seed` draws, block after block, `B = 2 randint(0, 2) - 1` (int8), `G = randn`
+  (fp32) and `Pi = randperm` (int32); the non-isometric gains are shuffled by a `randperm`
+  of another generator seeded with `proj_seed + 0x6A09E667F3BCC909` (mod `2**63 - 1`) and
+  multiply `theta` itself, and `c` multiplies the transformed result, in the reference's
+  order of operations. The draws are sequential, so the table of all `ceil(D/L)` blocks is
+  made once per adapted space (on the CPU, 9 bytes per covered entry, like the
+  reference's) and each layer keeps its rows.
+* **scheme 1, this project's earlier definition**: `B`, `G`, `Pi` are counter-based hashes
+  of the row's position (any block can be generated alone, on any device); the Gaussians
+  come from a Box-Muller transform in float64 (`log`, `cos`), which can differ in the last
+  bit on another device; the gains stay in decreasing order and `c` is folded into them.
 """
 
 from __future__ import annotations
@@ -50,7 +52,8 @@ from dataclasses import dataclass
 
 import torch
 
-from gpart.tuner.partition import SCHEME_CURRENT, _lsr, follows_reference, hash_positions
+from gpart.tuner.hashing import hash_positions, lsr
+from gpart.tuner.schemes import SCHEME_CURRENT, follows_reference
 
 # Streams of the hash (the partition uses 0, the Feistel keys 1-4, dropout 7, blocks 11).
 _SIGN_STREAM = 12
@@ -106,7 +109,7 @@ class FastfoodCache:
 
 def _uniform53(h: torch.Tensor) -> torch.Tensor:
     """The top 53 bits of a 64-bit hash as a float64 in [0, 1)."""
-    return _lsr(h, 11).to(torch.float64) * _TWO_POW_M53
+    return lsr(h, 11).to(torch.float64) * _TWO_POW_M53
 
 
 @dataclass(frozen=True)
@@ -138,7 +141,7 @@ class FastfoodProjection:
     def scales(
         self, isometric: bool, device: torch.device | str | None = None, sizes=None
     ) -> torch.Tensor:
-        """Per-entry factor on `theta` (fp32). Schemes 2-3: the anisotropic gain when not
+        """Per-entry factor on `theta` (fp32). The reference's: the anisotropic gain when not
         `isometric`, else 1 (`c` is applied after the transforms, as in the reference).
         Scheme 1: `c = 1/sqrt(D L)`, times the gain. `sizes` is ignored (no groups)."""
         if self._reference:
@@ -236,7 +239,7 @@ class FastfoodProjection:
 
 @functools.lru_cache(maxsize=2)
 def _reference_table(seed: int, blocks: int, length: int):
-    """Schemes 2-3: the `B`, `G`, `Pi` of every block, (blocks, L) on the CPU: int8, fp32, int32,
+    """The reference's `B`, `G`, `Pi` of every block, (blocks, L) on the CPU: int8, fp32, int32,
     drawn block after block from one generator as the reference draws them."""
     generator = torch.Generator(device="cpu")
     generator.manual_seed(int(seed))
@@ -260,7 +263,7 @@ def release_reference_tables() -> None:
 
 
 def _reference_gains(d: int, seed: int) -> torch.Tensor:
-    """Schemes 2-3: the non-isometric gains (fp32, RMS one, max/min exactly 4): log-spaced in
+    """The reference's non-isometric gains (fp32, RMS one, max/min exactly 4): log-spaced in
     float64, normalised, then shuffled by a generator of their own seed."""
     if d < 2:
         raise ValueError("Fastfood with isometric=False needs d >= 2 (its gains have a spread).")

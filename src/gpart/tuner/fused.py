@@ -13,9 +13,10 @@ Policy, from the environment variable ``GPART_COMPILE`` (read at every call):
 * ``auto`` (default): fused kernels for tensors of at least `MIN_NUMEL` entries (a 256 x
   256 weight), eager below, where compiling would cost more than it saves (tiny test
   models never compile). The kernels are shape-generic, so a model compiles them once
-  whatever its layer sizes; a layer's forward+backward (2 x 128 tokens, one CPU thread
-  pair) is ~2x faster fused from 256 x 256 up (Qwen2's 896 x 128 K/V projections: 2.0 vs
-  4.2-5.3 ms), which is why the threshold is not higher.
+  whatever its layer sizes. From 256 x 256 up a layer's forward and backward are already
+  faster fused, the eager path's pass over memory per int64 op outweighing a kernel call,
+  which is why the threshold is not higher (the measurement: CHANGELOG.md, "per-layer
+  overhead").
 * ``1`` / ``on``: fused kernels for every size (tests use it to compare both paths).
 * ``0`` / ``off``: never compile.
 
@@ -115,7 +116,8 @@ def scalar(value: int, device: torch.device | str) -> torch.Tensor:
     Not ``torch.tensor(value, device=device)``: on CUDA that copies from host memory and
     synchronizes the stream (PyTorch waits for every blocking copy), once per call, i.e.
     several times per adapted layer and step: the GPU then idles while Python catches up,
-    which cost GPart 1.7x LoRA's step time on a GPU (docs/performance.md, "On a GPU").
+    a wait per layer that LoRA's plain matmuls never pay (CHANGELOG.md, "the first GPU
+    run").
     ``torch.full`` passes the value as a kernel argument instead: no copy, no wait. The
     values are per-layer constants (offsets, seeds, ``d``), so each is made once per device
     and reused (kernels never write their inputs).

@@ -27,7 +27,8 @@ from torch import nn
 import gpart.tuner.custom_ops as custom_ops
 from gpart.tuner.fastfood import FastfoodCache, FastfoodProjection
 from gpart.tuner.ops import AdapterTerm, merged_weight
-from gpart.tuner.partition import Partition, ScopedPartition
+from gpart.tuner.partition import Partition
+from gpart.tuner.scope import ScopedPartition
 
 
 @dataclass

@@ -17,17 +17,11 @@ from transformers.pytorch_utils import Conv1D
 import gpart.tuner.arithmetic as arithmetic
 from gpart.tuner.config import GPartConfig
 from gpart.tuner.fastfood import FastfoodProjection, release_reference_tables
+from gpart.tuner.groupings import seeded_randint_ids, signed_magnitude_ids
 from gpart.tuner.layer import Conv2d, Embedding, GPartLayer, GPartShared, Linear
-from gpart.tuner.partition import (
-    Partition,
-    ScopeBlock,
-    ScopedPartition,
-    block_seed,
-    follows_reference,
-    seeded_randint_ids,
-    signed_magnitude_ids,
-    split_evenly,
-)
+from gpart.tuner.partition import Partition
+from gpart.tuner.schemes import follows_reference
+from gpart.tuner.scope import ScopeBlock, ScopedPartition, block_seed, split_evenly
 
 # GPart's default targets are the attention query/value projections, exactly LoRA's defaults.
 TARGET_MODULES_MAPPING = dict(TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING)
@@ -98,9 +92,9 @@ def _natural_key(path: str) -> tuple:
 
 
 def _reference_blocks(named, names):
-    """Schemes 2 and 3, as the reference resolves blocks: each targeted module's block by
-    `_block_of` (blocks of different containers are all blocks), in natural path order; a
-    targeted module outside every block is an error."""
+    """The blocks under the reference's definitions, as it resolves them: each targeted
+    module's block by `_block_of` (blocks of different containers are all blocks), in natural
+    path order; a targeted module outside every block is an error."""
     blocks: dict[str, list[GPartLayer]] = {}
     for name, layer in named:
         block = _block_of(name, names)
@@ -485,7 +479,7 @@ class GPartModel(BaseTuner):
         )
         if partition.positional:
             return partition, partition.group_sizes(device=device), None
-        if config.grouping_strategy == "random":  # schemes 2-3, materialized: a seeded stream
+        if config.grouping_strategy == "random":  # the reference's materialized draw
             numels = [layer.gpart_slot[adapter_name].numel for layer in layers]
             ids = torch.cat(seeded_randint_ids(numels, d, seed))
             return partition, torch.bincount(ids, minlength=d), ids

@@ -24,20 +24,21 @@ import torch.nn.functional as F
 
 import gpart.tuner.fused as fused
 from gpart.tuner.fastfood import FastfoodCache, FastfoodProjection
-from gpart.tuner.partition import (
-    SCHEME_STRATIFIED,
-    Partition,
-    follows_reference,
+from gpart.tuner.groupings import (
+    random_ids_of_keyed,
+    random_keyed_start,
+    stratified_args,
+    stratified_ids_of,
+)
+from gpart.tuner.hashing import (
     hash_keyed,
     hash_positions,
     keyed_start,
     keyed_start_tensor,
-    random_ids_of_keyed,
-    random_keyed_start,
     reduce_tensors,
-    stratified_args,
-    stratified_ids_of,
 )
+from gpart.tuner.partition import Partition
+from gpart.tuner.schemes import SCHEME_STRATIFIED, follows_reference
 
 # Dropout masks come from a hash of (position, per-call key) in their own stream, so backward
 # reproduces the forward mask exactly without storing it.
@@ -146,9 +147,8 @@ _BACKWARD_IDS_DROP = fused.kernel(_k_backward_ids_drop, ids_in_range=True)
 # (parallel over rows, serial and ordered inside a row), then summing the rows, uses more
 # than one core and stays deterministic; fixed, not the thread count, so results do not
 # depend on it. Two rows, not four: every row costs a zeroed d-vector and its sum, and a
-# row's accumulator must stay in cache while random ids hit it; on a 2-core CPU two rows
-# were faster than four for every layer and d measured (114,688 to 2,359,296 entries, d
-# from 2**14 to 2**20: 0.32 vs 0.56 ms for Qwen2-0.5B's 896 x 128 at d = 2**17).
+# row's accumulator must stay in cache while random ids hit it, so more rows pay off only
+# on more cores than the two this was chosen on (CHANGELOG.md, "the decoder row").
 _SCATTER_ROWS = 2
 _SCATTER_MIN_ROW = 1 << 14
 
@@ -247,7 +247,7 @@ class AdapterTerm:
 
     def _masks(self, start: int) -> bool:
         """Whether dropout masks the entries from `start` (all weight, or all bias, entries):
-        the reference masks only `dW` (schemes 2, 3); scheme 1 masked the bias update too."""
+        the reference's definitions mask only `dW`; scheme 1 masked the bias update too."""
         if not self._masked():
             return False
         return start < self.weight_numel or not follows_reference(self.partition.scheme)
