@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from datasets import Dataset
+from safetensors.torch import load_file
 from torch import nn
 from transformers import TrainerCallback, default_data_collator
 
@@ -310,3 +312,23 @@ def test_training_torch_compile_reaches_the_trainer(tmp_path):
     args = torch.load(saved[-1], weights_only=False)
     assert args.torch_compile is True
     assert json.loads((run / "results.json").read_text())["test"]
+
+
+def test_training_deterministic_reaches_the_trainer_and_the_run_repeats(tmp_path, monkeypatch):
+    # Trainer's full_determinism switches torch to deterministic kernels process-wide; the
+    # test puts the switch back for the tests after it.
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", os.environ.get("CUBLAS_WORKSPACE_CONFIG", ""))
+    before = torch.are_deterministic_algorithms_enabled()
+    try:
+        for out in ("a", "b"):
+            args = ("--tasks", "rte", "training.deterministic", "true")
+            assert _main(FakeDomain(), tmp_path / out, *args) == 0
+        assert torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.use_deterministic_algorithms(before)
+    a, b = (_runs(tmp_path / out)[0] for out in ("a", "b"))
+    saved = sorted(a.rglob("training_args.bin"))
+    assert torch.load(saved[-1], weights_only=False).full_determinism is True
+    first, second = (load_file(run / "adapter" / "trainable.safetensors") for run in (a, b))
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[k], second[k]) for k in first)

@@ -93,6 +93,11 @@ class TrainingConfig:
     # layers are opaque custom ops in its graph). Pays on long runs of a fixed shape; each
     # new batch shape recompiles (docs/performance.md, "Compiling the model").
     torch_compile: bool = field(default=False, metadata={IDENTITY_IF_CHANGED: True})
+    # Trainer's `full_determinism`: deterministic kernels (torch.use_deterministic_algorithms,
+    # cuDNN's deterministic mode, CUBLAS_WORKSPACE_CONFIG) so that one command gives one run on
+    # a GPU too; slower there, and an operation without a deterministic kernel raises instead
+    # of running. A CPU run repeats exactly without it.
+    deterministic: bool = field(default=False, metadata={IDENTITY_IF_CHANGED: True})
     # Used by image classification (ViT recipes); 0 leaves the loss unchanged elsewhere.
     label_smoothing: float = 0.0
     # How long the learning-rate schedule is (gpart.training.trainer). "exact": the

@@ -574,6 +574,7 @@ def training_arguments(
         label_smoothing_factor=tc.label_smoothing,
         activation_checkpointing=tc.gradient_checkpointing,  # transformers 5's name
         torch_compile=tc.torch_compile,
+        full_determinism=tc.deterministic,
         remove_unused_columns=False,
         # Named, not inferred: Trainer reads label names off forward()'s signature, which a
         # peft wrapper without a task type hides (image classification).
