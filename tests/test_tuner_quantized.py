@@ -11,6 +11,7 @@ import pytest
 import torch
 from peft import PeftModel, get_peft_model
 from torch import nn
+from torch.nn import functional as F
 
 from gpart import GPartConfig
 from gpart.tuner.layer import GPartLayer
@@ -192,3 +193,52 @@ def test_bf16_compute_as_qlora_trains_an_fp32_theta(llama_dir):
     assert out.logits.dtype == torch.bfloat16
     grad = _theta(model).grad
     assert _theta(model).dtype == grad.dtype == torch.float32 and grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("compute", [torch.float32, torch.bfloat16])
+def test_a_4bit_base_trains_theta_as_a_float_base_holding_its_codes(llama_dir, compute):
+    """All a 4-bit base changes is W0: GPart on NF4 computes the loss, the adapter's output
+    and theta's gradient that it computes on a float model holding the same dequantized
+    codes (what `transformers`' `dequantize` gives), in the 4-bit layers' compute dtype.
+
+    So a 4-bit run that learns less than its float twin does so because its base is another
+    model, not because the adapter path loses precision, scale or gradient on the way
+    (docs/math.md, "A 4-bit base", has the comparison on SmolLM2-135M).
+    """
+    q = BitsAndBytesConfig(**QUANT["nf4-double"], bnb_4bit_compute_dtype=compute)
+    quantized = AutoModelForCausalLM.from_pretrained(
+        llama_dir, quantization_config=q, dtype=compute
+    )
+    twin = AutoModelForCausalLM.from_pretrained(llama_dir, quantization_config=q, dtype=compute)
+    twin = twin.dequantize(dtype=compute)
+    assert not any(isinstance(m, bnb.nn.Linear4bit) for m in twin.modules())
+    config = dict(d=256, target_modules=TARGETS, init_bound=0.05)
+    models = []
+    for base in (quantized, twin):
+        torch.manual_seed(0)  # the same initial theta
+        models.append(get_peft_model(base, GPartConfig(**config)).train())
+    x = _ids()
+
+    terms, losses, grads = [], [], []
+    for model in models:
+        layer = model.base_model.model.model.layers[1].self_attn.v_proj
+        h = torch.randn(2, 12, 64, generator=torch.Generator().manual_seed(2)).to(compute)
+        w0 = layer.weight_in_storage  # a 4-bit layer's: dequantized
+        with torch.no_grad():
+            terms.append(layer(h).float() - F.linear(h, w0.to(compute)).float())
+        loss = model(input_ids=x, labels=x).loss
+        loss.backward()
+        losses.append(loss.item())
+        grads.append(_theta(model).grad.clone())
+    assert terms[0].abs().sum() > 0
+    # The same W0 and dW on both sides: what differs is summation order and the rounding
+    # of the output to the compute dtype.
+    exact = compute == torch.float32
+    assert rel(terms[0], terms[1]) < (1e-5 if exact else 1e-2)
+    assert losses[0] == pytest.approx(losses[1], rel=1e-6 if exact else 1e-3)
+    assert F.cosine_similarity(grads[0], grads[1], dim=0) > (1 - 1e-6 if exact else 0.9999)
+    assert rel(grads[0], grads[1]) < (1e-4 if exact else 1e-2)
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
