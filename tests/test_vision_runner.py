@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from transformers import TrainerCallback
 
 from gpart.results import collect_results
 from gpart.runners import vision as runner
+from training_probes import with_callback
 from vision_env import write_image_folder, write_tiny_vit
 
 FAST = ["training.epochs", "2", "training.batch_size", "8", "training.grad_accum", "1",
@@ -144,25 +146,19 @@ def test_the_reference_spelling_and_dataset_flag_are_accepted():
     assert cfg.tasks == ["stanfordcars"]
 
 
-def test_an_interrupted_vision_run_resumes(env, tmp_path, monkeypatch, capsys):
-    from transformers import TrainerCallback
+class _CrashAfterFirstSave(TrainerCallback):
+    def on_save(self, args, state, control, **kwargs):
+        raise RuntimeError("simulated crash")
 
+
+def test_an_interrupted_vision_run_resumes(env, tmp_path, monkeypatch, capsys):
     from gpart.runners import core
 
     build = core.build_trainer
 
-    class CrashAfterFirstSave(TrainerCallback):
-        def on_save(self, args, state, control, **kwargs):
-            raise RuntimeError("simulated crash")
-
-    def crashing(*a, **k):
-        trainer = build(*a, **k)
-        trainer.add_callback(CrashAfterFirstSave())
-        return trainer
-
     out = tmp_path / "logs"
     args = ["--adapter_type", "gpart", "--tasks", "eurosat", *FAST, "adapter.d", "256"]
-    monkeypatch.setattr(core, "build_trainer", crashing)
+    monkeypatch.setattr(core, "build_trainer", with_callback(build, _CrashAfterFirstSave()))
     assert _run(env, out, *args) == 1
     monkeypatch.setattr(core, "build_trainer", build)
     assert _run(env, out, "--resume", *args) == 0
@@ -178,7 +174,6 @@ def test_the_same_command_gives_the_same_run_and_a_resumed_one_ends_the_same(
     # process (training.reseed_trainer, no workers): reruns repeat them, and a run cut after
     # its first epoch and resumed draws the second epoch's as the uncut one does.
     from safetensors.torch import load_file
-    from transformers import TrainerCallback
 
     from gpart.runners import core
 
@@ -187,16 +182,7 @@ def test_the_same_command_gives_the_same_run_and_a_resumed_one_ends_the_same(
         assert _run(env, tmp_path / name, *args) == 0
     build = core.build_trainer
 
-    class CrashAfterFirstSave(TrainerCallback):
-        def on_save(self, args, state, control, **kwargs):
-            raise RuntimeError("simulated crash")
-
-    def crashing(*a, **k):
-        trainer = build(*a, **k)
-        trainer.add_callback(CrashAfterFirstSave())
-        return trainer
-
-    monkeypatch.setattr(core, "build_trainer", crashing)
+    monkeypatch.setattr(core, "build_trainer", with_callback(build, _CrashAfterFirstSave()))
     assert _run(env, tmp_path / "cut", *args) == 1
     monkeypatch.setattr(core, "build_trainer", build)
     assert _run(env, tmp_path / "cut", "--resume", *args) == 0
