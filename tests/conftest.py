@@ -1,5 +1,6 @@
 """Shared fixtures: tiny transformers *configs* (models are built from them, never downloaded),
-and SmolLM2-135M-Instruct converted once per session for the real-decoder tests."""
+SmolLM2-135M-Instruct converted once per session for the real-decoder tests, and torch on
+one thread for the parity tests."""
 
 from __future__ import annotations
 
@@ -60,3 +61,16 @@ def smollm2_dir(tmp_path_factory) -> Path:
     model.save_pretrained(out)
     AutoTokenizer.from_pretrained(src, gguf_file=SMOLLM2_GGUF).save_pretrained(out)
     return out
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test: a parity test's two sides (ours here, the
+    reference's in its worker, which sets the same) then sum in the same order, and a busy
+    2-core machine runs them faster than with two threads fighting for it."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -5,8 +5,8 @@
 
     python reference_glue_worker.py SPEC.json OUT.json
 
-SPEC.json: ``{"ref_src", "data_dir", "task", "base_model", "seed", "opts"}`` (``opts``: their
-``KEY VALUE`` overrides). Their hub and metric downloads are shimmed here, and only here:
+SPEC.json: ``{"ref_src", "data_dir", "task", "base_model", "seed", "opts", "threads"}``
+(``opts``: their ``KEY VALUE`` overrides; ``threads``: torch's, as the test's side runs). Their hub and metric downloads are shimmed here, and only here:
 ``datasets.load_dataset("nyu-mll/glue", task)`` reads ``<data_dir>/<task>/{train,validation}.jsonl``
 typed as the hub's GLUE (``label`` a ``ClassLabel``), and ``evaluate.load("glue", task)`` is
 accuracy, which is what GLUE's metric computes for sst2. OUT.json gets the loss of every
@@ -48,6 +48,8 @@ def main(spec_path: str, out_path: str) -> None:
 
     import datasets
     import torch
+
+    torch.set_num_threads(spec.get("threads", torch.get_num_threads()))
 
     from training_probes import record_training_losses  # beside this file
 

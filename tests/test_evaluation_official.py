@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import sys
 import types
 from pathlib import Path
@@ -29,25 +28,19 @@ from gpart.evaluation.official import (
 )
 from gpart.evaluation.scoring import MATH_VERIFY_INSTALL
 from gpart.evaluation.sympy_worker import official_symbolic_equal
+from reference_tree import REFERENCE_SRC, SKIP_REASON
 
 ROOT = Path(__file__).resolve().parents[1]
-# A checkout of the paper authors' code (SamsungLabs/GPart), as for
-# tests/test_official_reference.py: GPART_REFERENCE_SRC=<checkout>.
-AUTHORS = (
-    Path(os.environ.get("GPART_REFERENCE_SRC", "/nonexistent"))
-    / "src"
-    / "utils"
-    / "math_eval_utils.py"
-)
+# The paper authors' grader, from their tree (tests/reference_tree.py: ../shared or
+# GPART_REFERENCE_SRC=<checkout>).
+AUTHORS = Path(REFERENCE_SRC or "/nonexistent") / "src" / "utils" / "math_eval_utils.py"
 GSM8K_TEST = ROOT.parent / "shared" / "data" / "gsm8k_test.jsonl"
 
 
 @pytest.fixture(scope="module")
 def authors(monkeypatch_module):
     if not AUTHORS.is_file():
-        pytest.skip(
-            f"set GPART_REFERENCE_SRC to a checkout of SamsungLabs/GPart ({AUTHORS} absent)"
-        )
+        pytest.skip(f"{SKIP_REASON} ({AUTHORS} absent)")
     from fractions import Fraction
 
     monkeypatch_module.setitem(sys.modules, "fraction", types.SimpleNamespace(Fraction=Fraction))

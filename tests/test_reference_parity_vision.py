@@ -41,15 +41,7 @@ SEED = 42
 IMAGE_SIZE = 28  # 2 x 2 patches of 14: DINOv2 interpolates its position embeddings
 EPOCHS = 2
 D = 4096  # the paper's is 144,000 for large
-THREADS = 1
-
-
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(THREADS)
-    yield
-    torch.set_num_threads(threads)
+THREADS = 1  # the `one_thread` fixture's (conftest.py)
 
 
 def _digits(n: int, start: int = 0) -> list[tuple[object, int]]:
