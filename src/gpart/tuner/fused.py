@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import os
 import warnings
 from collections.abc import Callable, Iterator
@@ -77,28 +78,65 @@ def forced(value: str) -> Iterator[None]:
 
 
 class Kernel:
-    """A pure tensor function, compiled on first call; eager if compiling fails."""
+    """A pure tensor function, compiled on first call; eager if compiling fails.
+
+    A call through `torch.compile`'s wrapper costs tens of microseconds before the kernel
+    runs (the frame hook, guard evaluation, the autograd wrapper's bookkeeping), as much as
+    the kernel itself on a small layer, and a step makes two or three calls per adapted
+    layer: where kernel launches dominate (a GPU, or a CPU on small layers) that overhead is
+    most of what GPart adds per layer. So the graph inductor compiles is also kept and
+    called directly (`_Direct`), keyed by what dynamo's guards would check: the arguments'
+    dtypes, devices, ranks, contiguity, which sizes are 0 or 1, and every non-tensor
+    argument. A direct entry is used only after it gave, bit for bit, the result the
+    `torch.compile` call gave for the same arguments; inductor asserts the sizes and
+    strides it was compiled for at every call: a call that fails there tries the key's next
+    entry, else goes through `torch.compile` (which may compile a graph for those sizes, a
+    new entry). Same kernel, same numbers, either way.
+    """
 
     def __init__(self, fn: Callable[..., Any], options: dict[str, Any] | None = None) -> None:
         self.fn = fn
         self.options = options
         self._compiled: Callable[..., Any] | None = None
+        self._params = tuple(inspect.signature(fn).parameters)
+        self._graphs: list[tuple[torch.fx.GraphModule, Callable[..., Any]]] = []
+        self._direct: dict[tuple, list[_Direct]] = {}  # most recently used first
+
+    def _backend(self, gm: torch.fx.GraphModule, example_inputs: list[Any]) -> Callable[..., Any]:
+        from torch._inductor.compile_fx import compile_fx
+
+        compiled = compile_fx(gm, example_inputs, config_patches=self.options or {})
+        self._graphs.append((gm, compiled))
+        return compiled
 
     def __call__(self, *args: Any) -> Any:
         global _broken
         if _broken is not None:
             return self.fn(*args)
+        key = _guard_key(args)
+        candidates = self._direct.get(key)
+        if candidates:
+            for i, direct in enumerate(candidates):
+                try:
+                    with torch.no_grad():
+                        out = direct(args)
+                except Exception:  # compiled for other sizes or strides: inductor's check
+                    continue
+                if i:  # the one that serves these shapes first next time
+                    candidates.insert(0, candidates.pop(i))
+                return out
         if self._compiled is None:
             # dynamic: one compiled graph serves every layer shape; scalars arrive as 0-d
             # tensors so offsets and seeds never trigger a recompile.
             self._compiled = torch.compile(
-                self.fn, dynamic=True, fullgraph=True, options=self.options
+                self.fn, dynamic=True, fullgraph=True, backend=self._backend
             )
         try:
             # No autograd inside (the callers' own autograd functions differentiate): one
-            # graph whatever the caller's grad mode, not one per mode.
-            with torch.no_grad():
-                return self._compiled(*args)
+            # graph whatever the caller's grad mode, not one per mode. No duck shapes: a
+            # square weight compiled first would otherwise give a graph for square ones only.
+            with torch.no_grad(), _no_duck_shapes():
+                out = self._compiled(*args)
         except Exception as err:  # no compiler, unsupported backend, ...: stay correct
             _broken = f"{type(err).__name__}: {err}".splitlines()[0][:300]
             warnings.warn(
@@ -108,6 +146,168 @@ class Kernel:
                 stacklevel=2,
             )
             return self.fn(*args)
+        candidates = self._direct.setdefault(key, [])
+        if len(candidates) < _MAX_DIRECT:
+            direct = self._find_direct(args, out)
+            if direct is not None:
+                candidates.insert(0, direct)
+        return out
+
+    def _find_direct(self, args: tuple[Any, ...], out: Any) -> _Direct | None:
+        """A compiled graph that, called directly, gives `out` for `args` (newest first;
+        inductor's own module first, else the wrapper `compile_fx` returned)."""
+        for gm, compiled in reversed(self._graphs):
+            for call in (_inductor_call(compiled), compiled):
+                direct = None if call is None else _Direct.of(gm, call, self._params, out)
+                if direct is None:
+                    continue
+                try:
+                    with torch.no_grad():
+                        again = direct(args)
+                except Exception:
+                    continue
+                if _same(again, out):
+                    return direct
+        return None
+
+
+def _inductor_call(compiled: Callable[..., Any]) -> Callable[..., Any] | None:
+    """The generated module's ``call(args)`` under the wrappers `compile_fx` puts around it
+    (AOT autograd's runtime wrappers: for a graph without grad, input mutation or aliased
+    output they only pass the inputs on), as ``f(*inputs)``; None where it is not found
+    (another torch version): the wrapper is called instead. Found by walking closures, so
+    checked by `Kernel._find_direct` like any candidate."""
+    seen: set[int] = set()
+    todo: list[Any] = [compiled]
+    while todo and len(seen) < 200:
+        obj = todo.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        current = getattr(obj, "current_callable", None)
+        if callable(current) and not isinstance(obj, type):
+            return lambda *inputs: current(list(inputs))
+        for attr in ("compiled_fn", "__wrapped__"):
+            inner = getattr(obj, attr, None)
+            if inner is not None:
+                todo.append(inner)
+        for cell in getattr(obj, "__closure__", None) or ():
+            try:
+                todo.append(cell.cell_contents)
+            except ValueError:  # an empty cell
+                continue
+    return None
+
+
+# Direct entries per guard key at most (each a graph for other sizes: a few at most).
+_MAX_DIRECT = 4
+
+
+def _no_duck_shapes() -> contextlib.AbstractContextManager:
+    """Sizes that happen to be equal get symbols of their own (`Kernel`)."""
+    try:
+        import torch.fx.experimental._config as shape_config
+
+        return shape_config.patch(use_duck_shape=False)
+    except (ImportError, AttributeError):  # another torch: duck shapes, more graphs
+        return contextlib.nullcontext()
+
+
+def _guard_key(args: tuple) -> tuple:
+    """What dynamo's guards check of `args` (`Kernel`): per tensor its dtype, device, rank,
+    contiguity and whether a size is 0 or 1 (dynamo specialises those); a nested tuple's
+    key (kept per tuple object: a layer passes the same tuple of constants every call,
+    `ops._hashed_args`); anything else as itself."""
+    key = []
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            key.append((a.dtype, a.device, a.dim(), a.is_contiguous(), min(a.shape, default=2) < 2))
+        elif isinstance(a, tuple):
+            hit = _TUPLE_KEYS.get(id(a))
+            if hit is None or hit[0] is not a:
+                if len(_TUPLE_KEYS) > 8192:
+                    _TUPLE_KEYS.clear()
+                hit = _TUPLE_KEYS[id(a)] = (a, _guard_key(a))
+            key.append(hit[1])
+        else:
+            key.append(a)
+    return tuple(key)
+
+
+# id -> (the tuple, its key); the tuple is held so that its id is not reused meanwhile.
+# Only tuples of constants reach kernels (tensors never change dtype or rank in place).
+_TUPLE_KEYS: dict[int, tuple[tuple, tuple]] = {}
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        return a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
+    if isinstance(a, tuple) and isinstance(b, tuple):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return False
+
+
+class _Direct:
+    """A graph inductor compiled, called without `torch.compile`'s wrapper: the graph's
+    inputs picked from the kernel's arguments by dynamo's placeholder names (``l_w_`` is
+    argument ``w``, ``l_hashed_1_`` is ``hashed[1]``), a dynamic size by the first tensor
+    dimension that has it."""
+
+    def __init__(self, pick: Callable[[tuple[Any, ...]], list[Any]], compiled, single: bool):
+        self._pick = pick
+        self._compiled = compiled
+        self._single = single
+
+    @classmethod
+    def of(cls, gm, compiled, params: tuple[str, ...], out: Any) -> _Direct | None:
+        placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+        sources: dict[str, str] = {}  # placeholder -> expression over the arguments `a`
+        dims: dict[Any, str] = {}  # a symbolic size -> the expression of a tensor's dim
+        for node in placeholders:
+            src = _argument_source(node.name, params)
+            value = node.meta.get("example_value")
+            if src is None:
+                continue
+            sources[node.name] = src
+            if isinstance(value, torch.Tensor):
+                for i, size in enumerate(value.shape):
+                    if isinstance(size, torch.SymInt):
+                        dims.setdefault(size.node.expr, f"{src}.shape[{i}]")
+        exprs = []
+        for node in placeholders:
+            if node.name in sources:
+                exprs.append(sources[node.name])
+                continue
+            value = node.meta.get("example_value")
+            if not isinstance(value, torch.SymInt) or value.node.expr not in dims:
+                return None
+            exprs.append(dims[value.node.expr])
+        outputs = [n for n in gm.graph.nodes if n.op == "output"][0].args[0]
+        single = isinstance(out, torch.Tensor)
+        if single != (len(outputs) == 1) and not isinstance(out, tuple):
+            return None
+        if isinstance(out, tuple) and len(out) != len(outputs):
+            return None
+        pick = eval(f"lambda a: [{', '.join(exprs)}]")  # noqa: S307 (built from names above)
+        return cls(pick, compiled, single)
+
+    def __call__(self, args: tuple[Any, ...]) -> Any:
+        out = self._compiled(*self._pick(args))
+        return out[0] if self._single else tuple(out)
+
+
+def _argument_source(name: str, params: tuple[str, ...]) -> str | None:
+    """`a[i]` (or `a[i][j]`) for dynamo's placeholder name of argument `params[i]` (or of
+    its tuple's item j); None for a size symbol (``s3``)."""
+    if not (name.startswith("l_") and name.endswith("_")):
+        return None
+    body = name[2:-1]
+    if body in params:
+        return f"a[{params.index(body)}]"
+    head, _, index = body.rpartition("_")
+    if head in params and index.isdigit():
+        return f"a[{params.index(head)}][{index}]"
+    return None
 
 
 def scalar(value: int, device: torch.device | str) -> torch.Tensor:

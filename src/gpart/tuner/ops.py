@@ -15,6 +15,7 @@ evaluated twice per step, never stored between forward and backward. Small weigh
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -193,9 +194,8 @@ class AdapterTerm:
     dropout_key: int | torch.Tensor | None = None
     theta_start: int = 0  # the block's first entry of theta (0: the whole of theta)
     fastfood: FastfoodCache | None = None  # Fastfood: the layer's cached B, G, Pi
-    # Per device: what a pass computes once and reuses (`s * theta` within the forward or
-    # the backward, `release_coef`; the dropout arguments across both; the masked weight
-    # gradient within the backward). A term lives for one forward and its backward, during
+    # Per device: what a pass computes once and reuses (the dropout arguments across the
+    # forward and its backward; the masked weight gradient within the backward). A term lives for one forward and its backward, during
     # which theta and the dropout key do not change.
     _memo: dict[tuple[str, torch.device], object] = field(
         default_factory=dict, repr=False, compare=False
@@ -253,22 +253,10 @@ class AdapterTerm:
         return start < self.weight_numel or not follows_reference(self.partition.scheme)
 
     def _coef(self, device: torch.device) -> torch.Tensor:
-        """`s_j * theta_j` for every group (d entries; once per forward, and once again in the
-        backward: `release_coef`)."""
-        key = ("coef", device)
-        if key not in self._memo:
-            theta = self._block(self.theta.detach()).to(device, self.acc_dtype)
-            self._memo[key] = theta * self._block(self.scales).to(device, self.acc_dtype)
-        return self._memo[key]
-
-    def release_coef(self) -> None:
-        """Forget `_coef` at the end of the forward. Kept until the backward it would be d
-        floats per adapted layer alive at once, more than LoRA's whole state (48 MiB for
-        Qwen2-0.5B's 96 q/k/v/o layers at d = 2**17), to save one d-long product per layer
-        in the backward. The autograd functions save theta, so autograd's own version check
-        refuses a backward after theta changed in place, as for any saved input."""
-        for key in [k for k in self._memo if k[0] == "coef"]:
-            del self._memo[key]
+        """`s_j * theta_j` for every group (d entries), computed once per step and shared by
+        every layer and both passes (`_shared_coef`): one d-vector per adapter alive, not
+        one per layer."""
+        return _shared_coef(self, device)
 
     def values(self, start: int, count: int, device: torch.device) -> torch.Tensor:
         """fp32 update of entries `start .. start + count - 1` of this layer."""
@@ -354,22 +342,13 @@ class AdapterTerm:
         if coef.numel() != self.partition.d:  # the kernels index coef without bounds checks
             raise ValueError(f"theta has {coef.numel()} entries, the partition {self.partition.d}")
         drop = self._dropout_args(device) if self._masked() else ()
-        hashed = ()
-        part = self.partition
-        if self.ids is None and part.grouping == "random":
-            # Stateless random grouping: hash, gather and add in one loop, no id tensor.
-            hashed = (
-                "random",
-                fused.scalar(random_keyed_start(self.offset, part.seed, part.scheme), device),
-                fused.scalar(part.d, device),
-                *reduce_tensors(part.d, part.scheme, device),
+        hashed = (
+            ()
+            if self.ids is not None
+            else _hashed_args(
+                self.partition, self.offset, self.weight_numel, fused.concrete_device(device)
             )
-        elif self.ids is None and part.grouping == "balanced" and part.scheme == SCHEME_STRATIFIED:
-            # Scheme 3 balanced: the same, its window factors computed per call.
-            args = stratified_args(
-                part.total, part.d, part.seed, self.offset, self.weight_numel, device
-            )
-            hashed = ("stratified", *args)
+        )
         if drop and grad_w is not None:  # one kernel call for W, ids and the masked grad
             if hashed:
                 new_w, ids, flat = _BACKWARD_HASHED_DROP(w, coef, hashed, grad_w, *drop, out_dtype)
@@ -425,6 +404,61 @@ class AdapterTerm:
         return g.to(self.theta.dtype)
 
 
+# `s * theta` of the latest step, per (theta, scales, block, device): every layer of a
+# global partition multiplies the same two vectors, so a step computes the product once, not
+# once per layer and pass. An entry holds theta and scales themselves (identity, not an
+# address that a new tensor could reuse) and their version counters, which every in-place
+# change bumps (the optimizer's step, `copy_`, `load_state_dict`), and their storage
+# addresses, which a `.data` assignment changes.
+_COEF: dict[tuple, tuple[torch.Tensor, torch.Tensor, tuple, torch.Tensor]] = {}
+
+
+def _shared_coef(term: AdapterTerm, device: torch.device) -> torch.Tensor:
+    theta, scales = term.theta, term.scales
+    key = (id(theta), id(scales), term.theta_start, term.partition.d, device)
+    try:
+        stamp = (theta._version, scales._version, theta.data_ptr(), scales.data_ptr())
+    except RuntimeError:  # no storage (a torch.func transform's wrapper): not kept
+        stamp = None
+    hit = _COEF.get(key)
+    if stamp is not None and hit is not None and hit[0] is theta and hit[1] is scales:
+        if hit[2] == stamp:
+            return hit[3]
+    acc = term.acc_dtype
+    # A normal tensor even when first made under inference_mode (an evaluation), so that a
+    # training step after it can use it.
+    with torch.inference_mode(False), torch.no_grad():
+        coef = term._block(theta.detach()).to(device, acc) * term._block(scales).to(device, acc)
+    if stamp is not None:
+        if len(_COEF) > 64:  # models come and go (tests): keep the latest few
+            _COEF.clear()
+        _COEF[key] = (theta, scales, stamp, coef)
+    return coef
+
+
+@functools.lru_cache(maxsize=8192)
+def _hashed_args(part: Partition, offset: int, numel: int, device: torch.device) -> tuple:
+    """The `hashed` argument of the merge kernels for a layer's weight entries (per layer
+    and device, made once: a step then builds no constant): stateless random grouping
+    hashes, gathers and adds in one loop, no id tensor; scheme 3 balanced the same with its
+    window factors. `()`: the kernels take an id tensor (the Feistel balanced ids, whose
+    cycle walk needs one)."""
+    if part.grouping == "random":
+        return (
+            "random",
+            fused.scalar(random_keyed_start(offset, part.seed, part.scheme), device),
+            fused.scalar(part.d, device),
+            *reduce_tensors(part.d, part.scheme, device),
+        )
+    if part.grouping == "balanced" and part.scheme == SCHEME_STRATIFIED:
+        with torch.inference_mode(False), torch.no_grad():
+            return (
+                "stratified",
+                *stratified_args(part.total, part.d, part.seed, offset, numel, device),
+            )
+    return ()
+
+
 def merged_weight(
     weight: torch.Tensor,
     bias: torch.Tensor | None,
@@ -462,18 +496,10 @@ def merged_weight(
     return new_w, new_b, ids
 
 
-def _release(terms: list[AdapterTerm]) -> None:
-    """What a term computed for the forward and the backward recomputes (`release_coef`)."""
-    for term in terms:
-        term.release_coef()
-
-
 def linear_forward(x, weight, bias, terms: list[AdapterTerm], transposed: bool) -> torch.Tensor:
     """y = x @ (W0 + dW)^T + (b0 + db); `transposed`: the weight is stored [in, out]."""
     w, b, _ = merged_weight(weight, bias, terms)
-    y = F.linear(x, w.t() if transposed else w, b)
-    _release(terms)
-    return y
+    return F.linear(x, w.t() if transposed else w, b)
 
 
 def linear_backward(
@@ -515,7 +541,6 @@ def linear_backward(
 def generic_forward(x, weight, bias, terms: list[AdapterTerm], op) -> torch.Tensor:
     """y = op(x, W0 + dW, b0 + db)."""
     w, b, _ = merged_weight(weight, bias, terms)
-    _release(terms)
     return op(x, w, b)
 
 
