@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from gpart.tuner import fused
+from gpart.tuner.hashing import hash_keyed
 from gpart.tuner.ops import AdapterTerm, gpart_linear, segment_sum
 from gpart.tuner.partition import Partition
 
@@ -230,3 +231,65 @@ def test_a_step_after_an_inference_mode_evaluation_trains_the_same(grouping):
     again = _run("on", x, w, None, theta, part, **kw)
     for a, b in zip(fresh, again, strict=True):
         assert torch.equal(a, b)
+
+
+def _k_hash_gather_add(w, coef, keyed0, out_dtype):
+    keyed = torch.arange(w.numel(), dtype=torch.int64, device=w.device) + keyed0
+    ids = hash_keyed(keyed) & (coef.numel() - 1)  # coef's length: a power of two
+    return (w + coef[ids].view(w.shape)).to(out_dtype), ids
+
+
+def test_kernel_calls_after_the_first_skip_torch_compile_and_match_eager():
+    # After its first call a kernel runs inductor's generated code directly, without
+    # torch.compile's per-call wrapper (a step makes a few calls per adapted layer), for any
+    # shape of the same rank: a square weight first must not give a graph for square ones
+    # only. Every result equals the eager function's bit for bit.
+    kernel = fused.kernel(_k_hash_gather_add)
+    coef, keyed0 = torch.randn(1024), fused.scalar(-(2**62) + 12_345, "cpu")
+    shapes = [(64, 64), (48, 80), (256, 64), (3, 7)]
+
+    def check(shape, dtype=torch.float32):
+        w = torch.randn(shape, dtype=dtype)
+        got = kernel(w, coef, keyed0, torch.float32)
+        want = _k_hash_gather_add(w, coef, keyed0, torch.float32)
+        assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True)), shape
+
+    check(shapes[0])  # compiles
+
+    def through_torch_compile(*args):
+        raise AssertionError("called through torch.compile")
+
+    compiled, kernel._compiled = kernel._compiled, through_torch_compile
+    try:
+        for shape in shapes:
+            check(shape)
+    finally:
+        kernel._compiled = compiled
+    # Another dtype is another graph: through torch.compile, then direct as well.
+    check((5, 6), torch.float64)
+
+
+@pytest.mark.parametrize("mode", ["on", "off"])
+def test_a_changed_theta_is_seen_by_the_next_forward(mode):
+    # `s * theta` is computed once per step and shared by every layer: an in-place update
+    # (the optimizer's step), a `.data` assignment or another theta must each give the
+    # forward of the theta it now holds.
+    torch.manual_seed(0)
+    w, x = torch.randn(48, 40) * 0.1, torch.randn(3, 40)
+    part = Partition(total=1920, d=97, seed=5, grouping="random")
+    theta, scales = torch.randn(97), part.scales(True)
+
+    def forward(t):
+        term = AdapterTerm(t, scales, part, offset=0, weight_numel=1920, bias_numel=0)
+        with fused.forced(mode):
+            return gpart_linear(x, w, None, [term])
+
+    def fresh(values):
+        return forward(values.clone())
+
+    first = forward(theta)
+    with torch.no_grad():
+        theta.add_(0.5)
+    assert torch.equal(forward(theta), fresh(theta)) and not torch.equal(forward(theta), first)
+    theta.data = torch.randn(97)
+    assert torch.equal(forward(theta), fresh(theta))

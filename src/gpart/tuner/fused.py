@@ -45,7 +45,12 @@ _broken: str | None = None  # why compilation was given up, once it failed
 
 def mode() -> str:
     """'auto', 'on' or 'off'."""
-    value = os.environ.get(ENV, "auto").strip().lower()
+    return _parse(os.environ.get(ENV))
+
+
+@functools.lru_cache(maxsize=16)
+def _parse(raw: str | None) -> str:
+    value = (raw or "auto").strip().lower()
     if value in _ON:
         return "on"
     if value in _OFF:
