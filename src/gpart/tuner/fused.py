@@ -103,9 +103,28 @@ class Kernel:
         self.fn = fn
         self.options = options
         self._compiled: Callable[..., Any] | None = None
-        self._params = tuple(inspect.signature(fn).parameters)
+        params = inspect.signature(fn).parameters.values()
+        self._params = tuple(p.name for p in params)
+        # the position of `*args` (its items are arguments from there on), or None
+        self._varargs = next((i for i, p in enumerate(params) if p.kind is p.VAR_POSITIONAL), None)
+        self._misses: dict[tuple, int] = {}  # calls for which no direct entry was found
         self._graphs: list[tuple[torch.fx.GraphModule, Callable[..., Any]]] = []
         self._direct: dict[tuple, list[_Direct]] = {}  # most recently used first
+
+    def _names(self, name: str) -> str | None:
+        """The expression over the arguments `a` of dynamo's placeholder name (``l_w_``:
+        argument ``w``; ``l_hashed_1_``: ``hashed[1]``; ``l_red_0_``: the first item of
+        ``*red``); None for a size symbol (``s3``)."""
+        if not (name.startswith("l_") and name.endswith("_")):
+            return None
+        body = name[2:-1]
+        head, _, index = body.rpartition("_")
+        if body in self._params and self._params.index(body) != self._varargs:
+            return f"a[{self._params.index(body)}]"
+        if head in self._params and index.isdigit():
+            i = self._params.index(head)
+            return f"a[{i + int(index)}]" if i == self._varargs else f"a[{i}][{index}]"
+        return None
 
     def _backend(self, gm: torch.fx.GraphModule, example_inputs: list[Any]) -> Callable[..., Any]:
         from torch._inductor.compile_fx import compile_fx
@@ -152,9 +171,11 @@ class Kernel:
             )
             return self.fn(*args)
         candidates = self._direct.setdefault(key, [])
-        if len(candidates) < _MAX_DIRECT:
+        if len(candidates) < _MAX_DIRECT and self._misses.get(key, 0) < _MAX_DIRECT:
             direct = self._find_direct(args, out)
-            if direct is not None:
+            if direct is None:  # looked for at most a few times, not at every call
+                self._misses[key] = self._misses.get(key, 0) + 1
+            else:
                 candidates.insert(0, direct)
         return out
 
@@ -163,7 +184,7 @@ class Kernel:
         inductor's own module first, else the wrapper `compile_fx` returned)."""
         for gm, compiled in reversed(self._graphs):
             for call in (_inductor_call(compiled), compiled):
-                direct = None if call is None else _Direct.of(gm, call, self._params, out)
+                direct = None if call is None else _Direct.of(gm, call, self._names, out)
                 if direct is None:
                     continue
                 try:
@@ -234,7 +255,7 @@ def _guard_key(args: tuple) -> tuple:
                     _TUPLE_KEYS.clear()
                 hit = _TUPLE_KEYS[id(a)] = (a, _guard_key(a))
             key.append(hit[1])
-        else:
+        else:  # an int too: dynamo may have compiled its value in (a loop's count)
             key.append(a)
     return tuple(key)
 
@@ -264,12 +285,12 @@ class _Direct:
         self._single = single
 
     @classmethod
-    def of(cls, gm, compiled, params: tuple[str, ...], out: Any) -> _Direct | None:
+    def of(cls, gm, compiled, names: Callable[[str], str | None], out: Any) -> _Direct | None:
         placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
         sources: dict[str, str] = {}  # placeholder -> expression over the arguments `a`
         dims: dict[Any, str] = {}  # a symbolic size -> the expression of a tensor's dim
         for node in placeholders:
-            src = _argument_source(node.name, params)
+            src = names(node.name)
             value = node.meta.get("example_value")
             if src is None:
                 continue
@@ -299,20 +320,6 @@ class _Direct:
     def __call__(self, args: tuple[Any, ...]) -> Any:
         out = self._compiled(*self._pick(args))
         return out[0] if self._single else tuple(out)
-
-
-def _argument_source(name: str, params: tuple[str, ...]) -> str | None:
-    """`a[i]` (or `a[i][j]`) for dynamo's placeholder name of argument `params[i]` (or of
-    its tuple's item j); None for a size symbol (``s3``)."""
-    if not (name.startswith("l_") and name.endswith("_")):
-        return None
-    body = name[2:-1]
-    if body in params:
-        return f"a[{params.index(body)}]"
-    head, _, index = body.rpartition("_")
-    if head in params and index.isdigit():
-        return f"a[{params.index(head)}][{index}]"
-    return None
 
 
 def scalar(value: int, device: torch.device | str) -> torch.Tensor:
