@@ -451,3 +451,23 @@ def test_torch_compile_times_each_method_compiled(tmp_path, capsys):
     plain = tmp_path / "plain.json"
     assert main([*args, *methods, "--output", str(plain)]) == 0
     assert all(r["compile_s"] is None for r in json.loads(plain.read_text())["rows"])
+
+
+def test_launch_bound_preset_is_72_narrow_linear_layers():
+    # The CPU stand-in for a GPU's launch-bound regime (docs/performance.md): RoBERTa-base's
+    # 72 adapted linear layers, each so narrow that its matmuls cost less than its calls.
+    from gpart.bench.models import build_workload, target_modules
+
+    spec, base, batch = build_workload(
+        "roberta-launch-bound",
+        "auto",
+        torch.device("cpu"),
+        torch.float32,
+        seed=0,
+        batch_size=2,
+        seq_len=16,
+    )
+    names = target_modules(base, spec, "all-linear")
+    shapes = {tuple(base.get_submodule(n).weight.shape) for n in names}
+    assert len(names) == 72 and shapes == {(64, 64), (256, 64), (64, 256)}
+    assert batch["input_ids"].shape == (2, 16)

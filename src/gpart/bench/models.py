@@ -101,6 +101,18 @@ PRESETS: dict[str, Callable[[], PretrainedConfig]] = {
     # transformers' ViTConfig defaults are ViT-B/16 at 224 pixels (86M parameters), the
     # paper's image backbone; 100 classes as CIFAR-100.
     "vit-base": lambda: ViTConfig(num_labels=100),
+    # RoBERTa-base's 12 blocks at width 64: 72 linear layers whose matmuls take
+    # microseconds, so a step's time is each layer's fixed cost (calls, launches, Python),
+    # as for real layer sizes on a GPU. The CPU stand-in for that regime: with
+    # `--batch_size 2 --seq_len 16 --threads 1 --compile on` (docs/performance.md).
+    "roberta-launch-bound": lambda: _roberta(
+        vocab_size=1000,
+        hidden_size=64,
+        num_hidden_layers=12,
+        num_attention_heads=4,
+        intermediate_size=256,
+        max_position_embeddings=64,
+    ),
     # Tiny shapes for tests and smoke runs (seconds).
     "vit-tiny": lambda: ViTConfig(
         image_size=32,

@@ -140,9 +140,14 @@ class Kernel:
         key = _guard_key(args)
         candidates = self._direct.get(key)
         if candidates:
+            # (the callers' autograd functions run with grad off already: no context then)
+            grad = torch.is_grad_enabled()
             for i, direct in enumerate(candidates):
                 try:
-                    with torch.no_grad():
+                    if grad:
+                        with torch.no_grad():
+                            out = direct(args)
+                    else:
                         out = direct(args)
                 except Exception:  # compiled for other sizes or strides: inductor's check
                     continue
