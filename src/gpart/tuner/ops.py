@@ -47,6 +47,11 @@ _DROPOUT_STREAM = 7
 _DROPOUT_BITS = 24
 
 
+def _as(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """`t.to(dtype)` without the call when it is a no-op (a few per layer and step)."""
+    return t if t.dtype == dtype else t.to(dtype)
+
+
 def _acc(t: torch.Tensor) -> torch.Tensor:
     """Tensor in at least fp32 for the W0 + dW sum (fp64 stays fp64)."""
     return t if t.dtype in (torch.float32, torch.float64) else t.float()
@@ -373,11 +378,14 @@ class AdapterTerm:
         grad_w: torch.Tensor,
         grad_b: torch.Tensor | None,
         weight_ids: torch.Tensor | None = None,
+        on_fused_path: bool | None = None,
     ) -> torch.Tensor:
         """`s * segment_sum(grad, by g)` in fp32 (ids of the weight entries reused if given);
         with Fastfood `s * P^T grad`. Always the full length of theta (zero outside the
-        term's block)."""
-        if not self.dense and fused.enabled(self.weight_numel, grad_w.device):
+        term's block). `on_fused_path`: the caller's `fused.enabled` (read once per call)."""
+        if on_fused_path is None:
+            on_fused_path = fused.enabled(self.weight_numel, grad_w.device)
+        if not self.dense and on_fused_path:
             if weight_ids is None:
                 weight_ids = self.weight_ids32(grad_w.device)
             # masked already when backward's merge_fused rebuilt W with it
@@ -386,7 +394,7 @@ class AdapterTerm:
                 flat = (
                     _MASKED_GRAD(grad_w, *self._dropout_args(grad_w.device))
                     if self._masked()
-                    else grad_w.reshape(-1).to(self.acc_dtype)
+                    else _as(grad_w.reshape(-1), self.acc_dtype)
                 )
             # Not bincount (fp64 output, slower) nor a compiled atomic scatter (sums in a
             # run-dependent order): see segment_sum.
@@ -396,12 +404,15 @@ class AdapterTerm:
             self.accumulate_grad(g, 0, grad_w)
         if self.bias_numel and grad_b is not None:
             self.accumulate_grad(g, self.weight_numel, grad_b)
-        g.mul_(self._block(self.scales).to(g.device, g.dtype))  # g is ours: in place
+        scales = self._block(self.scales)
+        if scales.device != g.device or scales.dtype != g.dtype:
+            scales = scales.to(g.device, g.dtype)
+        g.mul_(scales)  # g is ours: in place
         if self.partition.d != self.theta.shape[0]:
             full = torch.zeros(self.theta.shape[0], dtype=g.dtype, device=g.device)
             full[self.theta_start : self.theta_start + self.partition.d] = g
             g = full
-        return g.to(self.theta.dtype)
+        return _as(g, self.theta.dtype)
 
 
 # `s * theta` of the latest step, per (theta, scales, block, device): every layer of a
@@ -465,13 +476,17 @@ def merged_weight(
     terms: list[AdapterTerm],
     want_ids: bool = False,
     grad_w: torch.Tensor | None = None,
+    on_fused_path: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, list[torch.Tensor | None]]:
     """`W0 + sum dW` and `b0 + sum db` in the base layer's dtype (bias=None: weight only),
     and per term the group ids of the weight entries when `want_ids` and they were computed
     anyway (fused path: int64 hashed, int32 cached), else None. `grad_w` (backward): the
-    fused path masks it for each term with dropout in the same pass (`merge_fused`)."""
+    fused path masks it for each term with dropout in the same pass (`merge_fused`).
+    `on_fused_path`: the caller's `fused.enabled` (read once per call), else read here."""
     ids: list[torch.Tensor | None] = [None] * len(terms)
-    if terms and fused.enabled(weight.numel(), weight.device):
+    if on_fused_path is None:
+        on_fused_path = fused.enabled(weight.numel(), weight.device)
+    if terms and on_fused_path:
         new_w = weight
         acc_dtype = _acc(weight).dtype
         for i, term in enumerate(terms):
@@ -512,29 +527,28 @@ def linear_backward(
     # One 2-D view (a copy when grad_y arrives strided, e.g. from attention heads) serves
     # both matmuls; `grad_y @ w` on a strided 3-D grad would run as a broadcast bmm.
     gy2 = grad_y.reshape(-1, grad_y.shape[-1])
-    x2 = x.reshape(-1, x.shape[-1]).to(compute_dtype)
+    x2 = _as(x.reshape(-1, x.shape[-1]), compute_dtype)
     # With dropout on the fused path, grad_w comes first so that the pass rebuilding W
     # also masks it (one kernel call instead of two; grad_w and W are alive together).
-    early = (
-        need_x
-        and any(t._masked() and not t.dense for t in terms)
-        and fused.enabled(weight.numel(), weight.device)
-    )
+    on_fused_path = fused.enabled(weight.numel(), weight.device)  # read once per call
+    early = need_x and on_fused_path and any(t._masked() and not t.dense for t in terms)
 
-    def weight_grad() -> torch.Tensor:
-        return x2.t() @ gy2 if transposed else gy2.t() @ x2
+    def weight_grad() -> torch.Tensor:  # torch.mm: what `@` runs on 2-D, one dispatch less
+        return torch.mm(x2.t(), gy2) if transposed else torch.mm(gy2.t(), x2)
 
     grad_w = weight_grad() if early else None
     if need_x:
         # Rebuilt, not kept from forward; the fused path hands back the ids it hashed.
-        w, _, ids = merged_weight(weight, None, terms, want_ids=True, grad_w=grad_w)
-        w = w.to(compute_dtype)
-        grad_x = (gy2 @ (w.t() if transposed else w)).view(x.shape)
+        w, _, ids = merged_weight(weight, None, terms, True, grad_w, on_fused_path)
+        w = _as(w, compute_dtype)
+        grad_x = torch.mm(gy2, w.t() if transposed else w).view(x.shape)
         del w
     if not early:
         grad_w = weight_grad()
     grad_b = gy2.sum(0) if any(t.bias_numel for t in terms) else None
-    grad_thetas = tuple(t.grad_theta(grad_w, grad_b, i) for t, i in zip(terms, ids, strict=True))
+    grad_thetas = tuple(
+        t.grad_theta(grad_w, grad_b, i, on_fused_path) for t, i in zip(terms, ids, strict=True)
+    )
     return grad_x, grad_thetas
 
 
