@@ -252,7 +252,10 @@ def _guard_key(args: tuple) -> tuple:
     key = []
     for a in args:
         if isinstance(a, torch.Tensor):
-            key.append((a.dtype, a.device, a.dim(), a.is_contiguous(), min(a.shape, default=2) < 2))
+            # get_device(): the device as an int (-1: CPU), without making a device object
+            key.append(
+                (a.dtype, a.get_device(), a.dim(), a.is_contiguous(), min(a.shape, default=2) < 2)
+            )
         elif isinstance(a, tuple):
             hit = _TUPLE_KEYS.get(id(a))
             if hit is None or hit[0] is not a:

@@ -347,13 +347,7 @@ class AdapterTerm:
         if coef.numel() != self.partition.d:  # the kernels index coef without bounds checks
             raise ValueError(f"theta has {coef.numel()} entries, the partition {self.partition.d}")
         drop = self._dropout_args(device) if self._masked() else ()
-        hashed = (
-            ()
-            if self.ids is not None
-            else _hashed_args(
-                self.partition, self.offset, self.weight_numel, fused.concrete_device(device)
-            )
-        )
+        hashed = () if self.ids is not None else _layer_hashed_args(self, device)
         if drop and grad_w is not None:  # one kernel call for W, ids and the masked grad
             if hashed:
                 new_w, ids, flat = _BACKWARD_HASHED_DROP(w, coef, hashed, grad_w, *drop, out_dtype)
@@ -445,6 +439,23 @@ def _shared_coef(term: AdapterTerm, device: torch.device) -> torch.Tensor:
             _COEF.clear()
         _COEF[key] = (theta, scales, stamp, coef)
     return coef
+
+
+# (id of the partition, offset, entries, device) -> (the partition, `_hashed_args`): a
+# dict lookup per call, where the lru_cache's key would hash the partition's six fields.
+_HASHED: dict[tuple, tuple[object, tuple]] = {}
+
+
+def _layer_hashed_args(term: AdapterTerm, device: torch.device) -> tuple:
+    part = term.partition
+    key = (id(part), term.offset, term.weight_numel, device)
+    hit = _HASHED.get(key)
+    if hit is None or hit[0] is not part:
+        if len(_HASHED) > 8192:
+            _HASHED.clear()
+        args = _hashed_args(part, term.offset, term.weight_numel, fused.concrete_device(device))
+        hit = _HASHED[key] = (part, args)
+    return hit[1]
 
 
 @functools.lru_cache(maxsize=8192)
