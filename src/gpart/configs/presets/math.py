@@ -103,10 +103,10 @@ _PROTOCOL: dict[str, Any] = {
 }
 # The attention projections of every decoder family above (Llama, Qwen2, Gemma, Mistral).
 _QKVO = ("q_proj", "k_proj", "v_proj", "o_proj")
-# GPart's d: the reference's 131,072 for 0.5B and 524,288 for 7B / 8B. 3B: 262,144, the
-# geometric midpoint, because its q/k/v/o weights (about 340M numbers) sit between
-# 0.5B's (44M) and the 7B/8B models' (0.8-1.3G) on a log scale; sweep before reporting.
-_GPART_D = {"qwen2.5-0.5b": 131_072, "qwen2.5-3b": 262_144}
+# GPart's d: 131,072 for 0.5B, the command their README gives (README.md:346-350); every
+# other size the script's default 524,288 (fm.py:231; README.md:352-356 for 7B), 3B
+# included: the README lists it as a base model without a command of its own.
+_GPART_D = {"qwen2.5-0.5b": 131_072}
 _GPART_D_LARGE = 524_288
 
 
