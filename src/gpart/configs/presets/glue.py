@@ -4,8 +4,9 @@ GPart, LoRA, VeRA, Uni-LoRA, BitFit, head-only and full fine-tuning run what the
 authors' script runs for them (SamsungLabs/GPart at 320f0c1,
 ``src/scripts/glue/finetune_roberta_glue.py``; their configs are cited as
 ``configs/...:LINE``, their loop as ``utils/...:LINE``). DoRA, FourierFT and VB-LoRA are not
-in their code: the comment beside each says what was chosen and why; treat those as
-starting points to sweep.
+in their code: DoRA takes LoRA's values (the comment beside it says why), FourierFT and
+VB-LoRA have no GLUE preset and run the defaults of their config; treat those as starting
+points to sweep.
 """
 
 from __future__ import annotations
@@ -67,6 +68,8 @@ _REFERENCE_FALLBACK: dict[str, Any] = {
 _BASELINE_EPOCHS = {"cola": 80, "sst2": 60, "mrpc": 30, "qnli": 25, "rte": 80, "stsb": 40}
 
 # ---- GPart --------------------------------------------------------------------------------
+# configs/adapter_configs/gpart.py:35-57 (base and large alike), lr 5e-3 and the head lr /
+# epochs per task and size from :62-80; proj_seed follows --seed (utils/adapter_utils.py:91-96).
 _GPART = {
     **_PEFT_PROTOCOL,
     "adapter.d": 23040,
