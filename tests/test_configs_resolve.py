@@ -11,6 +11,7 @@ from gpart.configs import (
     ConfigError,
     ExperimentConfig,
     TrainingConfig,
+    parse_cli,
     resolve_experiment,
     to_peft_config,
 )
@@ -217,15 +218,34 @@ def test_paper_presets_lora_family(adapter):
     for task, (epochs, batch_size, lr) in LORA_TABLE.items():
         eff = exp.effective_training(task)
         assert eff.epochs == epochs, task
-        if adapter != "vera":  # VeRA's paper gives only LoRA's epochs
+        if adapter != "vera":  # VeRA's table gives only LoRA's epochs
             assert (eff.batch_size, eff.lr, eff.head_lr) == (batch_size, lr, 1e-3), task
+        else:  # and the reference's fallbacks for the rest
+            assert (eff.batch_size, eff.lr, eff.head_lr) == (32, 1e-3, 1e-3), task
 
 
-def test_paper_presets_full_has_its_own_lr():
-    full = resolve_experiment(adapter="full", tasks="sst2")
-    # Full fine-tuning has its own, much smaller learning rate, not the adapters'.
-    assert full.effective_training("sst2").lr <= 3e-5
-    assert full.effective_training("sst2").head_lr is None
+@pytest.mark.parametrize("adapter", ["full", "bitfit", "head"])
+def test_paper_presets_without_values_of_their_own_run_the_reference_fallbacks(adapter):
+    # The reference gives these LoRA's epochs and nothing else: batch 32, lr and head lr
+    # 1e-3, on the same loop as every other method.
+    exp = resolve_experiment(adapter=adapter, tasks=SIX, model_size="large")
+    for task, (epochs, _, _) in LORA_TABLE.items():
+        eff = exp.effective_training(task)
+        assert (eff.epochs, eff.batch_size, eff.lr, eff.head_lr) == (epochs, 32, 1e-3, 1e-3)
+        assert (eff.max_grad_norm, eff.schedule_steps, eff.data_order) == (
+            None,
+            "reference",
+            "reference",
+        )
+
+
+def test_roberta_s_own_full_fine_tuning_recipe_is_one_override_away():
+    # The command docs/glue.md gives for RoBERTa's GLUE recipe instead of the reference's.
+    argv = ["--adapter_type", "full", "--tasks", "sst2", "rte", "training.lr", "2e-5"]
+    exp, _ = parse_cli([*argv, "training.head_lr", "none", "task.epochs", "10"])
+    for task in ("sst2", "rte"):
+        eff = exp.effective_training(task)
+        assert (eff.lr, eff.head_lr, eff.epochs) == (2e-5, None, 10)
 
 
 @pytest.mark.parametrize("domain", ["glue", "vision", "math"])
@@ -257,7 +277,13 @@ def test_seed_following_fields():
     assert exp.adapter.proj_seed == 7 and exp.sources["adapter.proj_seed"] == "seed"
     pinned = resolve_experiment(adapter="gpart", overrides={"seed": "7", "adapter.proj_seed": "3"})
     assert pinned.adapter.proj_seed == 3
-    vera = resolve_experiment(adapter="vera", overrides={"seed": "9"})
+    # VeRA's GLUE preset pins the reference's key 0; `none` makes it follow the seed again.
+    assert (
+        resolve_experiment(adapter="vera", overrides={"seed": "9"}).adapter.projection_prng_key == 0
+    )
+    vera = resolve_experiment(
+        adapter="vera", overrides={"seed": "9", "adapter.projection_prng_key": "none"}
+    )
     assert vera.adapter.projection_prng_key == 9
 
 

@@ -52,6 +52,13 @@ PREVIOUS_GLUE_RECIPE = (
     "training.max_grad_norm", "1.0", "training.schedule_steps", "exact",
     "training.data_order", "seeded", "data.selection_split", "balanced",
 )  # fmt: skip
+# The baselines' GLUE values before they became the reference's: every 1-D tensor decayed,
+# no adapter dropout; VeRA at 5e-3 with a key following --seed and its projections unsaved.
+PREVIOUS_GLUE_BASELINES = ("training.decay_vectors", "true", "adapter.dropout", "0")
+PREVIOUS_GLUE_VERA = (
+    "training.lr", "5e-3", "adapter.projection_prng_key", "none",
+    "adapter.save_projection", "false",
+)  # fmt: skip
 
 
 def test_names_are_stable_across_releases():
@@ -62,9 +69,11 @@ def test_names_are_stable_across_releases():
     assert _name("--tasks", "sst2") == "gpart_d23040_lr0.005_4cebe521"
     assert _name("--tasks", "sst2", *PREVIOUS_GLUE_RECIPE) == "gpart_d23040_lr0.005_f110b47c"
     lora = ("--adapter_type", "lora", "--tasks", "rte", "training.lr", "1e-3")
-    assert _name(*lora, *PREVIOUS_GLUE_RECIPE) == "lora_r8_lr0.001_7d0a30b1"
+    old_lora = (*PREVIOUS_GLUE_RECIPE, *PREVIOUS_GLUE_BASELINES)
+    assert _name(*lora, *old_lora) == "lora_r8_lr0.001_7d0a30b1"
     vera = ("--adapter_type", "vera", "--model_size", "large", "--tasks", "cola", "stsb")
-    assert _name(*vera, "adapter.r", "4", *PREVIOUS_GLUE_RECIPE) == "vera_r4_lr0.005_481c2172"
+    old_vera = (*old_lora, *PREVIOUS_GLUE_VERA)
+    assert _name(*vera, "adapter.r", "4", *old_vera) == "vera_r4_lr0.005_481c2172"
 
 
 # The vision recipe before its presets became the reference's: the stateless partition,
@@ -140,6 +149,8 @@ def test_math_names_are_stable_across_releases():
     previous = (*PREVIOUS_MATH_RECIPE, *PREVIOUS_MATH_GPART)
     assert _math_name(*gpart, *previous) == "gpart_d131072_lr0.0002_d56050bb"
     lora = ("--adapter_type", "lora", "--model_size", "qwen2.5-7b")
-    assert _math_name(*lora, *PREVIOUS_MATH_RECIPE) == "lora_r4_lr0.0002_c79572ef"
+    # LoRA's micro-batches were GPart's 4 x 4 before they became the script's 2 x 8
+    four_by_four = ("training.batch_size", "4", "training.grad_accum", "4")
+    assert _math_name(*lora, *PREVIOUS_MATH_RECIPE, *four_by_four) == "lora_r4_lr0.0002_c79572ef"
     large = ("--adapter_type", "gpart", "--model_size", "llama-3.1-8b", "training.lr", "1e-3")
     assert _math_name(*large, *previous) == "gpart_d524288_lr0.001_9c5b90a4"

@@ -72,6 +72,11 @@ class TrainingConfig:
     # ||dW|| = ||theta||, decaying theta is exactly decaying the update towards the base
     # model; `training.decay_theta false` turns it off.
     decay_theta: bool = True
+    # Decay 1-D tensors that are neither biases nor norm weights (VeRA's scaling vectors,
+    # Uni-LoRA's theta_d). false: no 1-D tensor decays, as the GLUE reference's optimizer
+    # splits them (utils/adapter_utils.py:256-278, by ndim); GPart's theta still follows
+    # decay_theta, and decay_biases_and_norms true decays everything.
+    decay_vectors: bool = field(default=True, metadata={IDENTITY_IF_CHANGED: True})
     warmup_ratio: float = 0.06
     scheduler: Literal["linear", "cosine"] = "linear"
     grad_accum: int = 1

@@ -640,6 +640,7 @@ def build_trainer(
         schedule_steps=tc.schedule_steps,
         data_order=tc.data_order,
         decay_biases_and_norms=tc.decay_biases_and_norms,
+        decay_vectors=tc.decay_vectors,
     )
 
 

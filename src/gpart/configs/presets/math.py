@@ -126,32 +126,47 @@ def _adapter_presets() -> dict[tuple[str, str], Any]:
                 "adapter.proj_seed": 42,
             }
         )
-        # LoRA r=4, alpha=4, dropout 0.05 on q/k/v/o (the reference's LoRA baseline);
-        # DoRA, LoRA with a learned magnitude, at the same settings.
+        # LoRA and Uni-LoRA as the script runs them (fm.py:172-194): its defaults, since the
+        # README gives no command for either, at the protocol's lr 2e-4 (fm.py:273). Their
+        # 16 examples a step come as the defaults' 2 x 8 (fm.py:270-271), not GPart's 4 x 4:
+        # the same examples and, Trainer normalising the loss by the tokens of the whole
+        # step, the same gradient, up to float summation order.
+        micro = {"training.batch_size": 2, "training.grad_accum": 8}
+        # LoRA r=4, alpha=4, dropout 0.05 on q/k/v/o (fm.py:173-182, :228-230).
         lora = {
             **_PROTOCOL,
+            **micro,
             "adapter.r": 4,
             "adapter.alpha": 4,
             "adapter.dropout": 0.05,
             "adapter.target_modules": _QKVO,
         }
         out["lora", size] = freeze(lora)
+        # DoRA (not in the reference), LoRA with a learned magnitude, at the same settings.
         out["dora", size] = freeze(lora)
-        # Uni-LoRA's MetaMathQA setting: d 524,288, r=4, every linear layer, lr 2e-3, init
-        # bound 0.02 (a zero init gives it zero gradients).
+        # Uni-LoRA (fm.py:184-194, :228-232): r 4, d 524,288 whatever the model, dropout
+        # 0.05 on q/k/v/o, lr 2e-4. Not followed: --init_bound's default 0.0 (fm.py:232).
+        # Uni-LoRA gathers both A and B from theta_d, so a zero theta_d has zero gradient
+        # and never moves (that run trains nothing), and peft's UniLoraConfig refuses a
+        # bound of 0; 0.02 is peft's default and the reference's GLUE value (docs/math.md).
         out["unilora", size] = freeze(
             {
                 **_PROTOCOL,
-                "training.lr": 2e-3,
+                **micro,
                 "adapter.r": 4,
                 "adapter.d": 524_288,
+                "adapter.dropout": 0.05,
                 "adapter.init_bound": 0.02,
-                "adapter.target_modules": ("all-linear",),
+                "adapter.target_modules": _QKVO,
+                # never passed (fm.py:185-194): their fork's default 42, whatever --seed is
+                "adapter.proj_seed": 42,
             }
         )
+        # Not in the reference's script (--adapter_type lora / unilora / gpart, fm.py:223-227).
         # VeRA, FourierFT, VB-LoRA: no MetaMathQA setting published with this protocol;
-        # their own defaults on q/k/v/o at Uni-LoRA's 2e-3 (methods with few trained
-        # numbers train at adapter-scale rates). Starting points: sweep before reporting.
+        # their own defaults on q/k/v/o at 2e-3, the Uni-LoRA paper's MetaMathQA rate
+        # (methods with few trained numbers train at adapter-scale rates). Starting points:
+        # sweep before reporting.
         few = {**_PROTOCOL, "training.lr": 2e-3, "adapter.target_modules": _QKVO}
         for name in ("vera", "fourierft", "vblora"):
             out[name, size] = freeze(few)
