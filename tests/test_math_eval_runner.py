@@ -444,8 +444,16 @@ def test_accelerate_launch_shards_and_the_main_process_writes_everything(env, tm
         port = sock.getsockname()[1]
     root = Path(__file__).resolve().parents[1]
     flags = ["--base_model", str(env["llama"]), "--dataset", "gsm8k"]
-    overrides = ["data_file.gsm8k", str(env["gsm8k"]), "max_new_tokens", "10", "batch_size", "2",
-                 "save_every", "2"]  # fmt: skip  (each shard saves its own chunks)
+    overrides = [
+        "data_file.gsm8k",
+        str(env["gsm8k"]),
+        "max_new_tokens",
+        "10",
+        "batch_size",
+        "2",
+        "save_every",
+        "2",
+    ]  # fmt: skip  (each shard saves its own chunks)
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
               str(root / "configs" / "accelerate" / "ddp.yaml"), "--num_processes", "2",
               "--main_process_port", str(port), str(root / "src/scripts/math/eval_math.py")]  # fmt: skip

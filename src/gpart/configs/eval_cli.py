@@ -15,8 +15,6 @@ are actions. Every other setting is a key of `EvalConfig`, its field docs the ma
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -79,9 +77,6 @@ class EvalConfig:
     graders: list[str] = field(default_factory=lambda: ["gpart", "official"])
     # Sort prompts by length (longest first) into batches; false keeps the dataset's order.
     sort: bool = True
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2)
 
 
 KEYS = tuple(field_types(EvalConfig))

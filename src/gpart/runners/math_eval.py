@@ -16,6 +16,7 @@ predictions file without a model. What is evaluated: `gpart.runners.eval_source`
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -257,10 +258,10 @@ def evaluate(cfg: EvalConfig, *, force: bool = False) -> int:
 
 
 def print_config(cfg: EvalConfig) -> int:
-    """The settings, then what each dataset will be evaluated with, as JSON."""
+    """The settings and what each dataset will be evaluated with, as one JSON object."""
     source = resolve_source(cfg.adapter_path, cfg.base_model, cfg.output_dir)
-    print(cfg.to_json())
-    print(json.dumps({d: plan(cfg, source, d).describe() for d in cfg.datasets}, indent=2))
+    sets = {d: plan(cfg, source, d).describe() for d in cfg.datasets}
+    print(json.dumps({"settings": dataclasses.asdict(cfg), "datasets": sets}, indent=2))
     return 0
 
 
