@@ -1,5 +1,5 @@
 """The vLLM backend of GSM8K / MATH evaluation: the ``vllm`` extra as uv.lock holds it, and
-the glue (`gpart.evaluation.generate.generate_vllm`, ``eval_math.py --backend vllm``)
+the glue (`gpart.evaluation.generate.generate_vllm`, ``eval_math.py ... backend vllm``)
 against vLLM's own classes and signatures.
 
 vLLM pins its own torch, so the extra conflicts with the dev group (pyproject.toml) and uv
@@ -132,7 +132,7 @@ def test_a_missing_vllm_names_the_sync_command(monkeypatch):
     with pytest.raises(ConfigError) as exc:
         generate.require_vllm()
     message = str(exc.value)
-    assert generate.VLLM_SYNC in message and "--backend hf" in message and "\n" not in message
+    assert generate.VLLM_SYNC in message and "`backend hf`" in message and "\n" not in message
 
 
 def test_a_vllm_that_does_not_import_is_told_apart(monkeypatch):
