@@ -3,9 +3,9 @@
 One mechanism for both: `score_completions` takes (completion, ground_truth) pairs of one
 dataset and returns each pair's `AnswerResult` and the summary that goes into a results
 file; `rescore` reads a predictions file, runs `score_completions` on it and writes
-``predictions.rescored.jsonl`` and ``results.rescored.json`` beside it. Rules per dataset:
-``gsm8k`` (numbers), ``math`` and ``math500`` (boxed LaTeX; MATH-500 is a subset of MATH's
-test split, Lightman et al., 2023).
+``predictions.rescored.jsonl`` and ``results.rescored.json`` beside it. A dataset is
+checked by the rules its spec names (`gpart.configs.tasks.MathEvalTask.grading`):
+``gsm8k`` (numbers) or ``math`` (boxed LaTeX).
 
 Graders (`GRADERS`): ``gpart``, ours (`gpart.evaluation.answers`, `.equivalence`);
 ``official``, the paper's rules as its code ran them (`gpart.evaluation.official`);
@@ -154,7 +154,8 @@ def check_answer(
     """Check one completion against its reference with `dataset`'s rules, by `grader`.
 
     Args:
-        dataset: ``gsm8k``, ``math`` or ``math500``.
+        dataset: an evaluation set's name (`gpart.configs.tasks.EVAL_TASKS`), whose
+            `grading` names the rules.
         completion: the model's text.
         ground_truth: the reference: a full solution (GSM8K ``... #### 18``, a MATH solution
             with ``\\boxed{}``) or the bare answer.
