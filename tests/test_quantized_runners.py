@@ -237,7 +237,7 @@ def test_adapters_that_train_base_tensors_are_refused(env, tmp_path, capsys):
 
 
 def test_eval_math_merges_a_4bit_run_into_its_dequantized_base(env, tmp_path):
-    from gpart.runners.math_eval import load_for_generation, resolve_source
+    from gpart.runners.eval_source import load_for_generation, resolve_source
 
     out = tmp_path / "logs"
     assert _math(env, out, "model.quantization", "nf4") == 0

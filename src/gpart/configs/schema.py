@@ -275,9 +275,9 @@ SECTIONS = ("model", "adapter", "training", "data", "task")
 # message, and the config.json files of older runs, which still hold them, load without.
 REMOVED_SECTIONS = {
     "generation": (
-        "decoding is chosen when evaluating, not when training: eval_math.py "
-        "--max_new_tokens / --prompt_template (greedy; by default a run is evaluated in its "
-        "own data.prompt_template)"
+        "decoding is chosen when evaluating, not when training: eval_math.py's "
+        "overrides max_new_tokens / prompt_template (greedy; by default a run is evaluated "
+        "in its own data.prompt_template)"
     ),
 }
 # What every run name hashed for those sections while they existed (their defaults, which
