@@ -8,7 +8,8 @@
   same selection members in the same order, and select a model with the same theta and
   validation accuracy. The model's own dropout is on: its masks come from the same global
   RNG stream on both sides, so this also checks that every draw between set-up and training
-  lines up. GPart's dropout is off (``adapter.dropout 0`` on both sides): its masks are drawn
+  lines up. GPart's dropout is off on both sides (``adapter.gpart_dropout 0`` here,
+  ``adapter.dropout 0`` in their config): its masks are drawn
   differently by design (docs/glue.md, "Reproducing the paper"). Only the size of the run
   (d, epochs) and that dropout are given on both command lines; the rest is each side's
   default.
@@ -92,7 +93,7 @@ def test_the_glue_preset_is_the_reference_run_step_for_step(tmp_path, monkeypatc
     ref = json.loads((tmp_path / "reference.json").read_text())
 
     losses = record_run_losses(monkeypatch)
-    run = _ours(data, model, tmp_path / "logs", "adapter.dropout", "0", "task.epochs", epochs)
+    run = _ours(data, model, tmp_path / "logs", "adapter.gpart_dropout", "0", "task.epochs", epochs)
 
     assert len(ref["losses"]) == len(losses) == 14
     torch.testing.assert_close(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import pytest
@@ -36,7 +37,13 @@ def test_every_config_class_has_base_fields_and_its_own_type():
         cfg = get_adapter(name).config_cls()
         assert isinstance(cfg, AdapterConfig)
         assert cfg.type == name
-        assert hasattr(cfg, "target_modules") and hasattr(cfg, "dropout")
+        assert hasattr(cfg, "target_modules")
+        keys = {f.name for f in dataclasses.fields(cfg)} - {"type"}
+        if get_adapter(name).is_peft:
+            # A peft method's keys are its peft config's fields, under the same names.
+            assert keys <= {f.name for f in dataclasses.fields(cfg.peft_config)}, name
+        else:
+            assert cfg.peft_config is None and keys == {"target_modules"}, name
 
 
 def test_unknown_adapter_suggests():

@@ -66,7 +66,9 @@ def test_names_are_stable_across_releases():
     # Existing run directories must keep being found (skip, resume, collect): a refactor
     # that changes what enters the hash, or how it is serialised, fails here. A preset that
     # changes what runs changes the name on purpose (a finished run of the old recipe is not
-    # the new experiment); the old recipe, spelled out, keeps its old name.
+    # the new experiment); the old recipe, spelled out, keeps its old name. Version 1 (the
+    # adapter keys before they became peft's field names) is computed as it always was;
+    # version 2 names are pinned the same way below.
     assert _name("--tasks", "sst2", version=1) == "gpart_d23040_lr0.005_4cebe521"
     assert (
         _name("--tasks", "sst2", *PREVIOUS_GLUE_RECIPE, version=1)
@@ -85,7 +87,7 @@ def test_names_are_stable_across_releases():
 # this project's cuts, biases and norms undecayed, warmup rounded up, training on from the
 # set-up's RNG state, two loader workers.
 PREVIOUS_VISION_RECIPE = (
-    "adapter.assignment", "stateless", "data.selection_split", "balanced",
+    "adapter.assignment_backend", "stateless", "data.selection_split", "balanced",
     "training.decay_biases_and_norms", "false", "training.schedule_steps", "exact",
     "training.reseed_trainer", "false", "training.num_workers", "2",
 )  # fmt: skip
@@ -94,6 +96,22 @@ PREVIOUS_VISION_RECIPE = (
 def _vision_name(*argv: str, version: int = IDENTITY_VERSION) -> str:
     _, flags = parse_cli(["--adapter_type", "gpart", *argv], domain="vision")
     return sweep_run_name(configs_for_seeds(flags)[0], version)
+
+
+def test_version_2_names_are_stable():
+    assert _name("--tasks", "sst2") == "gpart_d23040_lr0.005_ff3c9c3f"
+    assert _name("--tasks", "sst2", *PREVIOUS_GLUE_RECIPE) == "gpart_d23040_lr0.005_a539e266"
+    lora = ("--adapter_type", "lora", "--tasks", "rte", "training.lr", "1e-3")
+    assert _name(*lora, *PREVIOUS_GLUE_RECIPE) == "lora_r8_lr0.001_f121d4ff"
+    # Uni-LoRA's theta_d_length shows as d, as it did.
+    assert _name("--adapter_type", "unilora", "--tasks", "rte", version=1) == (
+        "unilora_d23040_r4_lr0.005_bb862710"
+    )
+    assert _name("--adapter_type", "unilora", "--tasks", "rte") == (
+        "unilora_d23040_r4_lr0.005_4aa71de8"
+    )
+    assert _vision_name("--tasks", "cifar100") == "gpart_d72000_lr0.004_8b1fcc93"
+    assert _math_name("--adapter_type", "gpart") == "gpart_d131072_lr0.0002_bd3a4358"
 
 
 def test_the_previous_vision_recipe_keeps_its_hash():
@@ -115,7 +133,7 @@ def test_fields_added_later_rename_runs_only_when_changed():
     base = _name("--tasks", "sst2")
     assert _name("--tasks", "sst2", "adapter.partition_scope", "global") == base
     scoped = _name("--tasks", "sst2", "adapter.partition_scope", "transformer_block")
-    fastfood = _name("--tasks", "sst2", "adapter.projection", "fastfood")
+    fastfood = _name("--tasks", "sst2", "adapter.projection_type", "fastfood")
     assert len({base, scoped, fastfood}) == 3
 
 
@@ -140,7 +158,7 @@ PREVIOUS_MATH_RECIPE = (
     "data.train_on_prompt", "false", "data.group_by_length", "true",
     "training.reseed_trainer", "false",
 )  # fmt: skip
-PREVIOUS_MATH_GPART = ("adapter.assignment", "stateless", "adapter.proj_seed", "none")
+PREVIOUS_MATH_GPART = ("adapter.assignment_backend", "stateless", "adapter.proj_seed", "none")
 
 
 def _math_name(*argv: str, version: int = IDENTITY_VERSION) -> str:
@@ -170,9 +188,9 @@ V1_OVERRIDES = ["training.max_steps", "2", "training.batch_size", "8",
 # Each fixture run's name and its command's adapter settings.
 V1_RUNS = {
     "gpart": ("gpart_d64_lr0.005_bd71c4f0",
-              ["adapter.d", "64", "adapter.grouping", "balanced", "adapter.dropout", "0.1"]),
+              ["adapter.d", "64", "adapter.grouping_strategy", "balanced", "adapter.gpart_dropout", "0.1"]),
     "lora": ("lora_r2_6bea4411",
-             ["adapter.r", "2", "adapter.alpha", "16", "adapter.dropout", "0.05"]),
+             ["adapter.r", "2", "adapter.lora_alpha", "16", "adapter.lora_dropout", "0.05"]),
 }  # fmt: skip
 
 
@@ -229,3 +247,22 @@ def test_collect_reads_version_1_runs():
 
     table = collect_results([V1_FIXTURE])
     assert {m.run_name for m in table.methods} == {name for name, _ in V1_RUNS.values()}
+
+
+def test_a_version_1_config_json_loads_with_todays_keys():
+    from gpart.configs import experiment_from_dict
+
+    saved = json.loads(
+        (V1_FIXTURE / V1_RUNS["gpart"][0] / "rte" / "seed_42" / "config.json").read_text()
+    )["config"]
+    assert saved["adapter"]["grouping"] == "balanced" and "dropout" in saved["adapter"]
+    gpart = experiment_from_dict(saved)
+    assert (gpart.adapter.grouping_strategy, gpart.adapter.gpart_dropout) == ("balanced", 0.1)
+    assert gpart.adapter.assignment_backend == "stateless"
+    assert gpart.adapter.projection_type == "partition"
+    assert gpart.sources["adapter.grouping_strategy"] == "cli"
+    saved = json.loads(
+        (V1_FIXTURE / V1_RUNS["lora"][0] / "rte" / "seed_42" / "config.json").read_text()
+    )["config"]
+    lora = experiment_from_dict(saved)
+    assert (lora.adapter.lora_alpha, lora.adapter.lora_dropout) == (16, 0.05)

@@ -60,12 +60,17 @@ def to_v1_adapter(adapter_type: str, section: Mapping[str, Any]) -> dict[str, An
     return out
 
 
+def v1_adapter_key(adapter_type: str, key: str) -> str | None:
+    """Today's name of adapter key `key` (itself unless version 1 spelled it so); None:
+    the key is gone."""
+    return V1_RENAMED.get(adapter_type, {}).get(key, key)
+
+
 def from_v1_adapter(adapter_type: str, section: Mapping[str, Any]) -> dict[str, Any]:
     """An adapter section saved under version 1, with today's keys (gone keys dropped)."""
-    renames = V1_RENAMED.get(adapter_type, {})
     out: dict[str, Any] = {}
     for key, value in section.items():
-        new = renames.get(key, key)
+        new = v1_adapter_key(adapter_type, key)
         if new is not None:
             out[new] = value
     return out

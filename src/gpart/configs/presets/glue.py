@@ -51,7 +51,7 @@ _QV = ("query", "value")  # a tuple: presets hold no mutable values
 _GPART = {
     **_PEFT_PROTOCOL,
     "adapter.d": 23040,
-    "adapter.dropout": 0.1,
+    "adapter.gpart_dropout": 0.1,
     "adapter.target_modules": _QV,
     "training.lr": 5e-3,
     "training.batch_size": 32,
@@ -71,8 +71,8 @@ _GPART_TASKS = {
 _UNILORA = {
     **_PEFT_PROTOCOL,
     "adapter.r": 4,
-    "adapter.d": 23040,
-    "adapter.init_bound": 0.02,
+    "adapter.theta_d_length": 23040,
+    "adapter.init_theta_d_bound": 0.02,
     "adapter.target_modules": _QV,
     "training.lr": 5e-3,
     "training.batch_size": 32,
@@ -90,7 +90,7 @@ _UNILORA_TASKS = {
 _LORA = {
     **_PEFT_PROTOCOL,
     "adapter.r": 8,
-    "adapter.alpha": 8,
+    "adapter.lora_alpha": 8,
     "adapter.target_modules": _QV,
     "training.head_lr": 1e-3,
 }

@@ -79,17 +79,17 @@ def _adapter_presets() -> dict[tuple[str, str], Any]:
         # --assignment_backend defaults); proj_seed is the run seed, as ours by default.
         gpart = {
             "adapter.d": _D[size],
-            "adapter.dropout": 0.0,
+            "adapter.gpart_dropout": 0.0,
             "adapter.init_bound": 0.0,
-            "adapter.grouping": "random",
-            "adapter.assignment": "materialized",
+            "adapter.grouping_strategy": "random",
+            "adapter.assignment_backend": "materialized",
             "adapter.target_modules": QV,
         }
         out["gpart", size] = freeze({**common, **gpart})
         # LoRA r=4, alpha=8 on query/value; no lr of its own is given, so it runs at the
         # shared protocol's (sweep before reporting).
         out["lora", size] = freeze(
-            {**common, "adapter.r": 4, "adapter.alpha": 8, "adapter.target_modules": QV}
+            {**common, "adapter.r": 4, "adapter.lora_alpha": 8, "adapter.target_modules": QV}
         )
         out["dora", size] = out["lora", size]
         # Uni-LoRA at GPart's d; init bound 0.02 (a zero init gives it zero gradients).
@@ -97,8 +97,8 @@ def _adapter_presets() -> dict[tuple[str, str], Any]:
             {
                 **common,
                 "adapter.r": 4,
-                "adapter.d": _D[size],
-                "adapter.init_bound": 0.02,
+                "adapter.theta_d_length": _D[size],
+                "adapter.init_theta_d_bound": 0.02,
                 "adapter.target_modules": QV,
             }
         )
