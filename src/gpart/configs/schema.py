@@ -299,9 +299,11 @@ def adapter_section(
     """
     hints = typing.get_type_hints(peft_config)
     peft_fields = {f.name: f for f in dataclasses.fields(peft_config)}
-    unknown = [k for k in (*keys, *defaults) if k not in peft_fields]
-    if unknown or set(defaults) - set(keys):
-        raise TypeError(f"{name}: {peft_config.__name__} has no field {unknown or defaults}")
+    unknown = [k for k in keys if k not in peft_fields]
+    if unknown:
+        raise TypeError(f"{name}: {peft_config.__name__} has no field {', '.join(unknown)}")
+    if set(defaults) - set(keys):
+        raise TypeError(f"{name}: defaults for keys not exposed: {set(defaults) - set(keys)}")
     specs: list[tuple[str, Any, Any]] = [("type", str, field(default=name))]
     for key in keys:
         peft_field = peft_fields[key]
