@@ -138,9 +138,9 @@ def find_run_dir(cfg: ExperimentConfig, task: str) -> Path:
     """The run directory of `task` for `cfg.seed`: the one that exists, named under the
     newest identity version that has one, else the current version's (to be created)."""
     current = run_dir(cfg.output_dir, sweep_run_name(cfg), task, cfg.seed)
+    if current.exists():
+        return current
     for version in range(IDENTITY_VERSION - 1, 0, -1):
-        if current.exists():
-            break
         old = run_dir(cfg.output_dir, sweep_run_name(cfg, version), task, cfg.seed)
         if old.exists():
             return old
