@@ -63,7 +63,7 @@ def layered_presets(monkeypatch):
 
 def test_every_layer_wins_over_the_one_before(layered_presets):
     exp = resolve_experiment(
-        adapter="lora", tasks="sst2", overrides={"training.lr": "5e-3", "adapter.alpha": "16"}
+        adapter="lora", tasks="sst2", overrides={"training.lr": "5e-3", "adapter.lora_alpha": "16"}
     )
     eff = exp.effective_training("sst2")
     assert eff.weight_decay == TrainingConfig().weight_decay  # 1: default
@@ -73,14 +73,14 @@ def test_every_layer_wins_over_the_one_before(layered_presets):
     assert eff.epochs == 4  # 4: size preset beats task preset
     assert exp.model.base_model == "size-model"
     assert eff.lr == 5e-3  # 5: command line beats everything
-    assert exp.adapter.alpha == 16
+    assert exp.adapter.lora_alpha == 16
     src = exp.effective_sources("sst2")
     assert src["weight_decay"].startswith("default")
     assert src["warmup_ratio"].startswith("adapter preset glue/lora/base")
     assert src["batch_size"].startswith("task preset glue/lora/sst2/base")
     assert src["epochs"].startswith("size preset glue/base")
     assert src["lr"].startswith("cli")
-    assert exp.sources["adapter.alpha"] == "cli"
+    assert exp.sources["adapter.lora_alpha"] == "cli"
     assert "training.weight_decay" not in exp.sources
 
 
@@ -175,7 +175,7 @@ def test_paper_presets_gpart():
     }
     for size, col in (("base", 0), ("large", 2)):
         exp = resolve_experiment(adapter="gpart", tasks=list(table), model_size=size)
-        assert exp.adapter.d == 23040 and exp.adapter.dropout == 0.1
+        assert exp.adapter.d == 23040 and exp.adapter.gpart_dropout == 0.1
         assert exp.adapter.target_modules == ["query", "value"]
         for task, row in table.items():
             eff = exp.effective_training(task)
@@ -201,7 +201,11 @@ SIX = "cola,sst2,mrpc,qnli,rte,stsb"
 @pytest.mark.parametrize("size", ["base", "large"])
 def test_paper_presets_unilora(size):
     uni = resolve_experiment(adapter="unilora", tasks=SIX, model_size=size)
-    assert (uni.adapter.r, uni.adapter.d, uni.adapter.init_bound) == (4, 23040, 0.02)
+    assert (uni.adapter.r, uni.adapter.theta_d_length, uni.adapter.init_theta_d_bound) == (
+        4,
+        23040,
+        0.02,
+    )
     for task, (epochs, head_lr) in UNILORA_TABLE[size].items():
         eff = uni.effective_training(task)
         assert (eff.epochs, eff.head_lr, eff.lr) == (epochs, head_lr, 5e-3), task
@@ -213,7 +217,7 @@ def test_paper_presets_lora_family(adapter):
     if adapter == "vera":
         assert (exp.adapter.r, exp.adapter.d_initial) == (8, 0.1)
     else:
-        assert (exp.adapter.r, exp.adapter.alpha) == (8, 8)
+        assert (exp.adapter.r, exp.adapter.lora_alpha) == (8, 8)
         assert to_peft_config(exp.adapter, seed=0).use_dora == (adapter == "dora")
     for task, (epochs, batch_size, lr) in LORA_TABLE.items():
         eff = exp.effective_training(task)
@@ -292,7 +296,7 @@ def test_validation_errors():
         "training.batch_size": ("0", "must be > 0"),
         "training.warmup_ratio": ("1.5", r"in \[0, 1\], got 1.5 \(from cli\)"),
         "task.sst2.lr": ("-1", r"must be > 0, got -1.0 \(from cli\)"),
-        "adapter.dropout": ("1.0", r"in \[0, 1\)"),
+        "adapter.gpart_dropout": ("1.0", r"in \[0, 1\)"),
         "adapter.d": ("0", "positive"),
         "training.head_weight_decay": ("-0.1", "must be >= 0"),
         "task.sst2.eval_every": ("0", r"must be > 0 \(or none\)"),
@@ -314,16 +318,31 @@ def test_validation_errors():
     # Peft's own checks run at resolution, before anything is written.
     with pytest.raises(ConfigError, match=r"adapter\.topk: must be in \[1, num_vectors=256\]"):
         resolve_experiment(adapter="vblora", overrides={"adapter.topk": "300"})
-    # Checks only peft's config class makes also fail at resolution, as ConfigError.
-    with pytest.raises(ConfigError, match=r"^adapter \(gpart\): layers_pattern"):
+    # Checks only peft's config class makes also fail at resolution, as ConfigError led by
+    # the key peft's message names.
+    with pytest.raises(ConfigError, match=r"^adapter\.layers_pattern: layers_pattern is only"):
         resolve_experiment(adapter="gpart", overrides={"adapter.layers_pattern": "layer"})
 
 
+def test_keys_renamed_to_peft_field_names_say_so():
+    cases = {
+        ("gpart", "adapter.grouping"): "adapter.grouping_strategy (peft's GPartConfig field)",
+        ("gpart", "adapter.dropout"): "adapter.gpart_dropout (peft's GPartConfig field)",
+        ("lora", "adapter.alpha"): "adapter.lora_alpha (peft's LoraConfig field)",
+        ("dora", "adapter.dropout"): "adapter.lora_dropout (peft's LoraConfig field)",
+        ("unilora", "adapter.d"): "adapter.theta_d_length (peft's UniLoraConfig field)",
+    }
+    for (adapter, key), new in cases.items():
+        with pytest.raises(ConfigError) as err:
+            resolve_experiment(adapter=adapter, overrides={key: "1"})
+        assert str(err.value) == f"{key} was renamed {new}"
+    with pytest.raises(ConfigError, match="^adapter.dropout was removed: adapter 'fourierft'"):
+        resolve_experiment(adapter="fourierft", overrides={"adapter.dropout": "0"})
+
+
 def test_unused_fields_are_refused_not_ignored():
-    with pytest.raises(ConfigError, match="adapter.dropout: adapter 'full' does not use it"):
-        resolve_experiment(adapter="full", tasks="sst2", overrides={"adapter.dropout": "0.1"})
-    with pytest.raises(ConfigError, match="adapter.dropout: adapter 'fourierft'"):
-        resolve_experiment(adapter="fourierft", overrides={"adapter.dropout": "0.1"})
+    with pytest.raises(ConfigError, match="unknown key 'adapter.isometric'"):
+        resolve_experiment(adapter="full", tasks="sst2", overrides={"adapter.isometric": "0"})
     with pytest.raises(ConfigError, match="adapter.target_modules: adapter 'head'"):
         resolve_experiment(adapter="head", overrides={"adapter.target_modules": "query"})
 

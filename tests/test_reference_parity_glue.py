@@ -8,10 +8,11 @@
   (1e-6 relative), carve out the same selection members in the same order, and select a
   model with the same adapter tensors and validation accuracy. The model's own dropout is
   on: its masks come from the same global RNG stream on both sides, so this also checks
-  that every draw between set-up and training lines up. GPart's dropout is off
-  (``adapter.dropout 0`` on both sides): its masks are drawn differently by design
-  (docs/glue.md, "Reproducing the paper"). Only the size of the run (d, epochs) and that
-  dropout are given on both command lines; the rest is each side's default.
+  that every draw between set-up and training lines up. GPart's dropout is off on both sides
+  (``adapter.gpart_dropout 0`` here, ``adapter.dropout 0`` in their config): its masks are
+  drawn differently by design (docs/glue.md, "Reproducing the paper"). Only the size of the
+  run (d, epochs) and that dropout are given on both command lines; the rest is each side's
+  default.
 * Same command, same run: two runs give bit-identical losses and theta (dropout on), and a
   run killed mid-epoch and resumed ends with the same theta as one that was not.
 """
@@ -48,10 +49,12 @@ SIZE = ["adapter.d", "2048"]  # both sides; d of the paper is 23,040
 # both sides: the masks come from the same global RNG stream as the model's own). VeRA
 # checks what the reference's loop does to a method without values of its own: lr 1e-3,
 # projection key 0 and, seen in its scaling vectors, no weight decay on 1-D tensors.
+# Per method: our options, theirs (their config's key for GPart's dropout is
+# ``adapter.dropout``; ours is peft's field name), the steps.
 METHODS = {
-    "gpart": ([*SIZE, "adapter.dropout", "0.0"], 14),
-    "lora": ([], 26),
-    "vera": ([], 14),
+    "gpart": ([*SIZE, "adapter.gpart_dropout", "0.0"], [*SIZE, "adapter.dropout", "0.0"], 14),
+    "lora": ([], [], 26),
+    "vera": ([], [], 14),
 }
 ADAPTER_KEYS = ("gpart_theta", "lora_", "vera_lambda")
 
@@ -93,8 +96,8 @@ def test_the_glue_preset_is_the_reference_run_step_for_step(
 ):
     data = write_glue_data(tmp_path / "data", tasks=("sst2",), n_train=250, n_val=64)
     model = _minilm()
-    opts, steps = METHODS[adapter]
-    opts = [*opts, "task.epochs", "2"]
+    ours, theirs, steps = METHODS[adapter]
+    epochs = ["task.epochs", "2"]
     spec = {
         "ref_src": REFERENCE_SRC,
         "data_dir": str(data),
@@ -102,7 +105,7 @@ def test_the_glue_preset_is_the_reference_run_step_for_step(
         "base_model": str(model),
         "seed": SEED,
         "adapter_type": adapter,
-        "opts": opts,
+        "opts": [*theirs, *epochs],
         "threads": 1,  # as `one_thread` runs ours: the same summation order
     }
     (tmp_path / "spec.json").write_text(json.dumps(spec))
@@ -115,7 +118,7 @@ def test_the_glue_preset_is_the_reference_run_step_for_step(
     ref = json.loads((tmp_path / "reference.json").read_text())
 
     losses = record_run_losses(monkeypatch)
-    run = _ours(data, model, tmp_path / "logs", adapter, *opts)
+    run = _ours(data, model, tmp_path / "logs", adapter, *ours, *epochs)
 
     assert len(ref["losses"]) == len(losses) == steps
     torch.testing.assert_close(

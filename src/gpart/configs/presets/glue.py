@@ -73,7 +73,7 @@ _BASELINE_EPOCHS = {"cola": 80, "sst2": 60, "mrpc": 30, "qnli": 25, "rte": 80, "
 _GPART = {
     **_PEFT_PROTOCOL,
     "adapter.d": 23040,
-    "adapter.dropout": 0.1,
+    "adapter.gpart_dropout": 0.1,
     "adapter.target_modules": _QV,
     "training.lr": 5e-3,
     "training.batch_size": 32,
@@ -95,9 +95,9 @@ _GPART_TASKS = {
 _UNILORA = {
     **_BASELINE_PROTOCOL,
     "adapter.r": 4,
-    "adapter.d": 23040,
-    "adapter.dropout": 0.1,
-    "adapter.init_bound": 0.02,
+    "adapter.theta_d_length": 23040,
+    "adapter.unilora_dropout": 0.1,
+    "adapter.init_theta_d_bound": 0.02,
     "adapter.target_modules": _QV,
     # utils/adapter_utils.py:36-119 never passes proj_seed: their fork's UniLoRAConfig
     # default, 42, whatever --seed is (peft/tuners/unilora/config.py:70-73)
@@ -120,8 +120,8 @@ _UNILORA_TASKS = {
 _LORA = {
     **_BASELINE_PROTOCOL,
     "adapter.r": 8,
-    "adapter.alpha": 8,
-    "adapter.dropout": 0.1,
+    "adapter.lora_alpha": 8,
+    "adapter.lora_dropout": 0.1,
     "adapter.target_modules": _QV,
     "training.head_lr": 1e-3,
 }
@@ -144,7 +144,7 @@ _VERA = {
     **_BASELINE_PROTOCOL,
     **_REFERENCE_FALLBACK,
     "adapter.r": 8,
-    "adapter.dropout": 0.1,
+    "adapter.vera_dropout": 0.1,
     "adapter.d_initial": 0.1,
     "adapter.projection_prng_key": 0,
     # utils/adapter_utils.py:108: the projections are stored with the adapter

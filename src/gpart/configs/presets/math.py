@@ -117,12 +117,12 @@ def _adapter_presets() -> dict[tuple[str, str], Any]:
             {
                 **_PROTOCOL,
                 "adapter.d": _GPART_D.get(size, _GPART_D_LARGE),
-                "adapter.dropout": 0.05,  # fm.py:230
+                "adapter.gpart_dropout": 0.05,  # fm.py:230
                 "adapter.target_modules": _QKVO,  # fm.py:32
                 "adapter.init_bound": 0.0,  # fm.py:232: theta starts at zero
                 # the materialized assignment (fm.py:242), drawn with their GPartConfig's
                 # default proj_seed 42 whatever --seed is: fm.py:197-206 never passes it
-                "adapter.assignment": "materialized",
+                "adapter.assignment_backend": "materialized",
                 "adapter.proj_seed": 42,
             }
         )
@@ -137,8 +137,8 @@ def _adapter_presets() -> dict[tuple[str, str], Any]:
             **_PROTOCOL,
             **micro,
             "adapter.r": 4,
-            "adapter.alpha": 4,
-            "adapter.dropout": 0.05,
+            "adapter.lora_alpha": 4,
+            "adapter.lora_dropout": 0.05,
             "adapter.target_modules": _QKVO,
         }
         out["lora", size] = freeze(lora)
@@ -154,9 +154,9 @@ def _adapter_presets() -> dict[tuple[str, str], Any]:
                 **_PROTOCOL,
                 **micro,
                 "adapter.r": 4,
-                "adapter.d": 524_288,
-                "adapter.dropout": 0.05,
-                "adapter.init_bound": 0.02,
+                "adapter.theta_d_length": 524_288,
+                "adapter.unilora_dropout": 0.05,
+                "adapter.init_theta_d_bound": 0.02,
                 "adapter.target_modules": _QKVO,
                 # never passed (fm.py:185-194): their fork's default 42, whatever --seed is
                 "adapter.proj_seed": 42,

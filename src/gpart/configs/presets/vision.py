@@ -79,10 +79,10 @@ def _adapter_presets() -> dict[tuple[str, str], Any]:
         # --assignment_backend defaults); proj_seed is the run seed, as ours by default.
         gpart = {
             "adapter.d": _D[size],
-            "adapter.dropout": 0.0,
+            "adapter.gpart_dropout": 0.0,
             "adapter.init_bound": 0.0,
-            "adapter.grouping": "random",
-            "adapter.assignment": "materialized",
+            "adapter.grouping_strategy": "random",
+            "adapter.assignment_backend": "materialized",
             "adapter.target_modules": QV,
         }
         out["gpart", size] = freeze({**common, **gpart})
@@ -92,8 +92,8 @@ def _adapter_presets() -> dict[tuple[str, str], Any]:
             {
                 **common,
                 "adapter.r": 4,
-                "adapter.alpha": 8,
-                "adapter.dropout": 0.0,
+                "adapter.lora_alpha": 8,
+                "adapter.lora_dropout": 0.0,
                 "adapter.target_modules": QV,
             }
         )
@@ -107,9 +107,9 @@ def _adapter_presets() -> dict[tuple[str, str], Any]:
             {
                 **common,
                 "adapter.r": 4,
-                "adapter.d": _D[size],
-                "adapter.dropout": 0.0,
-                "adapter.init_bound": 0.02,
+                "adapter.theta_d_length": _D[size],
+                "adapter.unilora_dropout": 0.0,
+                "adapter.init_theta_d_bound": 0.02,
                 "adapter.target_modules": QV,
                 # never passed (:402-411): their fork's default 42, whatever --seed is
                 "adapter.proj_seed": 42,
