@@ -322,6 +322,20 @@ def test_validation_errors():
     # the key peft's message names.
     with pytest.raises(ConfigError, match=r"^adapter\.layers_pattern: layers_pattern is only"):
         resolve_experiment(adapter="gpart", overrides={"adapter.layers_pattern": "layer"})
+    # What peft checks only when it builds the layers (a rank, a dropout probability) is
+    # checked at resolution too, for every method that has the field.
+    late = {
+        ("lora", "adapter.r", "0"): "must be a positive integer, got 0",
+        ("vera", "adapter.r", "-2"): "must be a positive integer, got -2",
+        ("unilora", "adapter.r", "0"): "must be a positive integer, got 0",
+        ("lora", "adapter.lora_dropout", "1.5"): r"must be in \[0, 1\), got 1.5",
+        ("vera", "adapter.vera_dropout", "1"): r"must be in \[0, 1\), got 1.0",
+        ("vblora", "adapter.vblora_dropout", "-0.1"): r"must be in \[0, 1\), got -0.1",
+    }
+    for (adapter, key, value), msg in late.items():
+        with pytest.raises(ConfigError, match=msg) as err:
+            resolve_experiment(adapter=adapter, overrides={key: value})
+        assert str(err.value).startswith(key + ":")
 
 
 def test_keys_renamed_to_peft_field_names_say_so():

@@ -269,7 +269,18 @@ class AdapterConfig:
 
     def validate(self) -> None:
         """Raise `ConfigError` for values the adapter cannot run with that peft's config
-        class does not check itself (it checks the rest when it is built)."""
+        class does not check itself (it checks the rest when it is built).
+
+        Here: what several peft methods check only when their layers are built (a rank, a
+        dropout probability), by the field names they share, so that a bad value stops
+        ``--print_config`` and a sweep before any data or model loads. Subclasses extend.
+        """
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "r" and not (isinstance(value, int) and value > 0):
+                raise ConfigError(f"adapter.r: must be a positive integer, got {value!r}")
+            if f.name.endswith("_dropout") and not 0.0 <= value < 1.0:
+                raise ConfigError(f"adapter.{f.name}: must be in [0, 1), got {value!r}")
 
 
 def adapter_section(

@@ -34,6 +34,7 @@ class VBLoRAAdapterConfig(
     """peft's `VBLoRAConfig` fields."""
 
     def validate(self) -> None:
+        super().validate()
         # peft checks neither here nor at injection; torch.topk would fail at the first
         # forward pass.
         if not 0 < self.topk <= self.num_vectors:

@@ -37,9 +37,9 @@ class VeraAdapterConfig(
 
 def vera_to_peft(cfg: VeraAdapterConfig, **kwargs: Any) -> Any:
     with warnings.catch_warnings():
-        # save_projection False is a deliberate choice (the GLUE preset, as the paper saves
-        # only the vectors): the projections are regenerated from projection_prng_key, which
-        # the run records. peft's reminder about it would break the CLI's one-line output.
+        # save_projection False is a deliberate choice (the adapter file then holds only the
+        # vectors): the projections are regenerated from projection_prng_key, which the run
+        # records. peft's reminder about it would break the CLI's one-line output.
         if not cfg.save_projection:
             warnings.filterwarnings("ignore", message="Specified to not save vera_A and vera_B")
         return to_peft(cfg, **kwargs)
