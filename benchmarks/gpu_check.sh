@@ -122,8 +122,8 @@ step bench_qwen 150 $PY -m gpart.bench --model_config qwen2-0.5b --targets qkvo,
 run=$(run_of "$WORK/runs" gpart)
 [ -n "$run" ] || run="$WORK/runs/no-gpart-run" # the step then fails with one clear line
 step eval_math 120 $PY src/scripts/math/eval_math.py --adapter_path "$run" \
-    --dataset gsm8k --data_file "$WORK/standin/gsm8k.jsonl" --max_samples 128 \
-    --batch_size 64 --max_new_tokens 256
+    --dataset gsm8k data_file.gsm8k "$WORK/standin/gsm8k.jsonl" max_samples 128 \
+    batch_size 64 max_new_tokens 256
 copy_results "$run/eval/gsm8k" eval_gsm8k
 
 step bench_ablations 120 $PY -m gpart.bench --model_config roberta-base --targets all-linear \

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One task over a list of d values and GPart variants, with any runner; then the table by d
 # and the metric-vs-parameters figure.
-#   bash scripts/ablation_sweep.sh glue rte "4096 16384 65536" "default partition_scope=transformer_block projection=fastfood"
-#   bash scripts/ablation_sweep.sh vision cifar100 "18000 72000" "default grouping=balanced" --seed 0 1 2
+#   bash scripts/ablation_sweep.sh glue rte "4096 16384 65536" "default partition_scope=transformer_block projection_type=fastfood"
+#   bash scripts/ablation_sweep.sh vision cifar100 "18000 72000" "default grouping_strategy=balanced" --seed 0 1 2
 # A variant is `default` or `field=value` of the GPart adapter (adapter.<field>); flags after
 # the fourth argument (--seed, --base_model, --data_dir, ...) go to the runner.
 set -euo pipefail

@@ -5,13 +5,16 @@
 
     python reference_glue_worker.py SPEC.json OUT.json
 
-SPEC.json: ``{"ref_src", "data_dir", "task", "base_model", "seed", "opts", "threads"}``
-(``opts``: their ``KEY VALUE`` overrides; ``threads``: torch's, as the test's side runs). Their hub and metric downloads are shimmed here, and only here:
+SPEC.json: ``{"ref_src", "data_dir", "task", "base_model", "seed", "adapter_type", "opts",
+"threads"}`` (``adapter_type``: their ``--adapter_type``, default ``gpart``; ``opts``: their
+``KEY VALUE`` overrides; ``threads``: torch's, as the test's side runs). Their hub and metric downloads are shimmed here, and only here:
 ``datasets.load_dataset("nyu-mll/glue", task)`` reads ``<data_dir>/<task>/{train,validation}.jsonl``
 typed as the hub's GLUE (``label`` a ``ClassLabel``), and ``evaluate.load("glue", task)`` is
 accuracy, which is what GLUE's metric computes for sst2. OUT.json gets the loss of every
 training forward pass, the selection split's ``idx`` and the train split's ``idx`` in order,
-the returned metrics, and the selected model's theta and head.
+the returned metrics, and the selected model's adapter tensors (GPart's theta, LoRA's
+factors, VeRA's scaling vectors; keyed as peft saves them, without the adapter name) and
+head.
 """
 
 from __future__ import annotations
@@ -90,13 +93,14 @@ def main(spec_path: str, out_path: str) -> None:
     ref_trainer.apply_adapter = apply_adapter
 
     task = spec["task"]
-    config = load_config(adapter_type="gpart", task_name=task, opts=spec["opts"])
+    adapter_type = spec.get("adapter_type", "gpart")
+    config = load_config(adapter_type=adapter_type, task_name=task, opts=spec["opts"])
     run_cfg = RunTaskConfig.from_configs(
         task_name=task,
         base_model_name=spec["base_model"],
         output_root=str(Path(out_path).parent / "reference_runs"),
         seed=spec["seed"],
-        adapter_type="gpart",
+        adapter_type=adapter_type,
         config=config,
         compute_params_only=False,
         main_seed=spec["seed"],
@@ -106,7 +110,11 @@ def main(spec_path: str, out_path: str) -> None:
     record["metrics"] = ref_trainer.run_task(run_cfg, get_peft_config, logger)
     (model,) = models
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    record["theta"] = next(v for k, v in state.items() if "gpart_theta" in k).tolist()
+    record["adapter"] = {
+        k.replace(".default", ""): v.tolist()
+        for k, v in state.items()
+        if any(m in k for m in ("gpart_theta", "lora_", "vera_lambda"))
+    }
     record["head"] = {
         k: v.tolist() for k, v in state.items() if "classifier" in k and "modules_to_save" in k
     }

@@ -163,8 +163,8 @@ def test_a_grader_not_recorded_is_one_line_saying_how_to_rescore(tmp_path, cli, 
     assert cli([str(tmp_path), "--grader", "math-verify"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no 'math-verify' grader (recorded: gpart)" in err
-    assert "eval_math.py --rescore" in err and "--grader math-verify" in err
-    # eval_math.py --rescore --grader writes results.rescored.json beside: read from there
+    assert "eval_math.py --rescore" in err and " graders math-verify" in err
+    # eval_math.py --rescore ... graders writes results.rescored.json beside: read from there
     rescored = run / "eval" / "gsm8k" / "results.rescored.json"
     rescored.write_text(json.dumps({"accuracy": 0.46, "total": 1319, "graders": {
         "math-verify": {"accuracy": 0.5}}}))  # fmt: skip

@@ -120,8 +120,17 @@ def test_task_key_errors():
     assert "task 'rte' is not in this run (tasks: sst2)" in msg
 
 
+def test_a_key_renamed_to_peft_s_name_is_one_line_naming_the_new_key():
+    assert _error(["adapter.grouping", "balanced"]) == (
+        "adapter.grouping was renamed adapter.grouping_strategy (peft's GPartConfig field)"
+    )
+    assert _error(["--adapter_type", "lora", "adapter.alpha", "16"]) == (
+        "adapter.alpha was renamed adapter.lora_alpha (peft's LoraConfig field)"
+    )
+
+
 def test_bad_values():
-    assert _error(["adapter.d", "many"]).startswith("adapter.d: expected an integer, got 'many'")
+    assert _error(["adapter.d", "many"]).startswith("adapter.d: expected an integer")
     assert _error(["adapter.isometric", "maybe"]).startswith(
         "adapter.isometric: expected a boolean"
     )

@@ -11,6 +11,7 @@ from gpart.configs import (
     ConfigError,
     ExperimentConfig,
     TrainingConfig,
+    parse_cli,
     resolve_experiment,
     to_peft_config,
 )
@@ -62,7 +63,7 @@ def layered_presets(monkeypatch):
 
 def test_every_layer_wins_over_the_one_before(layered_presets):
     exp = resolve_experiment(
-        adapter="lora", tasks="sst2", overrides={"training.lr": "5e-3", "adapter.alpha": "16"}
+        adapter="lora", tasks="sst2", overrides={"training.lr": "5e-3", "adapter.lora_alpha": "16"}
     )
     eff = exp.effective_training("sst2")
     assert eff.weight_decay == TrainingConfig().weight_decay  # 1: default
@@ -72,14 +73,14 @@ def test_every_layer_wins_over_the_one_before(layered_presets):
     assert eff.epochs == 4  # 4: size preset beats task preset
     assert exp.model.base_model == "size-model"
     assert eff.lr == 5e-3  # 5: command line beats everything
-    assert exp.adapter.alpha == 16
+    assert exp.adapter.lora_alpha == 16
     src = exp.effective_sources("sst2")
     assert src["weight_decay"].startswith("default")
     assert src["warmup_ratio"].startswith("adapter preset glue/lora/base")
     assert src["batch_size"].startswith("task preset glue/lora/sst2/base")
     assert src["epochs"].startswith("size preset glue/base")
     assert src["lr"].startswith("cli")
-    assert exp.sources["adapter.alpha"] == "cli"
+    assert exp.sources["adapter.lora_alpha"] == "cli"
     assert "training.weight_decay" not in exp.sources
 
 
@@ -174,7 +175,7 @@ def test_paper_presets_gpart():
     }
     for size, col in (("base", 0), ("large", 2)):
         exp = resolve_experiment(adapter="gpart", tasks=list(table), model_size=size)
-        assert exp.adapter.d == 23040 and exp.adapter.dropout == 0.1
+        assert exp.adapter.d == 23040 and exp.adapter.gpart_dropout == 0.1
         assert exp.adapter.target_modules == ["query", "value"]
         for task, row in table.items():
             eff = exp.effective_training(task)
@@ -200,7 +201,11 @@ SIX = "cola,sst2,mrpc,qnli,rte,stsb"
 @pytest.mark.parametrize("size", ["base", "large"])
 def test_paper_presets_unilora(size):
     uni = resolve_experiment(adapter="unilora", tasks=SIX, model_size=size)
-    assert (uni.adapter.r, uni.adapter.d, uni.adapter.init_bound) == (4, 23040, 0.02)
+    assert (uni.adapter.r, uni.adapter.theta_d_length, uni.adapter.init_theta_d_bound) == (
+        4,
+        23040,
+        0.02,
+    )
     for task, (epochs, head_lr) in UNILORA_TABLE[size].items():
         eff = uni.effective_training(task)
         assert (eff.epochs, eff.head_lr, eff.lr) == (epochs, head_lr, 5e-3), task
@@ -212,20 +217,39 @@ def test_paper_presets_lora_family(adapter):
     if adapter == "vera":
         assert (exp.adapter.r, exp.adapter.d_initial) == (8, 0.1)
     else:
-        assert (exp.adapter.r, exp.adapter.alpha) == (8, 8)
+        assert (exp.adapter.r, exp.adapter.lora_alpha) == (8, 8)
         assert to_peft_config(exp.adapter, seed=0).use_dora == (adapter == "dora")
     for task, (epochs, batch_size, lr) in LORA_TABLE.items():
         eff = exp.effective_training(task)
         assert eff.epochs == epochs, task
-        if adapter != "vera":  # VeRA's paper gives only LoRA's epochs
+        if adapter != "vera":  # VeRA's table gives only LoRA's epochs
             assert (eff.batch_size, eff.lr, eff.head_lr) == (batch_size, lr, 1e-3), task
+        else:  # and the reference's fallbacks for the rest
+            assert (eff.batch_size, eff.lr, eff.head_lr) == (32, 1e-3, 1e-3), task
 
 
-def test_paper_presets_full_has_its_own_lr():
-    full = resolve_experiment(adapter="full", tasks="sst2")
-    # Full fine-tuning has its own, much smaller learning rate, not the adapters'.
-    assert full.effective_training("sst2").lr <= 3e-5
-    assert full.effective_training("sst2").head_lr is None
+@pytest.mark.parametrize("adapter", ["full", "bitfit", "head"])
+def test_paper_presets_without_values_of_their_own_run_the_reference_fallbacks(adapter):
+    # The reference gives these LoRA's epochs and nothing else: batch 32, lr and head lr
+    # 1e-3, on the same loop as every other method.
+    exp = resolve_experiment(adapter=adapter, tasks=SIX, model_size="large")
+    for task, (epochs, _, _) in LORA_TABLE.items():
+        eff = exp.effective_training(task)
+        assert (eff.epochs, eff.batch_size, eff.lr, eff.head_lr) == (epochs, 32, 1e-3, 1e-3)
+        assert (eff.max_grad_norm, eff.schedule_steps, eff.data_order) == (
+            None,
+            "reference",
+            "reference",
+        )
+
+
+def test_roberta_s_own_full_fine_tuning_recipe_is_one_override_away():
+    # The command docs/glue.md gives for RoBERTa's GLUE recipe instead of the reference's.
+    argv = ["--adapter_type", "full", "--tasks", "sst2", "rte", "training.lr", "2e-5"]
+    exp, _ = parse_cli([*argv, "training.head_lr", "none", "task.epochs", "10"])
+    for task in ("sst2", "rte"):
+        eff = exp.effective_training(task)
+        assert (eff.lr, eff.head_lr, eff.epochs) == (2e-5, None, 10)
 
 
 @pytest.mark.parametrize("domain", ["glue", "vision", "math"])
@@ -257,7 +281,13 @@ def test_seed_following_fields():
     assert exp.adapter.proj_seed == 7 and exp.sources["adapter.proj_seed"] == "seed"
     pinned = resolve_experiment(adapter="gpart", overrides={"seed": "7", "adapter.proj_seed": "3"})
     assert pinned.adapter.proj_seed == 3
-    vera = resolve_experiment(adapter="vera", overrides={"seed": "9"})
+    # VeRA's GLUE preset pins the reference's key 0; `none` makes it follow the seed again.
+    assert (
+        resolve_experiment(adapter="vera", overrides={"seed": "9"}).adapter.projection_prng_key == 0
+    )
+    vera = resolve_experiment(
+        adapter="vera", overrides={"seed": "9", "adapter.projection_prng_key": "none"}
+    )
     assert vera.adapter.projection_prng_key == 9
 
 
@@ -266,7 +296,7 @@ def test_validation_errors():
         "training.batch_size": ("0", "must be > 0"),
         "training.warmup_ratio": ("1.5", r"in \[0, 1\], got 1.5 \(from cli\)"),
         "task.sst2.lr": ("-1", r"must be > 0, got -1.0 \(from cli\)"),
-        "adapter.dropout": ("1.0", r"in \[0, 1\)"),
+        "adapter.gpart_dropout": ("1.0", r"in \[0, 1\)"),
         "adapter.d": ("0", "positive"),
         "training.head_weight_decay": ("-0.1", "must be >= 0"),
         "task.sst2.eval_every": ("0", r"must be > 0 \(or none\)"),
@@ -288,16 +318,45 @@ def test_validation_errors():
     # Peft's own checks run at resolution, before anything is written.
     with pytest.raises(ConfigError, match=r"adapter\.topk: must be in \[1, num_vectors=256\]"):
         resolve_experiment(adapter="vblora", overrides={"adapter.topk": "300"})
-    # Checks only peft's config class makes also fail at resolution, as ConfigError.
-    with pytest.raises(ConfigError, match=r"^adapter \(gpart\): layers_pattern"):
+    # Checks only peft's config class makes also fail at resolution, as ConfigError led by
+    # the key peft's message names.
+    with pytest.raises(ConfigError, match=r"^adapter\.layers_pattern: layers_pattern is only"):
         resolve_experiment(adapter="gpart", overrides={"adapter.layers_pattern": "layer"})
+    # What peft checks only when it builds the layers (a rank, a dropout probability) is
+    # checked at resolution too, for every method that has the field.
+    late = {
+        ("lora", "adapter.r", "0"): "must be a positive integer, got 0",
+        ("vera", "adapter.r", "-2"): "must be a positive integer, got -2",
+        ("unilora", "adapter.r", "0"): "must be a positive integer, got 0",
+        ("lora", "adapter.lora_dropout", "1.5"): r"must be in \[0, 1\), got 1.5",
+        ("vera", "adapter.vera_dropout", "1"): r"must be in \[0, 1\), got 1.0",
+        ("vblora", "adapter.vblora_dropout", "-0.1"): r"must be in \[0, 1\), got -0.1",
+    }
+    for (adapter, key, value), msg in late.items():
+        with pytest.raises(ConfigError, match=msg) as err:
+            resolve_experiment(adapter=adapter, overrides={key: value})
+        assert str(err.value).startswith(key + ":")
+
+
+def test_keys_renamed_to_peft_field_names_say_so():
+    cases = {
+        ("gpart", "adapter.grouping"): "adapter.grouping_strategy (peft's GPartConfig field)",
+        ("gpart", "adapter.dropout"): "adapter.gpart_dropout (peft's GPartConfig field)",
+        ("lora", "adapter.alpha"): "adapter.lora_alpha (peft's LoraConfig field)",
+        ("dora", "adapter.dropout"): "adapter.lora_dropout (peft's LoraConfig field)",
+        ("unilora", "adapter.d"): "adapter.theta_d_length (peft's UniLoraConfig field)",
+    }
+    for (adapter, key), new in cases.items():
+        with pytest.raises(ConfigError) as err:
+            resolve_experiment(adapter=adapter, overrides={key: "1"})
+        assert str(err.value) == f"{key} was renamed {new}"
+    with pytest.raises(ConfigError, match="^adapter.dropout was removed: adapter 'fourierft'"):
+        resolve_experiment(adapter="fourierft", overrides={"adapter.dropout": "0"})
 
 
 def test_unused_fields_are_refused_not_ignored():
-    with pytest.raises(ConfigError, match="adapter.dropout: adapter 'full' does not use it"):
-        resolve_experiment(adapter="full", tasks="sst2", overrides={"adapter.dropout": "0.1"})
-    with pytest.raises(ConfigError, match="adapter.dropout: adapter 'fourierft'"):
-        resolve_experiment(adapter="fourierft", overrides={"adapter.dropout": "0.1"})
+    with pytest.raises(ConfigError, match="unknown key 'adapter.isometric'"):
+        resolve_experiment(adapter="full", tasks="sst2", overrides={"adapter.isometric": "0"})
     with pytest.raises(ConfigError, match="adapter.target_modules: adapter 'head'"):
         resolve_experiment(adapter="head", overrides={"adapter.target_modules": "query"})
 

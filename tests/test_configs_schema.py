@@ -153,8 +153,8 @@ def test_vision_and_math_metadata():
     c100 = get_task("vision", "cifar100")
     assert (c100.num_labels, c100.label_column, c100.image_column) == (100, "fine_label", "img")
     gsm = get_task("math", "gsm8k")
-    assert gsm.answer_format == "gsm8k" and gsm.subset == "main"
-    assert get_task("math", "math").answer_format == "boxed"
+    assert (gsm.answer_format, gsm.grading, gsm.subset) == ("solution", "gsm8k", "main")
+    assert get_task("math", "math500").answer_format == "plain"
     assert get_domain("math").train_source == "meta-math/MetaMathQA"
     assert get_domain("math").peft_task_type == "CAUSAL_LM"
     with pytest.raises(ConfigError, match="did you mean 'cifar10'"):

@@ -147,7 +147,7 @@ def test_score_completions_and_rescore_agree(tmp_path):
         (['{"index": 0, "dataset": "gsm8k"}'], "line 1 lacks 'completion', 'ground_truth'"),
         (['{"index": 0, "dataset": "gsm8k", "completion": 5, "ground_truth": "5"}'], "line 1: 'completion' must be a string"),
         (['{"index": 0, "completion": "1", "ground_truth": "1"}'], "line 1 has no 'dataset' and the folder 'run' names none"),
-        (['{"index": 0, "dataset": "gsm8", "completion": "1", "ground_truth": "1"}'], "line 1: unknown dataset 'gsm8' .*did you mean 'gsm8k'"),
+        (['{"index": 0, "dataset": "gsm8", "completion": "1", "ground_truth": "1"}'], "line 1: unknown dataset 'gsm8'.*did you mean 'gsm8k'"),
         (
             [
                 '{"index": 0, "dataset": "gsm8k", "completion": "1", "ground_truth": "1"}',

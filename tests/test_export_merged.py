@@ -16,7 +16,7 @@ FAST = ["training.epochs", "1", "training.batch_size", "4", "training.grad_accum
         "training.num_workers", "0", "training.precision", "fp32",
         "training.max_seq_length", "64", "data.heldout_samples", "4",
         "training.gradient_checkpointing", "false", "training.lr", "5e-2",
-        "training.warmup_ratio", "0", "adapter.d", "256", "adapter.dropout", "0"]  # fmt: skip
+        "training.warmup_ratio", "0", "adapter.d", "256", "adapter.gpart_dropout", "0"]  # fmt: skip
 ADAPTER_FILES = {"adapter_config.json", "adapter_model.safetensors", "trainable.safetensors"}
 
 

@@ -40,7 +40,7 @@ ROOT = Path(__file__).parents[1]
 SCRIPT = ROOT / "src" / "scripts" / "math" / "finetune_metamath.py"
 DDP_YAML = ROOT / "configs" / "accelerate" / "ddp.yaml"
 
-SETTINGS = ["--adapter_type", "gpart", "adapter.d", "64", "adapter.dropout", "0",
+SETTINGS = ["--adapter_type", "gpart", "adapter.d", "64", "adapter.gpart_dropout", "0",
             "training.epochs", "1", "training.grad_accum", "1", "training.num_workers", "0",
             "training.precision", "fp32", "training.max_seq_length", "24",
             "data.heldout_samples", "8", "training.gradient_checkpointing", "false",

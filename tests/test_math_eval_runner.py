@@ -51,10 +51,10 @@ def env(tmp_path_factory):
     }  # fmt: skip
 
 
-def _eval(env, out, *flags, model="llama", dataset="gsm8k", data=None):
-    argv = ["--model_path", str(env[model]), "--dataset", dataset, "--data_file",
-            str(env[data or dataset]), "--output_dir", str(out), "--max_new_tokens", "12",
-            "--batch_size", "2", "--device", "cpu", *flags]  # fmt: skip
+def _eval(env, out, *overrides, flags=(), model="llama", dataset="gsm8k", data=None):
+    argv = ["--base_model", str(env[model]), "--dataset", dataset, "--output_dir", str(out),
+            *flags, f"data_file.{dataset}", str(env[data or dataset]), "max_new_tokens", "12",
+            "batch_size", "2", "device", "cpu", *overrides]  # fmt: skip
     return main(argv)
 
 
@@ -101,8 +101,8 @@ def test_every_file_shape_generates_end_to_end(env, tmp_path, capsys, dataset, d
 
 
 def test_chat_template_and_max_samples(env, tmp_path):
-    flags = ["--prompt_template", "chat", "--system_prompt", "Be brief.", "--max_samples", "2"]
-    assert _eval(env, tmp_path, *flags, model="qwen2") == 0
+    overrides = ["prompt_template", "chat", "system_prompt", "Be brief.", "max_samples", "2"]
+    assert _eval(env, tmp_path, *overrides, model="qwen2") == 0
     records, results = _read(tmp_path, "gsm8k")
     assert len(records) == 2 and results["settings"]["max_samples"] == 2
     assert records[0]["prompt"] == (
@@ -168,7 +168,7 @@ def test_a_finished_evaluation_is_skipped_unless_forced(env, tmp_path, capsys):
     assert _eval(env, tmp_path) == 0
     assert "already evaluated" in capsys.readouterr().out
     assert "accuracy_marker" in results.read_text()  # untouched
-    assert _eval(env, tmp_path, "--force") == 0
+    assert _eval(env, tmp_path, flags=["--force"]) == 0
     assert "accuracy_marker" not in results.read_text()
 
 
@@ -195,11 +195,11 @@ def test_an_evaluation_killed_mid_dataset_resumes_to_the_same_predictions(env, t
     import subprocess
     import sys
 
-    flags = ["--save_every", "2", "--max_new_tokens", "10"]  # chunks of 2 of the 5 problems
-    assert _eval(env, tmp_path / "whole", *flags) == 0
-    argv = ["--model_path", str(env["llama"]), "--dataset", "gsm8k", "--data_file",
-            str(env["gsm8k"]), "--output_dir", str(tmp_path / "killed"), "--max_new_tokens",
-            "12", "--batch_size", "2", "--device", "cpu", *flags]  # fmt: skip
+    overrides = ["save_every", "2", "max_new_tokens", "10"]  # chunks of 2 of the 5 problems
+    assert _eval(env, tmp_path / "whole", *overrides) == 0
+    argv = ["--base_model", str(env["llama"]), "--dataset", "gsm8k", "--output_dir",
+            str(tmp_path / "killed"), "data_file.gsm8k", str(env["gsm8k"]), "max_new_tokens",
+            "12", "batch_size", "2", "device", "cpu", *overrides]  # fmt: skip
     root = Path(__file__).resolve().parents[1]
     killed = subprocess.run([sys.executable, "-c", KILL_AFTER.format(chunks=2), *argv],
                             capture_output=True, text=True, timeout=300,
@@ -213,7 +213,7 @@ def test_an_evaluation_killed_mid_dataset_resumes_to_the_same_predictions(env, t
     # other settings are refused, in one line naming what changed, and touch nothing
     capsys.readouterr()
     with pytest.raises(SystemExit) as exc:
-        main([*argv, "--max_new_tokens", "11"])
+        main([*argv, "max_new_tokens", "11"])
     err = capsys.readouterr().err.strip()
     assert exc.value.code == 2 and "\n" not in err
     assert "max_new_tokens 10 -> 11" in err and "--force to start over" in err
@@ -230,7 +230,7 @@ def test_an_evaluation_killed_mid_dataset_resumes_to_the_same_predictions(env, t
 
 
 def test_force_starts_an_interrupted_evaluation_over(env, tmp_path, capsys):
-    from gpart.runners.math_eval import PartialPredictions
+    from gpart.evaluation.store import PartialPredictions
 
     folder = tmp_path / "eval" / "gsm8k"
     stale = PartialPredictions(folder, {"model": "another"})
@@ -240,7 +240,7 @@ def test_force_starts_an_interrupted_evaluation_over(env, tmp_path, capsys):
     with pytest.raises(SystemExit):
         _eval(env, tmp_path)
     assert "model 'another' -> " in capsys.readouterr().err
-    assert _eval(env, tmp_path, "--force") == 0
+    assert _eval(env, tmp_path, flags=["--force"]) == 0
     records, results = _read(tmp_path, "gsm8k")
     assert records[0]["completion"] != "stale completion" and results["resumed"] == 0
     assert not (folder / "partial").exists()
@@ -322,7 +322,7 @@ def test_every_grader_is_recorded_and_rescore_can_choose(env, tmp_path, monkeypa
     assert results["graders"]["official"] == {"accuracy": 0.6, "correct": 3, "unextractable": 1,
                                               "timed_out": 0}  # fmt: skip
     path = tmp_path / "eval" / "gsm8k" / "predictions.jsonl"
-    assert main(["--rescore", str(path), "--grader", "official", "gpart"]) == 0
+    assert main(["--rescore", str(path), "graders", "official,gpart"]) == 0
     again = json.loads(path.with_name("results.rescored.json").read_text())
     assert again["grader"] == "official" and again["changed"] == 2
     assert again["graders"] == results["graders"]
@@ -387,13 +387,13 @@ def test_hub_sets_read_their_sources_in_the_fixed_order(monkeypatch):
         ("missing_file", "no such file"),
         ("bad_columns", "none of the known shapes"),
         ("no_answer", "row 0"),
-        ("two_datasets_one_file", "give one per --dataset"),
+        ("file_of_no_dataset", "data_file.math is given but math is not evaluated"),
         ("no_model", "give --adapter_path"),
         ("no_output", "give --output_dir"),
         ("vllm", "uv sync --locked --extra vllm --no-dev"),
         ("not_a_run", "neither a run directory"),
         ("rescore_missing", "--rescore: no predictions file"),
-        ("math_verify_missing", "--grader: the math-verify grader needs the math-verify package"),
+        ("math_verify_missing", "graders: the math-verify grader needs the math-verify package"),
     ],
 )
 def test_bad_input_is_one_error_line_and_writes_nothing(
@@ -402,22 +402,19 @@ def test_bad_input_is_one_error_line_and_writes_nothing(
     bad = write_jsonl(tmp_path / "bad.jsonl", [{"text": "x", "label": 1}])
     no_answer = write_jsonl(tmp_path / "na.jsonl", [{"question": "q", "answer": "no number"}])
     out = tmp_path / "out"
-    base = ["--model_path", str(env["llama"]), "--output_dir", str(out), "--device", "cpu"]
+    base = ["--base_model", str(env["llama"]), "--output_dir", str(out), "--dataset", "gsm8k"]
+    gsm8k = ["data_file.gsm8k", str(env["gsm8k"]), "device", "cpu"]
     argv = {
-        "missing_file": [*base, "--data_file", str(tmp_path / "nope.jsonl"), "--dataset", "gsm8k"],
-        "bad_columns": [*base, "--data_file", str(bad), "--dataset", "gsm8k"],
-        "no_answer": [*base, "--data_file", str(no_answer), "--dataset", "gsm8k"],
-        "two_datasets_one_file": [*base, "--data_file", str(bad), "--dataset", "gsm8k", "math"],
-        "no_model": ["--dataset", "gsm8k", "--data_file", str(env["gsm8k"])],
-        "no_output": ["--model_path", str(env["llama"]), "--data_file", str(env["gsm8k"]),
-                      "--dataset", "gsm8k"],
-        "vllm": [*base, "--data_file", str(env["gsm8k"]), "--dataset", "gsm8k",
-                 "--backend", "vllm"],
-        "not_a_run": ["--adapter_path", str(tmp_path), "--data_file", str(env["gsm8k"]),
-                      "--dataset", "gsm8k"],
+        "missing_file": [*base, "data_file.gsm8k", str(tmp_path / "nope.jsonl")],
+        "bad_columns": [*base, "data_file.gsm8k", str(bad)],
+        "no_answer": [*base, "data_file.gsm8k", str(no_answer)],
+        "file_of_no_dataset": [*base, *gsm8k, "data_file.math", str(bad)],
+        "no_model": ["--dataset", "gsm8k", *gsm8k],
+        "no_output": ["--base_model", str(env["llama"]), "--dataset", "gsm8k", *gsm8k],
+        "vllm": [*base, *gsm8k, "backend", "vllm"],
+        "not_a_run": ["--adapter_path", str(tmp_path), "--dataset", "gsm8k", *gsm8k],
         "rescore_missing": ["--rescore", str(tmp_path / "predictions.jsonl")],
-        "math_verify_missing": [*base, "--data_file", str(env["gsm8k"]), "--dataset", "gsm8k",
-                                "--grader", "gpart", "math-verify"],
+        "math_verify_missing": [*base, *gsm8k, "graders", "gpart,math-verify"],
     }[case]  # fmt: skip
     if case == "math_verify_missing":
         import importlib.util
@@ -446,29 +443,26 @@ def test_accelerate_launch_shards_and_the_main_process_writes_everything(env, tm
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     root = Path(__file__).resolve().parents[1]
-    flags = [
-        "--model_path",
-        str(env["llama"]),
-        "--dataset",
-        "gsm8k",
-        "--data_file",
+    flags = ["--base_model", str(env["llama"]), "--dataset", "gsm8k"]
+    overrides = [
+        "data_file.gsm8k",
         str(env["gsm8k"]),
-        "--max_new_tokens",
+        "max_new_tokens",
         "10",
-        "--batch_size",
+        "batch_size",
         "2",
-        "--save_every",
+        "save_every",
         "2",
     ]  # fmt: skip  (each shard saves its own chunks)
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
               str(root / "configs" / "accelerate" / "ddp.yaml"), "--num_processes", "2",
               "--main_process_port", str(port), str(root / "src/scripts/math/eval_math.py")]  # fmt: skip
-    done = subprocess.run([*launch, *flags, "--output_dir", str(tmp_path / "ddp")],
+    done = subprocess.run([*launch, *flags, "--output_dir", str(tmp_path / "ddp"), *overrides],
                           capture_output=True, text=True, timeout=300,
                           env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count("gsm8k: accuracy") == 1  # only the main process reports
-    assert main([*flags, "--output_dir", str(tmp_path / "one"), "--device", "cpu"]) == 0
+    assert main([*flags, "--output_dir", str(tmp_path / "one"), *overrides, "device", "cpu"]) == 0
     shards, results = _read(tmp_path / "ddp", "gsm8k")
     alone, _ = _read(tmp_path / "one", "gsm8k")
     assert results["settings"]["processes"] == 2
@@ -505,8 +499,8 @@ def test_a_run_directory_is_evaluated_with_its_template_and_merged_adapter(env, 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     training_results = (trained_run / "results.json").read_bytes()
-    argv = ["--adapter_path", str(trained_run), "--dataset", "gsm8k", "--data_file",
-            str(env["gsm8k"]), "--max_new_tokens", "8", "--batch_size", "3", "--device", "cpu"]  # fmt: skip
+    argv = ["--adapter_path", str(trained_run), "--dataset", "gsm8k", "data_file.gsm8k",
+            str(env["gsm8k"]), "max_new_tokens", "8", "batch_size", "3", "device", "cpu"]  # fmt: skip
     assert main(argv) == 0
     records, results = _read(trained_run, "gsm8k")
     assert results["settings"]["template"] == "alpaca"
@@ -531,7 +525,7 @@ def test_a_run_directory_is_evaluated_with_its_template_and_merged_adapter(env, 
 
 
 def test_the_adapter_folder_of_a_run_resolves_to_the_run(env, trained_run, tmp_path):
-    from gpart.runners.math_eval import resolve_source
+    from gpart.runners.eval_source import resolve_source
 
     src = resolve_source(str(trained_run / "adapter"), None, None)
     assert src.out_root == trained_run and src.template == "alpaca"
@@ -541,10 +535,12 @@ def test_the_adapter_folder_of_a_run_resolves_to_the_run(env, trained_run, tmp_p
 
 
 def test_profile_times_batches_sorting_and_merging(env, trained_run, capsys, tmp_path):
-    argv = ["--adapter_path", str(trained_run), "--profile", "--dataset", "gsm8k",
-            "--data_file", str(env["gsm8k"]), "--max_samples", "5", "--batch_size", "2",
-            "--max_new_tokens", "6", "--device", "cpu", "--output_dir", str(tmp_path)]  # fmt: skip
-    assert main(argv) == 0
+    from gpart.bench.generation import main as profile_main
+
+    argv = ["--adapter_path", str(trained_run), "--dataset", "gsm8k", "--output_dir",
+            str(tmp_path), "data_file.gsm8k", str(env["gsm8k"]), "max_samples", "5",
+            "batch_size", "2", "max_new_tokens", "6", "device", "cpu"]  # fmt: skip
+    assert profile_main(argv) == 0
     table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in table[1:]]
     assert [r[:4] for r in rows] == [["merged", "1", "yes", "2"], ["merged", "2", "yes", "5"],
@@ -558,10 +554,10 @@ def test_profile_times_batches_sorting_and_merging(env, trained_run, capsys, tmp
 def test_smollm2_answers_real_gsm8k_questions(smollm2_dir, tmp_path, capsys):
     if not SHARED_GSM8K.is_file():
         pytest.skip(f"{SHARED_GSM8K} absent")
-    argv = ["--model_path", str(smollm2_dir), "--dataset", "gsm8k", "--data_file",
-            str(SHARED_GSM8K), "--max_samples", "4", "--max_new_tokens", "64",
-            "--batch_size", "4", "--prompt_template", "chat", "--output_dir", str(tmp_path),
-            "--device", "cpu"]  # fmt: skip
+    argv = ["--base_model", str(smollm2_dir), "--dataset", "gsm8k", "--output_dir",
+            str(tmp_path), "data_file.gsm8k", str(SHARED_GSM8K), "max_samples", "4",
+            "max_new_tokens", "64", "batch_size", "4", "prompt_template", "chat",
+            "device", "cpu"]  # fmt: skip
     assert main(argv) == 0
     records, results = _read(tmp_path, "gsm8k")
     assert [r["index"] for r in records] == [0, 1, 2, 3] and results["total"] == 4

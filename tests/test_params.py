@@ -60,7 +60,7 @@ def test_lora_head_full_counts(tiny_roberta_config):
 def test_meta_device_counts_equal_cpu_for_every_adapter(tiny_roberta_config):
     sizes = {
         "gpart": {"adapter.d": "64"},
-        "unilora": {"adapter.d": "64"},
+        "unilora": {"adapter.theta_d_length": "64"},
         "fourierft": {"adapter.n_frequency": "16"},
         "vblora": {"adapter.vector_length": "16", "adapter.num_vectors": "8"},
     }

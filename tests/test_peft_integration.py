@@ -399,6 +399,20 @@ def test_d_larger_than_adapted_space_names_the_fix_and_leaves_the_model_as_it_wa
     model(input_ids=tokens())
 
 
+@pytest.mark.parametrize("name", ["copy", "keys", "train"])
+def test_adapter_named_like_a_dict_method_is_refused_and_loses_nothing(name):
+    # theta lives in an nn.ParameterDict keyed by adapter name, which cannot hold its own
+    # attribute names: refused up front, by name, with the existing adapter untouched.
+    model = get_peft_model(tiny_roberta(), GPartConfig(d=64, init_bound=0.3, task_type="SEQ_CLS"))
+    before = model(input_ids=tokens()).logits
+    with pytest.raises(ValueError, match=f"adapter name '{name}'.*choose another name"):
+        model.add_adapter(name, GPartConfig(d=32, task_type="SEQ_CLS"))
+    assert name not in model.peft_config and name not in model.base_model.gpart_theta_d
+    assert torch.equal(model(input_ids=tokens()).logits, before)
+    with pytest.raises(ValueError, match=f"adapter name '{name}'"):
+        get_peft_model(tiny_roberta(), GPartConfig(d=64), adapter_name=name)
+
+
 def test_empty_groups_are_warned_about():
     # 4 query/value layers of 32x32 + bias = 4,224 entries: d=3,000 leaves groups empty.
     with pytest.warns(UserWarning, match=r"groups are empty.*grouping_strategy='balanced'"):

@@ -24,7 +24,7 @@ FAST = ["training.epochs", "1", "training.batch_size", "4", "training.grad_accum
         "training.num_workers", "0", "training.precision", "fp32",
         "training.max_seq_length", "64", "data.heldout_samples", "4",
         "training.gradient_checkpointing", "false", "training.lr", "5e-2",
-        "training.warmup_ratio", "0", "adapter.d", "256", "adapter.dropout", "0"]  # fmt: skip
+        "training.warmup_ratio", "0", "adapter.d", "256", "adapter.gpart_dropout", "0"]  # fmt: skip
 IDS = torch.tensor([[0, 5, 17, 42, 99, 120, 7, 3]])
 
 
@@ -237,7 +237,7 @@ def test_adapters_that_train_base_tensors_are_refused(env, tmp_path, capsys):
 
 
 def test_eval_math_merges_a_4bit_run_into_its_dequantized_base(env, tmp_path):
-    from gpart.runners.math_eval import load_for_generation, resolve_source
+    from gpart.runners.eval_source import load_for_generation, resolve_source
 
     out = tmp_path / "logs"
     assert _math(env, out, "model.quantization", "nf4") == 0

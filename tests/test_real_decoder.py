@@ -56,9 +56,9 @@ def _train(smollm2_dir, tmp_path, *overrides: str):
             "training.lr", "2e-2", "training.precision", "fp32", "training.num_workers", "0",
             "training.max_seq_length", "64", "training.gradient_checkpointing", "false",
             "data.prompt_template", "plain", "data.heldout_samples", "32",
-            "adapter.d", "16384", "adapter.dropout", "0", "training.logging_steps", "5",
+            "adapter.d", "16384", "adapter.gpart_dropout", "0", "training.logging_steps", "5",
             # ids cached per layer: the stateless hash costs most of a CPU step at 135M
-            "adapter.assignment", "materialized", "adapter.target_modules", "q_proj,v_proj",
+            "adapter.assignment_backend", "materialized", "adapter.target_modules", "q_proj,v_proj",
             *overrides]  # fmt: skip
     assert runner.main(argv) == 0
     run = next(out.rglob("results.json")).parent

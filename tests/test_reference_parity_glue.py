@@ -1,16 +1,17 @@
-"""The GLUE preset runs the paper authors' experiment step for step, and repeats itself.
+"""The GLUE presets run the paper authors' experiment step for step, and repeat themselves.
 
 * Against their code (SamsungLabs/GPart at 320f0c1, ``../shared/reference/GPart-320f0c1`` or
   ``GPART_REFERENCE_SRC``; skipped without it): their ``run_task`` (in
   `reference_glue_worker.py`, its own process) and our ``finetune_roberta_glue.py`` with the
-  default preset, on real weights (all-MiniLM-L6-v2) and the same small SST-2-shaped data,
-  take the same number of steps with the same per-step losses (1e-6 relative), carve out the
-  same selection members in the same order, and select a model with the same theta and
-  validation accuracy. The model's own dropout is on: its masks come from the same global
-  RNG stream on both sides, so this also checks that every draw between set-up and training
-  lines up. GPart's dropout is off (``adapter.dropout 0`` on both sides): its masks are drawn
-  differently by design (docs/glue.md, "Reproducing the paper"). Only the size of the run
-  (d, epochs) and that dropout are given on both command lines; the rest is each side's
+  default preset of GPart, LoRA and VeRA, on real weights (all-MiniLM-L6-v2) and the same
+  small SST-2-shaped data, take the same number of steps with the same per-step losses
+  (1e-6 relative), carve out the same selection members in the same order, and select a
+  model with the same adapter tensors and validation accuracy. The model's own dropout is
+  on: its masks come from the same global RNG stream on both sides, so this also checks
+  that every draw between set-up and training lines up. GPart's dropout is off on both sides
+  (``adapter.gpart_dropout 0`` here, ``adapter.dropout 0`` in their config): its masks are
+  drawn differently by design (docs/glue.md, "Reproducing the paper"). Only the size of the
+  run (d, epochs) and that dropout are given on both command lines; the rest is each side's
   default.
 * Same command, same run: two runs give bit-identical losses and theta (dropout on), and a
   run killed mid-epoch and resumed ends with the same theta as one that was not.
@@ -38,6 +39,24 @@ from training_probes import record_run_losses, with_callback
 HERE = Path(__file__).parent
 SEED = 42
 SIZE = ["adapter.d", "2048"]  # both sides; d of the paper is 23,040
+# Each method's run: its overrides, given on both command lines (the size of the run and, for
+# GPart, its dropout off: its masks are drawn differently by design), and the steps taken.
+# 250 rows: the reference carves min(max(0.15, 300/250), 0.2) = 50 out, leaving 200, a
+# partial last batch each epoch at either method's batch, so the reference's truncated
+# schedule is shorter than the steps taken: GPart (batch 32) int(12.5) = 12 of 14 steps,
+# int(0.72) = 0 warmup; LoRA (sst2: batch 16, lr 5e-4) int(25.0) = 25 of 26, 1 warmup.
+# LoRA and VeRA run their presets as they are, dropout 0.1 included (peft's torch dropout on
+# both sides: the masks come from the same global RNG stream as the model's own). VeRA
+# checks what the reference's loop does to a method without values of its own: lr 1e-3,
+# projection key 0 and, seen in its scaling vectors, no weight decay on 1-D tensors.
+# Per method: our options, theirs (their config's key for GPart's dropout is
+# ``adapter.dropout``; ours is peft's field name), the steps.
+METHODS = {
+    "gpart": ([*SIZE, "adapter.gpart_dropout", "0.0"], [*SIZE, "adapter.dropout", "0.0"], 14),
+    "lora": ([], [], 26),
+    "vera": ([], [], 14),
+}
+ADAPTER_KEYS = ("gpart_theta", "lora_", "vera_lambda")
 
 
 def _minilm() -> Path:
@@ -48,38 +67,45 @@ def _minilm() -> Path:
     return path
 
 
-def _ours(data: Path, model: Path, out: Path, *extra: str) -> Path:
+def _ours(data: Path, model: Path, out: Path, adapter: str, *extra: str) -> Path:
     argv = [
-        "--adapter_type", "gpart", "--tasks", "sst2", "--seed", str(SEED),
+        "--adapter_type", adapter, "--tasks", "sst2", "--seed", str(SEED),
         "--base_model", str(model), "--data_dir", str(data), "--output_dir", str(out),
-        *SIZE, "training.num_workers", "0", *extra,
+        "training.num_workers", "0", *extra,
     ]  # fmt: skip
     assert runner.main(argv) == 0
     (run,) = {p.parent for p in out.rglob("results.json")}
     return run
 
 
-def _theta(run: Path) -> torch.Tensor:
+def _adapter_tensors(run: Path) -> dict[str, torch.Tensor]:
     state = load_file(run / "adapter" / "adapter_model.safetensors")
-    return next(v for k, v in state.items() if "gpart_theta" in k)
+    return {k: v for k, v in state.items() if any(m in k for m in ADAPTER_KEYS)}
+
+
+def _theta(run: Path) -> torch.Tensor:
+    (theta,) = (v for k, v in _adapter_tensors(run).items() if "gpart_theta" in k)
+    return theta
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not REFERENCE_SRC, reason=SKIP_REASON)
-def test_the_glue_preset_is_the_reference_run_step_for_step(tmp_path, monkeypatch, one_thread):
-    # 250 rows: the reference carves min(max(0.15, 300/250), 0.2) = 50 out, leaving 200 =
-    # 6.25 batches of 32, so its truncated schedule (int(12.5) = 12 steps, int(0.72) = 0
-    # warmup) differs from the 14 steps taken, and the last batch of each epoch is partial.
+@pytest.mark.parametrize("adapter", list(METHODS))
+def test_the_glue_preset_is_the_reference_run_step_for_step(
+    tmp_path, monkeypatch, one_thread, adapter
+):
     data = write_glue_data(tmp_path / "data", tasks=("sst2",), n_train=250, n_val=64)
     model = _minilm()
-    epochs = "2"
+    ours, theirs, steps = METHODS[adapter]
+    epochs = ["task.epochs", "2"]
     spec = {
         "ref_src": REFERENCE_SRC,
         "data_dir": str(data),
         "task": "sst2",
         "base_model": str(model),
         "seed": SEED,
-        "opts": [*SIZE, "adapter.dropout", "0.0", "task.epochs", epochs],
+        "adapter_type": adapter,
+        "opts": [*theirs, *epochs],
         "threads": 1,  # as `one_thread` runs ours: the same summation order
     }
     (tmp_path / "spec.json").write_text(json.dumps(spec))
@@ -92,9 +118,9 @@ def test_the_glue_preset_is_the_reference_run_step_for_step(tmp_path, monkeypatc
     ref = json.loads((tmp_path / "reference.json").read_text())
 
     losses = record_run_losses(monkeypatch)
-    run = _ours(data, model, tmp_path / "logs", "adapter.dropout", "0", "task.epochs", epochs)
+    run = _ours(data, model, tmp_path / "logs", adapter, *ours, *epochs)
 
-    assert len(ref["losses"]) == len(losses) == 14
+    assert len(ref["losses"]) == len(losses) == steps
     torch.testing.assert_close(
         torch.tensor(losses, dtype=torch.float64),
         torch.tensor(ref["losses"], dtype=torch.float64),
@@ -105,8 +131,11 @@ def test_the_glue_preset_is_the_reference_run_step_for_step(tmp_path, monkeypatc
     assert list(splits.selection["idx"]) == ref["selection_idx"]
     assert list(splits.train["idx"]) == ref["train_idx"]
     # Adam divides by sqrt(v): entries whose gradients are tiny carry float noise up to
-    # ~1e-7 after 14 steps (theta's entries are ~1e-2); the losses above are the criterion.
-    torch.testing.assert_close(_theta(run), torch.tensor(ref["theta"]), rtol=1e-5, atol=1e-6)
+    # ~1e-7 after these steps (theta's entries are ~1e-2); the losses above are the criterion.
+    ours = _adapter_tensors(run)
+    assert sorted(ours) == sorted(ref["adapter"])
+    for key, value in ours.items():
+        torch.testing.assert_close(value, torch.tensor(ref["adapter"][key]), rtol=1e-5, atol=1e-6)
     result = json.loads((run / "results.json").read_text())
     assert round(result["test"]["accuracy"], 4) == ref["metrics"]["test_accuracy"]
     assert result["selection"]["best_value"] == pytest.approx(ref["metrics"]["selection_accuracy"])

@@ -110,7 +110,7 @@ def test_the_math_preset_is_the_reference_run_step_for_step(smollm2_dir, tmp_pat
     argv = [
         "--adapter_type", "gpart", "--seed", str(SEED), "--base_model", str(model),
         "--output_dir", str(tmp_path / "logs"), "data.train_file", spec["train_file"],
-        "adapter.d", "4096", "adapter.dropout", "0", "training.max_seq_length", str(MAX_LEN),
+        "adapter.d", "4096", "adapter.gpart_dropout", "0", "training.max_seq_length", str(MAX_LEN),
         "training.epochs", "1", "training.batch_size", "2", "training.grad_accum", "2",
         "training.precision", "fp32", "training.num_workers", "0",
     ]  # fmt: skip

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -36,7 +39,13 @@ def test_every_config_class_has_base_fields_and_its_own_type():
         cfg = get_adapter(name).config_cls()
         assert isinstance(cfg, AdapterConfig)
         assert cfg.type == name
-        assert hasattr(cfg, "target_modules") and hasattr(cfg, "dropout")
+        assert hasattr(cfg, "target_modules")
+        keys = {f.name for f in dataclasses.fields(cfg)} - {"type"}
+        if get_adapter(name).is_peft:
+            # A peft method's keys are its peft config's fields, under the same names.
+            assert keys <= {f.name for f in dataclasses.fields(cfg.peft_config)}, name
+        else:
+            assert cfg.peft_config is None and keys == {"target_modules"}, name
 
 
 def test_unknown_adapter_suggests():
@@ -85,3 +94,18 @@ def test_registration_rules(toy_adapter):
     with pytest.raises(TypeError, match="subclass AdapterConfig"):
         register_adapter("plain", dict, apply=_toy_apply)  # type: ignore[arg-type]
     assert "toy2" not in adapter_names() and "other" not in adapter_names()
+
+
+def test_the_docs_list_every_peft_adapters_keys():
+    # docs/configuration.md, "Adapter keys": one row per peft adapter, its keys in order.
+    text = (Path(__file__).parents[1] / "docs" / "configuration.md").read_text()
+    table = text.split("## Adapter keys", 1)[1].split("\n\n")[2]
+    listed = {}
+    for row in table.splitlines()[2:]:
+        adapters, _, keys = row.strip("|").split("|")
+        for name in re.findall(r"`([\w-]+)`", adapters):
+            listed[name] = [k for k in re.findall(r"`([\w-]+)`", keys) if not k.startswith("-")]
+    for name in adapter_names():
+        if get_adapter(name).is_peft:
+            fields = [f.name for f in dataclasses.fields(get_adapter(name).config_cls)]
+            assert listed.get(name) == fields[2:], name  # after type, target_modules

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -21,7 +23,7 @@ from gpart.configs.adapters.unilora import UniLoraAdapterConfig
 # weights; VB-LoRA's vectors must divide 32.
 TINY = {
     "gpart": {"adapter.d": "64"},
-    "unilora": {"adapter.d": "64"},
+    "unilora": {"adapter.theta_d_length": "64"},
     "fourierft": {"adapter.n_frequency": "16"},
     "vblora": {"adapter.vector_length": "16", "adapter.num_vectors": "8"},
 }
@@ -54,19 +56,23 @@ def test_peft_config_classes_and_renames():
         assert type(pc) is cls, name
         assert pc.task_type == "SEQ_CLS"
     g = to_peft_config(
-        GPartAdapterConfig(d=100, dropout=0.25, target_modules=["query"], isometric=False), seed=7
+        GPartAdapterConfig(d=100, gpart_dropout=0.25, target_modules=["query"], isometric=False),
+        seed=7,
     )
     assert (g.d, g.gpart_dropout, g.target_modules, g.isometric) == (100, 0.25, ["query"], False)
     assert g.proj_seed == 7  # follows the run seed when unset ...
     assert to_peft_config(GPartAdapterConfig(proj_seed=3), seed=7).proj_seed == 3  # ... unless set
-    u = to_peft_config(UniLoraAdapterConfig(d=512, init_bound=0.05, dropout=0.1), seed=1)
+    u = to_peft_config(
+        UniLoraAdapterConfig(theta_d_length=512, init_theta_d_bound=0.05, unilora_dropout=0.1),
+        seed=1,
+    )
     assert (u.theta_d_length, u.init_theta_d_bound, u.unilora_dropout, u.proj_seed) == (
         512,
         0.05,
         0.1,
         1,
     )
-    lo = to_peft_config(LoraAdapterConfig(r=4, alpha=16, dropout=0.05), seed=0)
+    lo = to_peft_config(LoraAdapterConfig(r=4, lora_alpha=16, lora_dropout=0.05), seed=0)
     assert (lo.r, lo.lora_alpha, lo.lora_dropout, lo.use_dora) == (4, 16, 0.05, False)
     assert to_peft_config(get_adapter("dora").config_cls(), seed=0).use_dora is True
     assert to_peft_config(get_adapter("vera").config_cls(), seed=11).projection_prng_key == 11
@@ -82,14 +88,22 @@ def test_non_peft_adapter_has_no_peft_config():
         to_peft_config(get_adapter("bitfit").config_cls(), seed=0)
 
 
-def test_every_adapter_field_is_bridged():
-    # A field peft does not know would be silently dropped; the bridge must refuse it.
-    from gpart.configs.adapters._bridge import peft_kwargs
+def test_a_section_holds_only_its_peft_configs_fields():
+    # A key peft does not know could only be dropped silently; deriving it is refused.
+    import peft
 
-    with pytest.raises(TypeError, match="no such peft field"):
-        import peft
+    from gpart.configs.schema import adapter_section
 
-        peft_kwargs(GPartAdapterConfig(), peft.LoraConfig)  # gpart's `d` is not a LoRA field
+    with pytest.raises(TypeError, match="LoraConfig has no field"):
+        adapter_section("lora", peft.LoraConfig, ("r", "alpha"))
+    lora = adapter_section("lora", peft.LoraConfig, ("r", "lora_alpha"))
+    assert [f.name for f in dataclasses.fields(lora)] == [
+        "type",
+        "target_modules",
+        "r",
+        "lora_alpha",
+    ]
+    assert lora().lora_alpha == peft.LoraConfig().lora_alpha  # peft's default
 
 
 def test_head_module_names(tiny_roberta_config, tiny_bert_config):
@@ -217,10 +231,10 @@ def test_nothing_to_train_is_an_error():
 def test_model_mismatch_is_a_config_error(tiny_roberta_config):
     # d larger than the adapted space, or targets the model lacks: user mistakes (exit 2).
     too_big = resolve_experiment(overrides={"adapter.d": "5000"})  # query+value hold 4096
-    with pytest.raises(ConfigError, match=r"^adapter \(gpart\): .*5000"):
+    with pytest.raises(ConfigError, match=r"^adapter\.d: .*5000"):
         apply_adapter(_tiny_model(tiny_roberta_config), too_big)
     missing = resolve_experiment(adapter="lora", overrides={"adapter.target_modules": "nosuch"})
-    with pytest.raises(ConfigError, match=r"^adapter \(lora\): .*nosuch"):
+    with pytest.raises(ConfigError, match=r"^adapter\.target_modules: .*nosuch"):
         apply_adapter(_tiny_model(tiny_roberta_config), missing)
 
 

@@ -103,6 +103,21 @@ def test_decay_biases_and_norms_decays_every_tensor_but_an_exempted_theta(decay_
     assert groups["head"]["weight_decay"] == groups["adapter"]["weight_decay"] == 0.01
 
 
+@pytest.mark.parametrize("decay_vectors", [False, True])
+def test_decay_vectors_decides_the_other_1d_tensors_and_leaves_theta_alone(decay_vectors):
+    # The GLUE reference decays no 1-D tensor but GPart's theta: VeRA's scaling vectors and
+    # Uni-LoRA's theta_d train undecayed there.
+    m = ToyAdapted()
+    m.vera_lambda_b = nn.Parameter(torch.ones(4))
+    groups = _groups_by_name(
+        build_param_groups(m, lr=1e-2, weight_decay=0.1, decay_vectors=decay_vectors)
+    )
+    decayed = _ids(groups["adapter"]["params"])
+    assert id(m.gpart_theta) in decayed and id(m.query.weight) in decayed
+    assert (id(m.vera_lambda_b) in decayed) == decay_vectors
+    assert id(m.query.bias) in _ids(groups["adapter_no_decay"]["params"])
+
+
 def test_defaults_and_empty_groups():
     m = ToyAdapted()
     for p in m.classifier.parameters():

@@ -540,13 +540,16 @@ def test_invalid_combinations_name_the_valid_ones(kwargs, match):
 def test_configs_side_fields_bridge_and_fail_as_config_errors():
     from gpart.configs import ConfigError, resolve_experiment, to_peft_config
 
-    exp = resolve_experiment(overrides={"adapter.projection": "fastfood", "adapter.d": "64"})
+    exp = resolve_experiment(overrides={"adapter.projection_type": "fastfood", "adapter.d": "64"})
     pc = to_peft_config(exp.adapter, seed=0)
     assert (pc.partition_scope, pc.projection_type) == ("global", "fastfood")
     exp = resolve_experiment(overrides={"adapter.partition_scope": "transformer_block"})
     assert to_peft_config(exp.adapter, seed=0).partition_scope == "transformer_block"
     exp = resolve_experiment(
-        overrides={"adapter.grouping": "signed_magnitude", "adapter.assignment": "materialized"}
+        overrides={
+            "adapter.grouping_strategy": "signed_magnitude",
+            "adapter.assignment_backend": "materialized",
+        }
     )
     pc = to_peft_config(exp.adapter, seed=0)
     assert (pc.grouping_strategy, pc.assignment_backend) == ("signed_magnitude", "materialized")
@@ -554,14 +557,19 @@ def test_configs_side_fields_bridge_and_fail_as_config_errors():
         resolve_experiment(
             overrides={
                 "adapter.partition_scope": "transformer_block",
-                "adapter.projection": "fastfood",
+                "adapter.projection_type": "fastfood",
             }
         )
-    with pytest.raises(ConfigError, match=r"adapter \(gpart\).*valid with signed_magnitude"):
-        resolve_experiment(overrides={"adapter.grouping": "signed_magnitude"})
+    with pytest.raises(
+        ConfigError, match=r"^adapter\.grouping_strategy: .*valid with signed_magnitude"
+    ):
+        resolve_experiment(overrides={"adapter.grouping_strategy": "signed_magnitude"})
     with pytest.raises(ConfigError, match=r"valid with fastfood: random"):
         resolve_experiment(
-            overrides={"adapter.projection": "fastfood", "adapter.grouping": "balanced"}
+            overrides={
+                "adapter.projection_type": "fastfood",
+                "adapter.grouping_strategy": "balanced",
+            }
         )
     with pytest.raises(ConfigError, match="partition_scope"):
         resolve_experiment(overrides={"adapter.partition_scope": "per_layer"})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datasets
 import numpy as np
 import pytest
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image
@@ -83,6 +84,8 @@ def test_save_to_disk_and_hub_column_names_are_standardised(tmp_path):
     assert sorted(p.name for p in (tmp_path / "data").rglob("*")) == before
     again = load_vision_splits("cifar100", tmp_path / "data", seed=0, selection_split="reference")
     assert again.selection["label"] == ref.selection["label"]
+    # ... without touching datasets' process-wide caching switch (other threads read it)
+    assert datasets.is_caching_enabled()
 
 
 def test_torchvision_sources_list_files_and_keep_the_published_splits(tmp_path, monkeypatch):

@@ -1,5 +1,5 @@
 """The vLLM backend of GSM8K / MATH evaluation: the ``vllm`` extra as uv.lock holds it, and
-the glue (`gpart.evaluation.generate.generate_vllm`, ``eval_math.py --backend vllm``)
+the glue (`gpart.evaluation.generate.generate_vllm`, ``eval_math.py ... backend vllm``)
 against vLLM's own classes and signatures.
 
 vLLM pins its own torch, so the extra conflicts with the dev group (pyproject.toml) and uv
@@ -132,7 +132,7 @@ def test_a_missing_vllm_names_the_sync_command(monkeypatch):
     with pytest.raises(ConfigError) as exc:
         generate.require_vllm()
     message = str(exc.value)
-    assert generate.VLLM_SYNC in message and "--backend hf" in message and "\n" not in message
+    assert generate.VLLM_SYNC in message and "`backend hf`" in message and "\n" not in message
 
 
 def test_a_vllm_that_does_not_import_is_told_apart(monkeypatch):
@@ -277,8 +277,8 @@ def test_eval_math_backend_vllm_end_to_end(engine, tmp_path):
     data = write_jsonl(tmp_path / "gsm8k.jsonl", [
         {"question": f"What is {a} + 1?", "answer": f"So.\n#### {a + 1}"} for a in range(3)])  # fmt: skip
     out = tmp_path / "out"
-    assert main(["--model_path", str(model), "--dataset", "gsm8k", "--data_file", str(data),
-                 "--output_dir", str(out), "--max_new_tokens", "5", "--backend", "vllm"]) == 0  # fmt: skip
+    assert main(["--base_model", str(model), "--dataset", "gsm8k", "--output_dir", str(out),
+                 "data_file.gsm8k", str(data), "max_new_tokens", "5", "backend", "vllm"]) == 0  # fmt: skip
     folder = out / "eval" / "gsm8k"
     results = json.loads((folder / "results.json").read_text())
     records = [json.loads(x) for x in (folder / "predictions.jsonl").read_text().splitlines()]

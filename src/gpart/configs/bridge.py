@@ -11,9 +11,10 @@ import copy
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
+from gpart.configs.adapters._bridge import peft_error
 from gpart.configs.errors import ConfigError
 from gpart.configs.registry import get_adapter
-from gpart.configs.schema import FOLLOWS_SEED, AdapterConfig, ExperimentConfig
+from gpart.configs.schema import AdapterConfig, ExperimentConfig, fill_seed_fields
 from gpart.configs.tasks import get_domain
 from gpart.heads import head_module_names
 
@@ -29,15 +30,6 @@ def _task_type(task_type: Any) -> Any:
     from peft import TaskType
 
     return task_type if isinstance(task_type, TaskType) else TaskType[str(task_type)]
-
-
-def with_seed(adapter: AdapterConfig, seed: int) -> AdapterConfig:
-    """A copy of `adapter` whose FOLLOWS_SEED fields left at None take `seed`."""
-    out = copy.deepcopy(adapter)
-    for f in dataclasses.fields(out):
-        if f.metadata.get(FOLLOWS_SEED) and getattr(out, f.name) is None:
-            setattr(out, f.name, seed)
-    return out
 
 
 def to_peft_config(
@@ -63,7 +55,8 @@ def to_peft_config(
         raise ConfigError(
             f"adapter {adapter_cfg.type!r} is not a peft method; use gpart.configs.apply_adapter"
         )
-    cfg = with_seed(adapter_cfg, seed)
+    cfg = copy.deepcopy(adapter_cfg)
+    fill_seed_fields(cfg, seed)
     cfg.validate()
     return spec.to_peft(cfg, task_type=_task_type(task_type), modules_to_save=modules_to_save)
 
@@ -155,7 +148,7 @@ def apply_adapter(
             # peft (and the GPart tuner) raise ValueError for config/model mismatches --
             # target modules not found, d larger than the adapted space: user mistakes.
             raise ConfigError(
-                f"adapter ({adapter.type}): {' '.join(str(exc).split())} "
+                f"{peft_error(adapter, exc)} "
                 f"[adapter.target_modules={adapter.target_modules}; the model's linear "
                 f"layers: {', '.join(linear_leaf_names(model))}]"
             ) from None

@@ -18,7 +18,7 @@ import argparse
 import contextlib
 import re
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from gpart.configs.errors import ConfigError, did_you_mean
 from gpart.configs.presets import get_presets
@@ -38,7 +38,7 @@ FLAG_KEYS = {
 _FLAG_RE = re.compile(r"^--?[A-Za-z_]")
 
 
-class _Parser(argparse.ArgumentParser):
+class ConfigErrorParser(argparse.ArgumentParser):
     """argparse that raises `ConfigError` instead of printing usage and exiting.
 
     So flag errors come out as the same single line as override errors.
@@ -86,15 +86,18 @@ MULTI_VALUE_FLAGS = {
 }
 
 
-def join_multi_values(argv: Sequence[str]) -> list[str]:
-    """``--seed 1 2 --tasks a b k v`` -> ``--seed 1,2 --tasks a,b k v``."""
+def join_multi_values(
+    argv: Sequence[str], flags: Mapping[str, Callable[[str], bool]] = MULTI_VALUE_FLAGS
+) -> list[str]:
+    """``--seed 1 2 --tasks a b k v`` -> ``--seed 1,2 --tasks a,b k v``; `flags` maps each
+    several-valued flag to what may be one of its values."""
     out: list[str] = []
     i = 0
     while i < len(argv):
         tok = argv[i]
         out.append(tok)
         i += 1
-        is_value = MULTI_VALUE_FLAGS.get(tok)
+        is_value = flags.get(tok)
         if is_value is None:
             continue
         values = []
@@ -123,7 +126,7 @@ def build_parser(
     dom = get_domain(domain)
     presets = get_presets(domain)
     adapters = adapter_names()
-    parser = _Parser(
+    parser = ConfigErrorParser(
         prog=prog,
         description=description or f"gpart {domain} runner",
         allow_abbrev=False,  # --adapter must not silently mean --adapter_type
@@ -198,11 +201,21 @@ def split_overrides(tokens: Sequence[str]) -> list[tuple[str, str]]:
     return [(tokens[i], tokens[i + 1]) for i in range(0, len(tokens), 2)]
 
 
-def _unknown_flag_message(flag: str, parser: argparse.ArgumentParser) -> str:
+def _unknown_flag_message(
+    flag: str,
+    parser: argparse.ArgumentParser,
+    keys: Sequence[str] | None = None,
+    hints: Mapping[str, str] | None = None,
+) -> str:
+    """What an unknown flag probably meant: `hints` (flag -> what to write instead) first,
+    then an override key it spells (of `keys`; None: the training runners'), then the
+    closest flag."""
     name = flag.split("=", 1)[0]
     known = [s for a in parser._actions for s in a.option_strings if s.startswith("--")]
+    if hints and name in hints:
+        return f"unknown flag {name}; {hints[name]}"
     bare = name.lstrip("-")
-    keys = _all_override_fields()
+    keys = _all_override_fields() if keys is None else keys
     # `--lr` / `--training.lr` are usually meant as the override `training.lr`: an exact
     # match on a key or a field name says more than the closest flag would.
     exact = [k for k in keys if bare in (k, k.replace(".", "_"), k.rsplit(".", 1)[-1])]
@@ -253,7 +266,7 @@ def parse_cli(
     argv = join_multi_values(list(sys.argv[1:] if argv is None else argv))
     parser = parser or build_parser(domain)
     flags, rest = parser.parse_known_args(argv)
-    _check_rest(argv, rest, parser)
+    check_rest(argv, rest, parser)
     pairs = split_overrides(rest)
     seeds = list(dict.fromkeys(flags.seed)) if flags.seed else None
     flag_values = {**vars(flags), "seed": seeds[0] if seeds else None}
@@ -298,13 +311,20 @@ def configs_for_seeds(flags: argparse.Namespace) -> list[ExperimentConfig]:
     return out
 
 
-def _check_rest(argv: list[str], rest: list[str], parser: argparse.ArgumentParser) -> None:
-    """Overrides must be the tail of argv and hold no flag-like key; explain otherwise."""
+def check_rest(
+    argv: list[str],
+    rest: list[str],
+    parser: argparse.ArgumentParser,
+    keys: Sequence[str] | None = None,
+    hints: Mapping[str, str] | None = None,
+) -> None:
+    """Overrides must be the tail of argv and hold no flag-like key; explain otherwise
+    (an unknown flag: `_unknown_flag_message` with `keys` and `hints`)."""
     for i in range(0, len(rest), 2):  # keys sit at even positions; values may be "-0.1"
         if _FLAG_RE.match(rest[i]):
             # A known flag cannot be in `rest`, so this is unknown, or known but misplaced
             # (argparse would have parsed a known flag wherever it stood).
-            raise ConfigError(_unknown_flag_message(rest[i], parser))
+            raise ConfigError(_unknown_flag_message(rest[i], parser, keys, hints))
     if not rest or argv[len(argv) - len(rest) :] == rest:
         return
     # argparse also parses known flags placed among the overrides; refuse it, because a

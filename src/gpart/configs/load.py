@@ -13,6 +13,7 @@ from typing import Any
 
 from gpart.configs.coerce import coerce
 from gpart.configs.errors import ConfigError
+from gpart.configs.legacy import from_v1_adapter, v1_adapter_key
 from gpart.configs.registry import get_adapter
 from gpart.configs.schema import (
     REMOVED_SECTIONS,
@@ -40,7 +41,8 @@ def experiment_from_dict(data: dict[str, Any]) -> ExperimentConfig:
 
     Raises:
         ConfigError: an unknown key, an unregistered ``adapter.type`` or a value that does
-            not match its field's annotation.
+            not match its field's annotation. Adapter keys of identity version 1 are read
+            as today's (`gpart.configs.legacy`).
     """
     data = copy.deepcopy(data)
     # REMOVED_SECTIONS: older runs' config.json files still hold them; nothing reads them
@@ -49,8 +51,19 @@ def experiment_from_dict(data: dict[str, Any]) -> ExperimentConfig:
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"config: unknown top-level keys {unknown}; valid: {sorted(known)}")
-    adapter_data = dict(data.get("adapter") or {})
-    adapter_cls = get_adapter(adapter_data.get("type", "")).config_cls
+    # Runs named under identity version 1 saved the adapter keys as that version spelled them.
+    adapter_type = (data.get("adapter") or {}).get("type", "")
+    adapter_data = from_v1_adapter(adapter_type, data.get("adapter") or {})
+    adapter_cls = get_adapter(adapter_type).config_cls
+    sources = {}
+    for key, label in (data.get("sources") or {}).items():
+        section, _, name = key.partition(".")
+        if section == "adapter":
+            new = v1_adapter_key(adapter_type, name)
+            if new is None:
+                continue
+            key = f"adapter.{new}"
+        sources[key] = label
     return ExperimentConfig(
         domain=data.get("domain", "glue"),
         tasks=list(data.get("tasks", ["sst2"])),
@@ -65,7 +78,7 @@ def experiment_from_dict(data: dict[str, Any]) -> ExperimentConfig:
             name: _build(TaskConfig, tc, f"task.{name}")
             for name, tc in (data.get("per_task") or {}).items()
         },
-        sources=dict(data.get("sources") or {}),
+        sources=sources,
     )
 
 

@@ -18,18 +18,17 @@ The result records in ``sources`` which layer set each non-default value.
 from __future__ import annotations
 
 import copy
-import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from gpart.configs.coerce import coerce
 from gpart.configs.errors import ConfigError, closest, did_you_mean, format_choices
+from gpart.configs.legacy import renamed_key_message
 from gpart.configs.presets import get_presets
 from gpart.configs.registry import adapter_names, get_adapter
 from gpart.configs.schema import (
     FLAG_ONLY_KEYS,
-    FOLLOWS_SEED,
     REMOVED_SECTIONS,
     SECTIONS,
     TOP_LEVEL_KEYS,
@@ -37,6 +36,7 @@ from gpart.configs.schema import (
     ModelConfig,
     TaskConfig,
     field_types,
+    fill_seed_fields,
 )
 from gpart.configs.tasks import get_domain, get_task
 
@@ -182,6 +182,10 @@ def _unknown_field_message(
     match = alias if alias in fields else closest(name, fields)
     msg = f"unknown key {text!r}" + (f"; did you mean '{prefix}.{match}'?" if match else "")
     if section == "adapter":
+        peft_config = exp.adapter.peft_config
+        renamed = renamed_key_message(exp.adapter.type, name, peft_config and peft_config.__name__)
+        if renamed:
+            return renamed
         # The commonest adapter mistake is a field of another adapter (adapter.r for gpart).
         owners = [a for a in adapter_names() if name in field_types(get_adapter(a).config_cls)]
         if owners:
@@ -331,17 +335,11 @@ def resolve_experiment(
     if pairs:
         apply_layer(exp, pairs, override_label)
 
-    _fill_seed_fields(exp)
+    # Seed-following fields still None take the run's seed, visibly.
+    for name in fill_seed_fields(exp.adapter, exp.seed):
+        exp.sources[f"adapter.{name}"] = "seed"
     validate(exp)
     return exp
-
-
-def _fill_seed_fields(exp: ExperimentConfig) -> None:
-    """Fields marked FOLLOWS_SEED that are still None take the run's seed (visibly)."""
-    for f in dataclasses.fields(exp.adapter):
-        if f.metadata.get(FOLLOWS_SEED) and getattr(exp.adapter, f.name) is None:
-            setattr(exp.adapter, f.name, exp.seed)
-            exp.sources[f"adapter.{f.name}"] = "seed"
 
 
 def validate(exp: ExperimentConfig) -> None:

@@ -19,9 +19,10 @@ import copy
 import dataclasses
 import json
 import typing
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from gpart.configs.errors import ConfigError
 
@@ -72,6 +73,11 @@ class TrainingConfig:
     # ||dW|| = ||theta||, decaying theta is exactly decaying the update towards the base
     # model; `training.decay_theta false` turns it off.
     decay_theta: bool = True
+    # Decay 1-D tensors that are neither biases nor norm weights (VeRA's scaling vectors,
+    # Uni-LoRA's theta_d). false: no 1-D tensor decays, as the GLUE reference's optimizer
+    # splits them (utils/adapter_utils.py:256-278, by ndim); GPart's theta still follows
+    # decay_theta, and decay_biases_and_norms true decays everything.
+    decay_vectors: bool = field(default=True, metadata={IDENTITY_IF_CHANGED: True})
     warmup_ratio: float = 0.06
     scheduler: Literal["linear", "cosine"] = "linear"
     grad_accum: int = 1
@@ -252,16 +258,102 @@ class AdapterConfig:
 
     `type` is the registry name; it is fixed by the subclass and chosen with
     ``--adapter_type``. `target_modules` None means "the adapter's default for the model".
+    A peft method's section is derived from its peft config class (`adapter_section`),
+    named in `peft_config`; the other methods (bitfit, head, full) have none.
     """
 
     type: str = ""
     target_modules: list[str] | None = None
-    dropout: float = 0.0
+    # (Any: `type` here would name the field above.)
+    peft_config: ClassVar[Any] = None
 
     def validate(self) -> None:
-        """Raise `ConfigError` for values the adapter cannot run with. Subclasses extend."""
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"adapter.dropout: must be in [0, 1), got {self.dropout!r}")
+        """Raise `ConfigError` for values the adapter cannot run with that peft's config
+        class does not check itself (it checks the rest when it is built).
+
+        Here: what several peft methods check only when their layers are built (a rank, a
+        dropout probability), by the field names they share, so that a bad value stops
+        ``--print_config`` and a sweep before any data or model loads. Subclasses extend.
+        """
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "r" and not (isinstance(value, int) and value > 0):
+                raise ConfigError(f"adapter.r: must be a positive integer, got {value!r}")
+            if f.name.endswith("_dropout") and not 0.0 <= value < 1.0:
+                raise ConfigError(f"adapter.{f.name}: must be in [0, 1), got {value!r}")
+
+
+def adapter_section(
+    name: str,
+    peft_config: type,
+    keys: Sequence[str],
+    defaults: Mapping[str, Any] = {},
+) -> type[AdapterConfig]:
+    """The adapter section of peft method `name`, derived from its peft config dataclass.
+
+    Its keys are ``type``, ``target_modules`` and `keys`, which are fields of `peft_config`
+    under the same names, with peft's annotations and defaults: what a user types is the
+    field peft documents, and peft's constructor is the section's validation
+    (`gpart.configs.adapters._bridge.to_peft`). Subclass the result to name it and add
+    `AdapterConfig.validate` checks peft lacks.
+
+    Args:
+        name: the registry name (``type``'s default).
+        peft_config: the peft config dataclass (`LoraConfig`, `GPartConfig`, ...).
+        keys: the fields of `peft_config` the experiment exposes, in order.
+        defaults: a `dataclasses.field` per key whose default or metadata the experiment
+            sets, each with a comment where it is given saying why; a field without a
+            default keeps peft's. `FOLLOWS_SEED` makes a key ``<peft's type> | None``,
+            None by default (the run's seed).
+
+    Returns:
+        The dataclass, a subclass of `AdapterConfig`.
+
+    Raises:
+        TypeError: a key that is not a field of `peft_config`, or a default for a key not
+            in `keys`.
+    """
+    hints = typing.get_type_hints(peft_config)
+    peft_fields = {f.name: f for f in dataclasses.fields(peft_config)}
+    unknown = [k for k in keys if k not in peft_fields]
+    if unknown:
+        raise TypeError(f"{name}: {peft_config.__name__} has no field {', '.join(unknown)}")
+    if set(defaults) - set(keys):
+        raise TypeError(f"{name}: defaults for keys not exposed: {set(defaults) - set(keys)}")
+    specs: list[tuple[str, Any, Any]] = [("type", str, field(default=name))]
+    for key in keys:
+        peft_field = peft_fields[key]
+        given = defaults.get(key, field())
+        tp = hints[key]
+        if given.metadata.get(FOLLOWS_SEED):
+            tp, default = tp | None, None
+        elif given.default is not dataclasses.MISSING:
+            default = given.default
+        else:
+            default = peft_field.default
+        if default is dataclasses.MISSING:
+            raise TypeError(f"{name}: {peft_config.__name__}.{key} has no default; give one")
+        specs.append((key, tp, field(default=default, metadata=given.metadata)))
+    return dataclasses.make_dataclass(
+        f"{peft_config.__name__}Section",
+        specs,
+        bases=(AdapterConfig,),
+        namespace={"__module__": __name__, "peft_config": peft_config},
+    )
+
+
+def fill_seed_fields(adapter: AdapterConfig, seed: int) -> list[str]:
+    """Give `adapter`'s `FOLLOWS_SEED` fields still at None the value `seed`, in place.
+
+    Returns:
+        The names of the fields filled.
+    """
+    filled = []
+    for f in dataclasses.fields(adapter):
+        if f.metadata.get(FOLLOWS_SEED) and getattr(adapter, f.name) is None:
+            setattr(adapter, f.name, seed)
+            filled.append(f.name)
+    return filled
 
 
 # Sections of ExperimentConfig that hold a dataclass reachable as `section.field`.
@@ -270,9 +362,9 @@ SECTIONS = ("model", "adapter", "training", "data", "task")
 # message, and the config.json files of older runs, which still hold them, load without.
 REMOVED_SECTIONS = {
     "generation": (
-        "decoding is chosen when evaluating, not when training: eval_math.py "
-        "--max_new_tokens / --prompt_template (greedy; by default a run is evaluated in its "
-        "own data.prompt_template)"
+        "decoding is chosen when evaluating, not when training: eval_math.py's "
+        "overrides max_new_tokens / prompt_template (greedy; by default a run is evaluated "
+        "in its own data.prompt_template)"
     ),
 }
 # What every run name hashed for those sections while they existed (their defaults, which

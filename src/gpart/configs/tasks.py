@@ -105,20 +105,70 @@ class ImageClassificationTask(TaskSpec):
         return "single_label_classification"
 
 
-@dataclass(frozen=True, kw_only=True)
-class MathReasoningTask(TaskSpec):
-    """Generative evaluation: the model answers `question_column`; the reference answer is
-    extracted from `answer_column` in `answer_format` (GSM8K's ``#### 42``, the last
-    ``\\boxed{}`` of a solution, or ``plain``: the column is the answer itself).
+@dataclass(frozen=True)
+class LocalShape:
+    """A local file's columns for an evaluation set: the `question` column, the `answer`
+    column, how the answer column holds the reference (`answer_format`: ``solution``, the
+    reference is read out of it by the grading rules; ``plain``, it is the reference), and
+    where files of this shape come from (`origin`, for messages)."""
 
-    `subsets` are hub configurations read one after another and concatenated in this order
-    (MATH on the hub is one configuration per subject); empty: `subset` alone.
+    question: str
+    answer: str
+    answer_format: Literal["solution", "plain"]
+    origin: str
+
+    def __str__(self) -> str:
+        return f"{self.question}/{self.answer} ({self.origin})"
+
+
+# The shapes the math evaluation sets are passed around in, tried in this order: a file
+# with problem, solution *and* answer (MATH-500's own) uses its answer column.
+MATH_LOCAL_SHAPES: tuple[LocalShape, ...] = (
+    # a solution ending in `#### <number>`
+    LocalShape("question", "answer", "solution", "GSM8K"),
+    # the answer column is the reference itself
+    LocalShape("problem", "answer", "plain", "MATH-500"),
+    # the reference is the solution's last \boxed{}
+    LocalShape("problem", "solution", "solution", "MATH"),
+    # MetaMath's eval files (MATH_test.jsonl, GSM8K_test.jsonl): the output holds the
+    # reference as the dataset's rules read it (`####` or a box)
+    LocalShape("instruction", "output", "solution", "MetaMath"),
+    LocalShape("query", "response", "solution", "MetaMath"),
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class MathEvalTask(TaskSpec):
+    """An evaluation set scored by generation: every fact of it, read by every part of
+    ``eval_math.py`` (loading, prompts, generation, grading, tables).
+
+    The model answers `question_column` of the `splits["eval"]` split of `source` (the
+    `subsets` read one after another and concatenated in this order; empty: `subset`
+    alone). The reference answer sits in `answer_column` in `answer_format`: ``solution``,
+    a worked solution the `grading` rules read the reference out of (GSM8K's
+    ``#### 42``, MATH's last ``\\boxed{}``), or ``plain``, the column is the answer
+    itself. A local file may come in any of `local_shapes` instead. `grading` names the
+    rules that extract a prediction and compare it with the reference (``gsm8k``:
+    numbers; ``math``: LaTeX answers; `gpart.evaluation.scoring`). Without a run's own
+    template the prompt is `prompt_template` (`gpart.data.math.TEMPLATES`); generation
+    stops after `max_new_tokens`.
     """
 
     question_column: str
     answer_column: str
-    answer_format: Literal["gsm8k", "boxed", "plain"]
+    answer_format: Literal["solution", "plain"]
     subsets: tuple[str, ...] = ()
+    local_shapes: tuple[LocalShape, ...] = MATH_LOCAL_SHAPES
+    grading: Literal["gsm8k", "math"]
+    prompt_template: str = "plain"
+    max_new_tokens: int
+    metrics: tuple[str, ...] = ("accuracy",)
+    primary_metric: str = "accuracy"
+
+    @property
+    def split(self) -> str:
+        """The split of `source` that is evaluated."""
+        return self.splits["eval"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -127,7 +177,7 @@ class CausalLMTrainingTask(TaskSpec):
 
     The run's own score is the language-model loss on a held-out slice of the training
     data (lower is better); what the fine-tuned model is worth is measured by generation
-    on the evaluation tasks (`MathReasoningTask`), a separate step.
+    on the evaluation tasks (`MathEvalTask`), a separate step.
     """
 
     query_column: str = "query"
@@ -270,20 +320,23 @@ MATH_TASKS: dict[str, TaskSpec] = {
     t.name: t
     for t in (
         METAMATHQA,
-        MathReasoningTask(
+        MathEvalTask(
             name="gsm8k",
+            display_name="GSM8K",
             domain="math",
             source="openai/gsm8k",
             subset="main",
-            splits=_splits(eval="test"),
+            splits=_splits(eval="test"),  # 1,319 problems
             question_column="question",
             answer_column="answer",
-            answer_format="gsm8k",
-            metrics=("accuracy",),
-            primary_metric="accuracy",
+            answer_format="solution",
+            grading="gsm8k",
+            # Room for a full chain of thought: GSM8K solutions are short.
+            max_new_tokens=1024,
         ),
-        MathReasoningTask(
+        MathEvalTask(
             name="math",
+            display_name="MATH",
             domain="math",
             # The 5,000-problem MATH test set; the original hendrycks repo is no longer hosted.
             # The mirror has one configuration per subject; concatenated in this (the
@@ -301,11 +354,11 @@ MATH_TASKS: dict[str, TaskSpec] = {
             splits=_splits(eval="test"),
             question_column="problem",
             answer_column="solution",
-            answer_format="boxed",
-            metrics=("accuracy",),
-            primary_metric="accuracy",
+            answer_format="solution",
+            grading="math",
+            max_new_tokens=2048,  # MATH's solutions run long
         ),
-        MathReasoningTask(
+        MathEvalTask(
             name="math500",
             display_name="MATH-500",
             domain="math",
@@ -316,8 +369,8 @@ MATH_TASKS: dict[str, TaskSpec] = {
             question_column="problem",
             answer_column="answer",
             answer_format="plain",
-            metrics=("accuracy",),
-            primary_metric="accuracy",
+            grading="math",
+            max_new_tokens=2048,
         ),
     )
 }
@@ -394,4 +447,21 @@ def get_task(domain: str, name: str) -> TaskSpec:
         raise ConfigError(
             f"task {name!r} is not a {domain} task{did_you_mean(name, tasks)}; "
             f"choices: {', '.join(tasks)}"
+        ) from None
+
+
+# The evaluation sets, in the order ``eval_math.py`` lists them.
+EVAL_TASKS: dict[str, MathEvalTask] = {
+    name: spec for name, spec in MATH_TASKS.items() if isinstance(spec, MathEvalTask)
+}
+
+
+def eval_task(name: str) -> MathEvalTask:
+    """The evaluation set `name`; `ConfigError` naming the closest one for a typo."""
+    try:
+        return EVAL_TASKS[name]
+    except (KeyError, TypeError):
+        raise ConfigError(
+            f"unknown dataset {name!r}{did_you_mean(str(name), EVAL_TASKS)} "
+            f"(known: {', '.join(EVAL_TASKS)})"
         ) from None

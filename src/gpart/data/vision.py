@@ -35,8 +35,9 @@ before it is needed and none is kept in memory.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator, Mapping
+import os
+import uuid
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -46,11 +47,9 @@ from datasets import (
     Dataset,
     Features,
     Image,
-    disable_caching,
-    enable_caching,
-    is_caching_enabled,
     load_from_disk,
 )
+from datasets.fingerprint import get_temporary_cache_files_directory
 
 from gpart.configs.errors import first_line
 from gpart.configs.tasks import ImageClassificationTask, get_task
@@ -279,33 +278,38 @@ def _in_path_order(pooled: Dataset) -> Dataset:
     return pooled if order == list(range(len(paths))) else pooled.select(order)
 
 
-@contextlib.contextmanager
-def _indices_in_a_temporary_directory() -> Iterator[None]:
-    """datasets writes the indices of an arrow-backed dataset's (hub, ``save_to_disk``)
-    shuffle or split beside its files, i.e. into the user's data folder, and refuses
-    ``keep_in_memory`` for them; with caching off it writes them to a temporary directory
-    removed at exit. The members and their order are the same either way."""
-    was_on = is_caching_enabled()
-    disable_caching()
-    try:
-        yield
-    finally:
-        if was_on:
-            enable_caching()
+def _temporary_indices_file() -> str | None:
+    """Where a shuffle or split of an arrow-backed dataset (hub, ``save_to_disk``) writes its
+    indices: datasets would write them beside the dataset's files, i.e. into the user's data
+    folder, and refuses ``keep_in_memory`` for such datasets. A fresh name in datasets' own
+    session directory (removed at exit, what ``disable_caching`` would use) instead, per call:
+    toggling the global caching switch would race with other threads. The members and their
+    order do not depend on where the indices live."""
+    return os.path.join(get_temporary_cache_files_directory(), f"indices-{uuid.uuid4().hex}.arrow")
 
 
 def _split(ds: Dataset, test_size: float, seed: int) -> tuple[Dataset, Dataset]:
-    with _indices_in_a_temporary_directory():
+    if ds.cache_files:
         parts = ds.train_test_split(
-            test_size=test_size, seed=seed, keep_in_memory=not ds.cache_files
+            test_size=test_size,
+            seed=seed,
+            load_from_cache_file=False,
+            train_indices_cache_file_name=_temporary_indices_file(),
+            test_indices_cache_file_name=_temporary_indices_file(),
         )
+    else:
+        parts = ds.train_test_split(test_size=test_size, seed=seed, keep_in_memory=True)
     return parts["train"], parts["test"]
 
 
 def _reference_resplit(pooled: Dataset, seed: int) -> tuple[Dataset, Dataset, Dataset]:
     pooled = _in_path_order(pooled)
-    with _indices_in_a_temporary_directory():
-        shuffled = pooled.shuffle(seed=seed, keep_in_memory=not pooled.cache_files)
+    if pooled.cache_files:
+        shuffled = pooled.shuffle(
+            seed=seed, load_from_cache_file=False, indices_cache_file_name=_temporary_indices_file()
+        )
+    else:
+        shuffled = pooled.shuffle(seed=seed, keep_in_memory=True)
     train, held_out = _split(shuffled, REFERENCE_DTD_HELD_OUT, seed)
     selection, test = _split(held_out, REFERENCE_DTD_TEST, seed)
     return train, selection, test

@@ -32,7 +32,6 @@ from gpart.evaluation.equivalence import (
     math_equal,
 )
 from gpart.evaluation.scoring import (
-    DATASET_RULES,
     DEFAULT_GRADERS,
     GRADERS,
     RESCORED_PREDICTIONS,
@@ -50,7 +49,6 @@ from gpart.evaluation.scoring import (
 )
 
 __all__ = [
-    "DATASET_RULES",
     "DEFAULT_GRADERS",
     "GRADERS",
     "DEFAULT_TIMEOUT",

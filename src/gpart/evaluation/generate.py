@@ -46,9 +46,9 @@ STOP_MARKERS: dict[str, tuple[str, ...]] = {
 # pins its own torch, so the extra conflicts with the dev group and replaces it.
 VLLM_SYNC = "uv sync --locked --extra vllm --no-dev"
 VLLM_INSTALL = (
-    "--backend vllm needs the vllm package, which the dev environment leaves out (vLLM pins "
+    "backend vllm needs the vllm package, which the dev environment leaves out (vLLM pins "
     f"its own torch): on a Linux CUDA machine, `{VLLM_SYNC}` installs it in the dev tools' "
-    "place (then `uv run --extra vllm --no-dev ...`), or use --backend hf"
+    "place (then `uv run --extra vllm --no-dev ...`), or use the override `backend hf`"
 )
 
 

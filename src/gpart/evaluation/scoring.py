@@ -3,9 +3,9 @@
 One mechanism for both: `score_completions` takes (completion, ground_truth) pairs of one
 dataset and returns each pair's `AnswerResult` and the summary that goes into a results
 file; `rescore` reads a predictions file, runs `score_completions` on it and writes
-``predictions.rescored.jsonl`` and ``results.rescored.json`` beside it. Rules per dataset:
-``gsm8k`` (numbers), ``math`` and ``math500`` (boxed LaTeX; MATH-500 is a subset of MATH's
-test split, Lightman et al., 2023).
+``predictions.rescored.jsonl`` and ``results.rescored.json`` beside it. A dataset is
+checked by the rules its spec names (`gpart.configs.tasks.MathEvalTask.grading`):
+``gsm8k`` (numbers) or ``math`` (boxed LaTeX).
 
 Graders (`GRADERS`): ``gpart``, ours (`gpart.evaluation.answers`, `.equivalence`);
 ``official``, the paper's rules as its code ran them (`gpart.evaluation.official`);
@@ -24,6 +24,7 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any
 
+from gpart.configs.tasks import EVAL_TASKS, eval_task
 from gpart.evaluation.answers import (
     gsm8k_equal,
     gsm8k_prediction,
@@ -36,12 +37,10 @@ from gpart.evaluation.answers import (
 )
 from gpart.evaluation.equivalence import DEFAULT_TIMEOUT, SympyWorker, default_worker, math_equal
 from gpart.evaluation.official import official_check
+from gpart.results.collect import RESCORED_RESULTS
 from gpart.results.io import write_json_atomic, write_text_atomic
 
-# dataset name -> the rules that check it
-DATASET_RULES = {"gsm8k": "gsm8k", "math": "math", "math500": "math"}
 RESCORED_PREDICTIONS = "predictions.rescored.jsonl"
-RESCORED_RESULTS = "results.rescored.json"
 REQUIRED_FIELDS = ("index", "completion", "ground_truth")
 GRADERS = ("gpart", "official", "math-verify")
 DEFAULT_GRADERS = ("gpart", "official")
@@ -122,20 +121,12 @@ def check_graders(graders: Sequence[str]) -> tuple[str, ...]:
 
 
 def rules_for(dataset: str) -> str:
-    """``gsm8k`` or ``math``: the rules that check `dataset`.
+    """``gsm8k`` or ``math``: the rules that check `dataset` (its spec's `grading`).
 
     Raises:
         ValueError: an unknown dataset name (with the closest known one).
     """
-    rules = DATASET_RULES.get(dataset)
-    if rules is None:
-        from gpart.configs.errors import did_you_mean  # only on this error path
-
-        raise ValueError(
-            f"unknown dataset {dataset!r} for answer checking{did_you_mean(str(dataset), DATASET_RULES)}"
-            f" (known: {', '.join(DATASET_RULES)})"
-        )
-    return rules
+    return eval_task(dataset).grading
 
 
 def reference_of(dataset: str, ground_truth: str | int | float) -> str:
@@ -163,7 +154,8 @@ def check_answer(
     """Check one completion against its reference with `dataset`'s rules, by `grader`.
 
     Args:
-        dataset: ``gsm8k``, ``math`` or ``math500``.
+        dataset: an evaluation set's name (`gpart.configs.tasks.EVAL_TASKS`), whose
+            `grading` names the rules.
         completion: the model's text.
         ground_truth: the reference: a full solution (GSM8K ``... #### 18``, a MATH solution
             with ``\\boxed{}``) or the bare answer.
@@ -328,7 +320,7 @@ def score_completions(
 
 def _read_predictions(path: Path) -> tuple[str, list[dict[str, Any]]]:
     """The dataset and rows of a predictions file, every line checked."""
-    folder = path.parent.name if path.parent.name in DATASET_RULES else None
+    folder = path.parent.name if path.parent.name in EVAL_TASKS else None
     rows: list[dict[str, Any]] = []
     dataset = None
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
@@ -350,7 +342,7 @@ def _read_predictions(path: Path) -> tuple[str, list[dict[str, Any]]]:
         if row_dataset is None:
             raise ValueError(
                 f"{where} has no 'dataset' and the folder {path.parent.name!r} names none "
-                f"(expected eval/<dataset>/ with a dataset in {', '.join(DATASET_RULES)})"
+                f"(expected eval/<dataset>/ with a dataset in {', '.join(EVAL_TASKS)})"
             )
         try:
             rules_for(row_dataset)
@@ -380,7 +372,7 @@ def rescore(
     truth, by each of `graders`, and write the rescored files beside it (atomically).
 
     Each line is a JSON object with at least ``index``, ``completion``, ``ground_truth``
-    and ``dataset`` (``gsm8k``, ``math``, ``math500``; without it, the parent folder's name
+    and ``dataset`` (a name of `EVAL_TASKS`; without it, the parent folder's name
     as in ``eval/<dataset>/predictions.jsonl``); a ``question`` is used when present.
     ``predictions.rescored.jsonl`` keeps every field and replaces ``prediction``,
     ``correct``, ``unextractable``, ``timed_out`` (the first grader's), ``graders`` (every

@@ -339,8 +339,8 @@ def _read_record(path: Path) -> dict:
 def eval_score(path: Path, record: dict, metric: str = "accuracy", grader: str | None = None):
     """(score, total) of one evaluation file: `metric` (a fraction in [0, 1]) and the
     examples scored. With `grader`, that grader's accuracy from ``graders`` (written by
-    ``eval_math.py --grader``); a file without it falls back to ``results.rescored.json``
-    beside it (``--rescore --grader``), and a file from before graders were recorded
+    ``eval_math.py``'s ``graders``); a file without it falls back to
+    ``results.rescored.json`` beside it (``--rescore FILE graders ...``), and a file from before graders were recorded
     counts as ``gpart``'s.
 
     Raises:
@@ -361,7 +361,7 @@ def eval_score(path: Path, record: dict, metric: str = "accuracy", grader: str |
             recorded = ", ".join(graders) if isinstance(graders, dict) else "gpart"
             raise ResultsError(
                 f"{path}: no '{grader}' grader (recorded: {recorded}); re-score with "
-                f"eval_math.py --rescore {path.with_name('predictions.jsonl')} --grader {grader}"
+                f"eval_math.py --rescore {path.with_name('predictions.jsonl')} graders {grader}"
             )
     total = record.get("total")
     if not is_finite_number(value) or not 0.0 <= value <= 1.0:
@@ -416,7 +416,7 @@ def with_evaluations(run: RunResult, grader: str | None = None) -> list[RunResul
 def find_base_evaluations(paths: Iterable[str | Path]) -> list[Path]:
     """Every evaluation under `paths` that belongs to no run: an
     ``<dir>/eval/<dataset>/results.json`` whose ``<dir>`` holds no ``results.json`` (a
-    base model evaluated alone, ``eval_math.py --model_path M --output_dir <dir>``)."""
+    base model evaluated alone, ``eval_math.py --base_model M --output_dir <dir>``)."""
     found: dict[Path, None] = {}
     for raw in paths:
         path = Path(raw)

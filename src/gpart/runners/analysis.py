@@ -413,7 +413,7 @@ def theta_values(loaded: LoadedRun) -> dict[str, Any]:
     theta = torch.cat([p.detach().float().flatten().cpu() for _, p in space])
     update = None
     cfg = loaded.cfg
-    if cfg.adapter.type == "gpart" and getattr(cfg.adapter, "projection", None) == "partition":
+    if cfg.adapter.type == "gpart" and getattr(cfg.adapter, "projection_type", None) == "partition":
         tuner = loaded.model.base_model  # the GPartModel under peft's wrapper
         thetas = getattr(tuner, THETA)  # the attribute is the checkpoint key's name
         (adapter,) = thetas.keys()

@@ -59,7 +59,7 @@ from gpart.data.loading import DataError, Splits
 from gpart.heads import head_module_names
 from gpart.metrics import strip_metric_prefix
 from gpart.params import parameter_breakdown
-from gpart.results import RESULTS_FILENAME, build_results, read_json, run_dir, write_json_atomic
+from gpart.results import RESULTS_FILENAME, build_results, read_json, write_json_atomic
 from gpart.runners.common import (
     ADAPTER_DIR,
     MetricsJsonlCallback,
@@ -70,7 +70,7 @@ from gpart.runners.common import (
     save_trained_from,
 )
 from gpart.runners.export import check_export_targets, export_merged, export_targets
-from gpart.runners.identity import sweep_run_name
+from gpart.runners.identity import find_run_dir
 from gpart.runners.tracking import (
     RunParamsCallback,
     check_report_to,
@@ -320,7 +320,7 @@ def _check_recorded_data(
     problems = []
     for cfg in configs:
         for task in cfg.tasks:
-            out = run_dir(cfg.output_dir, sweep_run_name(cfg), task, cfg.seed)
+            out = find_run_dir(cfg, task)
             if not (out / "config.json").exists():
                 continue
             if task not in fingerprints:
@@ -378,7 +378,7 @@ def run_task(
     dist = PartialState()
     single = cfg.for_task(task)
     tc = single.training
-    out = run_dir(cfg.output_dir, sweep_run_name(cfg), task, cfg.seed)
+    out = find_run_dir(cfg, task)
     results_path = out / RESULTS_FILENAME
     if fingerprint is None:
         fingerprint = domain.data_fingerprint(single, task)
@@ -640,6 +640,7 @@ def build_trainer(
         schedule_steps=tc.schedule_steps,
         data_order=tc.data_order,
         decay_biases_and_norms=tc.decay_biases_and_norms,
+        decay_vectors=tc.decay_vectors,
     )
 
 

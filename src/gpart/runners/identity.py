@@ -3,26 +3,30 @@
 ``<output_dir>/<run-name>/<task>/seed_<seed>/``, with the run name
 ``<adapter>_<key hparams>_<hash of sweep_identity>`` (`gpart.results.rundir.run_name`). Light
 on purpose (configs and results only), so tools that list or collect runs need no torch.
+
+The identity carries a version (`gpart.configs.legacy`): new runs are named under the
+current one, and `find_run_dir` also finds a run written under an older one.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 from gpart.configs import ExperimentConfig
-from gpart.configs.registry import adapter_fields
+from gpart.configs.legacy import IDENTITY_VERSION, V1_NAME_KEYS, to_v1_adapter
 from gpart.configs.schema import (
     IDENTITY_IF_CHANGED,
     LEGACY_IDENTITY,
     NOT_IDENTITY,
     TrainingConfig,
 )
-from gpart.results.rundir import run_name
+from gpart.results.rundir import run_dir, run_name
 
 
-def sweep_identity(cfg: ExperimentConfig) -> dict[str, Any]:
+def sweep_identity(cfg: ExperimentConfig, version: int = IDENTITY_VERSION) -> dict[str, Any]:
     """What identifies a sweep: the resolved config minus what varies inside one sweep.
 
     Leaves out the tasks and seed of this invocation, seed-following fields (e.g. GPart's
@@ -35,6 +39,9 @@ def sweep_identity(cfg: ExperimentConfig) -> dict[str, Any]:
     (tests/test_run_identity.py pins names and fails until you do). Fields marked
     `NOT_IDENTITY` (where a run is reported: ``training.report_to``, ``training.run_name``)
     are left out at any value, also as ``task.`` / ``task.<task>.`` overrides.
+
+    `version` 1 gives what names hashed before identities carried a version: the adapter
+    keys as version 1 spelled them and no version number (`gpart.configs.legacy`).
     """
     d = cfg.to_dict(effective=False)
     for key in ("tasks", "seed", "output_dir", "sources"):
@@ -66,16 +73,29 @@ def sweep_identity(cfg: ExperimentConfig) -> dict[str, Any]:
             per_task[task] = kept
     d["per_task_cli"] = per_task
     d.update(copy.deepcopy(LEGACY_IDENTITY))  # removed sections, as they were always hashed
+    if version == 1:
+        d["adapter"] = to_v1_adapter(cfg.adapter.type, d["adapter"])
+    else:
+        d["identity_version"] = version
     return d
 
 
-def key_hparams(cfg: ExperimentConfig) -> dict[str, Any]:
+# The readable part of a name: (label, adapter key) for each adapter value shown, in order.
+NAME_KEYS = (("d", "d"), ("d", "theta_d_length"), ("r", "r"))
+
+
+def key_hparams(cfg: ExperimentConfig, version: int = IDENTITY_VERSION) -> dict[str, Any]:
     """The few values worth reading in a run directory's name."""
-    fields = adapter_fields(cfg.adapter.type)
+    section = dataclasses.asdict(cfg.adapter)
+    if version == 1:
+        section = to_v1_adapter(cfg.adapter.type, section)
+        shown = tuple((key, key) for key in V1_NAME_KEYS)
+    else:
+        shown = NAME_KEYS
     out: dict[str, Any] = {}
-    for name in ("d", "r", "theta_d_length"):
-        if name in fields:
-            out[name] = getattr(cfg.adapter, name)
+    for label, key in shown:
+        if key in section:
+            out[label] = section[key]
     lr = _run_wide_lr(cfg)
     if lr is not None:
         out["lr"] = lr
@@ -109,6 +129,19 @@ def _run_wide_lr(cfg: ExperimentConfig) -> float | None:
     return lrs.pop()
 
 
-def sweep_run_name(cfg: ExperimentConfig) -> str:
-    """``<adapter>_<key hparams>_<hash of sweep_identity>``."""
-    return run_name(cfg.adapter.type, key_hparams(cfg), sweep_identity(cfg))
+def sweep_run_name(cfg: ExperimentConfig, version: int = IDENTITY_VERSION) -> str:
+    """``<adapter>_<key hparams>_<hash of sweep_identity>``, under identity `version`."""
+    return run_name(cfg.adapter.type, key_hparams(cfg, version), sweep_identity(cfg, version))
+
+
+def find_run_dir(cfg: ExperimentConfig, task: str) -> Path:
+    """The run directory of `task` for `cfg.seed`: the one that exists, named under the
+    newest identity version that has one, else the current version's (to be created)."""
+    current = run_dir(cfg.output_dir, sweep_run_name(cfg), task, cfg.seed)
+    if current.exists():
+        return current
+    for version in range(IDENTITY_VERSION - 1, 0, -1):
+        old = run_dir(cfg.output_dir, sweep_run_name(cfg, version), task, cfg.seed)
+        if old.exists():
+            return old
+    return current

@@ -15,6 +15,8 @@ Parameter groups (only ``requires_grad`` parameters; empty groups are dropped):
 * Biases and normalisation weights (LayerNorm/RMSNorm/GroupNorm modules, or the name
   patterns `Trainer` itself uses: ``bias``, ``layernorm``, ``rmsnorm``, ``norm``) get no
   decay, as usual.
+* ``decay_vectors=False`` exempts every other 1-D tensor too (VeRA's scaling vectors,
+  Uni-LoRA's ``theta_d``), as the GLUE reference splits its groups by ``ndim``.
 * GPart's ``theta`` (names containing ``gpart_theta``) is decayed like every other adapter
   tensor (LoRA's matrices, Uni-LoRA's vector), i.e. ``decay_theta=True``, the default here
   and of ``training.decay_theta``. Since ``||dW|| = ||theta||`` (isometric), decaying
@@ -99,6 +101,7 @@ def build_param_groups(
     decay_theta: bool = True,
     head_modules: Sequence[str] = DEFAULT_HEAD_MODULES,
     decay_biases_and_norms: bool = False,
+    decay_vectors: bool = True,
 ) -> list[dict[str, Any]]:
     """Optimizer parameter groups for the trainable parameters of ``model``.
 
@@ -111,6 +114,8 @@ def build_param_groups(
         head_modules: Module names that make up the head.
         decay_biases_and_norms: Decay biases and normalisation weights too (default: they
             get none, as stock Trainer grouping).
+        decay_vectors: Decay the other 1-D tensors (default: yes); False exempts every
+            1-D tensor but GPart's ``theta``, as the GLUE reference does.
 
     Returns:
         Groups with keys ``params``, ``lr``, ``weight_decay`` and ``name`` (one of
@@ -141,6 +146,7 @@ def build_param_groups(
             decay = True
         else:
             decay = name not in norm_names and not _NO_DECAY_NAME.search(name.lower())
+            decay = decay and (decay_vectors or param.ndim != 1)
         buckets[role if decay else f"{role}_no_decay"].append(param)
     if not seen:
         raise ValueError("the model has no trainable parameter (requires_grad=True)")
@@ -263,6 +269,7 @@ class GroupedTrainer(Trainer):
         schedule_steps: ``"exact"``, ``"reference"`` or ``"exact_floor"`` (the module
             docstring).
         decay_biases_and_norms: Decay biases and norms too (`build_param_groups`).
+        decay_vectors: Decay the other 1-D tensors (`build_param_groups`).
         data_order: ``"seeded"`` or ``"reference"`` (the module docstring); ``"reference"``
             needs ``accelerator_config={"use_seedable_sampler": False}`` in ``args``, or
             accelerate would replace the sampler by its seedable one.
@@ -279,6 +286,7 @@ class GroupedTrainer(Trainer):
         schedule_steps: str = "exact",
         data_order: str = "seeded",
         decay_biases_and_norms: bool = False,
+        decay_vectors: bool = True,
         **kwargs: Any,
     ) -> None:
         if warmup_ratio is not None and not 0.0 <= warmup_ratio <= 1.0:
@@ -288,6 +296,7 @@ class GroupedTrainer(Trainer):
         if data_order not in DATA_ORDER_CHOICES:
             raise ValueError(f"data_order must be one of {DATA_ORDER_CHOICES}")
         self.decay_biases_and_norms = decay_biases_and_norms
+        self.decay_vectors = decay_vectors
         self.head_lr = head_lr
         self.head_weight_decay = head_weight_decay
         self.decay_theta = decay_theta
@@ -351,6 +360,7 @@ class GroupedTrainer(Trainer):
                 decay_theta=self.decay_theta,
                 head_modules=self.head_modules,
                 decay_biases_and_norms=self.decay_biases_and_norms,
+                decay_vectors=self.decay_vectors,
             )
             if self.optimizer_cls_and_kwargs is not None:
                 optimizer_cls, optimizer_kwargs = self.optimizer_cls_and_kwargs

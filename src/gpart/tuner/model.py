@@ -260,6 +260,14 @@ class GPartModel(BaseTuner):
         low_cpu_mem_usage=False,
         state_dict=None,
     ):
+        # Adapters are keys of nn.ParameterDict / nn.ModuleDict (theta, peft's per-layer
+        # dicts), which refuse or shadow their own attribute names ("copy", "keys", ...):
+        # say so before anything is built instead of failing deep inside torch.
+        if hasattr(nn.ParameterDict, adapter_name) or hasattr(nn.ModuleDict, adapter_name):
+            raise ValueError(
+                f"adapter name {adapter_name!r} is an attribute of torch's ParameterDict / "
+                "ModuleDict, which hold adapters by name; choose another name"
+            )
         # theta lives on the tuner, outside `model`, so peft's inject_adapter, which keeps the
         # trainability of parameters already in the model, cannot see it: its set_adapter
         # would flip the other adapters' theta (e.g. loading one with is_trainable=False).

@@ -12,7 +12,7 @@ on a dataset has an empty cell (—). The last column is the run's held-out Meta
 (``results.json`` test.loss, as it is; lower is better), empty for runs that held nothing
 out (``data.heldout_samples 0``, the presets). ``--grader official`` (or
 ``math-verify``) fills the cells with that grader's accuracy instead of ours (``gpart``).
-Base models evaluated alone (``eval_math.py --model_path M --output_dir D``) are rows of
+Base models evaluated alone (``eval_math.py --base_model M --output_dir D``) are rows of
 their own ("base model (M)", 0 parameters). Warnings go to stderr; any error is one line on
 stderr and exit status 2.
 """
@@ -22,15 +22,15 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+from gpart.configs.tasks import EVAL_TASKS
 from gpart.evaluation import GRADERS
 from gpart.results import with_evaluations
 from gpart.results.cli import collect_main
 from gpart.results.collect import load_base_evaluations
 
+# The evaluation sets as their specs name them, then the training run's own number.
 COLUMNS = {
-    "gsm8k": "GSM8K",
-    "math": "MATH",
-    "math500": "MATH-500",
+    **{name: spec.display_name for name, spec in EVAL_TASKS.items()},
     "metamathqa": "Held-out loss",
 }
 

@@ -1,9 +1,9 @@
-"""Shared helpers for adapter modules: field-by-field bridging to peft configs and freezing."""
+"""Shared helpers for adapter modules: building peft's config from a section, and freezing."""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import re
 from typing import TYPE_CHECKING, Any
 
 from gpart.configs.errors import ConfigError
@@ -13,45 +13,45 @@ if TYPE_CHECKING:
     import torch.nn as nn
 
 
-def peft_kwargs(
+def to_peft(
     cfg: AdapterConfig,
-    peft_cls: type,
     *,
-    rename: Mapping[str, str] = {},
     task_type: Any = None,
     modules_to_save: list[str] | None = None,
-    **extra: Any,
+    **fixed: Any,
 ) -> Any:
-    """Build `peft_cls` from every field of `cfg` (``type`` aside), renaming per `rename`.
+    """peft's config (`cfg.peft_config`) from every key of `cfg` (``type`` aside), plus `fixed`.
 
-    Every adapter field must land on a field of the peft config: a field that peft does not
-    know is a bug in the adapter module, caught here rather than silently dropped (what the
-    user typed must be what runs).
+    The keys are the peft config's own fields (`gpart.configs.schema.adapter_section`), so
+    they are passed as they are, and peft's constructor is the validation: what it rejects
+    becomes a `ConfigError` naming the key (`peft_error`).
     """
-    peft_fields = {f.name for f in dataclasses.fields(peft_cls)}
-    kwargs: dict[str, Any] = {}
-    for f in dataclasses.fields(cfg):
-        if f.name == "type":
-            continue
-        target = rename.get(f.name, f.name)
-        if target is None:  # explicitly not bridged (the module validated it)
-            continue
-        if target not in peft_fields:
-            raise TypeError(
-                f"{type(cfg).__name__}.{f.name} -> {peft_cls.__name__}.{target}: no such peft field"
-            )
-        kwargs[target] = getattr(cfg, f.name)
-    targets = kwargs.get("target_modules")
-    if targets == ["all-linear"]:
+    kwargs = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name != "type"}
+    if kwargs.get("target_modules") == ["all-linear"]:
         # peft only recognises the string form; a list is how our CLI spells every value.
         kwargs["target_modules"] = "all-linear"
-    kwargs.update(extra)
+    kwargs.update(fixed)
     kwargs["task_type"] = task_type
     kwargs["modules_to_save"] = list(modules_to_save) if modules_to_save else None
     try:
-        return peft_cls(**kwargs)
+        return cfg.peft_config(**kwargs)
     except (ValueError, TypeError) as exc:
-        raise ConfigError(f"adapter ({cfg.type}): {exc}") from None
+        raise ConfigError(peft_error(cfg, exc)) from None
+
+
+def peft_error(cfg: AdapterConfig, exc: Exception) -> str:
+    """`exc` (raised by peft for `cfg`) as one line led by the key it is about.
+
+    peft's messages name its fields, which are the section's keys: the first key the
+    message names leads it (``adapter.gpart_dropout: ...``); none, the adapter does.
+    """
+    text = " ".join(str(exc).split())
+    named = [
+        (m.start(), f.name)
+        for f in dataclasses.fields(cfg)
+        if f.name != "type" and (m := re.search(rf"\b{re.escape(f.name)}\b", text))
+    ]
+    return f"adapter.{min(named)[1]}: {text}" if named else f"adapter ({cfg.type}): {text}"
 
 
 def require_unused(cfg: AdapterConfig, **defaults: Any) -> None:

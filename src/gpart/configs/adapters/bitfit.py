@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from gpart.configs.adapters._bridge import freeze_all_but, require_unused
+from gpart.configs.adapters._bridge import freeze_all_but
 from gpart.configs.errors import ConfigError
 from gpart.configs.registry import register_adapter
 from gpart.configs.schema import AdapterConfig
@@ -21,10 +21,6 @@ class BitFitAdapterConfig(AdapterConfig):
     otherwise only biases of modules whose name ends with one of the given names."""
 
     type: str = "bitfit"
-
-    def validate(self) -> None:
-        super().validate()
-        require_unused(self, dropout=0.0)
 
 
 def _is_target_bias(name: str, targets: list[str] | None) -> bool:

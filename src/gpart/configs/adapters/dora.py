@@ -5,7 +5,8 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-from gpart.configs.adapters.lora import LoraAdapterConfig, lora_to_peft
+from gpart.configs.adapters._bridge import to_peft
+from gpart.configs.adapters.lora import LoraAdapterConfig
 from gpart.configs.registry import register_adapter
 
 
@@ -17,8 +18,8 @@ class DoraAdapterConfig(LoraAdapterConfig):
 register_adapter(
     "dora",
     DoraAdapterConfig,
-    # LoRA's bridge with peft's use_dora switch on.
-    to_peft=functools.partial(lora_to_peft, use_dora=True),
+    # LoRA's section with peft's use_dora switch on.
+    to_peft=functools.partial(to_peft, use_dora=True),
     description="DoRA: LoRA direction update plus a trained magnitude",
     order=11,
 )

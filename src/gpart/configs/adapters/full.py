@@ -18,9 +18,7 @@ class FullAdapterConfig(AdapterConfig):
     type: str = "full"
 
     def validate(self) -> None:
-        super().validate()
-        # The model's own dropout applies; an adapter dropout would be silently ignored.
-        require_unused(self, dropout=0.0, target_modules=None)
+        require_unused(self, target_modules=None)
 
 
 def apply(model: nn.Module, cfg: FullAdapterConfig, head_names: list[str]) -> None:

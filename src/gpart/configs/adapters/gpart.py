@@ -2,71 +2,47 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import field
 
-from gpart.configs.adapters._bridge import peft_kwargs
-from gpart.configs.errors import ConfigError
+from gpart.configs.adapters._bridge import to_peft
 from gpart.configs.registry import register_adapter
-from gpart.configs.schema import FOLLOWS_SEED, IDENTITY_IF_CHANGED, AdapterConfig
+from gpart.configs.schema import FOLLOWS_SEED, IDENTITY_IF_CHANGED, adapter_section
+from gpart.tuner.config import GPartConfig
 
 
-@dataclass
-class GPartAdapterConfig(AdapterConfig):
-    """Mirrors `gpart.GPartConfig`. Renamed on the way: ``dropout`` -> ``gpart_dropout``,
-    ``grouping`` -> ``grouping_strategy``, ``assignment`` -> ``assignment_backend``,
-    ``projection`` -> ``projection_type`` (the override keys predate the reference's names
-    and are in every run name's hash, so they stay)."""
-
-    type: str = "gpart"
-    # 2**14: a round default for quick runs; the paper's GLUE presets use 23,040.
-    d: int = 16384
-    isometric: bool = True
-    # None: the run's --seed, so seeds vary the partition as well as the data order.
-    proj_seed: int | None = field(default=None, metadata={FOLLOWS_SEED: True})
-    init_bound: float = 0.0
-    bias: Literal["none", "all", "gpart_only"] = "none"
-    grouping: Literal["random", "balanced", "signed_magnitude"] = "random"
-    assignment: Literal["stateless", "materialized"] = "stateless"
-    # The paper's ablations (see GPartConfig): one space per transformer block, and the
-    # dense Fastfood projection as the structured random baseline.
-    # Added after run names were in use: at their defaults they leave names unchanged.
-    partition_scope: Literal["global", "transformer_block"] = field(
-        default="global", metadata={IDENTITY_IF_CHANGED: True}
-    )
-    projection: Literal["partition", "fastfood"] = field(
-        default="partition", metadata={IDENTITY_IF_CHANGED: True}
-    )
-    exclude_modules: list[str] | None = None
-    layers_to_transform: list[int] | None = None
-    layers_pattern: list[str] | None = None
-
-    def validate(self) -> None:
-        super().validate()
-        if self.d <= 0:
-            raise ConfigError(f"adapter.d: must be a positive integer, got {self.d}")
-        if self.init_bound < 0:
-            raise ConfigError(f"adapter.init_bound: must be >= 0, got {self.init_bound}")
-
-
-def to_peft(
-    cfg: GPartAdapterConfig, *, task_type: Any = None, modules_to_save: list[str] | None = None
-) -> Any:
-    from gpart import GPartConfig
-
-    return peft_kwargs(
-        cfg,
+class GPartAdapterConfig(
+    adapter_section(
+        "gpart",
         GPartConfig,
-        # This project's override names -> the reference implementation's field names.
-        rename={
-            "dropout": "gpart_dropout",
-            "grouping": "grouping_strategy",
-            "assignment": "assignment_backend",
-            "projection": "projection_type",
+        (
+            "d",
+            "gpart_dropout",
+            "isometric",
+            "proj_seed",
+            "init_bound",
+            "bias",
+            "grouping_strategy",
+            "assignment_backend",
+            "partition_scope",
+            "projection_type",
+            "exclude_modules",
+            "layers_to_transform",
+            "layers_pattern",
+        ),
+        {
+            # 2**14: a round default for quick runs (GPartConfig requires d); the paper's
+            # GLUE presets use 23,040.
+            "d": field(default=16384),
+            # None: the run's --seed, so seeds vary the partition as well as the data order.
+            "proj_seed": field(metadata={FOLLOWS_SEED: True}),
+            # The paper's ablations, added after run names were in use: at their defaults
+            # they stay out of the name.
+            "partition_scope": field(metadata={IDENTITY_IF_CHANGED: True}),
+            "projection_type": field(metadata={IDENTITY_IF_CHANGED: True}),
         },
-        task_type=task_type,
-        modules_to_save=modules_to_save,
     )
+):
+    """`gpart.GPartConfig`'s fields, as the paper authors' code names them."""
 
 
 register_adapter(

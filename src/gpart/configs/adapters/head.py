@@ -19,8 +19,7 @@ class HeadAdapterConfig(AdapterConfig):
     type: str = "head"
 
     def validate(self) -> None:
-        super().validate()
-        require_unused(self, dropout=0.0, target_modules=None)
+        require_unused(self, target_modules=None)
 
 
 def apply(model: nn.Module, cfg: HeadAdapterConfig, head_names: list[str]) -> None:

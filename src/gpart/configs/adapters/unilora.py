@@ -1,62 +1,45 @@
-"""Uni-LoRA (peft `UniLoraConfig`): LoRA factors projected from one vector of length `d`."""
+"""Uni-LoRA (peft `UniLoraConfig`): LoRA factors projected from one vector of length
+`theta_d_length`."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import field
 
-from gpart.configs.adapters._bridge import peft_kwargs
-from gpart.configs.errors import ConfigError
+from peft import UniLoraConfig
+
+from gpart.configs.adapters._bridge import to_peft
 from gpart.configs.registry import register_adapter
-from gpart.configs.schema import FOLLOWS_SEED, AdapterConfig
+from gpart.configs.schema import FOLLOWS_SEED, adapter_section
 
 
-@dataclass
-class UniLoraAdapterConfig(AdapterConfig):
-    """`d` and `init_bound` use GPart's names for the same ideas (length and init of theta)."""
-
-    type: str = "unilora"
-    r: int = 4
-    # peft: theta_d_length (default 256).
-    d: int = 256
-    # None: the run's --seed.
-    proj_seed: int | None = field(default=None, metadata={FOLLOWS_SEED: True})
-    # peft: init_theta_d_bound.
-    init_bound: float = 0.02
-    bias: Literal["none", "all", "unilora_only"] = "none"
-    # False: indices are regenerated from proj_seed on load, like GPart's partition.
-    save_indices: bool = False
-    layers_to_transform: list[int] | None = None
-    layers_pattern: list[str] | None = None
-
-    def validate(self) -> None:
-        super().validate()
-        if self.r <= 0 or self.d <= 0:
-            raise ConfigError(f"adapter.r / adapter.d: must be positive, got r={self.r} d={self.d}")
-
-
-def to_peft(
-    cfg: UniLoraAdapterConfig, *, task_type: Any = None, modules_to_save: list[str] | None = None
-) -> Any:
-    from peft import UniLoraConfig
-
-    return peft_kwargs(
-        cfg,
+class UniLoraAdapterConfig(
+    adapter_section(
+        "unilora",
         UniLoraConfig,
-        rename={
-            "dropout": "unilora_dropout",
-            "d": "theta_d_length",
-            "init_bound": "init_theta_d_bound",
-        },
-        task_type=task_type,
-        modules_to_save=modules_to_save,
+        (
+            "r",
+            "theta_d_length",
+            "proj_seed",
+            "init_theta_d_bound",
+            "unilora_dropout",
+            "bias",
+            # False (peft's default): indices are regenerated from proj_seed on load, like
+            # GPart's partition.
+            "save_indices",
+            "layers_to_transform",
+            "layers_pattern",
+        ),
+        # None: the run's --seed.
+        {"proj_seed": field(metadata={FOLLOWS_SEED: True})},
     )
+):
+    """peft's `UniLoraConfig` fields."""
 
 
 register_adapter(
     "unilora",
     UniLoraAdapterConfig,
     to_peft=to_peft,
-    description="Uni-LoRA: all LoRA factors projected from one vector of length d",
+    description="Uni-LoRA: all LoRA factors projected from one vector of length theta_d_length",
     order=20,
 )

@@ -3,58 +3,52 @@
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import field
+from typing import Any
 
-from gpart.configs.adapters._bridge import peft_kwargs
-from gpart.configs.errors import ConfigError
+from peft import VeraConfig
+
+from gpart.configs.adapters._bridge import to_peft
 from gpart.configs.registry import register_adapter
-from gpart.configs.schema import FOLLOWS_SEED, AdapterConfig
+from gpart.configs.schema import FOLLOWS_SEED, adapter_section
 
 
-@dataclass
-class VeraAdapterConfig(AdapterConfig):
-    type: str = "vera"
-    r: int = 256
-    d_initial: float = 0.1
-    # None: the run's --seed.
-    projection_prng_key: int | None = field(default=None, metadata={FOLLOWS_SEED: True})
-    # True (peft's default) stores the random projections with the adapter.
-    save_projection: bool = True
-    bias: Literal["none", "all", "vera_only"] = "none"
-    layers_to_transform: list[int] | None = None
-    layers_pattern: list[str] | None = None
+class VeraAdapterConfig(
+    adapter_section(
+        "vera",
+        VeraConfig,
+        (
+            "r",
+            "d_initial",
+            "projection_prng_key",
+            # True (peft's default) stores the random projections with the adapter.
+            "save_projection",
+            "vera_dropout",
+            "bias",
+            "layers_to_transform",
+            "layers_pattern",
+        ),
+        # None: the run's --seed.
+        {"projection_prng_key": field(metadata={FOLLOWS_SEED: True})},
+    )
+):
+    """peft's `VeraConfig` fields."""
 
-    def validate(self) -> None:
-        super().validate()
-        if self.r <= 0:
-            raise ConfigError(f"adapter.r: must be a positive integer, got {self.r}")
 
-
-def to_peft(
-    cfg: VeraAdapterConfig, *, task_type: Any = None, modules_to_save: list[str] | None = None
-) -> Any:
-    from peft import VeraConfig
-
+def vera_to_peft(cfg: VeraAdapterConfig, **kwargs: Any) -> Any:
     with warnings.catch_warnings():
-        # save_projection False is a deliberate choice (the GLUE preset, as the paper saves
-        # only the vectors): the projections are regenerated from projection_prng_key, which
-        # the run records. peft's reminder about it would break the CLI's one-line output.
+        # save_projection False is a deliberate choice (the adapter file then holds only the
+        # vectors): the projections are regenerated from projection_prng_key, which the run
+        # records. peft's reminder about it would break the CLI's one-line output.
         if not cfg.save_projection:
             warnings.filterwarnings("ignore", message="Specified to not save vera_A and vera_B")
-        return peft_kwargs(
-            cfg,
-            VeraConfig,
-            rename={"dropout": "vera_dropout"},
-            task_type=task_type,
-            modules_to_save=modules_to_save,
-        )
+        return to_peft(cfg, **kwargs)
 
 
 register_adapter(
     "vera",
     VeraAdapterConfig,
-    to_peft=to_peft,
+    to_peft=vera_to_peft,
     description="VeRA: shared frozen random projections, trained scaling vectors",
     order=30,
 )

@@ -1,8 +1,12 @@
 """GLUE presets (RoBERTa base / large): the paper's settings for GPart and its baselines.
 
-Numbers come from the GPart paper's GLUE protocol, except full fine-tuning, which follows
-RoBERTa's own GLUE recipe. Where the paper gives no value the comment says what was chosen
-and why; treat those as starting points to sweep.
+GPart, LoRA, VeRA, Uni-LoRA, BitFit, head-only and full fine-tuning run what the paper
+authors' script runs for them (SamsungLabs/GPart at 320f0c1,
+``src/scripts/glue/finetune_roberta_glue.py``; their configs are cited as
+``configs/...:LINE``, their loop as ``utils/...:LINE``). DoRA, FourierFT and VB-LoRA are not
+in their code: DoRA takes LoRA's values (the comment beside it says why), FourierFT and
+VB-LoRA have no GLUE preset and run the defaults of their config; treat those as starting
+points to sweep.
 """
 
 from __future__ import annotations
@@ -47,11 +51,29 @@ _PEFT_PROTOCOL: dict[str, Any] = {
 # Query/value projections: the attention targets all these baselines adapt on GLUE.
 _QV = ("query", "value")  # a tuple: presets hold no mutable values
 
+# The reference's loop for every method but GPart (utils/adapter_utils.py:256-278): weight
+# decay on the tensors with more than one dimension only, so VeRA's scaling vectors and
+# Uni-LoRA's theta_d train undecayed. (GPart's theta is decayed there explicitly, :264-270,
+# which is decay_theta; its other tensors are biases and norms, undecayed either way.)
+_BASELINE_PROTOCOL: dict[str, Any] = {**_PEFT_PROTOCOL, "training.decay_vectors": False}
+# What the reference's configs fall back to when a method's task table sets no value
+# (configs/base_config.py:17,23-24, resolved at :157-159): batch 32, lr and head lr 1e-3.
+_REFERENCE_FALLBACK: dict[str, Any] = {
+    "training.batch_size": 32,
+    "training.lr": 1e-3,
+    "training.head_lr": 1e-3,
+}
+# The epochs every baseline's task table gives, base and large alike (configs/adapter_configs/
+# lora.py:39-46, vera.py:42-49, bitfit.py:28-35, head.py:28-35, full.py:28-35).
+_BASELINE_EPOCHS = {"cola": 80, "sst2": 60, "mrpc": 30, "qnli": 25, "rte": 80, "stsb": 40}
+
 # ---- GPart --------------------------------------------------------------------------------
+# configs/adapter_configs/gpart.py:35-57 (base and large alike), lr 5e-3 and the head lr /
+# epochs per task and size from :62-80; proj_seed follows --seed (utils/adapter_utils.py:91-96).
 _GPART = {
     **_PEFT_PROTOCOL,
     "adapter.d": 23040,
-    "adapter.dropout": 0.1,
+    "adapter.gpart_dropout": 0.1,
     "adapter.target_modules": _QV,
     "training.lr": 5e-3,
     "training.batch_size": 32,
@@ -67,13 +89,19 @@ _GPART_TASKS = {
 }
 
 # ---- Uni-LoRA -----------------------------------------------------------------------------
-# Same d as GPart, so the two compare at an equal number of trained parameters.
+# configs/adapter_configs/unilora.py:24-38 (base and large alike): r 4, theta_d_length
+# 23,040 (GPart's d: the two compare at an equal number of trained numbers), dropout 0.1,
+# init bound 0.02, query/value; lr 5e-3 from its task tables (:42-59), batch 32 (the fallback).
 _UNILORA = {
-    **_PEFT_PROTOCOL,
+    **_BASELINE_PROTOCOL,
     "adapter.r": 4,
-    "adapter.d": 23040,
-    "adapter.init_bound": 0.02,
+    "adapter.theta_d_length": 23040,
+    "adapter.unilora_dropout": 0.1,
+    "adapter.init_theta_d_bound": 0.02,
     "adapter.target_modules": _QV,
+    # utils/adapter_utils.py:36-119 never passes proj_seed: their fork's UniLoRAConfig
+    # default, 42, whatever --seed is (peft/tuners/unilora/config.py:70-73)
+    "adapter.proj_seed": 42,
     "training.lr": 5e-3,
     "training.batch_size": 32,
 }
@@ -87,15 +115,18 @@ _UNILORA_TASKS = {
 }
 
 # ---- LoRA ---------------------------------------------------------------------------------
+# configs/adapter_configs/lora.py:23-35: r 8, alpha 8, dropout 0.1 on query/value, base and
+# large alike; head lr 1e-3 on every task (:39-46).
 _LORA = {
-    **_PEFT_PROTOCOL,
+    **_BASELINE_PROTOCOL,
     "adapter.r": 8,
-    "adapter.alpha": 8,
+    "adapter.lora_alpha": 8,
+    "adapter.lora_dropout": 0.1,
     "adapter.target_modules": _QV,
     "training.head_lr": 1e-3,
 }
-# task: (epochs, batch_size, lr). Given for RoBERTa-base; the paper lists no large setting,
-# so large reuses them (LoRA's own large recipe differs: verify before reporting large).
+# task: (epochs, batch_size, lr), lora.py:39-46. The reference has no large table for LoRA
+# (configs/config.py:109-112 then takes this one), so large runs these too.
 _LORA_TASKS = {
     "cola": (80, 32, 4e-4),
     "sst2": (60, 16, 5e-4),
@@ -106,33 +137,29 @@ _LORA_TASKS = {
 }
 
 # ---- VeRA ---------------------------------------------------------------------------------
-# The paper fixes r=8, d_initial=0.1 and LoRA's epochs. Learning rates are not given: VeRA,
-# like GPart, trains a few scaling values per layer and needs a far larger step than LoRA,
-# so it starts from GPart's 5e-3 (head 1e-3, as LoRA). Sweep before reporting.
-# save_projection=False: the projections are regenerated from the seed on load, as GPart's
-# partition and Uni-LoRA's indices are, so the storage columns compare like with like.
+# configs/adapter_configs/vera.py:24-38 (base and large alike): r 8, dropout 0.1, d_initial
+# 0.1, projection_prng_key 0 (fixed, whatever --seed is) on query/value. Its task table sets
+# epochs only (:42-49), so lr, head lr and batch are the fallbacks: 1e-3, 1e-3, 32.
 _VERA = {
-    **_PEFT_PROTOCOL,
+    **_BASELINE_PROTOCOL,
+    **_REFERENCE_FALLBACK,
     "adapter.r": 8,
+    "adapter.vera_dropout": 0.1,
     "adapter.d_initial": 0.1,
-    "adapter.save_projection": False,
+    "adapter.projection_prng_key": 0,
+    # utils/adapter_utils.py:108: the projections are stored with the adapter
+    "adapter.save_projection": True,
     "adapter.target_modules": _QV,
-    "training.lr": 5e-3,
-    "training.head_lr": 1e-3,
-    "training.batch_size": 32,
 }
 
-# ---- Full fine-tuning ---------------------------------------------------------------------
-# RoBERTa's own GLUE recipe (Liu et al. 2019): lr swept in {1e-5, 2e-5, 3e-5}, batch
-# {16, 32}, 10 epochs, warmup 6%, weight decay 0.1. Every weight moves, so the learning
-# rate is two orders below the adapters'; the head uses the same rate (head_lr None).
-_FULL = {
-    **_PEFT_PROTOCOL,
-    "training.batch_size": 32,
-    "training.epochs": 10,
-    "training.head_lr": None,
-}
-_FULL_LR = {"base": 2e-5, "large": 1e-5}  # large: the low end, it diverges more easily
+# ---- BitFit, head-only, full fine-tuning ---------------------------------------------------
+# configs/adapter_configs/{bitfit,head,full}.py: no setting of their own, so the fallbacks:
+# lr 1e-3 (every bias / the whole encoder), head lr 1e-3, batch 32, on the same loop, base
+# and large alike. For full fine-tuning that is the reference's run, not RoBERTa's own GLUE
+# recipe (Liu et al. 2019: lr 1e-5 to 3e-5, 10 epochs, batch 16 or 32); that one is
+# `training.lr 2e-5 training.head_lr none task.epochs 10` (docs/glue.md, "Reproducing the
+# paper").
+_FALLBACK_ONLY = {**_BASELINE_PROTOCOL, **_REFERENCE_FALLBACK}
 
 
 def _adapter_presets() -> dict[tuple[str, str], Any]:
@@ -141,10 +168,12 @@ def _adapter_presets() -> dict[tuple[str, str], Any]:
         out["gpart", size] = freeze(_GPART)
         out["unilora", size] = freeze(_UNILORA)
         out["lora", size] = freeze(_LORA)
-        # DoRA is LoRA plus a magnitude vector; the usual comparison keeps LoRA's settings.
+        # DoRA (not in the reference) is LoRA plus a magnitude vector; the usual comparison
+        # keeps LoRA's settings, the magnitude undecayed as the reference's loop would.
         out["dora", size] = freeze(_LORA)
         out["vera", size] = freeze(_VERA)
-        out["full", size] = freeze({**_FULL, "training.lr": _FULL_LR[size]})
+        for name in ("bitfit", "head", "full"):
+            out[name, size] = freeze(_FALLBACK_ONLY)
     return out
 
 
@@ -159,7 +188,10 @@ def _task_presets() -> dict[tuple[str, str, str], Any]:
             lora = freeze({"epochs": epochs, "batch_size": batch, "lr": lr})
             out["lora", task, size] = lora
             out["dora", task, size] = lora
-            out["vera", task, size] = freeze({"epochs": epochs})
+    for task, epochs in _BASELINE_EPOCHS.items():
+        for size in SIZES:
+            for name in ("vera", "bitfit", "head", "full"):
+                out[name, task, size] = freeze({"epochs": epochs})
     return out
 
 

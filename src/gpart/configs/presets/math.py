@@ -103,10 +103,10 @@ _PROTOCOL: dict[str, Any] = {
 }
 # The attention projections of every decoder family above (Llama, Qwen2, Gemma, Mistral).
 _QKVO = ("q_proj", "k_proj", "v_proj", "o_proj")
-# GPart's d: the reference's 131,072 for 0.5B and 524,288 for 7B / 8B. 3B: 262,144, the
-# geometric midpoint, because its q/k/v/o weights (about 340M numbers) sit between
-# 0.5B's (44M) and the 7B/8B models' (0.8-1.3G) on a log scale; sweep before reporting.
-_GPART_D = {"qwen2.5-0.5b": 131_072, "qwen2.5-3b": 262_144}
+# GPart's d: 131,072 for 0.5B, the command their README gives (README.md:346-350); every
+# other size the script's default 524,288 (fm.py:231; README.md:352-356 for 7B), 3B
+# included: the README lists it as a base model without a command of its own.
+_GPART_D = {"qwen2.5-0.5b": 131_072}
 _GPART_D_LARGE = 524_288
 
 
@@ -117,41 +117,56 @@ def _adapter_presets() -> dict[tuple[str, str], Any]:
             {
                 **_PROTOCOL,
                 "adapter.d": _GPART_D.get(size, _GPART_D_LARGE),
-                "adapter.dropout": 0.05,  # fm.py:230
+                "adapter.gpart_dropout": 0.05,  # fm.py:230
                 "adapter.target_modules": _QKVO,  # fm.py:32
                 "adapter.init_bound": 0.0,  # fm.py:232: theta starts at zero
                 # the materialized assignment (fm.py:242), drawn with their GPartConfig's
                 # default proj_seed 42 whatever --seed is: fm.py:197-206 never passes it
-                "adapter.assignment": "materialized",
+                "adapter.assignment_backend": "materialized",
                 "adapter.proj_seed": 42,
             }
         )
-        # LoRA r=4, alpha=4, dropout 0.05 on q/k/v/o (the reference's LoRA baseline);
-        # DoRA, LoRA with a learned magnitude, at the same settings.
+        # LoRA and Uni-LoRA as the script runs them (fm.py:172-194): its defaults, since the
+        # README gives no command for either, at the protocol's lr 2e-4 (fm.py:273). Their
+        # 16 examples a step come as the defaults' 2 x 8 (fm.py:270-271), not GPart's 4 x 4:
+        # the same examples and, Trainer normalising the loss by the tokens of the whole
+        # step, the same gradient, up to float summation order.
+        micro = {"training.batch_size": 2, "training.grad_accum": 8}
+        # LoRA r=4, alpha=4, dropout 0.05 on q/k/v/o (fm.py:173-182, :228-230).
         lora = {
             **_PROTOCOL,
+            **micro,
             "adapter.r": 4,
-            "adapter.alpha": 4,
-            "adapter.dropout": 0.05,
+            "adapter.lora_alpha": 4,
+            "adapter.lora_dropout": 0.05,
             "adapter.target_modules": _QKVO,
         }
         out["lora", size] = freeze(lora)
+        # DoRA (not in the reference), LoRA with a learned magnitude, at the same settings.
         out["dora", size] = freeze(lora)
-        # Uni-LoRA's MetaMathQA setting: d 524,288, r=4, every linear layer, lr 2e-3, init
-        # bound 0.02 (a zero init gives it zero gradients).
+        # Uni-LoRA (fm.py:184-194, :228-232): r 4, d 524,288 whatever the model, dropout
+        # 0.05 on q/k/v/o, lr 2e-4. Not followed: --init_bound's default 0.0 (fm.py:232).
+        # Uni-LoRA gathers both A and B from theta_d, so a zero theta_d has zero gradient
+        # and never moves (that run trains nothing), and peft's UniLoraConfig refuses a
+        # bound of 0; 0.02 is peft's default and the reference's GLUE value (docs/math.md).
         out["unilora", size] = freeze(
             {
                 **_PROTOCOL,
-                "training.lr": 2e-3,
+                **micro,
                 "adapter.r": 4,
-                "adapter.d": 524_288,
-                "adapter.init_bound": 0.02,
-                "adapter.target_modules": ("all-linear",),
+                "adapter.theta_d_length": 524_288,
+                "adapter.unilora_dropout": 0.05,
+                "adapter.init_theta_d_bound": 0.02,
+                "adapter.target_modules": _QKVO,
+                # never passed (fm.py:185-194): their fork's default 42, whatever --seed is
+                "adapter.proj_seed": 42,
             }
         )
+        # Not in the reference's script (--adapter_type lora / unilora / gpart, fm.py:223-227).
         # VeRA, FourierFT, VB-LoRA: no MetaMathQA setting published with this protocol;
-        # their own defaults on q/k/v/o at Uni-LoRA's 2e-3 (methods with few trained
-        # numbers train at adapter-scale rates). Starting points: sweep before reporting.
+        # their own defaults on q/k/v/o at 2e-3, the Uni-LoRA paper's MetaMathQA rate
+        # (methods with few trained numbers train at adapter-scale rates). Starting points:
+        # sweep before reporting.
         few = {**_PROTOCOL, "training.lr": 2e-3, "adapter.target_modules": _QKVO}
         for name in ("vera", "fourierft", "vblora"):
             out[name, size] = freeze(few)

@@ -79,29 +79,44 @@ def _adapter_presets() -> dict[tuple[str, str], Any]:
         # --assignment_backend defaults); proj_seed is the run seed, as ours by default.
         gpart = {
             "adapter.d": _D[size],
-            "adapter.dropout": 0.0,
+            "adapter.gpart_dropout": 0.0,
             "adapter.init_bound": 0.0,
-            "adapter.grouping": "random",
-            "adapter.assignment": "materialized",
+            "adapter.grouping_strategy": "random",
+            "adapter.assignment_backend": "materialized",
             "adapter.target_modules": QV,
         }
         out["gpart", size] = freeze({**common, **gpart})
-        # LoRA r=4, alpha=8 on query/value; no lr of its own is given, so it runs at the
-        # shared protocol's (sweep before reporting).
+        # :413-422 with :48, :93-102 (--rank 4, --lora_alpha 8, --dropout 0) on query/value;
+        # the script's lr and head lr (:45-46) are every adapter's.
         out["lora", size] = freeze(
-            {**common, "adapter.r": 4, "adapter.alpha": 8, "adapter.target_modules": QV}
+            {
+                **common,
+                "adapter.r": 4,
+                "adapter.lora_alpha": 8,
+                "adapter.lora_dropout": 0.0,
+                "adapter.target_modules": QV,
+            }
         )
-        out["dora", size] = out["lora", size]
-        # Uni-LoRA at GPart's d; init bound 0.02 (a zero init gives it zero gradients).
+        out["dora", size] = out["lora", size]  # not in the reference: LoRA's settings
+        # :401-411 with :48, :80-97 (--rank 4, --d 72,000 / 144,000: GPart's, --dropout 0).
+        # Not followed: --init_bound's default 0.0 (:86-91). Uni-LoRA gathers both A and B
+        # from theta_d, so a zero theta_d has zero gradient and never moves: that run trains
+        # the head alone, and peft's UniLoraConfig refuses a bound of 0. 0.02 is peft's
+        # default and the value the reference's GLUE configs use (docs/vit.md).
         out["unilora", size] = freeze(
             {
                 **common,
                 "adapter.r": 4,
-                "adapter.d": _D[size],
-                "adapter.init_bound": 0.02,
+                "adapter.theta_d_length": _D[size],
+                "adapter.unilora_dropout": 0.0,
+                "adapter.init_theta_d_bound": 0.02,
                 "adapter.target_modules": QV,
+                # never passed (:402-411): their fork's default 42, whatever --seed is
+                "adapter.proj_seed": 42,
             }
         )
+        # Not in the reference's script (--adapter_type gpart / unilora / lora, :73-78): the
+        # shared protocol with each method's own values, starting points to sweep.
         # FourierFT: 3,000 frequencies per layer, 72K on base's 24 query/value layers.
         out["fourierft", size] = freeze(
             {**common, "adapter.n_frequency": 3000, "adapter.target_modules": QV}
