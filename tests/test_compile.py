@@ -217,7 +217,7 @@ def test_roberta_with_every_linear_adapted_compiles():
     torch.manual_seed(0)
     base = RobertaForSequenceClassification(config)
     targets = ["query", "key", "value", "dense"]
-    model = get_peft_model(base, GPartConfig(d=4096, target_modules=targets, init_bound=0.01))
+    model = get_peft_model(base, GPartConfig(d=1024, target_modules=targets, init_bound=0.01))
     model.train()
     theta = model.base_model.gpart_theta_d["default"]
     tokens, labels = torch.randint(0, 100, (2, 16)), torch.tensor([0, 1])
