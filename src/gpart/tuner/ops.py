@@ -16,6 +16,7 @@ evaluated twice per step, never stored between forward and backward. Small weigh
 from __future__ import annotations
 
 import functools
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -411,11 +412,11 @@ class AdapterTerm:
 
 # `s * theta` of the latest step, per (theta, scales, block, device): every layer of a
 # global partition multiplies the same two vectors, so a step computes the product once, not
-# once per layer and pass. An entry holds theta and scales themselves (identity, not an
-# address that a new tensor could reuse) and their version counters, which every in-place
-# change bumps (the optimizer's step, `copy_`, `load_state_dict`), and their storage
-# addresses, which a `.data` assignment changes.
-_COEF: dict[tuple, tuple[torch.Tensor, torch.Tensor, tuple, torch.Tensor]] = {}
+# once per layer and pass. An entry knows theta and scales by weak reference (identity, not
+# an address that a new tensor could reuse, and no model kept alive), their version
+# counters, which every in-place change bumps (the optimizer's step, `copy_`,
+# `load_state_dict`), and their storage addresses, which a `.data` assignment changes.
+_COEF: dict[tuple, tuple[weakref.ref, weakref.ref, tuple, torch.Tensor]] = {}
 
 
 def _shared_coef(term: AdapterTerm, device: torch.device) -> torch.Tensor:
@@ -426,8 +427,8 @@ def _shared_coef(term: AdapterTerm, device: torch.device) -> torch.Tensor:
     except RuntimeError:  # no storage (a torch.func transform's wrapper): not kept
         stamp = None
     hit = _COEF.get(key)
-    if stamp is not None and hit is not None and hit[0] is theta and hit[1] is scales:
-        if hit[2] == stamp:
+    if stamp is not None and hit is not None and hit[2] == stamp:
+        if hit[0]() is theta and hit[1]() is scales:
             return hit[3]
     acc = term.acc_dtype
     # A normal tensor even when first made under inference_mode (an evaluation), so that a
@@ -437,7 +438,7 @@ def _shared_coef(term: AdapterTerm, device: torch.device) -> torch.Tensor:
     if stamp is not None:
         if len(_COEF) > 64:  # models come and go (tests): keep the latest few
             _COEF.clear()
-        _COEF[key] = (theta, scales, stamp, coef)
+        _COEF[key] = (weakref.ref(theta), weakref.ref(scales), stamp, coef)
     return coef
 
 
