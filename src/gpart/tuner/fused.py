@@ -188,8 +188,10 @@ class Kernel:
         """A compiled graph that, called directly, gives `out` for `args` (newest first;
         inductor's own module first, else the wrapper `compile_fx` returned)."""
         for gm, compiled in reversed(self._graphs):
-            for call in (_inductor_call(compiled), compiled):
+            for call, takes_list in ((_inductor_call(compiled), True), (compiled, False)):
                 direct = None if call is None else _Direct.of(gm, call, self._names, out)
+                if direct is not None:
+                    direct.takes_list = takes_list
                 if direct is None:
                     continue
                 try:
@@ -203,11 +205,11 @@ class Kernel:
 
 
 def _inductor_call(compiled: Callable[..., Any]) -> Callable[..., Any] | None:
-    """The generated module's ``call(args)`` under the wrappers `compile_fx` puts around it
-    (AOT autograd's runtime wrappers: for a graph without grad, input mutation or aliased
-    output they only pass the inputs on), as ``f(*inputs)``; None where it is not found
-    (another torch version): the wrapper is called instead. Found by walking closures, so
-    checked by `Kernel._find_direct` like any candidate."""
+    """The generated module's ``call(args)`` (its inputs as one list) under the wrappers
+    `compile_fx` puts around it (AOT autograd's runtime wrappers: for a graph without grad,
+    input mutation or aliased output they only pass the inputs on); None where it is not
+    found (another torch version): the wrapper is called instead. Found by walking
+    closures, so checked by `Kernel._find_direct` like any candidate."""
     seen: set[int] = set()
     todo: list[Any] = [compiled]
     while todo and len(seen) < 200:
@@ -217,7 +219,7 @@ def _inductor_call(compiled: Callable[..., Any]) -> Callable[..., Any] | None:
         seen.add(id(obj))
         current = getattr(obj, "current_callable", None)
         if callable(current) and not isinstance(obj, type):
-            return lambda *inputs: current(list(inputs))
+            return current
         for attr in ("compiled_fn", "__wrapped__"):
             inner = getattr(obj, attr, None)
             if inner is not None:
@@ -325,8 +327,11 @@ class _Direct:
         pick = eval(f"lambda a: [{', '.join(exprs)}]")  # noqa: S307 (built from names above)
         return cls(pick, compiled, single)
 
+    takes_list = False  # the generated module's ``call`` takes its inputs as one list
+
     def __call__(self, args: tuple[Any, ...]) -> Any:
-        out = self._compiled(*self._pick(args))
+        inputs = self._pick(args)
+        out = self._compiled(inputs) if self.takes_list else self._compiled(*inputs)
         return out[0] if self._single else tuple(out)
 
 
