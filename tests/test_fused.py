@@ -269,6 +269,38 @@ def test_kernel_calls_after_the_first_skip_torch_compile_and_match_eager():
     check((5, 6), torch.float64)
 
 
+def test_a_direct_kernel_entry_serves_only_the_autocast_state_it_was_checked_in():
+    # dynamo guards on autocast (a graph traced under it may differ): the first call under
+    # autocast goes through torch.compile, and only then runs directly.
+    kernel = fused.kernel(_k_hash_gather_add)
+    coef, keyed0 = torch.randn(1024), fused.scalar(7, "cpu")
+    w = torch.randn(16, 24)
+    want = _k_hash_gather_add(w, coef, keyed0, torch.float32)
+
+    def check():
+        got = kernel(w, coef, keyed0, torch.float32)
+        assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
+
+    check()  # compiles; a direct entry without autocast
+    calls = []
+    compiled = kernel._compiled
+
+    def counted(*args):
+        calls.append(args)
+        return compiled(*args)
+
+    kernel._compiled = counted
+    try:
+        check()
+        assert calls == []  # direct
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            check()
+            check()
+        assert len(calls) == 1  # through torch.compile once, then direct
+    finally:
+        kernel._compiled = compiled
+
+
 @pytest.mark.parametrize("mode", ["on", "off"])
 def test_a_changed_theta_is_seen_by_the_next_forward(mode):
     # `s * theta` is computed once per step and shared by every layer: an in-place update

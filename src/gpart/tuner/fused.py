@@ -137,7 +137,13 @@ class Kernel:
         global _broken
         if _broken is not None:
             return self.fn(*args)
-        key = _guard_key(args)
+        # Autocast is global state dynamo guards on (a graph traced under it may differ):
+        # part of the key, so an entry only serves calls under the state it was checked in.
+        key = (
+            _guard_key(args),
+            torch.is_autocast_enabled("cpu"),
+            torch.is_autocast_enabled("cuda"),
+        )
         candidates = self._direct.get(key)
         if candidates:
             # (the callers' autograd functions run with grad off already: no context then)
@@ -186,9 +192,16 @@ class Kernel:
 
     def _find_direct(self, args: tuple[Any, ...], out: Any) -> _Direct | None:
         """A compiled graph that, called directly, gives `out` for `args` (newest first;
-        inductor's own module first, else the wrapper `compile_fx` returned)."""
+        inductor's own module first, else the wrapper `compile_fx` returned).
+
+        Inductor's own module only where every tensor is on the CPU: for a GPU, the wrapper
+        copies inputs that are not aligned as the generated kernels assume (what its
+        Triton kernels were specialised for), which the module alone does not; there the
+        wrapper is called, still without dynamo's frame hook and guards."""
+        on_cpu = _all_on_cpu(args)
         for gm, compiled in reversed(self._graphs):
-            for call, takes_list in ((_inductor_call(compiled), True), (compiled, False)):
+            inner = _inductor_call(compiled) if on_cpu else None
+            for call, takes_list in ((inner, True), (compiled, False)):
                 direct = None if call is None else _Direct.of(gm, call, self._names, out)
                 if direct is not None:
                     direct.takes_list = takes_list
@@ -202,6 +215,16 @@ class Kernel:
                 if _same(again, out):
                     return direct
         return None
+
+
+def _all_on_cpu(args: tuple) -> bool:
+    """Every tensor of `args` (nested tuples included) is on the CPU."""
+    for a in args:
+        if isinstance(a, torch.Tensor) and a.get_device() >= 0:
+            return False
+        if isinstance(a, tuple) and not _all_on_cpu(a):
+            return False
+    return True
 
 
 def _inductor_call(compiled: Callable[..., Any]) -> Callable[..., Any] | None:
