@@ -325,3 +325,33 @@ def test_a_changed_theta_is_seen_by_the_next_forward(mode):
     assert torch.equal(forward(theta), fresh(theta)) and not torch.equal(forward(theta), first)
     theta.data = torch.randn(97)
     assert torch.equal(forward(theta), fresh(theta))
+
+
+@pytest.mark.parametrize("mode", ["on", "off"])
+def test_theta_changed_unseen_by_its_version_counter_reaches_the_next_forward(mode):
+    # The layers of one model forward share `s * theta`; nothing of it may outlive that
+    # forward: fused AdamW's step (Trainer's default on many machines) and `.data.copy_`
+    # change theta while its version counter and address stay as they were.
+    import copy
+
+    from peft import get_peft_model
+
+    from gpart import GPartConfig
+    from tiny_models import tiny_roberta, tokens
+
+    torch.manual_seed(0)
+    model = get_peft_model(tiny_roberta(), GPartConfig(d=64, init_bound=0.3, task_type="SEQ_CLS"))
+    theta = model.base_model.gpart_theta_d["default"]
+    x = tokens()
+    optimizer = torch.optim.AdamW([theta], lr=0.1, fused=True)
+    with fused.forced(mode):
+        first = model(input_ids=x).logits
+        first.sum().backward()
+        version = theta._version
+        optimizer.step()
+        assert theta._version == version  # what the shared product must not rely on
+        stepped = model(input_ids=x).logits
+        assert not torch.equal(stepped, first)
+        assert torch.equal(stepped, copy.deepcopy(model)(input_ids=x).logits)
+        theta.data.copy_(torch.randn_like(theta))
+        assert torch.equal(model(input_ids=x).logits, copy.deepcopy(model)(input_ids=x).logits)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import warnings
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer
@@ -15,6 +15,7 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 import gpart.tuner.arithmetic as arithmetic
+import gpart.tuner.ops as ops
 from gpart.tuner.config import GPartConfig
 from gpart.tuner.fastfood import FastfoodProjection, release_reference_tables
 from gpart.tuner.groupings import seeded_randint_ids, signed_magnitude_ids
@@ -251,6 +252,14 @@ class GPartModel(BaseTuner):
             setattr(parent, child_name, new_module)
             return
         super()._replace_module(parent, child_name, new_module, child)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        # Every layer of one forward shares `s * theta` (`ops.coef_scope`). Compiled, the
+        # forward is traced instead (the layers are custom ops): no scope there.
+        if torch.compiler.is_compiling():
+            return super().forward(*args, **kwargs)
+        with ops.coef_scope():
+            return super().forward(*args, **kwargs)
 
     def inject_adapter(
         self,

@@ -15,9 +15,10 @@ evaluated twice per step, never stored between forward and backward. Small weigh
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
-import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -259,10 +260,14 @@ class AdapterTerm:
         return start < self.weight_numel or not follows_reference(self.partition.scheme)
 
     def _coef(self, device: torch.device) -> torch.Tensor:
-        """`s_j * theta_j` for every group (d entries), computed once per step and shared by
-        every layer and both passes (`_shared_coef`): one d-vector per adapter alive, not
-        one per layer."""
-        return _shared_coef(self, device)
+        """`s_j * theta_j` for every group (d entries): once per term (its forward and its
+        backward), and inside a model's forward (`coef_scope`) once for every layer that
+        shares theta and scales: one d-vector per adapter alive, not one per layer."""
+        key = ("coef", device)
+        coef = self._memo.get(key)
+        if coef is None:
+            coef = self._memo[key] = _shared_coef(self, device)
+        return coef  # type: ignore[return-value]
 
     def values(self, start: int, count: int, device: torch.device) -> torch.Tensor:
         """fp32 update of entries `start .. start + count - 1` of this layer."""
@@ -410,35 +415,41 @@ class AdapterTerm:
         return _as(g, self.theta.dtype)
 
 
-# `s * theta` of the latest step, per (theta, scales, block, device): every layer of a
-# global partition multiplies the same two vectors, so a step computes the product once, not
-# once per layer and pass. An entry knows theta and scales by weak reference (identity, not
-# an address that a new tensor could reuse, and no model kept alive), their version
-# counters, which every in-place change bumps (the optimizer's step, `copy_`,
-# `load_state_dict`), and their storage addresses, which a `.data` assignment changes.
-_COEF: dict[tuple, tuple[weakref.ref, weakref.ref, tuple, torch.Tensor]] = {}
+# `s * theta` shared by the layers of one model forward (`coef_scope`), per (theta, scales,
+# block, device). Only inside a forward: theta cannot change while it runs, whereas between
+# forwards it can change in ways nothing records (a fused optimizer's step and a
+# `.data.copy_` leave theta's version counter and address as they were), so no product
+# outlives the forward that made it (each term keeps its own for its backward).
+_COEF_SCOPE: contextvars.ContextVar[dict | None] = contextvars.ContextVar(
+    "gpart_coef_scope", default=None
+)
+
+
+@contextlib.contextmanager
+def coef_scope() -> Iterator[None]:
+    """Share `s * theta` among the layers called inside (`GPartModel.forward`)."""
+    token = _COEF_SCOPE.set({})
+    try:
+        yield
+    finally:
+        _COEF_SCOPE.reset(token)
 
 
 def _shared_coef(term: AdapterTerm, device: torch.device) -> torch.Tensor:
     theta, scales = term.theta, term.scales
+    scope = _COEF_SCOPE.get()
     key = (id(theta), id(scales), term.theta_start, term.partition.d, device)
-    try:
-        stamp = (theta._version, scales._version, theta.data_ptr(), scales.data_ptr())
-    except RuntimeError:  # no storage (a torch.func transform's wrapper): not kept
-        stamp = None
-    hit = _COEF.get(key)
-    if stamp is not None and hit is not None and hit[2] == stamp:
-        if hit[0]() is theta and hit[1]() is scales:
-            return hit[3]
+    if scope is not None:
+        hit = scope.get(key)
+        if hit is not None and hit[0] is theta and hit[1] is scales:
+            return hit[2]
     acc = term.acc_dtype
     # A normal tensor even when first made under inference_mode (an evaluation), so that a
-    # training step after it can use it.
+    # backward after it can use it.
     with torch.inference_mode(False), torch.no_grad():
         coef = term._block(theta.detach()).to(device, acc) * term._block(scales).to(device, acc)
-    if stamp is not None:
-        if len(_COEF) > 64:  # models come and go (tests): keep the latest few
-            _COEF.clear()
-        _COEF[key] = (weakref.ref(theta), weakref.ref(scales), stamp, coef)
+    if scope is not None:
+        scope[key] = (theta, scales, coef)
     return coef
 
 
