@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import sys
 import warnings
+from collections.abc import Iterator
 from typing import Any, Literal
 
 import torch
@@ -254,12 +256,20 @@ class GPartModel(BaseTuner):
         super()._replace_module(parent, child_name, new_module, child)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        # Every layer of one forward shares `s * theta` (`ops.coef_scope`). Compiled, the
-        # forward is traced instead (the layers are custom ops): no scope there.
+        with self._enable_peft_forward_hooks():
+            return super().forward(*args, **kwargs)
+
+    @contextlib.contextmanager
+    def _enable_peft_forward_hooks(self, *args: Any, **kwargs: Any) -> Iterator[None]:
+        # Every layer of one forward shares `s * theta` (`ops.coef_scope`). peft's
+        # `PeftModel` enters this around each forward and `generate` (its plain forward calls
+        # the wrapped model, not ours). Compiled, the forward is traced instead (the layers
+        # are custom ops): no scope there.
         if torch.compiler.is_compiling():
-            return super().forward(*args, **kwargs)
+            yield
+            return
         with ops.coef_scope():
-            return super().forward(*args, **kwargs)
+            yield
 
     def inject_adapter(
         self,

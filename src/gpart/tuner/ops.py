@@ -262,11 +262,15 @@ class AdapterTerm:
     def _coef(self, device: torch.device) -> torch.Tensor:
         """`s_j * theta_j` for every group (d entries): once per term (its forward and its
         backward), and inside a model's forward (`coef_scope`) once for every layer that
-        shares theta and scales: one d-vector per adapter alive, not one per layer."""
+        shares theta and scales: one d-vector per adapter alive, not one per layer. Outside
+        a scope (the wrapped model called directly) it is made per call instead of kept
+        until the backward, where it would be d floats per adapted layer."""
         key = ("coef", device)
         coef = self._memo.get(key)
         if coef is None:
-            coef = self._memo[key] = _shared_coef(self, device)
+            coef, shared = _shared_coef(self, device)
+            if shared:  # kept for the backward: one tensor for every layer, not one each
+                self._memo[key] = coef
         return coef  # type: ignore[return-value]
 
     def values(self, start: int, count: int, device: torch.device) -> torch.Tensor:
@@ -435,14 +439,15 @@ def coef_scope() -> Iterator[None]:
         _COEF_SCOPE.reset(token)
 
 
-def _shared_coef(term: AdapterTerm, device: torch.device) -> torch.Tensor:
+def _shared_coef(term: AdapterTerm, device: torch.device) -> tuple[torch.Tensor, bool]:
+    """`s * theta` of `term`'s block, and whether a `coef_scope` shares it."""
     theta, scales = term.theta, term.scales
     scope = _COEF_SCOPE.get()
     key = (id(theta), id(scales), term.theta_start, term.partition.d, device)
     if scope is not None:
         hit = scope.get(key)
         if hit is not None and hit[0] is theta and hit[1] is scales:
-            return hit[2]
+            return hit[2], True
     acc = term.acc_dtype
     # A normal tensor even when first made under inference_mode (an evaluation), so that a
     # backward after it can use it.
@@ -450,7 +455,7 @@ def _shared_coef(term: AdapterTerm, device: torch.device) -> torch.Tensor:
         coef = term._block(theta.detach()).to(device, acc) * term._block(scales).to(device, acc)
     if scope is not None:
         scope[key] = (theta, scales, coef)
-    return coef
+    return coef, scope is not None
 
 
 # (id of the partition, offset, entries, device) -> (the partition, `_hashed_args`): a
