@@ -202,9 +202,9 @@ class Kernel:
         for gm, compiled in reversed(self._graphs):
             inner = _inductor_call(compiled) if on_cpu else None
             for call, takes_list in ((inner, True), (compiled, False)):
-                direct = None if call is None else _Direct.of(gm, call, self._names, out)
-                if direct is not None:
-                    direct.takes_list = takes_list
+                direct = (
+                    None if call is None else _Direct.of(gm, call, takes_list, self._names, out)
+                )
                 if direct is None:
                     continue
                 try:
@@ -310,15 +310,21 @@ class _Direct:
     """A graph inductor compiled, called without `torch.compile`'s wrapper: the graph's
     inputs picked from the kernel's arguments by dynamo's placeholder names (``l_w_`` is
     argument ``w``, ``l_hashed_1_`` is ``hashed[1]``), a dynamic size by the first tensor
-    dimension that has it."""
+    dimension that has it. `takes_list`: `compiled` takes its inputs as one list (the
+    generated module's ``call``), else one argument each (`compile_fx`'s wrapper)."""
 
-    def __init__(self, pick: Callable[[tuple[Any, ...]], list[Any]], compiled, single: bool):
+    def __init__(
+        self, pick: Callable[[tuple[Any, ...]], list[Any]], compiled, takes_list: bool, single: bool
+    ):
         self._pick = pick
         self._compiled = compiled
+        self._takes_list = takes_list
         self._single = single
 
     @classmethod
-    def of(cls, gm, compiled, names: Callable[[str], str | None], out: Any) -> _Direct | None:
+    def of(
+        cls, gm, compiled, takes_list: bool, names: Callable[[str], str | None], out: Any
+    ) -> _Direct | None:
         placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
         sources: dict[str, str] = {}  # placeholder -> expression over the arguments `a`
         dims: dict[Any, str] = {}  # a symbolic size -> the expression of a tensor's dim
@@ -348,13 +354,11 @@ class _Direct:
         if isinstance(out, tuple) and len(out) != len(outputs):
             return None
         pick = eval(f"lambda a: [{', '.join(exprs)}]")  # noqa: S307 (built from names above)
-        return cls(pick, compiled, single)
-
-    takes_list = False  # the generated module's ``call`` takes its inputs as one list
+        return cls(pick, compiled, takes_list, single)
 
     def __call__(self, args: tuple[Any, ...]) -> Any:
         inputs = self._pick(args)
-        out = self._compiled(inputs) if self.takes_list else self._compiled(*inputs)
+        out = self._compiled(inputs) if self._takes_list else self._compiled(*inputs)
         return out[0] if self._single else tuple(out)
 
 

@@ -431,7 +431,12 @@ _COEF_SCOPE: contextvars.ContextVar[dict | None] = contextvars.ContextVar(
 
 @contextlib.contextmanager
 def coef_scope() -> Iterator[None]:
-    """Share `s * theta` among the layers called inside (`GPartModel.forward`)."""
+    """Share `s * theta` among the layers called inside (`GPartModel.forward`). Inside
+    one already (peft's `PeftModel` enters it, then calls `GPartModel.forward`), it is that
+    one."""
+    if _COEF_SCOPE.get() is not None:
+        yield
+        return
     token = _COEF_SCOPE.set({})
     try:
         yield
