@@ -471,3 +471,43 @@ def test_launch_bound_preset_is_72_narrow_linear_layers():
     shapes = {tuple(base.get_submodule(n).weight.shape) for n in names}
     assert len(names) == 72 and shapes == {(64, 64), (256, 64), (64, 256)}
     assert batch["input_ids"].shape == (2, 16)
+
+
+@pytest.mark.parametrize(
+    ("choice", "expected"),
+    [
+        ("fused", {"fused": True}),
+        ("foreach", {"foreach": True}),
+        ("per_tensor", {"foreach": False}),
+    ],
+)
+def test_every_method_steps_with_the_chosen_adamw(choice, expected):
+    # Fused by default: the optimizer the runners train with (Trainer's adamw_torch_fused).
+    # On small layers the choice moves LoRA's step (two tensors per layer) and hardly
+    # GPart's (one theta), so a ratio must say which one it was measured with.
+    from gpart.bench.cli import parse
+    from gpart.bench.methods import build_setup
+    from gpart.bench.models import build_workload
+
+    argv = [*TINY, "--methods", "full,lora,gpart-stateless-random", "--gpart_d", "256"]
+    args, _, _ = parse(argv if choice == "fused" else [*argv, "--optimizer", choice])
+    assert args.hp.optimizer == choice
+    spec, base, batch = build_workload(
+        "roberta-tiny", "auto", torch.device("cpu"), torch.float32, seed=0, batch_size=2, seq_len=8
+    )
+    for name, targets in (("full", None), ("lora", "qv"), ("gpart-stateless-random", "qv")):
+        setup = build_setup(name, targets, base, spec, args.hp)
+        defaults = setup.optimizer.defaults
+        assert {k: defaults[k] for k in expected} == expected, name
+        before = [p.detach().clone() for p in setup.optimizer.param_groups[0]["params"]]
+        setup.step(batch)
+        after = setup.optimizer.param_groups[0]["params"]
+        assert any(not torch.equal(a, b) for a, b in zip(after, before, strict=True)), name
+
+
+def test_the_optimizer_is_recorded_and_shown(tmp_path, capsys):
+    out = tmp_path / "b.json"
+    argv = [*TINY, *FAST, "--methods", "lora", "--targets", "qv", "--no_memory"]
+    assert main([*argv, "--optimizer", "foreach", "--output", str(out)]) == 0
+    assert json.loads(out.read_text())["args"]["hp"]["optimizer"] == "foreach"
+    assert ", AdamW foreach," in capsys.readouterr().out

@@ -20,7 +20,14 @@ import transformers
 from gpart.bench.dtypes import DTYPES
 from gpart.bench.errors import BenchError
 from gpart.bench.memory import CPU_METRIC_DEFAULT, CPU_METRICS
-from gpart.bench.methods import ABLATIONS, DEFAULT_METHODS, GPART_VARIANTS, METHODS, HyperParams
+from gpart.bench.methods import (
+    ABLATIONS,
+    DEFAULT_METHODS,
+    GPART_VARIANTS,
+    METHODS,
+    OPTIMIZERS,
+    HyperParams,
+)
 from gpart.bench.models import EXTRA_TARGET_SETS, PRESETS, QUANTIZE, TARGET_SETS, TASKS
 from gpart.bench.report import markdown, write_json
 from gpart.bench.runner import QUANTIZED_OUT, BenchArgs, run
@@ -130,6 +137,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=HyperParams.gpart_d,
         help="length of theta for GPart and Uni-LoRA (default 23040, the paper's GLUE d)",
     )
+    p.add_argument(
+        "--optimizer",
+        choices=tuple(OPTIMIZERS),
+        default=HyperParams.optimizer,
+        help="AdamW's implementation for every method: fused (default: what the runners "
+        "train with, Trainer's adamw_torch_fused), foreach, or per_tensor (torch's own "
+        "choice on a CPU)",
+    )
     p.add_argument("--seed", type=_non_negative, default=0)
     p.add_argument("--threads", type=_positive, default=None, help="torch threads (default: all)")
     p.add_argument("--output", type=Path, default=None, help="JSON file for the results")
@@ -182,6 +197,7 @@ def parse(argv: list[str] | None) -> tuple[BenchArgs, Path | None, int | None]:
         seed=ns.seed,
         lora_r=ns.lora_r,
         lora_alpha=ns.lora_alpha,
+        optimizer=ns.optimizer,
     )
     args = BenchArgs(
         model_config=ns.model_config,

@@ -67,6 +67,9 @@ class HyperParams:
     vera_r: int = 256
     lr: float = 1e-4
     seed: int = 0
+    # How AdamW steps (`OPTIMIZERS`): fused by default, the optimizer the runners train
+    # with (Trainer's default `optim`, adamw_torch_fused).
+    optimizer: str = "fused"
 
 
 @dataclass
@@ -151,8 +154,20 @@ def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
     return out
 
 
+# AdamW's implementations (torch.optim.AdamW's `fused` / `foreach` switches): one kernel
+# for all tensors, one op per step for all tensors, or one loop of ops per tensor (torch's
+# choice on a CPU when neither is asked for). Per tensor, a method's optimizer step costs
+# about ten small ops per trainable tensor: LoRA has two per adapted layer, GPart one in
+# all, so on small layers the choice moves LoRA's step and hardly GPart's.
+OPTIMIZERS = {
+    "fused": {"fused": True},
+    "foreach": {"foreach": True},
+    "per_tensor": {"foreach": False},
+}
+
+
 def _adamw(params: list[nn.Parameter], hp: HyperParams) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(params, lr=hp.lr)
+    return torch.optim.AdamW(params, lr=hp.lr, **OPTIMIZERS[hp.optimizer])
 
 
 def _save_state_dict(model: nn.Module, names: list[str]) -> Callable[[Path], list[Path]]:

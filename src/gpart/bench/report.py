@@ -53,6 +53,10 @@ def markdown(result: dict[str, Any]) -> str:
     compiled = bool(args.get("torch_compile"))  # results written before it: not compiled
     if compiled:
         base += ", compiled whole (torch.compile)"
+    # Results written before --optimizer: torch's default AdamW (per tensor on a CPU).
+    optimizer = args.get("hp", {}).get("optimizer")
+    if optimizer is not None:
+        base += f", AdamW {optimizer.replace('_', ' ')}"
     lines = [
         f"model `{args['model_config']}` ({args['task']}), batch {args['batch_size']} "
         f"{shape}, {args['dtype']}{base}, {env['device']}, {env['threads']} threads; "

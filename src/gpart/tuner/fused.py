@@ -60,12 +60,20 @@ def _parse(raw: str | None) -> str:
 
 def enabled(numel: int, device: torch.device) -> bool:
     """Whether an op over `numel` entries on `device` should use the fused kernels."""
-    if _broken is not None or device.type not in ("cpu", "cuda"):
+    return device.type in ("cpu", "cuda") and _allows(numel)
+
+
+def enabled_for(t: torch.Tensor) -> bool:
+    """`enabled` for the entries of `t` on its device, without making a device object (a
+    layer's call asks once for its forward and backward)."""
+    return (t.is_cpu or t.is_cuda) and _allows(t.numel())
+
+
+def _allows(numel: int) -> bool:
+    if _broken is not None:
         return False
     m = mode()
-    if m == "off":
-        return False
-    return m == "on" or numel >= MIN_NUMEL
+    return m != "off" and (m == "on" or numel >= MIN_NUMEL)
 
 
 @contextlib.contextmanager
@@ -139,11 +147,7 @@ class Kernel:
             return self.fn(*args)
         # Autocast is global state dynamo guards on (a graph traced under it may differ):
         # part of the key, so an entry only serves calls under the state it was checked in.
-        key = (
-            _guard_key(args),
-            torch.is_autocast_enabled("cpu"),
-            torch.is_autocast_enabled("cuda"),
-        )
+        key = (_guard_key(args), _autocast_state())
         candidates = self._direct.get(key)
         if candidates:
             # (the callers' autograd functions run with grad off already: no context then)
@@ -170,8 +174,12 @@ class Kernel:
             # No autograd inside (the callers' own autograd functions differentiate): one
             # graph whatever the caller's grad mode, not one per mode. No duck shapes: a
             # square weight compiled first would otherwise give a graph for square ones only.
+            # Plain tensors, not Parameters: dynamo compiles parameters with static shapes,
+            # i.e. once per weight shape; tensors get one shape-generic graph. (A direct
+            # entry takes either: it reads data pointers, sizes and strides.)
+            plain = tuple(a.detach() if isinstance(a, torch.nn.Parameter) else a for a in args)
             with torch.no_grad(), _no_duck_shapes():
-                out = self._compiled(*args)
+                out = self._compiled(*plain)
         except Exception as err:  # no compiler, unsupported backend, ...: stay correct
             _broken = f"{type(err).__name__}: {err}".splitlines()[0][:300]
             warnings.warn(
@@ -183,7 +191,7 @@ class Kernel:
             return self.fn(*args)
         candidates = self._direct.setdefault(key, [])
         if len(candidates) < _MAX_DIRECT and self._misses.get(key, 0) < _MAX_DIRECT:
-            direct = self._find_direct(args, out)
+            direct = self._find_direct(plain, out)
             if direct is None:  # looked for at most a few times, not at every call
                 self._misses[key] = self._misses.get(key, 0) + 1
             else:
@@ -278,8 +286,9 @@ def _guard_key(args: tuple) -> tuple:
     for a in args:
         if isinstance(a, torch.Tensor):
             # get_device(): the device as an int (-1: CPU), without making a device object
+            shape = a.shape  # (`1 in shape`: a tenth of `min(shape, default=2) < 2`'s cost)
             key.append(
-                (a.dtype, a.get_device(), a.dim(), a.is_contiguous(), min(a.shape, default=2) < 2)
+                (a.dtype, a.get_device(), a.dim(), a.is_contiguous(), 1 in shape or 0 in shape)
             )
         elif isinstance(a, tuple):
             hit = _TUPLE_KEYS.get(id(a))
@@ -291,6 +300,22 @@ def _guard_key(args: tuple) -> tuple:
         else:  # an int too: dynamo may have compiled its value in (a loop's count)
             key.append(a)
     return tuple(key)
+
+
+def _autocast_state() -> tuple[bool, bool] | None:
+    """Whether autocast is on for the CPU, for CUDA; None when it is off everywhere (one
+    call, where asking per device is two: this runs at every kernel call)."""
+    if not _any_autocast():
+        return None
+    return torch.is_autocast_enabled("cpu"), torch.is_autocast_enabled("cuda")
+
+
+# torch's one-call check of every device's autocast; the per-device calls where it is gone.
+_any_autocast: Callable[[], bool] = getattr(
+    torch._C,
+    "_is_any_autocast_enabled",
+    lambda: torch.is_autocast_enabled("cpu") or torch.is_autocast_enabled("cuda"),
+)
 
 
 # id -> (the tuple, its key); the tuple is held so that its id is not reused meanwhile.

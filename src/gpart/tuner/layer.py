@@ -95,6 +95,22 @@ class GPartLayer(BaseTunerLayer):
         # Embedding get the same meaning as in LoRA: Embedding's are (num_embeddings, dim)).
         self.in_features, self.out_features = _get_in_out_features(self.get_base_layer())
 
+    def get_base_layer(self) -> nn.Module:
+        """peft's, without its cost on the common case. peft walks `base_layer` by
+        `hasattr`, which on a plain layer raises and catches an AttributeError (~3 us, at
+        every forward); a plain layer is answered here by looking where `hasattr` would
+        find the attribute (class, instance, parameters, buffers, submodules)."""
+        base = self.base_layer
+        if (
+            hasattr(type(base), "base_layer")
+            or "base_layer" in base.__dict__
+            or "base_layer" in base._parameters
+            or "base_layer" in base._buffers
+            or "base_layer" in base._modules
+        ):
+            return super().get_base_layer()
+        return base
+
     @property
     def gpart_theta_d(self) -> nn.ParameterDict:
         return self._gpart_shared.theta
@@ -191,7 +207,8 @@ class GPartLayer(BaseTunerLayer):
         elif dropout > 0.0:
             # drawn from torch's global RNG, so torch.manual_seed reproduces the masks
             key = int(torch.randint(0, 2**62, (1,)).item())
-        ids = self.gpart_ids[adapter_name] if adapter_name in self.gpart_ids else None
+        gpart_ids = self.gpart_ids  # (a submodule: one lookup through nn.Module, not two)
+        ids = gpart_ids[adapter_name] if adapter_name in gpart_ids else None
         partition, offset, theta_start = self._projection(adapter_name)
         fastfood = None
         if isinstance(partition, FastfoodProjection):

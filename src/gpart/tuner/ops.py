@@ -167,7 +167,7 @@ def segment_sum(ids: torch.Tensor, flat: torch.Tensor, d: int) -> torch.Tensor:
     itself, one d-long pass fewer per layer than summing into a zeroed one."""
     n = flat.numel()
     row = n // _SCATTER_ROWS
-    if flat.device.type != "cpu" or row < _SCATTER_MIN_ROW:
+    if not flat.is_cpu or row < _SCATTER_MIN_ROW:
         return torch.zeros(d, dtype=flat.dtype, device=flat.device).index_add_(0, ids, flat)
     head = row * _SCATTER_ROWS
     parts = torch.zeros(_SCATTER_ROWS, d, dtype=flat.dtype, device=flat.device)
@@ -347,9 +347,6 @@ class AdapterTerm:
         `want_ids` also the group ids (int64, or the int32 cache), so backward hashes once
         for both W and the gradient. With `grad_w` (backward) and dropout on, the same pass
         also masks the weight gradient; `grad_theta` then takes it from the term."""
-        # A plain tensor, not the Parameter: dynamo compiles parameters with static shapes,
-        # i.e. once per weight shape; tensors get one shape-generic graph.
-        w = w.detach()
         device = w.device
         if self.dense:  # Fastfood: its transforms are plain torch ops, not fused kernels
             return _merge(w, self.values(0, self.weight_numel, device), out_dtype), None
@@ -409,7 +406,7 @@ class AdapterTerm:
         if self.bias_numel and grad_b is not None:
             self.accumulate_grad(g, self.weight_numel, grad_b)
         scales = self._block(self.scales)
-        if scales.device != g.device or scales.dtype != g.dtype:
+        if scales.get_device() != g.get_device() or scales.dtype != g.dtype:
             scales = scales.to(g.device, g.dtype)
         g.mul_(scales)  # g is ours: in place
         if self.partition.d != self.theta.shape[0]:
@@ -518,7 +515,7 @@ def merged_weight(
     `on_fused_path`: the caller's `fused.enabled` (read once per call), else read here."""
     ids: list[torch.Tensor | None] = [None] * len(terms)
     if on_fused_path is None:
-        on_fused_path = fused.enabled(weight.numel(), weight.device)
+        on_fused_path = fused.enabled_for(weight)
     if terms and on_fused_path:
         new_w = weight
         acc_dtype = _acc(weight).dtype
@@ -544,16 +541,27 @@ def merged_weight(
     return new_w, new_b, ids
 
 
-def linear_forward(x, weight, bias, terms: list[AdapterTerm], transposed: bool) -> torch.Tensor:
-    """y = x @ (W0 + dW)^T + (b0 + db); `transposed`: the weight is stored [in, out]."""
-    w, b, _ = merged_weight(weight, bias, terms)
+def linear_forward(
+    x, weight, bias, terms: list[AdapterTerm], transposed: bool, on_fused_path: bool | None = None
+) -> torch.Tensor:
+    """y = x @ (W0 + dW)^T + (b0 + db); `transposed`: the weight is stored [in, out].
+    `on_fused_path`: as in `merged_weight`."""
+    w, b, _ = merged_weight(weight, bias, terms, on_fused_path=on_fused_path)
     return F.linear(x, w.t() if transposed else w, b)
 
 
 def linear_backward(
-    x, weight, bias, terms: list[AdapterTerm], transposed: bool, grad_y, need_x: bool
+    x,
+    weight,
+    bias,
+    terms: list[AdapterTerm],
+    transposed: bool,
+    grad_y,
+    need_x: bool,
+    on_fused_path: bool | None = None,
 ) -> tuple[torch.Tensor | None, tuple[torch.Tensor, ...]]:
-    """(grad_x or None, theta's gradient per term) of `linear_forward`."""
+    """(grad_x or None, theta's gradient per term) of `linear_forward`; `on_fused_path`:
+    the forward's (`_GPartLinearFn`), else read here."""
     compute_dtype = grad_y.dtype
     grad_x = None
     ids: list[torch.Tensor | None] = [None] * len(terms)
@@ -563,7 +571,8 @@ def linear_backward(
     x2 = _as(x.reshape(-1, x.shape[-1]), compute_dtype)
     # With dropout on the fused path, grad_w comes first so that the pass rebuilding W
     # also masks it (one kernel call instead of two; grad_w and W are alive together).
-    on_fused_path = fused.enabled(weight.numel(), weight.device)  # read once per call
+    if on_fused_path is None:
+        on_fused_path = fused.enabled_for(weight)  # read once per call
     early = need_x and on_fused_path and any(t._masked() and not t.dense for t in terms)
 
     def weight_grad() -> torch.Tensor:  # torch.mm: what `@` runs on 2-D, one dispatch less
@@ -627,17 +636,27 @@ class _GPartLinearFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, terms, transposed, *thetas):
-        y = linear_forward(x, weight, bias, terms, transposed)
+        # GPART_COMPILE read once for the forward and its backward: both take one path.
+        on_fused_path = fused.enabled_for(weight)
+        y = linear_forward(x, weight, bias, terms, transposed, on_fused_path)
         ctx.save_for_backward(x, weight, bias, *thetas)
         ctx.terms = terms
         ctx.transposed = transposed
+        ctx.on_fused_path = on_fused_path
         return y
 
     @staticmethod
     def backward(ctx, grad_y):
         x, weight, bias, *_ = ctx.saved_tensors  # unpacking checks theta's version
         grad_x, grad_thetas = linear_backward(
-            x, weight, bias, ctx.terms, ctx.transposed, grad_y, ctx.needs_input_grad[0]
+            x,
+            weight,
+            bias,
+            ctx.terms,
+            ctx.transposed,
+            grad_y,
+            ctx.needs_input_grad[0],
+            ctx.on_fused_path,
         )
         return (grad_x, None, None, None, None, *grad_thetas)
 
