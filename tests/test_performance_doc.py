@@ -91,9 +91,13 @@ def _documented_bench_commands() -> list[list[str]]:
 def _same_run(parsed: dict, recorded: dict) -> bool:
     """Whether a parsed command asks for what a run recorded. `task` is resolved from the
     model at run time; fields a run predates (`quantize`, `memory_metric`, some `hp`) are
-    compared where it recorded them."""
+    compared where it recorded them, but for the optimizer, which was torch's default."""
     for key, value in recorded.items():
         if key == "hp":
+            # Runs written before --optimizer stepped with torch's default AdamW: per
+            # tensor on a CPU, foreach on a GPU; their commands must say which.
+            default = "foreach" if recorded.get("device") == "cuda" else "per_tensor"
+            value = {"optimizer": default, **value}
             if any(parsed["hp"][k] != v for k, v in value.items()):
                 return False
         elif key != "task" and parsed[key] != value:
