@@ -272,3 +272,36 @@ def test_dropout_masks_entries_of_dw_only_in_training():
     frac = float((keep == 0).float().mean())
     assert 0.4 < frac < 0.6
     assert set(keep.unique().tolist()) <= {0.0, 2.0}
+
+
+def _logits(model):
+    return model(input_ids=tokens()).logits
+
+
+def test_a_layer_keeps_its_terms_only_while_they_are_the_adapters():
+    """Layers reuse the description of their adapter between calls (cheaper calls), so a
+    theta, scales or ids that changed must reach the next forward all the same: a new theta
+    Parameter, a model cast with `.to()` (new scales and ids tensors), new ids. Each is
+    compared with a model built with the change before its first forward."""
+    config = dict(d=64, task_type="SEQ_CLS", assignment_backend="materialized")
+    theta = torch.randn(64)
+
+    def fresh(dtype=torch.float32, ids=None):
+        model = get_peft_model(tiny_roberta(), GPartConfig(**config)).to(dtype)
+        with torch.no_grad():
+            _theta(model).copy_(theta)
+        if ids is not None:
+            _gpart_layers(model)[0].set_ids("default", ids)
+        return _logits(model)
+
+    used = get_peft_model(tiny_roberta(), GPartConfig(**config))
+    first = _logits(used)  # its layers now keep their terms
+    used.base_model.gpart_theta_d["default"] = torch.nn.Parameter(theta.clone())
+    assert torch.equal(_logits(used), fresh()) and not torch.equal(_logits(used), first)
+    used = used.to(torch.float64)  # every buffer (scales, the materialized ids) a new tensor
+    assert torch.equal(_logits(used), fresh(torch.float64))
+    before = _logits(used)
+    new_ids = torch.flip(_gpart_layers(used)[0].gpart_ids["default"], [0])
+    _gpart_layers(used)[0].set_ids("default", new_ids)
+    after = _logits(used)
+    assert torch.equal(after, fresh(torch.float64, new_ids)) and not torch.equal(after, before)

@@ -90,6 +90,8 @@ class GPartLayer(BaseTunerLayer):
         self.gpart_ff_perm = BufferDict({}, persistent=False)
         self._disable_adapters = False
         self.merged_adapters: list[str] = []
+        # adapter -> its term without dropout (`_kept_term`); a plain dict, never saved
+        self.__dict__["_gpart_kept_terms"] = {}
         self.kwargs = kwargs
         # peft's convention for every LoRA-family layer (its own helper, so Conv1D, Conv2d and
         # Embedding get the same meaning as in LoRA: Embedding's are (num_embeddings, dim)).
@@ -128,11 +130,13 @@ class GPartLayer(BaseTunerLayer):
         # The offset is assigned by GPartModel once all layers exist (model order).
         weight_numel = self.weight_in_storage.numel()  # unpacked, for a quantized base
         self.gpart_slot[adapter_name] = LayerSlot(-1, weight_numel, bias_numel)
+        self._forget_term(adapter_name)
         self.set_adapter(self.active_adapters)
 
     def set_offset(self, adapter_name: str, offset: int, materialize: bool, block: int = 0) -> None:
         self.gpart_slot[adapter_name].offset = offset
         self.gpart_slot[adapter_name].block = block
+        self._forget_term(adapter_name)
         if adapter_name in self.gpart_ids:
             del self.gpart_ids[adapter_name]
         self.drop_fastfood_cache(adapter_name)
@@ -150,6 +154,7 @@ class GPartLayer(BaseTunerLayer):
                 self.gpart_ff_perm[adapter_name] = cache.perm
 
     def drop_fastfood_cache(self, adapter_name: str) -> None:
+        self._forget_term(adapter_name)
         for attr in self._FASTFOOD_BUFFERS:
             if adapter_name in getattr(self, attr):
                 del getattr(self, attr)[adapter_name]
@@ -185,21 +190,56 @@ class GPartLayer(BaseTunerLayer):
         """Cache the group ids of this layer's entries (ids inside its block's groups)."""
         device = _real(self.weight_in_storage.device)
         self.gpart_ids[adapter_name] = ids.to(device=device, dtype=torch.int32)
+        self._forget_term(adapter_name)
 
     def _move_adapter_to_device_of_base_layer(self, adapter_name: str, device=None) -> None:
         # theta stays fp32 on the tuner; only the id cache follows the base layer's device.
         target = device if device is not None else self.weight_in_storage.device
         if target.type == "meta":
             return
+        self._forget_term(adapter_name)
         for attr in ("gpart_ids", *self._FASTFOOD_BUFFERS):
             buffers = getattr(self, attr)
             if adapter_name in buffers:
                 buffers[adapter_name] = buffers[adapter_name].to(target)
 
     def _term(self, adapter_name: str, training: bool) -> AdapterTerm:
+        """The adapter's term for one call (its forward and backward share it)."""
+        dropout = self.gpart_dropout[adapter_name] if training else 0.0
+        if dropout > 0.0:  # a new dropout key per call
+            return self._build_term(adapter_name, dropout)
+        return self._kept_term(adapter_name).for_call()
+
+    def _kept_term(self, adapter_name: str) -> AdapterTerm:
+        """The adapter's term without dropout, built once and reused while it is current.
+
+        Building one costs several lookups through nn.Module's attribute machinery, at every
+        call of every adapted layer: where kernel launches dominate that is a visible part of
+        a step (docs/performance.md, "Launch-bound layers"). The kept term is rebuilt when
+        a tensor it holds is no longer the adapter's (a new theta, scales moved by `.to()`,
+        new ids: checked by identity at each use) or when the layer's layout changes
+        (`_forget_term`: offsets, ids, Fastfood caches, `update_layer`)."""
+        shared = self._gpart_shared
+        kept = self._gpart_kept_terms.get(adapter_name)
+        ids = self.gpart_ids._buffers.get(adapter_name)
+        if (
+            kept is not None
+            and kept.theta is shared.theta._parameters.get(adapter_name)
+            and kept.scales is shared.scales._buffers.get(adapter_name)
+            and kept.ids is ids
+        ):
+            return kept
+        kept = self._build_term(adapter_name, 0.0)
+        if not kept.dense:  # Fastfood's cached blocks are not checked here: built per call
+            self._gpart_kept_terms[adapter_name] = kept
+        return kept
+
+    def _forget_term(self, adapter_name: str) -> None:
+        self._gpart_kept_terms.pop(adapter_name, None)
+
+    def _build_term(self, adapter_name: str, dropout: float) -> AdapterTerm:
         shared = self._gpart_shared
         slot = self.gpart_slot[adapter_name]
-        dropout = self.gpart_dropout[adapter_name] if training else 0.0
         key = None
         if dropout > 0.0 and torch.compiler.is_compiling():
             # in the graph, never read back by the host (custom_ops' module doc)
