@@ -136,6 +136,43 @@ def test_fused_transposed_bf16_weight():
         assert torch.equal(e, f)
 
 
+@pytest.mark.parametrize("grouping", ["random", "balanced"])
+@pytest.mark.parametrize("transposed", [False, True])
+@pytest.mark.parametrize("need_x", [True, False])
+def test_a_plain_term_takes_the_short_path_and_computes_what_the_general_one_does(
+    grouping, transposed, need_x
+):
+    # One adapter without dropout, cached ids or bias entries runs `_plain_linear_forward`
+    # and its backward; the same term marked not plain runs the general path. Same output,
+    # input gradient and theta gradient, bit for bit (an unadapted bias included).
+    torch.manual_seed(3)
+    w = torch.randn(40, 48) * 0.1 if transposed else torch.randn(48, 40) * 0.1
+    b = torch.randn(48) * 0.1
+    x = torch.randn(3, 5, 40)
+    part = Partition(total=9000, d=97, seed=11, grouping=grouping, scheme=3)
+    theta = torch.randn(97)
+    results = []
+    for plain in (True, False):
+        with fused.forced("on"):
+            th = theta.clone().requires_grad_(True)
+            xx = x.clone().requires_grad_(need_x)
+            (term,) = _terms(th, part, 1234, (48, 40), False, 0.0, None, None)
+            assert term.plain
+            term.plain = plain
+            y = gpart_linear(xx, w, b, [term], transposed=transposed)
+            y.pow(2).sum().backward()
+        results.append((y.detach(), th.grad, xx.grad))
+    for short, general in zip(*results, strict=True):
+        assert (short is None and general is None) or torch.equal(short, general)
+    # What keeps a term off the short path: each of these is not plain.
+    assert not _terms(th, part, 0, (48, 40), True, 0.0, None, None)[0].plain  # bias entries
+    assert not _terms(th, part, 0, (48, 40), False, 0.1, 5, None)[0].plain  # dropout
+    ids = part.group_ids(0, 48 * 40, dtype=torch.int32)
+    assert not _terms(th, part, 0, (48, 40), False, 0.0, None, ids)[0].plain  # cached ids
+    feistel = Partition(total=9000, d=97, seed=11, grouping="balanced", scheme=2)
+    assert not _terms(th, feistel, 0, (48, 40), False, 0.0, None, None)[0].plain
+
+
 def test_segment_sum_rows_equal_index_add():
     torch.manual_seed(2)
     n, d = 4 * 2**14 + 3, 500  # large enough for the row split, with a remainder

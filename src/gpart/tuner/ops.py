@@ -208,6 +208,24 @@ class AdapterTerm:
         default_factory=dict, repr=False, compare=False
     )
 
+    def __post_init__(self) -> None:
+        # One adapter's usual term, which `_GPartLinearFn` runs without the general path's
+        # per-call bookkeeping (`_plain_linear_forward`): ids hashed inside the merge kernel
+        # (not cached, not Feistel), no dropout, no bias entries, theta's whole length (the
+        # global scope), not Fastfood. Fixed at construction: a term's fields do not change.
+        part = self.partition
+        self.plain = (
+            self.ids is None
+            and self.dropout == 0.0
+            and self.bias_numel == 0
+            and isinstance(part, Partition)
+            and part.d == self.theta.shape[0]
+            and (
+                part.grouping == "random"
+                or (part.grouping == "balanced" and part.scheme == SCHEME_STRATIFIED)
+            )
+        )
+
     def for_call(self) -> AdapterTerm:
         """This term with a memo of its own, for one call (a kept term's copy per call: the
         memo holds what a forward hands to its backward, so calls never share one). A
@@ -414,6 +432,12 @@ class AdapterTerm:
             self.accumulate_grad(g, 0, grad_w)
         if self.bias_numel and grad_b is not None:
             self.accumulate_grad(g, self.weight_numel, grad_b)
+        return self._scaled_grad(g)
+
+    def _scaled_grad(self, g: torch.Tensor) -> torch.Tensor:
+        """theta's gradient from `g`, the (block's) sums of the entries' gradients per
+        group: times the scales (in place: `g` is the caller's to give), placed in theta's
+        whole length, in theta's dtype."""
         scales = self._block(self.scales)
         if scales.get_device() != g.get_device() or scales.dtype != g.dtype:
             scales = scales.to(g.device, g.dtype)
@@ -638,30 +662,70 @@ def _autograd_grads(op, x, w, b, grad_y, need_x: bool):
     return grads[-1] if need_x else None, grads[0], grads[1] if b is not None else None
 
 
+def _plain_linear_forward(x, weight, bias, term: AdapterTerm, transposed: bool, hashed):
+    """`linear_forward` of one plain term (`AdapterTerm.plain`) on the fused path, without
+    the general path's per-call bookkeeping: the same kernel, arguments and matmul, so the
+    same numbers (`tests/test_fused.py` compares the two)."""
+    w = _MERGE_HASHED(weight, term._coef(weight.device), hashed, weight.dtype)
+    return F.linear(x, w.t() if transposed else w, bias)
+
+
+def _plain_linear_backward(x, weight, term: AdapterTerm, transposed: bool, hashed, grad_y, need_x):
+    """`linear_backward` of `_plain_linear_forward`: (grad_x or None, theta's gradient)."""
+    gy2 = grad_y.reshape(-1, grad_y.shape[-1])
+    x2 = _as(x.reshape(-1, x.shape[-1]), grad_y.dtype)
+    grad_x = ids = None
+    if need_x:
+        w, ids = _MERGE_HASHED_IDS(weight, term._coef(weight.device), hashed, weight.dtype)
+        w = _as(w, grad_y.dtype)
+        grad_x = torch.mm(gy2, w.t() if transposed else w).view(x.shape)
+        del w
+    grad_w = torch.mm(x2.t(), gy2) if transposed else torch.mm(gy2.t(), x2)
+    if ids is None:
+        ids = term.weight_ids32(weight.device)
+    flat = _as(grad_w.reshape(-1), term.acc_dtype)
+    return grad_x, term._scaled_grad(segment_sum(ids, flat, term.partition.d))
+
+
 class _GPartLinearFn(torch.autograd.Function):
     """`linear_forward` with grads for x and every theta (`linear_backward`).
 
-    `transposed=True` is transformers' Conv1D (weight stored as [in, out]).
+    `transposed=True` is transformers' Conv1D (weight stored as [in, out]). One plain term
+    on the fused path (one adapter, the usual case) runs `_plain_linear_forward` and its
+    backward: where kernel launches dominate, the general path's bookkeeping per call was
+    ~10 % of a step (docs/performance.md, "Launch-bound layers").
     """
 
     @staticmethod
     def forward(ctx, x, weight, bias, terms, transposed, *thetas):
         # GPART_COMPILE read once for the forward and its backward: both take one path.
         on_fused_path = fused.enabled_for(weight)
-        y = linear_forward(x, weight, bias, terms, transposed, on_fused_path)
-        ctx.save_for_backward(x, weight, bias, *thetas)
+        hashed = ()
+        if on_fused_path and len(terms) == 1 and terms[0].plain:
+            hashed = _layer_hashed_args(terms[0], weight.device)
+        if hashed:
+            y = _plain_linear_forward(x, weight, bias, terms[0], transposed, hashed)
+        else:
+            y = linear_forward(x, weight, bias, terms, transposed, on_fused_path)
+        ctx.save_for_backward(x, weight, *thetas)  # (the bias: its gradient needs only grad_y)
         ctx.terms = terms
         ctx.transposed = transposed
         ctx.on_fused_path = on_fused_path
+        ctx.hashed = hashed
         return y
 
     @staticmethod
     def backward(ctx, grad_y):
-        x, weight, bias, *_ = ctx.saved_tensors  # unpacking checks theta's version
+        x, weight, *_ = ctx.saved_tensors  # unpacking checks theta's version
+        if ctx.hashed:
+            grad_x, grad_theta = _plain_linear_backward(
+                x, weight, ctx.terms[0], ctx.transposed, ctx.hashed, grad_y, ctx.needs_input_grad[0]
+            )
+            return grad_x, None, None, None, None, grad_theta
         grad_x, grad_thetas = linear_backward(
             x,
             weight,
-            bias,
+            None,
             ctx.terms,
             ctx.transposed,
             grad_y,
