@@ -8,7 +8,8 @@ eagerly they compute exactly the same integers and floats (no contraction of `a 
 into FMA: inductor compiles with `-ffp-contract=off`), so compiling changes speed, never
 results. The partition is pinned by `tests/test_partition.py` either way.
 
-Policy, from the environment variable ``GPART_COMPILE`` (read at every call):
+Policy, from the environment variable ``GPART_COMPILE`` (read at every layer call; the
+call's backward takes the path its forward took):
 
 * ``auto`` (default): fused kernels for tensors of at least `MIN_NUMEL` entries (a 256 x
   256 weight), eager below, where compiling would cost more than it saves (tiny test
