@@ -136,7 +136,6 @@ class GPartLayer(BaseTunerLayer):
     def set_offset(self, adapter_name: str, offset: int, materialize: bool, block: int = 0) -> None:
         self.gpart_slot[adapter_name].offset = offset
         self.gpart_slot[adapter_name].block = block
-        self._forget_term(adapter_name)
         if adapter_name in self.gpart_ids:
             del self.gpart_ids[adapter_name]
         self.drop_fastfood_cache(adapter_name)
@@ -154,7 +153,7 @@ class GPartLayer(BaseTunerLayer):
                 self.gpart_ff_perm[adapter_name] = cache.perm
 
     def drop_fastfood_cache(self, adapter_name: str) -> None:
-        self._forget_term(adapter_name)
+        self._forget_term(adapter_name)  # (set_offset's too: it calls this)
         for attr in self._FASTFOOD_BUFFERS:
             if adapter_name in getattr(self, attr):
                 del getattr(self, attr)[adapter_name]

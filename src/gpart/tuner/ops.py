@@ -220,10 +220,7 @@ class AdapterTerm:
             and self.bias_numel == 0
             and isinstance(part, Partition)
             and part.d == self.theta.shape[0]
-            and (
-                part.grouping == "random"
-                or (part.grouping == "balanced" and part.scheme == SCHEME_STRATIFIED)
-            )
+            and _hashes_in_kernel(part)
         )
 
     def for_call(self) -> AdapterTerm:
@@ -432,12 +429,12 @@ class AdapterTerm:
             self.accumulate_grad(g, 0, grad_w)
         if self.bias_numel and grad_b is not None:
             self.accumulate_grad(g, self.weight_numel, grad_b)
-        return self._scaled_grad(g)
+        return self.scaled_grad(g)
 
-    def _scaled_grad(self, g: torch.Tensor) -> torch.Tensor:
-        """theta's gradient from `g`, the (block's) sums of the entries' gradients per
-        group: times the scales (in place: `g` is the caller's to give), placed in theta's
-        whole length, in theta's dtype."""
+    def scaled_grad(self, g: torch.Tensor) -> torch.Tensor:
+        """theta's gradient from `g`, the sums of the entries' gradients per group of the
+        term's block: times the scales (in place: `g` is the caller's), placed in theta's
+        whole length, in theta's dtype (`grad_theta`'s end; the plain path's too)."""
         scales = self._block(self.scales)
         if scales.get_device() != g.get_device() or scales.dtype != g.dtype:
             scales = scales.to(g.device, g.dtype)
@@ -517,6 +514,8 @@ def _hashed_args(part: Partition, offset: int, numel: int, device: torch.device)
     hashes, gathers and adds in one loop, no id tensor; scheme 3 balanced the same with its
     window factors. `()`: the kernels take an id tensor (the Feistel balanced ids, whose
     cycle walk needs one)."""
+    if not _hashes_in_kernel(part):
+        return ()
     if part.grouping == "random":
         return (
             "random",
@@ -524,13 +523,19 @@ def _hashed_args(part: Partition, offset: int, numel: int, device: torch.device)
             fused.scalar(part.d, device),
             *reduce_tensors(part.d, part.scheme, device),
         )
-    if part.grouping == "balanced" and part.scheme == SCHEME_STRATIFIED:
-        with torch.inference_mode(False), torch.no_grad():
-            return (
-                "stratified",
-                *stratified_args(part.total, part.d, part.seed, offset, numel, device),
-            )
-    return ()
+    with torch.inference_mode(False), torch.no_grad():
+        return (
+            "stratified",
+            *stratified_args(part.total, part.d, part.seed, offset, numel, device),
+        )
+
+
+def _hashes_in_kernel(part: Partition) -> bool:
+    """Whether the merge kernels compute `part`'s ids from the position (`_hashed_args`):
+    random groups, and scheme 3's stratified balanced ones; not the Feistel balanced ids."""
+    return part.grouping == "random" or (
+        part.grouping == "balanced" and part.scheme == SCHEME_STRATIFIED
+    )
 
 
 def merged_weight(
@@ -549,14 +554,12 @@ def merged_weight(
     ids: list[torch.Tensor | None] = [None] * len(terms)
     if on_fused_path is None:
         on_fused_path = fused.enabled_for(weight)
-    if on_fused_path and len(terms) == 1:  # one adapter, the usual case: the loop below
-        new_w, ids[0] = terms[0].merge_fused(weight, weight.dtype, want_ids, grad_w)
-    elif terms and on_fused_path:
+    if terms and on_fused_path:
         new_w = weight
-        acc_dtype = _acc(weight).dtype
+        last = len(terms) - 1
         for i, term in enumerate(terms):
             # Accumulate across adapters in fp32 and round once, exactly like the eager path.
-            out_dtype = weight.dtype if i == len(terms) - 1 else acc_dtype
+            out_dtype = weight.dtype if i == last else _acc(weight).dtype
             new_w, ids[i] = term.merge_fused(new_w, out_dtype, want_ids, grad_w)
     else:
         new_w = _acc(weight)
@@ -596,31 +599,23 @@ def linear_backward(
 ) -> tuple[torch.Tensor | None, tuple[torch.Tensor, ...]]:
     """(grad_x or None, theta's gradient per term) of `linear_forward`; `on_fused_path`:
     the forward's (`_GPartLinearFn`), else read here."""
-    compute_dtype = grad_y.dtype
     grad_x = None
     ids: list[torch.Tensor | None] = [None] * len(terms)
-    # One 2-D view (a copy when grad_y arrives strided, e.g. from attention heads) serves
-    # both matmuls; `grad_y @ w` on a strided 3-D grad would run as a broadcast bmm.
-    gy2 = grad_y.reshape(-1, grad_y.shape[-1])
-    x2 = _as(x.reshape(-1, x.shape[-1]), compute_dtype)
+    gy2, x2 = _grad_views(x, grad_y)
     # With dropout on the fused path, grad_w comes first so that the pass rebuilding W
     # also masks it (one kernel call instead of two; grad_w and W are alive together).
     if on_fused_path is None:
         on_fused_path = fused.enabled_for(weight)  # read once per call
     early = need_x and on_fused_path and any(t._masked() and not t.dense for t in terms)
-
-    def weight_grad() -> torch.Tensor:  # torch.mm: what `@` runs on 2-D, one dispatch less
-        return torch.mm(x2.t(), gy2) if transposed else torch.mm(gy2.t(), x2)
-
-    grad_w = weight_grad() if early else None
+    grad_w = _weight_grad(x2, gy2, transposed) if early else None
     if need_x:
         # Rebuilt, not kept from forward; the fused path hands back the ids it hashed.
         w, _, ids = merged_weight(weight, None, terms, True, grad_w, on_fused_path)
-        w = _as(w, compute_dtype)
-        grad_x = torch.mm(gy2, w.t() if transposed else w).view(x.shape)
-        del w
+        w = _as(w, gy2.dtype)
+        grad_x = _input_grad(gy2, w, transposed, x.shape)
+        del w  # freed before the weight-gradient matmul
     if not early:
-        grad_w = weight_grad()
+        grad_w = _weight_grad(x2, gy2, transposed)
     grad_b = gy2.sum(0) if any(t.bias_numel for t in terms) else None
     grad_thetas = tuple(
         t.grad_theta(grad_w, grad_b, i, on_fused_path) for t, i in zip(terms, ids, strict=True)
@@ -662,6 +657,25 @@ def _autograd_grads(op, x, w, b, grad_y, need_x: bool):
     return grads[-1] if need_x else None, grads[0], grads[1] if b is not None else None
 
 
+def _grad_views(x, grad_y) -> tuple[torch.Tensor, torch.Tensor]:
+    """grad_y and x as 2-D matrices (x in grad_y's dtype) for a linear layer's backward: one
+    view (a copy when grad_y arrives strided, e.g. from attention heads) serves both
+    matmuls; `grad_y @ w` on a strided 3-D grad would run as a broadcast bmm."""
+    return grad_y.reshape(-1, grad_y.shape[-1]), _as(x.reshape(-1, x.shape[-1]), grad_y.dtype)
+
+
+def _weight_grad(x2, gy2, transposed: bool) -> torch.Tensor:
+    """The weight's gradient in its storage layout (torch.mm: what `@` runs on 2-D, one
+    dispatch less)."""
+    return torch.mm(x2.t(), gy2) if transposed else torch.mm(gy2.t(), x2)
+
+
+def _input_grad(gy2, w, transposed: bool, x_shape) -> torch.Tensor:
+    """The input's gradient through the rebuilt weight `w` (in grad_y's dtype: the callers
+    cast it, dropping the uncast one, so that one rebuilt weight is alive at a time)."""
+    return torch.mm(gy2, w.t() if transposed else w).view(x_shape)
+
+
 def _plain_linear_forward(x, weight, bias, term: AdapterTerm, transposed: bool, hashed):
     """`linear_forward` of one plain term (`AdapterTerm.plain`) on the fused path, without
     the general path's per-call bookkeeping: the same kernel, arguments and matmul, so the
@@ -672,19 +686,18 @@ def _plain_linear_forward(x, weight, bias, term: AdapterTerm, transposed: bool, 
 
 def _plain_linear_backward(x, weight, term: AdapterTerm, transposed: bool, hashed, grad_y, need_x):
     """`linear_backward` of `_plain_linear_forward`: (grad_x or None, theta's gradient)."""
-    gy2 = grad_y.reshape(-1, grad_y.shape[-1])
-    x2 = _as(x.reshape(-1, x.shape[-1]), grad_y.dtype)
+    gy2, x2 = _grad_views(x, grad_y)
     grad_x = ids = None
     if need_x:
         w, ids = _MERGE_HASHED_IDS(weight, term._coef(weight.device), hashed, weight.dtype)
-        w = _as(w, grad_y.dtype)
-        grad_x = torch.mm(gy2, w.t() if transposed else w).view(x.shape)
-        del w
-    grad_w = torch.mm(x2.t(), gy2) if transposed else torch.mm(gy2.t(), x2)
+        w = _as(w, gy2.dtype)
+        grad_x = _input_grad(gy2, w, transposed, x.shape)
+        del w  # freed before the weight-gradient matmul
     if ids is None:
         ids = term.weight_ids32(weight.device)
-    flat = _as(grad_w.reshape(-1), term.acc_dtype)
-    return grad_x, term._scaled_grad(segment_sum(ids, flat, term.partition.d))
+    flat = _as(_weight_grad(x2, gy2, transposed).reshape(-1), term.acc_dtype)
+    # grad_theta's sum for an unmasked term, without its checks for what a plain one lacks
+    return grad_x, term.scaled_grad(segment_sum(ids, flat, term.partition.d))
 
 
 class _GPartLinearFn(torch.autograd.Function):
