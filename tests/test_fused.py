@@ -7,6 +7,11 @@ gradients too where the reduction order is the same (below `segment_sum`'s row s
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -171,6 +176,43 @@ def test_a_plain_term_takes_the_short_path_and_computes_what_the_general_one_doe
     assert not _terms(th, part, 0, (48, 40), False, 0.0, None, ids)[0].plain  # cached ids
     feistel = Partition(total=9000, d=97, seed=11, grouping="balanced", scheme=2)
     assert not _terms(th, feistel, 0, (48, 40), False, 0.0, None, None)[0].plain
+
+
+# The tests above that compare fused kernels with the eager path, run again as AVX2 code.
+_AVX2_RERUN = "bit_identical or golden or layer_equals_eager or short_path"
+
+
+@pytest.mark.skipif(
+    torch.backends.cpu.get_cpu_capability() != "AVX512",
+    reason="runs AVX2 code on an AVX-512 CPU (on an AVX2 one the tests above run as AVX2)",
+)
+def test_fused_kernels_match_eager_in_avx2_code(tmp_path):
+    """Inductor compiles the kernels for the CPU's vector ISA, and its AVX2 code once
+    inverted `torch.where` on `>=` masks (gpart.tuner.hashing, AVX2 MASKS) where its AVX-512
+    code was right: the kernel-against-eager tests run again with ``ATEN_CPU_CAPABILITY=
+    avx2`` (ATen's and inductor's CPU code for AVX2), in a fresh inductor cache, since the
+    cache does not key compiled kernels on that variable."""
+    env = {
+        **os.environ,
+        "ATEN_CPU_CAPABILITY": "avx2",
+        "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor"),
+        "GPART_COMPILE": "auto",
+    }
+    isa = "import torch; print(torch.backends.cpu.get_cpu_capability())"
+    ran_as = subprocess.run([sys.executable, "-c", isa], env=env, capture_output=True, text=True)
+    assert ran_as.stdout.strip() == "AVX2", ran_as.stdout + ran_as.stderr
+    tests = Path(__file__).resolve()
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-x", "--tb=short", "-p", "no:cacheprovider"]
+        + ["-o", "addopts=", "--show-capture=no", str(tests), "-k", _AVX2_RERUN],
+        cwd=tests.parent.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert " passed" in proc.stdout and " skipped" not in proc.stdout, proc.stdout[-2000:]
 
 
 def test_segment_sum_rows_equal_index_add():

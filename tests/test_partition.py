@@ -193,6 +193,18 @@ def test_balanced_walk_reuses_its_stage_counts_without_counting_again(
     assert other.tolist() == _reference_balanced(70_001, 997, 3, 5, 1_000, scheme)
 
 
+def test_a_walk_that_never_ends_stops_with_an_error_naming_the_fallback(monkeypatch):
+    # A miscompiled walk kernel (inductor's AVX2 masks once made one: gpart.tuner.hashing,
+    # AVX2 MASKS) leaves values outside [0, D) for good; the walk must stop, not hang.
+    from gpart.tuner import legacy
+
+    part = Partition(total=70_001, d=997, seed=3, grouping="balanced", scheme=1)
+    stuck = lambda out, *args: out  # noqa: E731 (a kernel that never moves a value)
+    monkeypatch.setattr(legacy, "_k_rewalk", stuck)
+    with pytest.raises(RuntimeError, match="cycle walk.*GPART_COMPILE=0"):
+        part.feistel.group_ids_range(100, 60_000, 997, torch.device("cpu"), torch.int64, False)
+
+
 @pytest.mark.parametrize("scheme", [1, 2])
 @pytest.mark.parametrize("compile_mode", ["on", "off"])
 def test_balanced_ids_beyond_float64_exact_division_are_the_same(monkeypatch, compile_mode, scheme):

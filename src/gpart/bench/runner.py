@@ -279,7 +279,11 @@ def _bitsandbytes_version() -> str:
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"{_cpu_name()} ({os.cpu_count()} logical CPUs)"
+    # The vector ISA the CPU kernels run (ATen's and inductor's): AVX2 or AVX512 on x86,
+    # which moves the ratios of a launch-bound step (GPart's fused hash is int64 arithmetic
+    # that AVX2 has no vector multiply for), so a table names it.
+    isa = torch.backends.cpu.get_cpu_capability()
+    return f"{_cpu_name()} ({os.cpu_count()} logical CPUs, {isa})"
 
 
 def median_interval(values: list[float], confidence: float = 0.95) -> list[float] | None:

@@ -105,6 +105,15 @@ def _mulshift(h: torch.Tensor, d: int | torch.Tensor) -> torch.Tensor:
     return ((h & _LOW32) * d) >> 32
 
 
+# AVX2 MASKS. Every integer mask that a fused kernel selects with (`torch.where`) comes from
+# `<`, `>` or `==`, never from `>=`, `<=` or `!=`: inductor's CPU code built for AVX2 (a CPU
+# without AVX-512, or ``ATEN_CPU_CAPABILITY=avx2``) selects the wrong branch of a
+# `torch.where` whose int64 or int32 mask comes from those three (torch 2.15: scheme 3's
+# fused ids came out negative). So `x >= b` is written `x < b` with the branches swapped.
+# `tests/test_fused.py::test_fused_kernels_match_eager_in_avx2_code` runs the kernels as
+# AVX2 code.
+
+
 def divmod_f64(x, d, inv_d):
     """`(x // d, x % d)` for 0 <= x, x / d < 2**51, 0 < d < 2**31, without an integer
     division: the float64 quotient `x * inv_d` has a relative error below 3 2**-53, so its
@@ -113,8 +122,8 @@ def divmod_f64(x, d, inv_d):
     r = x - q * d
     low = r < 0
     q, r = torch.where(low, q - 1, q), torch.where(low, r + d, r)
-    high = r >= d
-    return torch.where(high, q + 1, q), torch.where(high, r - d, r)
+    fits = r < d  # (not `r >= d`: AVX2 MASKS above)
+    return torch.where(fits, q, q + 1), torch.where(fits, r, r - d)
 
 
 def _mod_u64(h: torch.Tensor, d, r32, inv_lo) -> torch.Tensor:
@@ -131,7 +140,7 @@ def _mod_u64(h: torch.Tensor, d, r32, inv_lo) -> torch.Tensor:
     t = lsr(h, 32) * r32 + (h & _LOW32)
     q = (t.to(torch.float64) * inv_lo).to(torch.int64)
     r = t - q * d
-    return torch.where(r >= d, r - d, r)
+    return torch.where(r < d, r, r - d)  # (not `r >= d`: AVX2 MASKS above)
 
 
 def reduce_hash(h: torch.Tensor, d, consts: tuple | None) -> torch.Tensor:

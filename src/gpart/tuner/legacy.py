@@ -64,7 +64,8 @@ def _walk(out, cipher, nkeys: int, alternating: bool, total, rounds: int):
     # Cycle walking without data-dependent control flow: every lane runs `rounds` steps,
     # each re-encrypting only values still outside [0, total).
     for _ in range(rounds):
-        out = torch.where(out >= total, _encrypt_t(out, *cipher, nkeys, alternating), out)
+        # (not `out >= total`: gpart.tuner.hashing, AVX2 MASKS)
+        out = torch.where(out < total, out, _encrypt_t(out, *cipher, nkeys, alternating))
     return out
 
 
@@ -106,6 +107,10 @@ _BALANCED_IDS = fused.kernel(_k_balanced_ids)
 # encryptions: the domain is < 4 D), the rare stragglers are compacted and walked longer.
 _FIRST_ROUNDS = 3
 _LATER_ROUNDS = 10
+# A bound that only a wrong kernel reaches: at least a quarter of the Feistel domain is in
+# [0, D), so an entry is still outside after k steps with probability about (3/4)**k,
+# below 1e-120 after these 1000 (scheme 2's domain is < 2 D: far less).
+_MAX_STAGES = 100
 # Balanced ids: more in-kernel steps than `permute_range`, since each straggler left after
 # them costs a compaction and a `mod d` of its own. Scheme 2's domain is < 2 D, so fewer
 # values leave [0, D) per encryption than in scheme 1's (< 4 D) and fewer steps suffice. Any
@@ -240,6 +245,14 @@ class FeistelSpec:
             stage += 1
             if n == 0:
                 break
+            if stage > _MAX_STAGES:
+                raise RuntimeError(
+                    f"GPart: the balanced grouping's cycle walk left {n} entries outside "
+                    f"[0, {self.total}) after {_MAX_STAGES * _LATER_ROUNDS} steps, which a "
+                    "correct permutation does not; its fused kernels computed wrong values. "
+                    "Set GPART_COMPILE=0 to run them eagerly, and report the torch version "
+                    "and CPU or GPU."
+                )
             walked = picked if walked is None else walked[picked]
             changed = rewalk(out[walked], cipher, *self._static, total, _LATER_ROUNDS)
             out[walked] = changed

@@ -68,7 +68,8 @@ def _acc(t: torch.Tensor) -> torch.Tensor:
 def _dropout_scale(n: int, drop_keyed0, threshold, kept):
     keyed = torch.arange(n, dtype=torch.int64, device=drop_keyed0.device) + drop_keyed0
     bits = hash_keyed(keyed) & ((1 << _DROPOUT_BITS) - 1)
-    return torch.where(bits >= threshold, kept, torch.zeros_like(kept))
+    # (not `bits >= threshold`: gpart.tuner.hashing, AVX2 MASKS)
+    return torch.where(bits < threshold, torch.zeros_like(kept), kept)
 
 
 def _merge(w, dw, out_dtype: torch.dtype):
