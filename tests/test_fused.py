@@ -179,15 +179,23 @@ def test_a_plain_term_takes_the_short_path_and_computes_what_the_general_one_doe
 
 
 # The tests above that compare fused kernels with the eager path, run again as AVX2 code.
-_AVX2_RERUN = "bit_identical or golden or layer_equals_eager or short_path"
+_AVX2_RERUN = "bit_identical or golden or layer_equals_eager"
+# How the rerun starts pytest: as an AVX2 CPU compiles the kernels (scalar loops:
+# `fused.cpu_code_options`), or with inductor's AVX2 vector code, which a kernel gets where
+# that choice is not made (another torch, a kernel compiled outside `fused.Kernel`).
+_AVX2_CODE = {
+    "scalar": "",
+    "vectorized": "import gpart.tuner.fused as f; f.cpu_code_options = lambda inputs: {}; ",
+}
 
 
 @pytest.mark.skipif(
     torch.backends.cpu.get_cpu_capability() != "AVX512",
     reason="runs AVX2 code on an AVX-512 CPU (on an AVX2 one the tests above run as AVX2)",
 )
-def test_fused_kernels_match_eager_in_avx2_code(tmp_path):
-    """Inductor compiles the kernels for the CPU's vector ISA, and its AVX2 code once
+@pytest.mark.parametrize("code", sorted(_AVX2_CODE))
+def test_fused_kernels_match_eager_in_avx2_code(tmp_path, code):
+    """Inductor compiles the kernels for the CPU's vector ISA, and its AVX2 vector code
     inverted `torch.where` on `>=` masks (gpart.tuner.hashing, AVX2 MASKS) where its AVX-512
     code was right: the kernel-against-eager tests run again with ``ATEN_CPU_CAPABILITY=
     avx2`` (ATen's and inductor's CPU code for AVX2), in a fresh inductor cache, since the
@@ -202,9 +210,11 @@ def test_fused_kernels_match_eager_in_avx2_code(tmp_path):
     ran_as = subprocess.run([sys.executable, "-c", isa], env=env, capture_output=True, text=True)
     assert ran_as.stdout.strip() == "AVX2", ran_as.stdout + ran_as.stderr
     tests = Path(__file__).resolve()
+    argv = ["-q", "-x", "--tb=short", "-p", "no:cacheprovider", "-o", "addopts="]
+    argv += ["--show-capture=no", str(tests), "-k", _AVX2_RERUN]
+    run = f"{_AVX2_CODE[code]}import pytest, sys; sys.exit(pytest.main({argv!r}))"
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-x", "--tb=short", "-p", "no:cacheprovider"]
-        + ["-o", "addopts=", "--show-capture=no", str(tests), "-k", _AVX2_RERUN],
+        [sys.executable, "-c", run],
         cwd=tests.parent.parent,
         env=env,
         capture_output=True,
@@ -213,6 +223,17 @@ def test_fused_kernels_match_eager_in_avx2_code(tmp_path):
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert " passed" in proc.stdout and " skipped" not in proc.stdout, proc.stdout[-2000:]
+
+
+def test_avx2_cpu_kernels_are_compiled_as_scalar_loops(monkeypatch):
+    # Where the vector ISA is AVX2, inductor's vectorized int64 kernels run lane by lane and
+    # take twice the scalar loops' time (`fused.cpu_code_options`); elsewhere it decides.
+    cpu, meta = [torch.ones(3), 4], [torch.ones(3, device="meta")]
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    assert fused.cpu_code_options(cpu) == {"cpp.simdlen": 1}
+    assert fused.cpu_code_options(meta) == {}  # (a GPU's kernels: not C++ loops)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    assert fused.cpu_code_options(cpu) == {}
 
 
 def test_segment_sum_rows_equal_index_add():
