@@ -108,8 +108,11 @@ def _mulshift(h: torch.Tensor, d: int | torch.Tensor) -> torch.Tensor:
 # AVX2 MASKS. Every integer mask that a fused kernel selects with (`torch.where`) comes from
 # `<`, `>` or `==`, never from `>=`, `<=` or `!=`: inductor's CPU code built for AVX2 (a CPU
 # without AVX-512, or ``ATEN_CPU_CAPABILITY=avx2``) selects the wrong branch of a
-# `torch.where` whose int64 or int32 mask comes from those three (torch 2.15: scheme 3's
-# fused ids came out negative). So `x >= b` is written `x < b` with the branches swapped.
+# `torch.where` with integer branches whose int64 or int32 mask comes from those three
+# (torch 2.15: scheme 3's fused ids came out negative; float branches, as in the dropout
+# scale, came out right, and are written the same way). So `x >= b` is written `x < b`
+# with the branches swapped. On AVX2 the kernels now run as scalar loops anyway
+# (`fused.cpu_code_options`); the rule covers any other way to AVX2 vector code.
 # `tests/test_fused.py::test_fused_kernels_match_eager_in_avx2_code` runs the kernels as
 # AVX2 code.
 
