@@ -331,6 +331,9 @@ def test_validation_errors():
         ("lora", "adapter.lora_dropout", "1.5"): r"must be in \[0, 1\), got 1.5",
         ("vera", "adapter.vera_dropout", "1"): r"must be in \[0, 1\), got 1.0",
         ("vblora", "adapter.vblora_dropout", "-0.1"): r"must be in \[0, 1\), got -0.1",
+        ("vera", "adapter.bias", "nonee"): "must be 'none', 'all' or the method's .*'nonee'",
+        ("vblora", "adapter.bias", "lora"): "must be 'none', 'all' or the method's .*'lora'",
+        ("fourierft", "adapter.bias", "yes"): "must be 'none', 'all' or the method's .*'yes'",
     }
     for (adapter, key, value), msg in late.items():
         with pytest.raises(ConfigError, match=msg) as err:

@@ -272,7 +272,7 @@ class AdapterConfig:
         class does not check itself (it checks the rest when it is built).
 
         Here: what several peft methods check only when their layers are built (a rank, a
-        dropout probability), by the field names they share, so that a bad value stops
+        dropout probability, `bias`), by the field names they share, so that a bad value stops
         ``--print_config`` and a sweep before any data or model loads. Subclasses extend.
         """
         for f in dataclasses.fields(self):
@@ -281,6 +281,17 @@ class AdapterConfig:
                 raise ConfigError(f"adapter.r: must be a positive integer, got {value!r}")
             if f.name.endswith("_dropout") and not 0.0 <= value < 1.0:
                 raise ConfigError(f"adapter.{f.name}: must be in [0, 1), got {value!r}")
+            # peft's rule where it marks what trains (`_mark_only_adapters_as_trainable`):
+            # VeRA, VB-LoRA and FourierFT check nothing earlier.
+            if (
+                f.name == "bias"
+                and value not in ("none", "all")
+                and not str(value).endswith("_only")
+            ):
+                raise ConfigError(
+                    f"adapter.bias: must be 'none', 'all' or the method's '<name>_only' "
+                    f"(peft's values), got {value!r}"
+                )
 
 
 def adapter_section(
