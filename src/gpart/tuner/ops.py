@@ -599,7 +599,9 @@ def linear_backward(
     on_fused_path: bool | None = None,
 ) -> tuple[torch.Tensor | None, tuple[torch.Tensor, ...]]:
     """(grad_x or None, theta's gradient per term) of `linear_forward`; `on_fused_path`:
-    the forward's (`_GPartLinearFn`), else read here."""
+    the forward's (`_GPartLinearFn`), else read here. `bias` is not read (the bias entries'
+    gradient is grad_y's sum): it keeps the signature `generic_backward` shares with it for
+    `custom_ops.adapted_backward`, and `_GPartLinearFn` passes None, saving no bias."""
     grad_x = None
     ids: list[torch.Tensor | None] = [None] * len(terms)
     gy2, x2 = _grad_views(x, grad_y)
